@@ -1,0 +1,71 @@
+"""The one exception root of keyrotd.
+
+Every error a user can meet is a :class:`KeyrotdError` with a human message and a hint saying
+what to do. ``main()`` catches it once and prints ``message`` and ``hint`` on one line.
+Exit codes: :class:`ConfigError` and :class:`UsageError` exit 2, everything else 1.
+"""
+
+from __future__ import annotations
+
+
+class KeyrotdError(Exception):
+    """Base of every keyrotd error: ``message`` says what happened, ``hint`` how to fix it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(KeyrotdError):
+    """The configuration or the policy is invalid (exit 2)."""
+
+    exit_code = 2
+
+
+class UsageError(KeyrotdError):
+    """The command line is invalid (exit 2)."""
+
+    exit_code = 2
+
+
+class StorageError(KeyrotdError):
+    """A storage backend failed. ``temporary`` errors are worth retrying."""
+
+    temporary = False
+
+
+class TemporaryStorageError(StorageError):
+    """Unreachable, throttled or slow storage: retry later, keep serving what was loaded."""
+
+    temporary = True
+
+
+class ConflictError(StorageError):
+    """The compare-and-swap lost: the document changed since it was read. Re-read and re-plan."""
+
+    temporary = True
+
+
+class CorruptDocumentError(StorageError):
+    """A stored document cannot be read back (truncated, not JSON, tampered, wrong key).
+
+    It is never overwritten: an operator must look at it.
+    """
+
+
+class DocumentTooLargeError(StorageError):
+    """A document exceeds the backend's size limit."""
+
+
+class KeyNotFoundError(KeyrotdError):
+    """A kid that the keyset does not hold."""
+
+
+class TokenError(KeyrotdError):
+    """An issuer refused to mint a token (for example a lifetime above ``token_lifetime``)."""

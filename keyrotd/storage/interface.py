@@ -1,0 +1,76 @@
+"""The storage seam: what every backend provides, its value type and its errors.
+
+A backend stores one opaque document (bytes) per keyset under a version. Writes are atomic and
+conditional: ``write`` succeeds only if the stored version is still ``expected_version`` (or, with
+``expected_version=None``, if nothing is stored yet), else it raises :class:`ConflictError` and
+the caller re-reads and re-plans (G6).
+
+Errors: every failure is a :class:`StorageError`; the ones worth retrying (unreachable, throttled,
+a lost compare-and-swap) are :class:`TemporaryStorageError` or :class:`ConflictError`, whose
+``temporary`` attribute is true. A document that cannot be read back is a
+:class:`CorruptDocumentError` naming its location, and it is never overwritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from keyrotd.errors import (
+    ConflictError,
+    CorruptDocumentError,
+    DocumentTooLargeError,
+    StorageError,
+    TemporaryStorageError,
+)
+
+__all__ = [
+    "ConflictError",
+    "CorruptDocumentError",
+    "DocumentTooLargeError",
+    "Storage",
+    "StorageError",
+    "TemporaryStorageError",
+    "Versioned",
+]
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A stored document, the version it was read at, and where it lives (for messages)."""
+
+    data: bytes
+    version: str
+    location: str
+
+
+class Storage(Protocol):
+    """One keyset document per name, read and compare-and-swapped by version."""
+
+    max_document_size: int
+    """Largest document (bytes, as given to ``write``) this backend accepts."""
+
+    def location(self, keyset: str) -> str:
+        """Where the keyset's document lives, for humans: a file path or a secret name."""
+        ...
+
+    def read(self, keyset: str) -> Versioned | None:
+        """The current document, or None if the keyset was never written."""
+        ...
+
+    def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
+        """Atomically replace the document if its version is still ``expected_version``.
+
+        ``expected_version=None`` creates the document and fails if one exists. Returns the new
+        version. Raises :class:`ConflictError` when another writer won,
+        :class:`DocumentTooLargeError` above ``max_document_size``.
+        """
+        ...
+
+    def list_keysets(self) -> list[str]:
+        """Names of the keysets that have a stored document."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and locks."""
+        ...
