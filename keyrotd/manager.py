@@ -1,0 +1,140 @@
+"""Applying the planner to storage: read, plan, generate keys outside the write, compare-and-swap.
+
+This is the only place that writes keyset documents. On a lost compare-and-swap it re-reads and
+re-plans (G6); key generation never happens while a storage lock is held (STYLE rule 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from keyrotd.errors import ConflictError, StorageError
+from keyrotd.keys import NewKey, generate_key
+from keyrotd.lifecycle import TICK, Command, Transition, plan, view
+from keyrotd.model import Keyset, Policy, from_json, to_json
+from keyrotd.storage.interface import Storage
+
+log = logging.getLogger("keyrotd")
+
+Clock = Callable[[], datetime]
+KeyFactory = Callable[[str, int], NewKey]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A keyset as read from storage: ``version`` is None when it was never written."""
+
+    keyset: Keyset
+    version: str | None
+    location: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    keyset: Keyset
+    transitions: tuple[Transition, ...]
+    written: bool
+    attempts: int
+
+
+@dataclass(frozen=True)
+class KeysetSpec:
+    """What the manager needs to know of a keyset's configuration."""
+
+    name: str
+    algorithm: str
+    rsa_key_size: int
+    policy: Policy
+
+
+class KeysetManager:
+    """Reads, plans and writes one keyset on one storage."""
+
+    max_attempts = 50
+
+    def __init__(
+        self,
+        storage: Storage,
+        spec: KeysetSpec,
+        clock: Clock = utc_now,
+        key_factory: KeyFactory = generate_key,
+    ) -> None:
+        self.storage = storage
+        self.spec = spec
+        self.clock = clock
+        self.key_factory = key_factory
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def load(self) -> Loaded:
+        stored = self.storage.read(self.name)
+        if stored is None:
+            return Loaded(Keyset(self.name), None, self.storage.location(self.name))
+        return Loaded(from_json(stored.data, stored.location), stored.version, stored.location)
+
+    def view(self, now: datetime | None = None) -> Keyset:
+        """The keyset as readers see it now (due transitions applied in memory, nothing written)."""
+        return view(self.load().keyset, self.spec.policy, now or self.clock())
+
+    def apply(self, command: Command = TICK) -> Outcome:
+        """Plan ``command`` against the stored keyset and write the result (compare-and-swap)."""
+        fresh: tuple[NewKey, ...] = ()
+        for attempt in range(1, self.max_attempts + 1):
+            loaded = self.load()
+            result = plan(loaded.keyset, self.spec.policy, self.clock(), command, fresh)
+            if result.needs_keys > len(fresh):
+                fresh += self._generate(result.needs_keys - len(fresh))
+                continue  # time passed while generating: read and plan again
+            if not result.changed:
+                return Outcome(result.keyset, (), written=False, attempts=attempt)
+            try:
+                self.storage.write(self.name, to_json(result.keyset), loaded.version)
+            except ConflictError:
+                log.debug("keyset %s: lost a compare-and-swap, re-planning", self.name)
+                time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 (jitter, not crypto)
+                continue
+            for transition in result.transitions:
+                log_transition(self.name, transition)
+            return Outcome(result.keyset, result.transitions, written=True, attempts=attempt)
+        raise StorageError(
+            f"keyset {self.name}: gave up after {self.max_attempts} conflicting writes",
+            "another writer keeps changing it; check for a runaway process",
+        )
+
+    def _generate(self, count: int) -> tuple[NewKey, ...]:
+        return tuple(
+            self.key_factory(self.spec.algorithm, self.spec.rsa_key_size) for _ in range(count)
+        )
+
+
+def log_transition(keyset: str, transition: Transition) -> None:
+    """One log line per lifecycle event (``key.created`` …): keyset and kid, no key material."""
+    extra = {
+        "event": transition.event,
+        "keyset": keyset,
+        "kid": transition.kid,
+        "at": transition.at.isoformat(),
+    }
+    if transition.exception:
+        extra["exception"] = transition.exception
+        log.warning(
+            "%s %s kid=%s (exception to publish-ahead: %s)",
+            transition.event,
+            keyset,
+            transition.kid,
+            transition.exception,
+            extra=extra,
+        )
+    else:
+        log.info("%s %s kid=%s", transition.event, keyset, transition.kid, extra=extra)
