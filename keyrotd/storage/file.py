@@ -1,0 +1,268 @@
+"""File storage: one envelope per keyset, ``<path>/<keyset>.json``, swapped under a file lock.
+
+Layout: the directory (and any parent it creates) is mode 0700, documents and lock files 0600,
+whatever the umask. A write takes ``fcntl.flock`` on ``<path>/<keyset>.lock``, checks the stored
+revision against the expected version, writes ``.<keyset>.json.<random>.tmp`` (O_EXCL, 0600),
+fsyncs it, renames it over the document and fsyncs the directory; the version is
+``str(revision)``. Reads take no lock (the rename is atomic). Temp files left by a crashed writer
+are removed by the next write of that keyset. The envelope is described in
+:mod:`keyrotd.storage.sealing`.
+
+A document that fails its checks is a :class:`CorruptDocumentError` naming the file, and keyrotd
+never rewrites it; writes on top of it refuse too.
+
+Errors: permission denied is a :class:`ConfigError` (exit 2) naming the path. Temporary errors
+(worth retrying): :class:`ConflictError` (another writer won) and :class:`TemporaryStorageError`
+when the lock stays held by another process past ``lock_timeout``. Every other failure is a
+permanent :class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from keyrotd.errors import ConfigError
+from keyrotd.storage.interface import (
+    ConflictError,
+    CorruptDocumentError,
+    DocumentTooLargeError,
+    StorageError,
+    TemporaryStorageError,
+    Versioned,
+)
+from keyrotd.storage.sealing import (
+    KEY_SIZE,
+    EnvelopeError,
+    KeyRequiredError,
+    Opened,
+    load_encryption_key,
+    seal,
+    unseal,
+)
+
+if TYPE_CHECKING:
+    from keyrotd.config import StorageSettings
+
+__all__ = ["MAX_DOCUMENT_SIZE", "FileStorage", "load_encryption_key"]
+
+MAX_DOCUMENT_SIZE: Final = 1024 * 1024
+_MAX_FILE_SIZE: Final = 2 * MAX_DOCUMENT_SIZE  # a sealed 1 MiB document is about 1.34 MiB
+_KEYSET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SUFFIX: Final = ".json"
+_DIR_MODE: Final = 0o700
+_FILE_MODE: Final = 0o600
+_UNTOUCHED: Final = "; the file was left untouched"
+_CORRUPT_HINT: Final = (
+    "inspect it, then restore it from a backup, or move it aside to start the keyset afresh "
+    "(its keys are then lost); keyrotd never overwrites it"
+)
+
+
+class FileStorage:
+    """Keyset documents as files in one directory (see the module docstring)."""
+
+    max_document_size: int = MAX_DOCUMENT_SIZE
+
+    def __init__(
+        self, path: Path, encryption_key: bytes | None = None, lock_timeout: float = 10.0
+    ) -> None:
+        if encryption_key is not None and len(encryption_key) != KEY_SIZE:
+            raise ConfigError("the storage encryption key is not 32 bytes", "use a 256-bit key")
+        self._directory = Path(path).absolute()
+        self._key = encryption_key
+        self._lock_timeout = lock_timeout
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> FileStorage:
+        key_file = settings.encryption_key_file
+        key = None if key_file is None else load_encryption_key(key_file)
+        return cls(settings.path, encryption_key=key)
+
+    def location(self, keyset: str) -> str:
+        return str(self._document(keyset))
+
+    def read(self, keyset: str) -> Versioned | None:
+        path = self._document(keyset)
+        with self._os_errors():
+            opened = self._open(keyset, path)
+        if opened is None:
+            return None
+        return Versioned(data=opened.data, version=str(opened.revision), location=str(path))
+
+    def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
+        path = self._document(keyset)
+        if len(data) > self.max_document_size:
+            raise DocumentTooLargeError(
+                f"the document for keyset {keyset} is {len(data)} bytes, above the file "
+                f"storage limit of {self.max_document_size} bytes",
+                "keep fewer keys or a shorter history in the keyset",
+            )
+        with self._os_errors():
+            _make_private_directories(self._directory)
+            with _exclusive_lock(self._directory / f"{keyset}.lock", self._lock_timeout):
+                _remove_stale_temp_files(self._directory, keyset)
+                current = self._open(keyset, path)
+                revision = _check_version(path, current, expected_version)
+                _replace_atomically(path, seal(keyset, revision, data, self._key))
+        return str(revision)
+
+    def list_keysets(self) -> list[str]:
+        with self._os_errors():
+            try:
+                names = os.listdir(self._directory)
+            except FileNotFoundError:
+                return []
+        stems = (name.removesuffix(_SUFFIX) for name in names if name.endswith(_SUFFIX))
+        return sorted(stem for stem in stems if _KEYSET_NAME.fullmatch(stem))
+
+    def close(self) -> None:
+        """Nothing to release: locks are held only inside ``write``."""
+
+    def _document(self, keyset: str) -> Path:
+        if not _KEYSET_NAME.fullmatch(keyset):
+            raise ConfigError(
+                f"invalid keyset name {keyset!r}",
+                "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            )
+        return self._directory / f"{keyset}{_SUFFIX}"
+
+    def _open(self, keyset: str, path: Path) -> Opened | None:
+        try:
+            with path.open("rb") as file:
+                blob = file.read(_MAX_FILE_SIZE + 1)
+        except FileNotFoundError:
+            return None
+        if len(blob) > _MAX_FILE_SIZE:
+            raise CorruptDocumentError(
+                f"{path} is larger than any document keyrotd writes{_UNTOUCHED}", _CORRUPT_HINT
+            )
+        try:
+            return unseal(keyset, blob, self._key)
+        except KeyRequiredError as error:
+            raise ConfigError(
+                f"{path}: {error}", "set storage.encryption_key_file to the key it was written with"
+            ) from None
+        except EnvelopeError as error:
+            raise CorruptDocumentError(f"{path}: {error}{_UNTOUCHED}", _CORRUPT_HINT) from None
+
+    @contextmanager
+    def _os_errors(self) -> Iterator[None]:
+        """Translate OS errors into keyrotd errors naming the path (never the contents)."""
+        try:
+            yield
+        except PermissionError as error:
+            raise ConfigError(
+                f"permission denied on {error.filename or self._directory}",
+                f"make the storage directory {self._directory} and its files readable and "
+                f"writable by the user running keyrotd (chown them to that user; chmod 700 "
+                f"the directory)",
+            ) from None
+        except OSError as error:
+            where = error.filename or self._directory
+            reason = error.strerror or type(error).__name__
+            raise StorageError(f"file storage failed on {where}: {reason}") from None
+
+
+def _check_version(path: Path, current: Opened | None, expected_version: str | None) -> int:
+    """The next revision, if the stored one is still ``expected_version``."""
+    found = None if current is None else str(current.revision)
+    if found != expected_version:
+        raise ConflictError(
+            f"{path} changed since it was read (expected version {expected_version or 'none'}, "
+            f"found {found or 'none'})",
+            "re-read the keyset and try again",
+        )
+    return 1 if current is None else current.revision + 1
+
+
+def _make_private_directories(directory: Path) -> None:
+    """Create ``directory`` and missing parents as 0700, whatever the umask."""
+    missing: list[Path] = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, _DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(path, _DIR_MODE)
+
+
+@contextmanager
+def _exclusive_lock(lock_path: Path, timeout: float) -> Iterator[None]:
+    """Hold ``flock(LOCK_EX)`` on ``lock_path``; give up after ``timeout`` seconds."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != _FILE_MODE:
+            os.fchmod(fd, _FILE_MODE)
+        _acquire(fd, lock_path, timeout)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, lock_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TemporaryStorageError(
+                    f"timed out after {timeout:g}s waiting for the lock {lock_path}",
+                    "another keyrotd process holds it; retry, or look for a stuck process",
+                ) from None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+
+
+def _temp_name(keyset: str) -> str:
+    return f".{keyset}{_SUFFIX}.{secrets.token_hex(16)}.tmp"
+
+
+def _remove_stale_temp_files(directory: Path, keyset: str) -> None:
+    """Under the keyset's lock no writer is in flight, so its temp files are leftovers."""
+    stale = re.compile(re.escape(f".{keyset}{_SUFFIX}.") + r"[0-9a-f]{32}\.tmp")
+    for name in os.listdir(directory):
+        if stale.fullmatch(name):
+            with suppress(FileNotFoundError):
+                os.unlink(directory / name)
+
+
+def _replace_atomically(target: Path, content: bytes) -> None:
+    """Write a 0600 temp file beside ``target``, fsync, rename over it, fsync the directory."""
+    temp = target.with_name(_temp_name(target.name.removesuffix(_SUFFIX)))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temp, flags, _FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), _FILE_MODE)
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

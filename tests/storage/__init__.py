@@ -1,0 +1,1 @@
+"""Tests of the storage backends; ``contract`` holds the suite every backend passes."""
