@@ -50,6 +50,7 @@ class Revoke:
 
 Command = Tick | Rotate | Revoke
 TICK: Final = Tick()
+FIRST_KEY: Final = "first key of a new keyset"
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class _Planner:
             return
         first = not self.history
         key = self.new_key(self.now)
-        self.activate(key, self.now, "first key of a new keyset" if first else "no active key")
+        self.activate(key, self.now, FIRST_KEY if first else "no active key")
 
     def ensure_successor(self) -> None:
         """Publish a successor ``publish_ahead`` before the active key's period ends (G2, G4)."""

@@ -12,12 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from keyrotd.errors import ConflictError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle import TICK, Command, Transition, plan, view
+from keyrotd.lifecycle import FIRST_KEY, TICK, Command, Transition, plan, view
 from keyrotd.model import Keyset, Policy, from_json, to_json
 from keyrotd.storage.interface import Storage
+
+if TYPE_CHECKING:
+    from keyrotd.config import KeysetSettings
 
 log = logging.getLogger("keyrotd")
 
@@ -54,6 +58,10 @@ class KeysetSpec:
     algorithm: str
     rsa_key_size: int
     policy: Policy
+
+    @classmethod
+    def from_settings(cls, settings: KeysetSettings) -> KeysetSpec:
+        return cls(settings.name, settings.algorithm, settings.rsa_key_size, settings.policy)
 
 
 class KeysetManager:
@@ -124,11 +132,14 @@ def log_transition(keyset: str, transition: Transition) -> None:
         "event": transition.event,
         "keyset": keyset,
         "kid": transition.kid,
-        "at": transition.at.isoformat(),
+        "at": transition.at.isoformat().replace("+00:00", "Z"),
     }
     if transition.exception:
         extra["exception"] = transition.exception
-        log.warning(
+        # A new keyset's first key is expected; every other exception deserves attention.
+        level = logging.INFO if transition.exception == FIRST_KEY else logging.WARNING
+        log.log(
+            level,
             "%s %s kid=%s (exception to publish-ahead: %s)",
             transition.event,
             keyset,

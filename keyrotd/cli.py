@@ -1,0 +1,108 @@
+"""The ``keyrotd`` command line: ``main(argv) -> exit code``, testable in-process.
+
+Exit codes: 0 success, 1 failure (or an invalid token for ``inspect``), 2 usage or configuration
+error. Every error is one line on stderr; the traceback only with ``--debug``. Heavy modules
+(boto3, the scheduler, the HTTP server) are imported by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+from keyrotd import __version__
+from keyrotd.errors import KeyrotdError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, f"see `{self.prog} --help`")
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--config`` and ``--debug`` are accepted before and after the command."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--config", metavar="PATH", default=default, help="TOML configuration")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="show tracebacks",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="keyrotd", description="Signing-key rotation daemon and operator tool.")
+    parser.add_argument("--version", action="version", version=f"keyrotd {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _common(p, top=False)
+        return p
+
+    command("run", "run the daemon: scheduled rotation and the JWKS over HTTP")
+    p = command("status", "keys, states, timestamps and the next transition")
+    p.add_argument("--keyset", metavar="N", help="one keyset (default: all)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("rotate", "bring the next rotation forward")
+    p.add_argument("--keyset", metavar="N")
+    p.add_argument("--now", action="store_true", help="emergency: the successor signs at once")
+    p = command("revoke", "drop a key from the JWKS at once")
+    p.add_argument("kid", metavar="KID")
+    p.add_argument("--keyset", metavar="N")
+    p = command("jwks", "print the JWKS that is served")
+    p.add_argument("--keyset", metavar="N")
+    p = command("signing-key", "print the active private JWK (for issuers)")
+    p.add_argument("--keyset", metavar="N")
+    p = command("inspect", "explain why a token is or is not valid")
+    p.add_argument("token", nargs="?", default="-", metavar="TOKEN|-")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--keyset", metavar="N")
+    where.add_argument("--jwks-url", metavar="URL")
+    p.add_argument("--audience", metavar="A")
+    p.add_argument("--issuer", metavar="I")
+    p.add_argument("--json", action="store_true")
+    command("check-config", "validate the configuration and the policy")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    try:
+        args = build_parser().parse_args(args_list)
+        from keyrotd import commands
+
+        return commands.dispatch(args)
+    except KeyrotdError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"keyrotd: {_one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except Exception as exc:  # the last resort: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(
+            f"keyrotd: internal error ({type(exc).__name__}): {_one_line(str(exc))}"
+            " (run with --debug for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The operator commands behind the CLI. Each works directly on storage (G6-safe)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+
+from keyrotd import logs
+from keyrotd.config import KeysetSettings, Settings, load_settings
+from keyrotd.durations import format_duration
+from keyrotd.errors import KeyrotdError
+from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
+from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
+from keyrotd.model import Key, Keyset
+from keyrotd.storage import Storage, open_storage
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if args.command == "run":
+        from keyrotd.daemon import run_daemon
+
+        return run_daemon(settings, args.config)
+    # Commands log only warnings (emergencies) to stderr; their results go to stdout.
+    level = "warning" if settings.logging.level in {"debug", "info"} else settings.logging.level
+    logs.configure(settings.logging.format, level)
+    if args.command == "check-config":
+        return check_config(settings)
+    if args.command == "inspect":
+        from keyrotd.inspection import run_inspect
+
+        return run_inspect(settings, args)
+    storage = open_storage(settings.storage)
+    try:
+        handler: Callable[[Settings, Storage, argparse.Namespace], int] = COMMANDS[args.command]
+        return handler(settings, storage, args)
+    finally:
+        storage.close()
+
+
+def manager(settings: Settings, storage: Storage, name: str | None) -> KeysetManager:
+    return KeysetManager(storage, KeysetSpec.from_settings(settings.keyset(name)))
+
+
+def emit(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def require_keys(keyset: Keyset, location: str) -> None:
+    if not keyset.keys:
+        raise KeyrotdError(
+            f"keyset {keyset.name} has no keys yet ({location})",
+            "run `keyrotd rotate` once, or start `keyrotd run`",
+        )
+
+
+def cmd_jwks(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+    mgr = manager(settings, storage, args.keyset)
+    keyset = mgr.view()
+    require_keys(keyset, storage.location(mgr.name))
+    emit(keyset.jwks())
+    return 0
+
+
+def cmd_signing_key(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+    mgr = manager(settings, storage, args.keyset)
+    keyset = mgr.view()
+    require_keys(keyset, storage.location(mgr.name))
+    active = keyset.active
+    if active is None:
+        raise KeyrotdError(f"keyset {keyset.name} has no active key", "run `keyrotd rotate --now`")
+    emit(dict(active.private()))
+    return 0
+
+
+def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+    mgr = manager(settings, storage, args.keyset)
+    outcome = mgr.apply(Rotate(now=args.now))
+    if args.now:
+        print(
+            f"EMERGENCY ROTATION of keyset {mgr.name}: the new key signs at once, before "
+            "verifiers may have fetched it; tokens signed with it can be rejected for up to "
+            f"{format_duration(mgr.spec.policy.publish_ahead)}"
+        )
+    print_transitions(mgr.name, outcome.transitions)
+    pending = outcome.keyset.pending
+    if pending and pending[0].activates_at is not None:
+        print(
+            f"{mgr.name}: {pending[0].kid} is published and activates at "
+            f"{iso(pending[0].activates_at)}"
+        )
+    elif not outcome.transitions:
+        print(f"{mgr.name}: nothing to do")
+    return 0
+
+
+def cmd_revoke(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+    mgr = manager(settings, storage, args.keyset)
+    outcome = mgr.apply(Revoke(args.kid))
+    if not any(t.event == "key.revoked" for t in outcome.transitions):
+        entry = outcome.keyset.find(args.kid)
+        state = entry.state.value if entry else "gone"
+        print(f"{mgr.name}: {args.kid} is already {state} and out of the JWKS; nothing to do")
+    print_transitions(mgr.name, outcome.transitions)
+    return 0
+
+
+def print_transitions(name: str, transitions: tuple[Transition, ...]) -> None:
+    for t in transitions:
+        note = f" (exception to publish-ahead: {t.exception})" if t.exception else ""
+        print(f"{name}: {t.event} {t.kid} at {iso(t.at)}{note}")
+
+
+def cmd_status(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+    chosen = [settings.keyset(args.keyset)] if args.keyset else list(settings.keysets)
+    now = utc_now()
+    reports = [status_report(ks, storage, now) for ks in chosen]
+    if args.json:
+        emit({"now": iso(now), "keysets": reports})
+        return 0
+    for report in reports:
+        print_status(report)
+    return 0
+
+
+def status_report(ks: KeysetSettings, storage: Storage, now: datetime) -> dict[str, object]:
+    mgr = KeysetManager(storage, KeysetSpec.from_settings(ks))
+    loaded = mgr.load()
+    from keyrotd.lifecycle import view
+
+    keyset = view(loaded.keyset, ks.policy, now)
+    upcoming = next_transition(keyset, ks.policy)
+    return {
+        "name": ks.name,
+        "algorithm": ks.algorithm,
+        "location": loaded.location,
+        "version": loaded.version,
+        "updated_at": iso(keyset.updated_at) if keyset.updated_at else None,
+        "keys": [key_report(k) for k in keyset.keys],
+        "history": [key_report(k) for k in keyset.history],
+        "next_transition": iso(upcoming) if upcoming else None,
+        "next_transition_in": format_duration(upcoming - now) if upcoming else None,
+    }
+
+
+def key_report(key: Key) -> dict[str, object]:
+    times = ("created_at", "activates_at", "retired_at", "expires_at", "revoked_at")
+    report: dict[str, object] = {"kid": key.kid, "alg": key.alg, "state": key.state.value}
+    for name in times:
+        value = getattr(key, name)
+        report[name] = iso(value) if value else None
+    return report
+
+
+def print_status(report: dict[str, object]) -> None:
+    print(f"keyset {report['name']} ({report['algorithm']}) at {report['location']}")
+    keys = report["keys"]
+    assert isinstance(keys, list)
+    if not keys:
+        print("  no keys yet: run `keyrotd rotate` or start `keyrotd run`")
+    for key in keys:
+        when = {
+            "pending": f"activates {key['activates_at']}",
+            "active": f"active since {key['activates_at']}",
+            "retired": f"retired {key['retired_at']}, leaves the JWKS {key['expires_at']}",
+        }.get(key["state"], "")
+        print(
+            f"  {key['state']:<8} {key['kid']}  {key['alg']}  published {key['created_at']}  {when}"
+        )
+    history = report["history"]
+    assert isinstance(history, list)
+    if history:
+        print(f"  history: {len(history)} keys out of the JWKS (kid and times in --json)")
+    if report["next_transition"]:
+        print(f"  next transition: {report['next_transition']} (in {report['next_transition_in']})")
+
+
+def check_config(settings: Settings) -> int:
+    source = settings.config_file or "built-in defaults"
+    print(f"configuration OK ({source})")
+    for ks in settings.keysets:
+        p = ks.policy
+        print(
+            f"  keyset {ks.name}: {ks.algorithm}, rotation every "
+            f"{format_duration(p.rotation_period)}, published "
+            f"{format_duration(p.publish_ahead)} ahead, kept "
+            f"{format_duration(p.retention)} after retirement"
+        )
+    return 0
+
+
+def iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+COMMANDS: dict[str, Callable[[Settings, Storage, argparse.Namespace], int]] = {
+    "jwks": cmd_jwks,
+    "signing-key": cmd_signing_key,
+    "rotate": cmd_rotate,
+    "revoke": cmd_revoke,
+    "status": cmd_status,
+}

@@ -1,0 +1,284 @@
+"""The operator CLI, in-process through ``main(argv)`` and once as a real console script."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import jwt
+import pytest
+
+from keyrotd.cli import main
+from keyrotd.keys import PRIVATE_MEMBERS
+from keyrotd.model import ALGORITHMS
+
+
+def write_config(directory: Path, body: str) -> Path:
+    path = directory / "keyrotd.toml"
+    path.write_text(body)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_rotate_jwks_and_signing_key_work_with_pyjwt(
+    alg: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_config(in_tmp, f'[[keysets]]\nname = "default"\nalgorithm = "{alg}"\n')
+    code, out, err = run(capsys, "rotate")
+    assert (code, err) == (0, "")
+    assert "key.created" in out
+
+    code, out, _ = run(capsys, "jwks")
+    assert code == 0
+    jwks = json.loads(out)
+    for jwk in jwks["keys"]:
+        assert not PRIVATE_MEMBERS & set(jwk)
+        assert jwk["alg"] == alg
+        assert jwk["use"] == "sig"
+    keyset = jwt.PyJWKSet.from_dict(jwks)
+
+    code, out, _ = run(capsys, "signing-key")
+    assert code == 0
+    private = jwt.PyJWK.from_dict(json.loads(out))
+    token = jwt.encode(
+        {"sub": "alice", "aud": "api"},
+        private.key,
+        algorithm=alg,
+        headers={"kid": private.key_id},
+    )
+    verifier = keyset[private.key_id]
+    claims = jwt.decode(token, verifier.key, algorithms=[alg], audience="api")
+    assert claims["sub"] == "alice"
+
+
+def test_empty_directory_bootstraps_default_keyset_with_defaults(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "rotate")
+    assert code == 0
+    assert "first key of a new keyset" in out
+    data = in_tmp / "keyrotd-data"
+    assert oct(data.stat().st_mode & 0o777) == "0o700"
+    assert oct((data / "default.json").stat().st_mode & 0o777) == "0o600"
+
+    code, out, _ = run(capsys, "status", "--json")
+    report = json.loads(out)["keysets"][0]
+    assert [k["state"] for k in report["keys"]].count("active") == 1
+
+    code, again, _ = run(capsys, "rotate")
+    assert code == 0
+    assert "key.created" not in again  # repeating rotate adds no further key
+
+
+def test_rotate_now_says_it_is_an_emergency(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "rotate")
+    code, out, _ = run(capsys, "rotate", "--now")
+    assert code == 0
+    assert out.startswith("EMERGENCY ROTATION of keyset default")
+
+
+def test_revoke_active_hands_over_and_drops_it_from_the_jwks(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "rotate")
+    _, out, _ = run(capsys, "signing-key")
+    kid = json.loads(out)["kid"]
+    code, out, _ = run(capsys, "revoke", kid)
+    assert code == 0
+    assert f"key.revoked {kid}" in out
+    _, out, _ = run(capsys, "jwks")
+    assert kid not in {k["kid"] for k in json.loads(out)["keys"]}
+    _, out, _ = run(capsys, "signing-key")
+    assert json.loads(out)["kid"] != kid
+    code, out, _ = run(capsys, "revoke", kid)
+    assert code == 0
+    assert "already revoked" in out
+
+
+def test_revoke_unknown_kid_fails_with_one_line(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "rotate")
+    code, out, err = run(capsys, "revoke", "nope")
+    assert code == 1
+    assert out == ""
+    assert (
+        err == "keyrotd: keyset default has no key with kid nope: list the kids with "
+        "`keyrotd status`\n"
+    )
+
+
+def test_jwks_before_any_key_explains_what_to_do(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "jwks")
+    assert code == 1
+    assert err.count("\n") == 1
+    assert "run `keyrotd rotate` once" in err
+
+
+def test_status_text(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "rotate")
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    assert out.startswith("keyset default (RS256) at ")
+    assert "  active   " in out
+    assert "next transition:" in out
+
+
+def test_config_accepted_before_and_after_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path, f'[storage]\npath = "{tmp_path / "store"}"\n[[keysets]]\nname = "api"\n'
+    )
+    assert run(capsys, "--config", str(config), "rotate")[0] == 0
+    code, out, _ = run(capsys, "status", "--config", str(config), "--json")
+    assert code == 0
+    assert json.loads(out)["keysets"][0]["name"] == "api"
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert (code, out) == (0, "keyrotd 0.1.0\n")
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    assert "signing-key" in out
+
+
+def test_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "rotate", "--bogus")
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "unrecognized arguments: --bogus" in err
+
+
+def test_check_config(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check-config")
+    assert code == 0
+    assert out.startswith("configuration OK (built-in defaults)")
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("[server]\nlisen = '127.0.0.1:1'\n", "server.lisen"),
+        ("[[keysets]]\nname = 'a'\nrotation_period = 'banana'\n", "rotation_period"),
+        ("[[keysets]]\nname = 'a'\nrsa_key_size = 1024\n", "rsa_key_size"),
+        (
+            "[[keysets]]\nname = 'a'\nrotation_period = '1h'\npublish_ahead = '2h'\n",
+            "publish_ahead",
+        ),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(
+    body: str, needle: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_config(in_tmp, body)
+    for command in (["rotate"], ["check-config"], ["status"]):
+        code, out, err = run(capsys, *command)
+        assert code == 2, err
+        assert out == ""
+        assert err.count("\n") == 1, err
+        assert needle in err
+        assert "Traceback" not in err
+
+
+def status_as_unprivileged_user(config: str) -> tuple[int, str]:
+    """``keyrotd status`` in this (spawned) process, as nobody when started as root."""
+    if os.geteuid() == 0:
+        # The interpreter's own files may not be readable by nobody: import everything first.
+        import keyrotd.commands
+        import keyrotd.storage.file  # noqa: F401
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(["--config", config, "check-config"])
+        os.setgid(65534)
+        os.setuid(65534)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["--config", config, "status"])
+    return code, err.getvalue()
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory any user can traverse (pytest's own temp root is private to its user)."""
+    path = Path(tempfile.mkdtemp(prefix="keyrotd-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_unreadable_storage_directory_exits_2_naming_it(open_dir: Path) -> None:
+    store = open_dir / "store"
+    store.mkdir(mode=0o700)
+    config = write_config(open_dir, f'[storage]\npath = "{store}"\n')
+    config.chmod(0o644)
+    if os.geteuid() != 0:
+        store.chmod(0o000)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        code, err = pool.submit(status_as_unprivileged_user, str(config)).result(timeout=60)
+    assert code == 2, err
+    assert err.count("\n") == 1
+    assert str(store) in err
+    assert "Traceback" not in err
+
+
+def test_tampered_encrypted_store_exits_nonzero_and_is_left_unchanged(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = in_tmp / "store.key"
+    key_file.write_text("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")
+    key_file.chmod(0o600)
+    write_config(in_tmp, f'[storage]\nencryption_key_file = "{key_file}"\n')
+    assert run(capsys, "rotate")[0] == 0
+    document = in_tmp / "keyrotd-data" / "default.json"
+    raw = bytearray(document.read_bytes())
+    middle = len(raw) // 2
+    raw[middle] = ord("A") if raw[middle] != ord("A") else ord("B")
+    document.write_bytes(bytes(raw))
+    before = document.read_bytes()
+    for command in (["status"], ["rotate"], ["rotate", "--now"], ["jwks"]):
+        code, _, err = run(capsys, *command)
+        assert code != 0
+        assert str(document) in err
+        assert err.count("\n") == 1
+    assert document.read_bytes() == before
+
+
+def test_console_script_in_an_empty_directory(tmp_path: Path) -> None:
+    exe = shutil.which("keyrotd", path=os.path.dirname(sys.executable))
+    assert exe is not None, "the console script is installed with the package"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
+    for command in (["rotate"], ["jwks"], ["signing-key"]):
+        result = subprocess.run(
+            [exe, *command], cwd=tmp_path, capture_output=True, text=True, env=env, check=False
+        )
+        assert result.returncode == 0, result.stderr
+    jwt.PyJWK.from_dict(json.loads(result.stdout))
