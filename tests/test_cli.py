@@ -282,3 +282,36 @@ def test_console_script_in_an_empty_directory(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
     jwt.PyJWK.from_dict(json.loads(result.stdout))
+
+
+HEAVY = ("boto3", "botocore", "apscheduler", "granian", "prometheus_client")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["status"], ["rotate"], ["jwks"]])
+def test_file_backend_commands_import_nothing_heavy(argv: list[str], tmp_path: Path) -> None:
+    probe = (
+        "import sys, contextlib, io\n"
+        "from keyrotd.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    main({argv!r})\n"
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
+    if argv == ["jwks"]:
+        subprocess.run(
+            [sys.executable, "-m", "keyrotd.cli", "rotate"],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
