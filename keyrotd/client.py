@@ -1,0 +1,445 @@
+"""Issuers in Python (CONTRACT section 6): sign JWTs with the keyset's current key.
+
+An :class:`Issuer` holds the signing schedule — the active private key, and the next one with its
+activation time — and switches to the next key at that exact time from what it holds, without a
+round trip. A background daemon thread refreshes the schedule well within ``publish_ahead``; while
+storage or the daemon is unreachable it logs a warning and keeps signing with the key it holds.
+
+Two sources::
+
+    Issuer.from_config("keyrotd.toml", keyset="default")     # reads storage directly
+    Issuer.from_url("http://127.0.0.1:8080", keyset="default", token=ADMIN_TOKEN)
+
+The URL source reads ``GET /keysets/{name}/signing-key``. Its lifetime limit comes from the
+response's ``token_lifetime`` (seconds) when the daemon sends it, else from the ``token_lifetime``
+argument; without either it refuses to start. ``publish_ahead`` (seconds) in the response, when
+present, sets the refresh interval as for storage; else it is ``refresh_interval`` (default 30s).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, Self
+
+from joserfc.jwk import Key
+
+from keyrotd.durations import format_duration
+from keyrotd.errors import KeyrotdError, TokenError, UsageError
+from keyrotd.manager import Clock, utc_now
+from keyrotd.model import ALGORITHMS, Jwk, Keyset, Policy, utc
+from keyrotd.tokens import import_key, sign_compact
+
+__all__ = ["Issuer", "Schedule"]
+
+log = logging.getLogger("keyrotd.client")
+
+DEFAULT_REFRESH: Final = timedelta(seconds=30)
+ISSUER_CLAIMS: Final = frozenset({"iat", "exp", "nbf"})
+"""Claims the issuer sets itself: ``lifetime=`` and ``not_before=`` control them."""
+_MAX_RESPONSE: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What an issuer needs to know: the active private JWK, the next one and when it activates."""
+
+    active: Jwk = field(repr=False)
+    next: Jwk | None = field(default=None, repr=False)
+    next_activates_at: datetime | None = None
+    token_lifetime: timedelta | None = None
+    publish_ahead: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class _Signer:
+    kid: str
+    alg: str
+    jwk: Jwk
+    key: Key
+
+    @classmethod
+    def of(cls, jwk: Jwk) -> _Signer:
+        return cls(jwk["kid"], jwk["alg"], jwk, import_key(jwk, jwk["alg"]))
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A schedule with its keys imported, ready to sign from any thread."""
+
+    active: _Signer
+    next: _Signer | None
+    next_activates_at: datetime | None
+    token_lifetime: timedelta | None
+    fetched_at: datetime
+
+    def signer(self, now: datetime) -> _Signer:
+        due = self.next_activates_at is not None and now >= self.next_activates_at
+        return self.next if self.next is not None and due else self.active
+
+
+class Issuer:
+    """Signs JWTs with a keyset's current key; thread-safe. Build it with ``from_config`` or
+    ``from_url``; ``close()`` (or ``with``) stops the background refresh."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Schedule],
+        *,
+        source: str,
+        token_lifetime: timedelta | None = None,
+        refresh_interval: float | timedelta | None = None,
+        clock: Clock = utc_now,
+        background: bool = True,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        """``fetch`` reads the schedule (raising :class:`KeyrotdError` when it cannot); the first
+        read must succeed. ``token_lifetime`` caps lifetimes when the schedule does not carry it.
+        """
+        self.source = source
+        self._fetch = fetch
+        self._clock = clock
+        self._token_lifetime = token_lifetime
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
+        first = fetch()
+        self._held = self._install(first)
+        self._limit()  # refuse to start without a known lifetime limit
+        self.refresh_interval = _refresh_interval(refresh_interval, first.publish_ahead)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(
+                target=self._refresh_loop, name=f"keyrotd-issuer {source}", daemon=True
+            )
+            self._thread.start()
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_config(
+        cls,
+        path: str | None = None,
+        keyset: str = "default",
+        *,
+        refresh_interval: float | timedelta | None = None,
+        clock: Clock = utc_now,
+        background: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> Issuer:
+        """Read the keyset from storage, as configured (``path`` as ``--config``)."""
+        from keyrotd.config import load_settings
+        from keyrotd.manager import KeysetManager, KeysetSpec
+        from keyrotd.storage import open_storage
+
+        settings = load_settings(path, environ)
+        spec = KeysetSpec.from_settings(settings.keyset(keyset))
+        storage = open_storage(settings.storage)
+        manager = KeysetManager(storage, spec, clock=clock)
+        where = storage.location(spec.name)
+
+        def fetch() -> Schedule:
+            return schedule_of(manager.view(), spec.policy, where)
+
+        try:
+            return cls(
+                fetch,
+                source=where,
+                refresh_interval=refresh_interval,
+                clock=clock,
+                background=background,
+                on_close=storage.close,
+            )
+        except BaseException:
+            storage.close()
+            raise
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        keyset: str = "default",
+        *,
+        token: str,
+        token_lifetime: float | timedelta | None = None,
+        refresh_interval: float | timedelta | None = None,
+        timeout: float = 5.0,
+        clock: Clock = utc_now,
+        background: bool = True,
+    ) -> Issuer:
+        """Read the schedule from a daemon's ``/keysets/{keyset}/signing-key`` endpoint."""
+        endpoint = f"{url.rstrip('/')}/keysets/{urllib.parse.quote(keyset, safe='')}/signing-key"
+        lifetime = None if token_lifetime is None else _duration(token_lifetime, "token_lifetime")
+        return cls(
+            lambda: fetch_signing_key(endpoint, token, timeout),
+            source=endpoint,
+            token_lifetime=lifetime,
+            refresh_interval=refresh_interval,
+            clock=clock,
+            background=background,
+        )
+
+    # -- signing -----------------------------------------------------------------------------
+    def sign(
+        self,
+        claims: Mapping[str, Any],
+        lifetime: float | timedelta | None = None,
+        *,
+        not_before: bool = False,
+        jti: bool = False,
+    ) -> str:
+        """A compact JWT of ``claims`` (not modified) plus ``iat`` and ``exp`` (``lifetime``
+        seconds, at most and by default ``token_lifetime``), ``nbf`` and a random ``jti`` when
+        asked. The header holds ``kid``, ``alg`` and ``typ: JWT``."""
+        limit = self._limit()
+        seconds = limit if lifetime is None else _duration(lifetime, "lifetime")
+        if seconds > limit:
+            raise TokenError(
+                f"lifetime {format_duration(seconds)} is above the keyset's token_lifetime "
+                f"({format_duration(limit)})",
+                "ask for a shorter lifetime, or raise token_lifetime in the keyset's configuration",
+            )
+        given = ISSUER_CLAIMS & claims.keys() | ({"jti"} & claims.keys() if jti else set())
+        if given:
+            raise TokenError(
+                f"claims already hold {', '.join(sorted(given))}, which the issuer sets",
+                "leave them out: use lifetime=, not_before= and jti= instead",
+            )
+        now = self._clock()
+        issued_at = math.floor(now.timestamp())
+        payload = {**claims, "iat": issued_at, "exp": issued_at + int(seconds.total_seconds())}
+        if not_before:
+            payload["nbf"] = issued_at
+        if jti:
+            payload["jti"] = secrets.token_urlsafe(16)
+        signer = self._current().signer(now)
+        header = {"alg": signer.alg, "kid": signer.kid, "typ": "JWT"}
+        try:
+            return sign_compact(header, payload, signer.key)
+        except (TypeError, ValueError) as exc:  # claims that are not JSON
+            raise TokenError(f"the claims cannot be encoded: {exc}", "use JSON values") from None
+
+    def signing_key(self) -> dict[str, str]:
+        """The private JWK that signs now (``kid``, ``alg`` and ``use`` included)."""
+        return dict(self._current().signer(self._clock()).jwk)
+
+    # -- refresh -----------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Read the schedule again now. On failure log a warning, keep the held keys, and
+        return False."""
+        with self._refreshing:
+            try:
+                held = self._install(self._fetch())
+            except Exception as exc:  # whatever went wrong, the held keys keep signing
+                current = self._current()
+                age = format_duration(self._clock() - current.fetched_at)
+                log.warning(
+                    "issuer cannot refresh from %s (%s); still signing with the keys read %s ago",
+                    self.source,
+                    exc if isinstance(exc, KeyrotdError | OSError) else type(exc).__name__,
+                    age,
+                )
+                return False
+            with self._lock:
+                self._held = held
+            return True
+
+    def close(self) -> None:
+        """Stop the background refresh and release storage. Idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_interval.total_seconds()):
+            self.refresh()
+
+    def _current(self) -> _Held:
+        with self._lock:
+            return self._held
+
+    def _install(self, schedule: Schedule) -> _Held:
+        return _Held(
+            active=_Signer.of(schedule.active),
+            next=_Signer.of(schedule.next) if schedule.next is not None else None,
+            next_activates_at=schedule.next_activates_at,
+            token_lifetime=schedule.token_lifetime,
+            fetched_at=self._clock(),
+        )
+
+    def _limit(self) -> timedelta:
+        known = [t for t in (self._current().token_lifetime, self._token_lifetime) if t]
+        if not known:
+            raise KeyrotdError(
+                f"{self.source} does not say the keyset's token_lifetime",
+                "pass token_lifetime= (the keyset's setting) to Issuer.from_url",
+            )
+        return min(known)
+
+
+def _refresh_interval(
+    given: float | timedelta | None, publish_ahead: timedelta | None
+) -> timedelta:
+    if given is not None:
+        return _duration(given, "refresh_interval", shortest=0.01)
+    if publish_ahead is None:
+        return DEFAULT_REFRESH
+    return min(publish_ahead / 4, DEFAULT_REFRESH)
+
+
+def _duration(value: float | timedelta, name: str, shortest: float = 1.0) -> timedelta:
+    """Seconds or a timedelta, at least ``shortest`` seconds."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TokenError(f"{name} {value!r} is not a duration", "give seconds or a timedelta")
+    if not math.isfinite(seconds) or seconds < shortest:
+        raise TokenError(f"{name} {value!r} is too short", f"give at least {shortest:g}s")
+    return timedelta(seconds=seconds)
+
+
+# -- sources ------------------------------------------------------------------------------------
+
+
+def schedule_of(keyset: Keyset, policy: Policy, where: str) -> Schedule:
+    """The schedule of a keyset as readers see it: its active key and the earliest pending one."""
+    active = keyset.active
+    if active is None:
+        raise KeyrotdError(
+            f"keyset {keyset.name} has no active key ({where})",
+            "start `keyrotd run`, or run `keyrotd rotate` once",
+        )
+    upcoming = sorted(
+        (k for k in keyset.pending if k.activates_at is not None and k.private_jwk is not None),
+        key=lambda k: (k.activates_at, k.created_at),
+    )
+    successor = upcoming[0] if upcoming else None
+    return Schedule(
+        active=active.private(),
+        next=successor.private() if successor else None,
+        next_activates_at=successor.activates_at if successor else None,
+        token_lifetime=policy.token_lifetime,
+        publish_ahead=policy.publish_ahead,
+    )
+
+
+def fetch_signing_key(endpoint: str, token: str, timeout: float) -> Schedule:
+    """``GET endpoint`` with the admin token, parsed into a :class:`Schedule`."""
+    data = get_json(
+        endpoint,
+        timeout=timeout,
+        what="signing-key response",
+        headers={"Authorization": f"Bearer {token}"},
+        status_hints={
+            401: "check the admin token (the daemon's server.admin_token_file)",
+            404: "check the keyset name, and that the daemon sets server.admin_token_file",
+        },
+    )
+    try:
+        return parse_signing_key(data)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise KeyrotdError(
+            f"{endpoint}: not a signing-key response ({exc})", "check that the URL is the daemon's"
+        ) from None
+
+
+def get_json(
+    url: str,
+    *,
+    timeout: float,
+    what: str,
+    headers: Mapping[str, str] | None = None,
+    status_hints: Mapping[int, str] | None = None,
+) -> object:
+    """``GET url`` (http or https only) and its JSON body (at most 1 MiB); every failure is a
+    :class:`KeyrotdError` naming the URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{url!r} is not an http(s) URL", "use e.g. http://127.0.0.1:8080")
+    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
+        url, headers={"Accept": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            body = response.read(_MAX_RESPONSE + 1)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        hint = (status_hints or {}).get(exc.code, f"check the URL; it should serve a {what}")
+        raise KeyrotdError(f"{url}: HTTP {exc.code} {exc.reason}", hint) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise KeyrotdError(f"{url}: cannot fetch the {what} ({reason})", "is it up?") from None
+    if len(body) > _MAX_RESPONSE:
+        raise KeyrotdError(f"{url}: the {what} is larger than 1 MiB", "check the URL")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise KeyrotdError(f"{url}: the {what} is not JSON", "check the URL") from None
+
+
+def parse_signing_key(data: object) -> Schedule:
+    """Validate the endpoint's JSON; any problem is a ``ValueError`` saying which member."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    active = _private_jwk(data.get("active"), "active")
+    upcoming = data.get("next")
+    at = data.get("next_activates_at")
+    if (upcoming is None) != (at is None):
+        raise ValueError("next and next_activates_at must both be set or both be null")
+    return Schedule(
+        active=active,
+        next=None if upcoming is None else _private_jwk(upcoming, "next"),
+        next_activates_at=None if at is None else _timestamp(at),
+        token_lifetime=_optional_seconds(data.get("token_lifetime"), "token_lifetime"),
+        publish_ahead=_optional_seconds(data.get("publish_ahead"), "publish_ahead"),
+    )
+
+
+def _private_jwk(value: object, member: str) -> Jwk:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(f"{member} is not a JWK")
+    if not value.get("kid") or value.get("alg") not in ALGORITHMS or "d" not in value:
+        raise ValueError(f"{member} is not a private JWK with kid and a supported alg")
+    return value
+
+
+def _timestamp(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("next_activates_at is not an RFC 3339 string")
+    return utc(datetime.fromisoformat(value))
+
+
+def _optional_seconds(value: object, member: str) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{member} is not a positive number of seconds")
+    return timedelta(seconds=value)

@@ -1,0 +1,548 @@
+"""keyrotd.client.Issuer: schedule, switching, refresh, limits; tokens cross-checked with PyJWT."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from keyrotd import KeyrotdError
+from keyrotd.client import Issuer, Schedule, parse_signing_key
+from keyrotd.config import load_settings
+from keyrotd.errors import TokenError
+from keyrotd.keys import generate_key
+from keyrotd.manager import KeysetManager, KeysetSpec
+from keyrotd.model import ALGORITHMS
+from keyrotd.storage import open_storage
+
+START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+NO_TIME_CHECKS = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
+
+
+class FakeClock:
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def write_config(tmp_path: Path, **keyset: str) -> Path:
+    """A config with a file store under ``tmp_path`` and a keyset of a few seconds' periods."""
+    policy = {
+        "algorithm": "ES256",
+        "rotation_period": "10s",
+        "publish_ahead": "4s",
+        "token_lifetime": "5s",
+        "clock_skew": "1s",
+        **keyset,
+    }
+    lines = [
+        "[storage]",
+        f'path = "{tmp_path / "data"}"',
+        "[server]",
+        'refresh_interval = "1s"',
+        'jwks_max_age = "1s"',
+        "[[keysets]]",
+        'name = "default"',
+        *(f'{name} = "{value}"' for name, value in policy.items()),
+    ]
+    path = tmp_path / "keyrotd.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture
+def manager(config: Path, clock: FakeClock) -> Iterator[KeysetManager]:
+    """The writer side (what the daemon does), on the same store, with the fake clock."""
+    settings = load_settings(str(config), environ={})
+    storage = open_storage(settings.storage)
+    mgr = KeysetManager(storage, KeysetSpec.from_settings(settings.keyset()), clock=clock)
+    mgr.apply()
+    yield mgr
+    storage.close()
+
+
+@pytest.fixture
+def issuer(config: Path, manager: KeysetManager, clock: FakeClock) -> Iterator[Issuer]:
+    with Issuer.from_config(str(config), clock=clock, background=False, environ={}) as made:
+        yield made
+
+
+def verify(token: str, jwks: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """PyJWT's verdict, signature and kid; the time claims are checked by the caller."""
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = jwt.PyJWKSet.from_dict(jwks)[kid]
+    claims: dict[str, Any] = jwt.decode(
+        token, key, algorithms=[key.algorithm_name], options=NO_TIME_CHECKS, **options
+    )
+    return claims
+
+
+def schedule_of(*, activates_at: datetime | None = None, alg: str = "ES256") -> Schedule:
+    active = generate_key(alg)
+    upcoming = generate_key(alg) if activates_at else None
+    return Schedule(
+        active={**active.private_jwk, "kid": active.kid, "alg": alg, "use": "sig"},
+        next={**upcoming.private_jwk, "kid": upcoming.kid, "alg": alg, "use": "sig"}
+        if upcoming
+        else None,
+        next_activates_at=activates_at,
+        token_lifetime=timedelta(minutes=5),
+    )
+
+
+def public_jwks(*schedules: Schedule) -> dict[str, Any]:
+    private = {"d", "p", "q", "dp", "dq", "qi"}
+    jwks = [s.active for s in schedules] + [s.next for s in schedules if s.next]
+    return {"keys": [{k: v for k, v in j.items() if k not in private} for j in jwks]}
+
+
+class CountingSource:
+    """A schedule source that counts its reads and can be made to fail."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self.reads = 0
+        self.failing = False
+
+    def __call__(self) -> Schedule:
+        self.reads += 1
+        if self.failing:
+            raise KeyrotdError("storage unreachable", "test")
+        return self.schedule
+
+
+# -- from_config over many rotations ----------------------------------------------------------
+
+
+def test_from_config_signs_with_the_active_key_across_ten_rotations(
+    manager: KeysetManager, issuer: Issuer, clock: FakeClock
+) -> None:
+    """Every 250 ms for 11 rotation periods: the storage side ticks as the daemon would, the
+    issuer refreshes at its own interval, and each token is PyJWT-valid against the JWKS of that
+    instant and signed by the key that is active then."""
+    assert issuer.refresh_interval == timedelta(seconds=1)  # publish_ahead 4s / 4
+    kids: list[str] = []
+    last_refresh = clock.now
+    for _ in range(4 * 110):
+        clock.advance(0.25)
+        manager.apply()
+        if clock.now - last_refresh >= issuer.refresh_interval:
+            assert issuer.refresh()
+            last_refresh = clock.now
+        token = issuer.sign({"sub": "alice"})
+        keyset = manager.view()
+        claims = verify(token, dict(keyset.jwks()))
+        assert keyset.active is not None
+        assert jwt.get_unverified_header(token)["kid"] == keyset.active.kid
+        assert claims["iat"] == int(clock.now.timestamp())
+        assert claims["exp"] - claims["iat"] == 5
+        kids.append(keyset.active.kid)
+    assert len(set(kids)) >= 11  # ten rotations at least
+
+
+def test_switches_to_the_next_key_at_its_activation_time_without_a_round_trip(
+    clock: FakeClock,
+) -> None:
+    activates_at = START + timedelta(seconds=30)
+    schedule = schedule_of(activates_at=activates_at)
+    source = CountingSource(schedule)
+    assert schedule.next is not None
+    with Issuer(source, source="test", clock=clock, background=False) as issuer:
+        clock.now = activates_at - timedelta(microseconds=1)
+        assert jwt.get_unverified_header(issuer.sign({}))["kid"] == schedule.active["kid"]
+        assert issuer.signing_key()["kid"] == schedule.active["kid"]
+        clock.now = activates_at
+        token = issuer.sign({})
+        assert jwt.get_unverified_header(token)["kid"] == schedule.next["kid"]
+        assert issuer.signing_key() == dict(schedule.next)
+        verify(token, public_jwks(schedule))
+    assert source.reads == 1
+
+
+def test_keeps_signing_with_the_held_keys_while_storage_is_unreachable(
+    manager: KeysetManager, issuer: Issuer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock.advance(6)  # the successor is published 4s ahead of the 10s period
+    manager.apply()
+    assert issuer.refresh()
+    keyset = manager.view()
+    assert keyset.active is not None and keyset.pending
+    successor = keyset.pending[0]
+    document = Path(manager.storage.location("default"))
+    document.write_bytes(b"garbage")  # storage now fails every read
+    with caplog.at_level(logging.WARNING, logger="keyrotd.client"):
+        assert not issuer.refresh()
+    assert "cannot refresh" in caplog.text and str(document) in caplog.text
+    assert jwt.get_unverified_header(issuer.sign({}))["kid"] == keyset.active.kid
+    assert successor.activates_at is not None
+    clock.now = successor.activates_at
+    assert jwt.get_unverified_header(issuer.sign({}))["kid"] == successor.kid
+
+
+def test_refresh_picks_up_an_emergency_rotation(
+    manager: KeysetManager, issuer: Issuer, clock: FakeClock
+) -> None:
+    from keyrotd.lifecycle import Rotate
+
+    before = issuer.signing_key()["kid"]
+    clock.advance(1)
+    manager.apply(Rotate(now=True))
+    assert issuer.signing_key()["kid"] == before  # not yet refreshed
+    assert issuer.refresh()
+    active = manager.view().active
+    assert active is not None and issuer.signing_key()["kid"] == active.kid != before
+
+
+# -- sign ----------------------------------------------------------------------------------------
+
+
+def test_sign_sets_header_iat_exp_and_leaves_the_claims_alone(
+    issuer: Issuer, manager: KeysetManager, clock: FakeClock
+) -> None:
+    claims = {"sub": "alice", "aud": ["api", "web"], "scope": {"read": True}}
+    copy = json.loads(json.dumps(claims))
+    token = issuer.sign(claims, lifetime=3)
+    assert claims == copy
+    header = jwt.get_unverified_header(token)
+    keyset = manager.view()
+    assert keyset.active is not None
+    assert header == {"alg": "ES256", "kid": keyset.active.kid, "typ": "JWT"}
+    decoded = verify(token, dict(keyset.jwks()), audience="api")
+    now = int(clock.now.timestamp())
+    assert decoded == {**claims, "iat": now, "exp": now + 3}
+
+
+def test_sign_adds_nbf_and_a_fresh_jti_when_asked(issuer: Issuer, clock: FakeClock) -> None:
+    first = jwt.decode(
+        issuer.sign({}, not_before=True, jti=True), options={"verify_signature": False}
+    )
+    second = jwt.decode(issuer.sign({}, jti=True), options={"verify_signature": False})
+    assert first["nbf"] == first["iat"] == int(clock.now.timestamp())
+    assert "nbf" not in second
+    assert len(first["jti"]) >= 20 and first["jti"] != second["jti"]
+
+
+@pytest.mark.parametrize(
+    "lifetime",
+    [5, 5.0, timedelta(seconds=5), 1, None],
+    ids=["int", "float", "timedelta", "1s", "default"],
+)
+def test_lifetimes_up_to_token_lifetime_are_accepted(
+    issuer: Issuer, lifetime: float | timedelta | None
+) -> None:
+    claims = jwt.decode(issuer.sign({}, lifetime=lifetime), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == (1 if lifetime == 1 else 5)
+
+
+def test_a_lifetime_above_token_lifetime_is_refused(issuer: Issuer) -> None:
+    with pytest.raises(TokenError) as refused:
+        issuer.sign({}, lifetime=6)
+    assert isinstance(refused.value, KeyrotdError)
+    assert str(refused.value) == (
+        "lifetime 6s is above the keyset's token_lifetime (5s): ask for a shorter lifetime, "
+        "or raise token_lifetime in the keyset's configuration"
+    )
+    with pytest.raises(TokenError):
+        issuer.sign({}, lifetime=timedelta(seconds=5, microseconds=1))
+
+
+@pytest.mark.parametrize("lifetime", [0, 0.5, -1, float("nan"), float("inf"), True, "5"])
+def test_nonsense_lifetimes_are_refused(issuer: Issuer, lifetime: Any) -> None:
+    with pytest.raises(TokenError):
+        issuer.sign({}, lifetime=lifetime)
+
+
+@pytest.mark.parametrize("claim", ["iat", "exp", "nbf"])
+def test_claims_the_issuer_sets_are_refused(issuer: Issuer, claim: str) -> None:
+    with pytest.raises(TokenError, match=f"claims already hold {claim}, which the issuer sets"):
+        issuer.sign({claim: 1})
+
+
+def test_a_caller_jti_is_kept_unless_a_fresh_one_is_asked_for(issuer: Issuer) -> None:
+    token = issuer.sign({"jti": "mine"})
+    assert jwt.decode(token, options={"verify_signature": False})["jti"] == "mine"
+    with pytest.raises(TokenError, match="jti"):
+        issuer.sign({"jti": "mine"}, jti=True)
+
+
+def test_claims_that_are_not_json_are_refused(issuer: Issuer) -> None:
+    with pytest.raises(TokenError, match="the claims cannot be encoded"):
+        issuer.sign({"when": datetime(2026, 1, 1, tzinfo=UTC)})
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_every_algorithm_verifies_with_pyjwt(alg: str, clock: FakeClock) -> None:
+    schedule = schedule_of(alg=alg)
+    with Issuer(lambda: schedule, source="test", clock=clock, background=False) as issuer:
+        token = issuer.sign({"sub": "alice"}, lifetime=60)
+    assert jwt.get_unverified_header(token) == {
+        "alg": alg,
+        "kid": schedule.active["kid"],
+        "typ": "JWT",
+    }
+    assert verify(token, public_jwks(schedule))["sub"] == "alice"
+
+
+def test_signing_from_many_threads_while_refreshing(clock: FakeClock) -> None:
+    schedule = schedule_of(activates_at=START + timedelta(seconds=1))
+    issuer = Issuer(lambda: schedule, source="test", clock=clock, background=False)
+    tokens: list[str] = []
+    lock = threading.Lock()
+
+    def sign_many() -> None:
+        made = [issuer.sign({"sub": "alice"}, lifetime=60) for _ in range(50)]
+        with lock:
+            tokens.extend(made)
+
+    def refresh_many() -> None:
+        for _ in range(50):
+            issuer.refresh()
+
+    threads = [threading.Thread(target=sign_many) for _ in range(8)]
+    threads.append(threading.Thread(target=refresh_many))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(tokens) == 400
+    jwks = public_jwks(schedule)
+    for token in tokens:
+        verify(token, jwks)
+
+
+# -- refresh thread, close ---------------------------------------------------------------------
+
+
+def test_refresh_interval_is_a_quarter_of_publish_ahead_at_most_30s(tmp_path: Path) -> None:
+    config = write_config(tmp_path, publish_ahead="24h", rotation_period="24h")
+    settings = load_settings(str(config), environ={})
+    storage = open_storage(settings.storage)
+    KeysetManager(storage, KeysetSpec.from_settings(settings.keyset())).apply()
+    storage.close()
+    with Issuer.from_config(str(config), background=False, environ={}) as issuer:
+        assert issuer.refresh_interval == timedelta(seconds=30)
+    with Issuer.from_config(
+        str(config), refresh_interval=2, background=False, environ={}
+    ) as issuer:
+        assert issuer.refresh_interval == timedelta(seconds=2)
+
+
+def test_the_background_refresh_runs_and_close_stops_it(clock: FakeClock) -> None:
+    source = CountingSource(schedule_of())
+    refreshed = threading.Event()
+
+    def fetch() -> Schedule:
+        if source.reads >= 1:
+            refreshed.set()
+        return source()
+
+    with Issuer(fetch, source="test", clock=clock, refresh_interval=0.05) as issuer:
+        assert refreshed.wait(timeout=10)
+        thread = issuer._thread
+        assert thread is not None and thread.is_alive()
+    assert not thread.is_alive()
+    issuer.close()  # idempotent
+
+
+def test_from_config_without_keys_says_what_to_do(config: Path) -> None:
+    with pytest.raises(KeyrotdError) as error:
+        Issuer.from_config(str(config), background=False, environ={})
+    assert "keyset default has no active key" in error.value.message
+    assert error.value.hint == "start `keyrotd run`, or run `keyrotd rotate` once"
+
+
+def test_from_config_with_an_unknown_keyset(config: Path, manager: KeysetManager) -> None:
+    with pytest.raises(KeyrotdError, match='unknown keyset "other"'):
+        Issuer.from_config(str(config), keyset="other", background=False, environ={})
+
+
+# -- from_url against a fake daemon ------------------------------------------------------------
+
+
+class FakeDaemon:
+    """A real HTTP server answering GET /keysets/default/signing-key as the daemon does."""
+
+    def __init__(self, token: str = "s3cret") -> None:
+        self.token = token
+        self.body: Callable[[], object] = lambda: {}
+        self.status = 200
+        daemon = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/keysets/default/signing-key":
+                    self.send_error(404)
+                    return
+                if self.headers.get("Authorization") != f"Bearer {daemon.token}":
+                    self.send_error(401)
+                    return
+                if daemon.status != 200:
+                    self.send_error(daemon.status)
+                    return
+                data = json.dumps(daemon.body()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_daemon() -> Iterator[FakeDaemon]:
+    daemon = FakeDaemon()
+    yield daemon
+    daemon.close()
+
+
+def response(schedule: Schedule, **extra: object) -> dict[str, object]:
+    at = schedule.next_activates_at
+    return {
+        "active": dict(schedule.active),
+        "next": dict(schedule.next) if schedule.next else None,
+        "next_activates_at": at.isoformat().replace("+00:00", "Z") if at else None,
+        **extra,
+    }
+
+
+def test_from_url_follows_the_endpoint_schedule(
+    fake_daemon: FakeDaemon, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    schedule = schedule_of(activates_at=START + timedelta(seconds=10))
+    assert schedule.next is not None
+    fake_daemon.body = lambda: response(schedule, token_lifetime=300, publish_ahead=8)
+    with Issuer.from_url(fake_daemon.url, token="s3cret", clock=clock, background=False) as issuer:
+        assert issuer.refresh_interval == timedelta(seconds=2)
+        assert jwt.get_unverified_header(issuer.sign({}))["kid"] == schedule.active["kid"]
+        with pytest.raises(TokenError):
+            issuer.sign({}, lifetime=301)
+        fake_daemon.close()  # the daemon goes away: the held schedule keeps signing
+        with caplog.at_level(logging.WARNING, logger="keyrotd.client"):
+            assert not issuer.refresh()
+        assert "cannot reach" in caplog.text or "cannot fetch" in caplog.text
+        clock.advance(10)
+        token = issuer.sign({}, lifetime=300)
+        assert jwt.get_unverified_header(token)["kid"] == schedule.next["kid"]
+        verify(token, public_jwks(schedule))
+
+
+def test_from_url_needs_the_lifetime_limit(fake_daemon: FakeDaemon, clock: FakeClock) -> None:
+    schedule = schedule_of()
+    fake_daemon.body = lambda: response(schedule)
+    with pytest.raises(KeyrotdError, match="does not say the keyset's token_lifetime"):
+        Issuer.from_url(fake_daemon.url, token="s3cret", background=False)
+    with Issuer.from_url(
+        fake_daemon.url, token="s3cret", token_lifetime=60, background=False
+    ) as issuer:
+        assert issuer.refresh_interval == timedelta(seconds=30)
+        issuer.sign({}, lifetime=60)
+        with pytest.raises(TokenError):
+            issuer.sign({}, lifetime=61)
+
+
+def test_from_url_takes_the_lower_of_the_given_and_served_limits(
+    fake_daemon: FakeDaemon,
+) -> None:
+    fake_daemon.body = lambda: response(schedule_of(), token_lifetime=60)
+    with (
+        Issuer.from_url(
+            fake_daemon.url, token="s3cret", token_lifetime=600, background=False
+        ) as issuer,
+        pytest.raises(TokenError, match=r"token_lifetime \(1m\)"),
+    ):
+        issuer.sign({}, lifetime=61)
+
+
+def test_from_url_with_a_wrong_token(fake_daemon: FakeDaemon) -> None:
+    with pytest.raises(KeyrotdError) as error:
+        Issuer.from_url(fake_daemon.url, token="wrong", token_lifetime=60)
+    assert error.value.message.endswith("/keysets/default/signing-key: HTTP 401 Unauthorized")
+    assert error.value.hint == "check the admin token (the daemon's server.admin_token_file)"
+
+
+def test_from_url_with_an_unknown_keyset(fake_daemon: FakeDaemon) -> None:
+    with pytest.raises(KeyrotdError, match="HTTP 404"):
+        Issuer.from_url(fake_daemon.url, keyset="other", token="s3cret", token_lifetime=60)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "127.0.0.1:8080", "file:///etc/passwd"])
+def test_from_url_accepts_http_only(url: str) -> None:
+    with pytest.raises(KeyrotdError, match="is not an http"):
+        Issuer.from_url(url, token="t", token_lifetime=60)
+
+
+def test_from_url_when_nothing_listens() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = server.server_address[1]
+    server.server_close()
+    with pytest.raises(KeyrotdError, match="cannot fetch the signing-key response"):
+        Issuer.from_url(f"http://127.0.0.1:{port}", token="t", token_lifetime=60, timeout=2)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ([], "not a JSON object"),
+        ({"active": None}, "active is not a JWK"),
+        ({"active": {"kid": "k", "alg": "HS256", "d": "x"}}, "active is not a private JWK"),
+        ({"active": {"kid": "k", "alg": "ES256", "x": "y"}}, "active is not a private JWK"),
+        (
+            {
+                "active": {"kid": "k", "alg": "ES256", "d": "x"},
+                "next_activates_at": "2026-01-01T00:00:00Z",
+            },
+            "both",
+        ),
+        (
+            {"active": {"kid": "k", "alg": "ES256", "d": "x"}, "token_lifetime": "1h"},
+            "token_lifetime is not",
+        ),
+        (
+            {"active": {"kid": "k", "alg": "ES256", "d": "x"}, "token_lifetime": 0},
+            "token_lifetime is not",
+        ),
+    ],
+)
+def test_malformed_signing_key_responses_are_refused(body: object, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        parse_signing_key(body)
+
+
+def test_a_garbage_response_is_an_error_naming_the_endpoint(fake_daemon: FakeDaemon) -> None:
+    fake_daemon.body = lambda: {"active": {"kid": "k"}}
+    with pytest.raises(KeyrotdError, match="not a signing-key response"):
+        Issuer.from_url(fake_daemon.url, token="s3cret", token_lifetime=60)
