@@ -1,0 +1,184 @@
+"""Local AWS endpoints for the Secrets Manager tests, reached over real HTTP (nothing patched).
+
+- :func:`moto_endpoint`: moto's server on 127.0.0.1 (a free port), the fake AWS for the
+  contract suite and the behaviour tests.
+- :class:`ScriptedEndpoint`: a tiny HTTP server answering every request with one canned error
+  (or not answering at all), counting the attempts; for the faults moto cannot produce
+  (throttling, 5xx, access denied, KMS failures, timeouts).
+- :func:`closed_port_url`: an endpoint nothing listens on.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+REGION = "us-east-1"
+
+AWS_TEST_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # moto's well-known fake credentials
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_CONFIG_FILE": os.devnull,  # never the developer's ~/.aws
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+AWS_VARIABLES_TO_CLEAR = (
+    "AWS_PROFILE",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "AWS_MAX_ATTEMPTS",
+    "AWS_RETRY_MODE",
+    "AWS_CA_BUNDLE",
+)
+
+
+@contextmanager
+def moto_endpoint() -> Iterator[str]:
+    """Run moto's server in a thread on a free local port; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def closed_port_url() -> str:
+    """The URL of a local port that was free a moment ago (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class ScriptedEndpoint:
+    """Answers every request with ``status`` and an AWS JSON error ``code`` (``silent``: never).
+
+    ``answers`` optionally lists (status, code) for the first requests; ``code=""`` with 200
+    is a successful empty GetSecretValue-shaped answer.
+    """
+
+    status: int = 400
+    code: str = "ThrottlingException"
+    message: str = "scripted failure"
+    silent: bool = False
+    answers: list[tuple[int, str]] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        script = self
+        release = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                self.rfile.read(length)
+                script.requests.append(self.headers.get("X-Amz-Target", ""))
+                if script.silent:
+                    release.wait(10)
+                    return
+                status, code = script.answers.pop(0) if script.answers else (script.status, "")
+                code = code or script.code
+                body = script.body(status, code)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: the test asserts on ``requests``."""
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            release.set()
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+    def body(self, status: int, code: str) -> bytes:
+        if status == 200:
+            return json.dumps(
+                {
+                    "ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf",
+                    "Name": "x",
+                    "VersionId": "0" * 32,
+                    "SecretString": "scripted",
+                    "VersionStages": ["AWSCURRENT"],
+                }
+            ).encode()
+        return json.dumps({"__type": code, "message": self.message}).encode()
+
+
+@dataclass
+class LossyProxy:
+    """Forwards requests to ``upstream``, but loses the answer of the first call of each
+    operation in ``lose``: the call took effect, the client sees a 500 and retries it."""
+
+    upstream: str
+    lose: set[str] = field(default_factory=set)
+    lost: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        proxy = self
+        host, port = self.upstream.removeprefix("http://").split(":")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+                connection = http.client.HTTPConnection(host, int(port), timeout=10)
+                try:
+                    connection.request("POST", self.path, body, dict(self.headers.items()))
+                    answer = connection.getresponse()
+                    status, payload = answer.status, answer.read()
+                    content_type = answer.getheader("Content-Type", "application/json")
+                finally:
+                    connection.close()
+                if operation in proxy.lose:
+                    proxy.lose.discard(operation)
+                    proxy.lost.append(operation)
+                    status, content_type = 500, "application/x-amz-json-1.1"
+                    payload = json.dumps({"__type": "InternalServiceError"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
