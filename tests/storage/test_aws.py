@@ -689,7 +689,7 @@ def test_botocore_never_logs_secret_values(
     assert "PRIVATE-MARKER" not in caplog.text
 
 
-# boto3 is loaded only by the AWS backend
+# boto3 is loaded by the AWS backend (and only by it: see tests/test_cli.py)
 
 
 PROBE = """
@@ -715,23 +715,11 @@ def run_cli_probe(*args: str, cwd: Path) -> dict[str, Any]:
     return result
 
 
-def test_help_and_file_storage_never_import_boto3(tmp_path: Path) -> None:
-    config = tmp_path / "keyrotd.toml"
-    config.write_text(f'[storage]\ntype = "file"\npath = "{tmp_path / "data"}"\n')
-
-    help_probe = run_cli_probe("--help", cwd=tmp_path)
-    status_probe = run_cli_probe("status", "--config", str(config), cwd=tmp_path)
-    rotate_probe = run_cli_probe("rotate", "--config", str(config), cwd=tmp_path)
-
-    assert help_probe == {"code": 0, "aws": []}
-    assert status_probe["aws"] == []
-    assert rotate_probe == {"code": 0, "aws": []}
-
-
 def test_aws_storage_imports_boto3_and_works_from_the_cli(
     tmp_path: Path, moto_url: str, prefix: str, storage: AwsStorage
 ) -> None:
-    """The control for the test above, and the configuration path to AwsStorage."""
+    """The control for tests/test_cli.py::test_file_backend_commands_import_nothing_heavy (the
+    file backend never loads boto3), and the path from the configuration to AwsStorage."""
     config = tmp_path / "keyrotd.toml"
     config.write_text(
         f'[storage]\ntype = "aws"\nsecret_prefix = "{prefix}"\nregion = "{REGION}"\n'
