@@ -1,0 +1,122 @@
+"""``keyrotd inspect``: why a token is or is not valid, and what the operator can do about it.
+
+:func:`run_inspect` reads the token (argument or stdin), the keys (the keyset from storage, live
+keys and history; or a JWKS over HTTP), runs :func:`~keyrotd.inspection.checks.inspect_token` and
+prints the verdict. Exit 0 for a valid token, 1 with the cause otherwise; configuration and usage
+errors are raised as :class:`~keyrotd.errors.KeyrotdError` (exit 2). It never prints key material.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from keyrotd.errors import KeyrotdError
+from keyrotd.inspection.checks import MAX_TOKEN, inspect_token
+from keyrotd.inspection.verdict import (
+    CAUSES,
+    DEFAULT_SKEW,
+    KeySource,
+    KnownKey,
+    Verdict,
+)
+from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from keyrotd.config import Settings
+
+__all__ = [
+    "CAUSES",
+    "KeySource",
+    "KnownKey",
+    "Verdict",
+    "inspect_token",
+    "render",
+    "run_inspect",
+]
+
+JWKS_TIMEOUT = 10.0
+
+
+def run_inspect(settings: Settings, args: argparse.Namespace) -> int:
+    token = read_token(args.token)
+    now = utc_now()
+    if args.jwks_url:
+        keys = jwks_source(args.jwks_url)
+    else:
+        keys = keyset_source(settings, args.keyset, now)
+    verdict = inspect_token(token, keys, now, args.audience, args.issuer)
+    if args.json:
+        sys.stdout.write(json.dumps(verdict.as_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(render(verdict))
+    return 0 if verdict.valid else 1
+
+
+def read_token(argument: str) -> str:
+    """The argument, or stdin for ``-`` (bytes that are not UTF-8 make an incorrect format)."""
+    if argument != "-":
+        return argument
+    stream = getattr(sys.stdin, "buffer", None)
+    data = stream.read(MAX_TOKEN + 1) if stream is not None else sys.stdin.read(MAX_TOKEN + 1)
+    return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+
+
+def keyset_source(settings: Settings, name: str | None, now: datetime) -> KeySource:
+    """The keyset's live keys and history as readers see them at ``now``, and which other
+    keyset of the configuration issued each of their kids (for an unknown kid)."""
+    from keyrotd.storage import open_storage
+
+    chosen = settings.keyset(name)
+    storage = open_storage(settings.storage)
+    try:
+        keyset = KeysetManager(storage, KeysetSpec.from_settings(chosen)).view(now)
+        elsewhere: dict[str, str] = {}
+        for other in settings.keysets:
+            if other.name == chosen.name:
+                continue
+            try:
+                theirs = KeysetManager(storage, KeysetSpec.from_settings(other)).view(now)
+            except KeyrotdError:
+                continue  # only a hint: a broken neighbour does not stop the inspection
+            for key in (*theirs.keys, *theirs.history):
+                elsewhere.setdefault(key.kid, other.name)
+    finally:
+        storage.close()
+    return KeySource.of_keyset(keyset, chosen.policy, elsewhere)
+
+
+def jwks_source(url: str) -> KeySource:
+    """The keys of a JWKS fetched over HTTP(S); the leeway is :data:`DEFAULT_SKEW`."""
+    from keyrotd.client import get_json
+
+    document = get_json(url, timeout=JWKS_TIMEOUT, what="JWKS")
+    try:
+        return KeySource.of_jwks(document, url, DEFAULT_SKEW)
+    except ValueError as exc:
+        raise KeyrotdError(f"{url}: {exc}", "give the URL of a JWKS, e.g. …/jwks.json") from None
+
+
+def render(verdict: Verdict) -> str:
+    """The text report: the verdict line, detail, hint, then the decoded header and claims."""
+    if verdict.valid:
+        lines = [f"valid: {verdict.detail}"]
+    else:
+        lines = [f"invalid: {verdict.cause}", f"  {verdict.detail}"]
+    lines.append(f"  hint: {verdict.hint}")
+    lines.append(f"  checked against {verdict.source} at {_iso(verdict.checked_at)}")
+    if verdict.header is not None:
+        lines.append(f"  header: {json.dumps(verdict.header, ensure_ascii=True)}")
+    if verdict.claims is not None:
+        lines.append(f"  claims: {json.dumps(verdict.claims, ensure_ascii=True)}")
+    return "\n".join(lines) + "\n"
+
+
+def _iso(value: datetime) -> str:
+    from keyrotd.commands import iso
+
+    return iso(value.replace(microsecond=0))
