@@ -26,7 +26,9 @@ Secrets Manager holds at most 65536 bytes, so a larger document is refused befor
 
 Errors: throttling, 5xx answers, timeouts and connection failures are retried by botocore
 (standard mode, :class:`RetryPolicy`) and then raise :class:`TemporaryStorageError`; everything
-else is a :class:`StorageError` naming the secret and the fix. boto3 is imported only here.
+else is a :class:`StorageError` naming the secret and the fix (``LimitExceededException``, which
+botocore retries as throttling, is a quota such as versions per secret: permanent). boto3 is
+imported only here.
 """
 
 from __future__ import annotations
@@ -404,6 +406,12 @@ class AwsStorage:
                 f"check the KMS key of the secret ({self._kms_key_id or 'aws/secretsmanager'}): "
                 f"it must be enabled and allow kms:Decrypt and kms:GenerateDataKey to keyrotd's "
                 f"IAM principal; {_IAM_HINT}"
+            )
+        elif code == "LimitExceededException":
+            hint = (
+                "a Secrets Manager quota was reached; for versions: every write is a version, "
+                "kept at least 24 hours, and AWS advises at most one write per 10 minutes per "
+                "secret: lengthen rotation_period, stop runaway writers, then wait"
             )
         elif code in _BAD_CREDENTIALS:
             hint = "the AWS credentials keyrotd runs with are invalid or expired; renew them"

@@ -507,6 +507,23 @@ def test_throttling_and_5xx_are_retried_then_temporary(
     assert endpoint.requests == ["secretsmanager.GetSecretValue"] * 2
 
 
+def test_a_quota_is_retried_then_permanent(aws_environment: None, prefix: str) -> None:
+    """botocore retries LimitExceededException as throttling; it is a quota (versions)."""
+    endpoint = ScriptedEndpoint(status=400, code="LimitExceededException")
+    with endpoint.serve() as url:
+        storage = AwsStorage(
+            secret_prefix=prefix, region=REGION, endpoint_url=url, retry=FAST_FAILURE
+        )
+        with pytest.raises(StorageError) as caught:
+            storage.write("alpha", b"doc", "0" * 36)
+        storage.close()
+
+    assert not caught.value.temporary
+    assert f"PutSecretValue on AWS secret {prefix}alpha" in caught.value.message
+    assert "lengthen rotation_period" in caught.value.hint
+    assert len(endpoint.requests) == 2
+
+
 def test_a_retry_that_succeeds_is_invisible(aws_environment: None, prefix: str) -> None:
     endpoint = ScriptedEndpoint(answers=[(503, "ServiceUnavailable"), (200, "")])
     with endpoint.serve() as url:
