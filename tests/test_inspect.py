@@ -358,6 +358,13 @@ def test_the_token_can_come_on_stdin(world: World, monkeypatch: pytest.MonkeyPat
     assert code == 0 and out.startswith("valid: ")
 
 
+def test_an_unreadable_stdin_is_an_error_not_a_traceback(world: World) -> None:
+    code, out, err = run(world, "-")  # pytest's stdin refuses reads
+    assert (code, out) == (1, "")
+    assert err.startswith("keyrotd: cannot read the token from stdin (")
+    assert err.endswith("): pass the token as the argument\n")
+
+
 def test_an_empty_stdin(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
     code, out, _ = run(world, "-")
@@ -553,7 +560,9 @@ def test_arbitrary_bytes_on_stdin(
 
 @FUZZ
 @given(
-    token=st.text(alphabet="AZaz09-_.=+/ \x00é", max_size=60) | st.text(max_size=30),
+    token=(st.text(alphabet="AZaz09-_.=+/ \x00é", max_size=60) | st.text(max_size=30)).filter(
+        lambda token: token != "-"  # that one means stdin
+    ),
     options=OPTIONS,
 )
 def test_arbitrary_text(world: World, token: str, options: list[tuple[str, ...]]) -> None:

@@ -62,7 +62,12 @@ def read_token(argument: str) -> str:
     if argument != "-":
         return argument
     stream = getattr(sys.stdin, "buffer", None)
-    data = stream.read(MAX_TOKEN + 1) if stream is not None else sys.stdin.read(MAX_TOKEN + 1)
+    try:
+        data = stream.read(MAX_TOKEN + 1) if stream is not None else sys.stdin.read(MAX_TOKEN + 1)
+    except (OSError, ValueError) as exc:  # closed, or not readable
+        raise KeyrotdError(
+            f"cannot read the token from stdin ({exc})", "pass the token as the argument"
+        ) from None
     return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
 
 
