@@ -60,9 +60,10 @@ EVERY_CALL_KEYROTD_MAKES = {
 """The README's IAM policy grants these (and TagResource, which CreateSecret's tags need)."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module", autouse=True)
 def aws_environment() -> Iterator[None]:
-    """Fake credentials and region in the environment (spawned writers inherit them)."""
+    """Fake credentials and region in the environment of this module's tests (spawned writers
+    inherit them); other modules never see them."""
     with pytest.MonkeyPatch.context() as patch:
         for name in AWS_VARIABLES_TO_CLEAR:
             patch.delenv(name, raising=False)
@@ -72,7 +73,7 @@ def aws_environment() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def moto_url(aws_environment: None) -> Iterator[str]:
+def moto_url() -> Iterator[str]:
     with moto_endpoint() as url:
         yield url
 
@@ -489,9 +490,7 @@ def test_api_calls_per_rotation(storage: AwsStorage) -> None:
         (503, "ServiceUnavailable"),
     ],
 )
-def test_throttling_and_5xx_are_retried_then_temporary(
-    aws_environment: None, prefix: str, status: int, code: str
-) -> None:
+def test_throttling_and_5xx_are_retried_then_temporary(prefix: str, status: int, code: str) -> None:
     endpoint = ScriptedEndpoint(status=status, code=code)
     with endpoint.serve() as url:
         storage = AwsStorage(
@@ -507,7 +506,7 @@ def test_throttling_and_5xx_are_retried_then_temporary(
     assert endpoint.requests == ["secretsmanager.GetSecretValue"] * 2
 
 
-def test_a_quota_is_retried_then_permanent(aws_environment: None, prefix: str) -> None:
+def test_a_quota_is_retried_then_permanent(prefix: str) -> None:
     """botocore retries LimitExceededException as throttling; it is a quota (versions)."""
     endpoint = ScriptedEndpoint(status=400, code="LimitExceededException")
     with endpoint.serve() as url:
@@ -524,7 +523,7 @@ def test_a_quota_is_retried_then_permanent(aws_environment: None, prefix: str) -
     assert len(endpoint.requests) == 2
 
 
-def test_a_retry_that_succeeds_is_invisible(aws_environment: None, prefix: str) -> None:
+def test_a_retry_that_succeeds_is_invisible(prefix: str) -> None:
     endpoint = ScriptedEndpoint(answers=[(503, "ServiceUnavailable"), (200, "")])
     with endpoint.serve() as url:
         storage = AwsStorage(
@@ -551,7 +550,7 @@ def test_a_retry_that_succeeds_is_invisible(aws_environment: None, prefix: str) 
     ],
 )
 def test_other_errors_are_not_retried_and_name_the_fix(
-    aws_environment: None, prefix: str, operation: str, code: str, fix: str
+    prefix: str, operation: str, code: str, fix: str
 ) -> None:
     endpoint = ScriptedEndpoint(status=400, code=code, message="scripted refusal")
     with endpoint.serve() as url:
@@ -579,7 +578,7 @@ def test_other_errors_are_not_retried_and_name_the_fix(
     assert len(endpoint.requests) == 1
 
 
-def test_an_unreachable_endpoint_is_temporary_and_quick(aws_environment: None, prefix: str) -> None:
+def test_an_unreachable_endpoint_is_temporary_and_quick(prefix: str) -> None:
     storage = AwsStorage(
         secret_prefix=prefix, region=REGION, endpoint_url=closed_port_url(), retry=FAST_FAILURE
     )
@@ -603,7 +602,7 @@ def test_an_unreachable_endpoint_is_temporary_and_quick(aws_environment: None, p
     assert f"ListSecrets on AWS secret {prefix}*" in outcomes[3]
 
 
-def test_a_silent_endpoint_times_out_as_temporary(aws_environment: None, prefix: str) -> None:
+def test_a_silent_endpoint_times_out_as_temporary(prefix: str) -> None:
     endpoint = ScriptedEndpoint(silent=True)
     with endpoint.serve() as url:
         storage = AwsStorage(
@@ -622,9 +621,7 @@ def test_a_silent_endpoint_times_out_as_temporary(aws_environment: None, prefix:
     assert len(endpoint.requests) == 2
 
 
-def test_missing_credentials_name_the_fix(
-    aws_environment: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_credentials_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name)
     storage = AwsStorage(secret_prefix="x/", region=REGION, endpoint_url=closed_port_url())
@@ -636,9 +633,7 @@ def test_missing_credentials_name_the_fix(
     storage.close()
 
 
-def test_a_missing_region_is_a_config_error(
-    aws_environment: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_missing_region_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_DEFAULT_REGION")
 
     with pytest.raises(ConfigError, match="no AWS region") as caught:
