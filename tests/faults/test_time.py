@@ -1,0 +1,279 @@
+"""Time (issue 6.3): the wall clock jumps forward past a rotation period and back by an hour.
+
+What "early" and "unpublished" mean here. keyrotd records every lifecycle time in the document
+in *wall-clock* time and the planner compares wall-clock times: a key activates when
+``now >= activates_at >= created_at + publish_ahead``, a retired key leaves when
+``now >= expires_at = retired_at + token_lifetime + clock_skew``. So two readings of G2 and G3:
+
+- on paper: the document's own timestamps satisfy G2 and G3. That holds whatever the clock does
+  (tested below for arbitrary sequences of jumps), and nothing ever goes back: an active key
+  stays active, a retired key stays retired, an expiry is never before its due time.
+- in elapsed time (what verifiers experience): the key was really in the served JWKS for
+  ``publish_ahead`` before it signed, and really stayed ``token_lifetime + clock_skew`` after it
+  stopped. A *backward* jump only delays transitions: elapsed time between two events is then
+  longer than their wall-clock difference, so elapsed-time G2/G3 follow from the paper ones.
+  A *forward* jump of J makes everything due within J happen at once: a successor published a
+  minute before the jump activates (G2 broken in elapsed time) and the key it replaces leaves the
+  JWKS at once (G3 broken). ``test_forward_jump_breaks_g2_and_g3_in_elapsed_time`` shows it (a
+  strict xfail: it turns red once a guard exists; the proposed guard compares ``time.monotonic()``
+  with ``time.time()`` between ticks and holds time-driven transitions after a forward jump).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keyrotd.lifecycle import TICK, Command, Rotate
+from keyrotd.manager import KeysetManager, KeysetSpec
+from keyrotd.model import Keyset, KeyState, Policy
+from keyrotd.storage.file import FileStorage
+
+from .helpers import T0, History, ManualClock
+
+HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
+POLICY = Policy(
+    rotation_period=24 * HOUR,
+    publish_ahead=12 * HOUR,
+    token_lifetime=HOUR,
+    clock_skew=5 * MINUTE,
+)
+
+
+@dataclass
+class Host:
+    """One keyset on a file store, written through a KeysetManager whose wall clock can jump.
+
+    ``true`` is the real (elapsed) time; the manager sees ``true + offset``. Every write is
+    recorded with both times, so the guarantees can be checked on paper and in elapsed time.
+    """
+
+    directory: Path
+    policy: Policy = POLICY
+    true: datetime = T0
+    offset: timedelta = timedelta(0)
+    history: History = field(init=False)
+    published: dict[str, datetime] = field(default_factory=dict)
+    """kid -> true time of the first write that held it."""
+    signing: dict[str, datetime] = field(default_factory=dict)
+    """kid -> true time it first signed (became active in what readers see)."""
+    stopped: dict[str, datetime] = field(default_factory=dict)
+    """kid -> true time it last signed."""
+    removed: dict[str, datetime] = field(default_factory=dict)
+    """kid -> true time it left what readers see."""
+
+    def __post_init__(self) -> None:
+        self.clock = ManualClock(self.true)
+        self.history = History(self.policy)
+        spec = KeysetSpec("default", "EdDSA", 2048, self.policy)
+        self.manager = KeysetManager(FileStorage(self.directory), spec, self.clock)
+
+    @property
+    def wall(self) -> datetime:
+        return self.clock.now
+
+    def elapse(self, delta: timedelta) -> None:
+        self.true += delta
+        self.clock.now = self.true + self.offset
+
+    def jump(self, delta: timedelta) -> None:
+        self.offset += delta
+        self.clock.now = self.true + self.offset
+
+    def apply(self, command: Command = TICK) -> Keyset:
+        outcome = self.manager.apply(command)
+        self.history.report(outcome.transitions)
+        self.observe()
+        return outcome.keyset
+
+    def observe(self) -> Keyset:
+        """What a reader (the daemon's JWKS, ``signing-key``) sees now; recorded in true time."""
+        stored = self.manager.load().keyset
+        self.history.observe(stored, self.wall)
+        seen = self.manager.view(self.wall)
+        live = {k.kid for k in seen.keys}
+        for key in stored.keys:
+            self.published.setdefault(key.kid, self.true)
+        active = seen.active
+        assert active is not None
+        self.signing.setdefault(active.kid, self.true)
+        self.stopped[active.kid] = self.true
+        for kid in self.published:
+            if kid not in live:
+                self.removed.setdefault(kid, self.true)
+        return seen
+
+    def elapsed_time_violations(self) -> list[str]:
+        """G2 and G3 measured in true time (announced exceptions excepted)."""
+        found = []
+        for kid, first in self.signing.items():
+            if kid in self.history.exceptions:
+                continue
+            if first - self.published[kid] < self.policy.publish_ahead:
+                found.append(f"G2: {kid} signed {first - self.published[kid]} after publication")
+        for kid, gone in self.removed.items():
+            if kid in self.stopped and kid not in self.history.revoked:
+                kept = gone - self.stopped[kid]
+                if kept < self.policy.retention:
+                    found.append(f"G3: {kid} left the JWKS {kept} after it last signed")
+        return found
+
+
+def keys_by_state(keyset: Keyset) -> dict[str, KeyState]:
+    return {k.kid: k.state for k in (*keyset.keys, *keyset.history)}
+
+
+def started(tmp_path: Path) -> tuple[Host, str, str]:
+    """A keyset whose successor B was published at 12h, to activate at 24h; A is active."""
+    host = Host(tmp_path)
+    first = host.apply()
+    host.elapse(12 * HOUR)
+    second = host.apply()
+    [b] = second.pending
+    a = first.active
+    assert a is not None and b.activates_at == T0 + 24 * HOUR
+    return host, a.kid, b.kid
+
+
+# --- forward ---------------------------------------------------------------------------------
+
+
+def test_forward_jump_past_a_rotation_period_keeps_the_guarantees_on_paper(
+    tmp_path: Path,
+) -> None:
+    host, a, b = started(tmp_path)
+    host.elapse(MINUTE)
+    host.jump(25 * HOUR)  # wall: T0 + 37h01m
+
+    keyset = host.apply()
+
+    states = keys_by_state(keyset)
+    assert states[a] is KeyState.EXPIRED and states[b] is KeyState.ACTIVE
+    active, expired = keyset.find(b), keyset.find(a)
+    assert active is not None and expired is not None
+    # Recorded at the times they were due, not at the time of the jump.
+    assert active.activates_at == T0 + 24 * HOUR
+    assert expired.retired_at == T0 + 24 * HOUR
+    assert expired.expires_at == T0 + 24 * HOUR + POLICY.retention
+    # The next successor is published at the new wall time and waits publish_ahead from it.
+    [c] = keyset.pending
+    assert c.created_at == host.wall
+    assert c.activates_at == host.wall + POLICY.publish_ahead
+    assert host.history.unexplained_activations() == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the planner trusts the wall clock: a forward jump makes B sign one minute after it "
+    "was published and removes A at once (needs a jump guard in the daemon)",
+)
+def test_forward_jump_breaks_g2_and_g3_in_elapsed_time(tmp_path: Path) -> None:
+    host, _, _ = started(tmp_path)
+    host.elapse(MINUTE)
+    host.jump(25 * HOUR)
+    host.elapse(timedelta(seconds=1))  # the daemon's next tick
+    host.apply()
+    assert host.elapsed_time_violations() == []
+
+
+# --- backward --------------------------------------------------------------------------------
+
+
+def test_backward_jump_after_an_activation_un_retires_nothing(tmp_path: Path) -> None:
+    host, a, b = started(tmp_path)
+    host.elapse(12 * HOUR + timedelta(seconds=1))  # 24h00m01s: B activates, A retires
+    before = host.apply()
+    assert keys_by_state(before) == {a: KeyState.RETIRED, b: KeyState.ACTIVE}
+
+    host.jump(-HOUR)  # wall: 23h00m01s, before B's activation time
+    for command in (TICK, Rotate(), TICK):
+        host.elapse(MINUTE)
+        host.apply(command)
+    after = host.observe()
+
+    assert after.active is not None and after.active.kid == b
+    retired = after.find(a)
+    assert retired is not None and retired.state is KeyState.RETIRED
+    assert retired.private_jwk is None
+    assert retired.expires_at == T0 + 24 * HOUR + POLICY.retention
+    # `rotate` at the earlier wall time published C; it waits publish_ahead of wall time.
+    [c] = after.pending
+    assert c.activates_at is not None and c.activates_at - c.created_at >= POLICY.publish_ahead
+    # A stays in the JWKS until its expiry on the (late) wall clock: an hour longer in real time.
+    host.elapse(HOUR + 2 * MINUTE)
+    assert a in {k.kid for k in host.observe().keys}
+    host.elapse(HOUR)
+    host.apply()
+    assert host.removed[a] - host.stopped[a] >= POLICY.retention + HOUR - 5 * MINUTE
+    assert host.elapsed_time_violations() == []
+
+
+def test_backward_jump_before_the_activation_is_written_delays_it(tmp_path: Path) -> None:
+    """Readers had already seen B active (``view`` applies due activations in memory); after the
+    wall clock goes back an hour and before any write, they see A sign again for that hour.
+    A keeps its private key (nothing was written) and stays in the JWKS far past the tokens it
+    signs, so verifiers accept both; the activation is then written at its recorded time."""
+    host, a, b = started(tmp_path)
+    host.elapse(12 * HOUR + timedelta(seconds=1))
+    seen = host.observe()
+    assert seen.active is not None and seen.active.kid == b
+
+    host.jump(-HOUR)
+    seen = host.observe()
+    assert seen.active is not None and seen.active.kid == a
+    assert {k.kid for k in seen.keys} == {a, b}  # B stays published
+
+    host.elapse(HOUR)
+    keyset = host.apply()
+    active = keyset.find(b)
+    assert active is not None and active.state is KeyState.ACTIVE
+    assert active.activates_at == T0 + 24 * HOUR
+    assert host.elapsed_time_violations() == []
+
+
+# --- any sequence of jumps -----------------------------------------------------------------------
+
+MOVES = st.one_of(
+    st.tuples(st.just("elapse"), st.integers(0, 26 * 3600)),
+    st.tuples(st.just("jump"), st.integers(-3600, 0)),
+    st.tuples(st.just("jump"), st.integers(24 * 3600, 30 * 3600)),
+    st.tuples(st.sampled_from(["tick", "rotate", "rotate-now"]), st.just(0)),
+)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(moves=st.lists(MOVES, min_size=1, max_size=25))
+def test_any_sequence_of_jumps_keeps_the_guarantees_on_paper(
+    tmp_path_factory: pytest.TempPathFactory, moves: list[tuple[str, int]]
+) -> None:
+    """Forward jumps past a rotation period and backward jumps of up to an hour, between ticks and
+    commands: every document keeps one active key, G3 on its timestamps, and no recorded time is
+    ever rewritten (nothing goes back from retired to active). With backward jumps only, G2 and
+    G3 also hold in elapsed time."""
+    host = Host(tmp_path_factory.mktemp("store"))
+    host.apply()
+    forward_jumps = 0
+    for move, amount in moves:
+        if move == "elapse":
+            host.elapse(timedelta(seconds=amount))
+        elif move == "jump":
+            host.jump(timedelta(seconds=amount))
+            forward_jumps += amount > 0
+        else:
+            host.apply(TICK if move == "tick" else Rotate(now=move == "rotate-now"))
+        host.observe()
+    host.apply()
+    assert host.history.unexplained_activations() == []
+    if not forward_jumps:
+        assert host.elapsed_time_violations() == []
