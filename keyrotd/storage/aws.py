@@ -20,6 +20,10 @@ Labels do not pile up: ``KEYROTD_PENDING`` is one label, which Secrets Manager m
 version, so at most three versions are labelled (current, previous, pending); versions left
 without a label are deprecated and removed by Secrets Manager itself.
 
+Old versions: Secrets Manager keeps superseded versions (``AWSPREVIOUS``, and unlabelled ones for
+at least 24 hours) with the private keys they held, and has no call to delete one. keyrotd reads
+only ``AWSCURRENT``; the README's IAM policy grants ``GetSecretValue`` only on that stage.
+
 Documents: non-empty UTF-8 text (what keyrotd writes) is the ``SecretString`` as is, readable in
 the console; anything else is a ``SecretBinary`` of a zero byte followed by the document.
 Secrets Manager holds at most 65536 bytes, so a larger document is refused before it is sent.
