@@ -1,0 +1,264 @@
+"""Secrets (issue 6.6), without the daemon: for every algorithm, no private member in any CLI
+output, JWKS, log line, error message or ``status``; files 0600 and directories 0700; every
+flipped byte of a stored document detected.
+
+The private values are the real ones: taken from ``keyrotd signing-key`` and from the store after
+every command (pending keys included), then searched for in every output in base64url, base64,
+hex and decimal forms (``helpers.secret_needles``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from keyrotd import logs
+from keyrotd.cli import main
+from keyrotd.errors import CorruptDocumentError, KeyrotdError
+from keyrotd.lifecycle import TICK, Revoke, Rotate
+from keyrotd.manager import KeysetManager, KeysetSpec
+from keyrotd.model import ALGORITHMS, Keyset, from_json, to_json
+from keyrotd.storage.file import FileStorage
+from keyrotd.storage.sealing import seal
+
+from .crash_harness import POLICY
+from .helpers import find_secrets, secret_needles
+
+CONFIG = """
+[storage]
+path = "{store}"
+encryption_key_file = "{key_file}"
+
+[server]
+refresh_interval = "1s"
+jwks_max_age = "1s"
+
+[logging]
+level = "debug"
+format = "{fmt}"
+
+[[keysets]]
+name = "default"
+algorithm = "{alg}"
+rotation_period = "1h"
+publish_ahead = "10m"
+token_lifetime = "5m"
+clock_skew = "30s"
+"""
+
+
+class Operator:
+    """Runs ``keyrotd`` commands in-process and keeps every output and every private JWK seen."""
+
+    def __init__(self, tmp_path: Path, alg: str, fmt: str, capsys: pytest.CaptureFixture[str]):
+        self.store = tmp_path / "store"
+        self.key = os.urandom(32)
+        key_file = tmp_path / "storage.key"
+        key_file.write_text(base64.b64encode(self.key).decode())
+        self.config = tmp_path / "keyrotd.toml"
+        self.config.write_text(CONFIG.format(store=self.store, key_file=key_file, fmt=fmt, alg=alg))
+        self.capsys = capsys
+        self.outputs: dict[str, str] = {}
+        self.private: list[dict[str, str]] = []
+
+    def run(self, *argv: str, code: int = 0) -> str:
+        status = main(["--config", str(self.config), *argv])
+        out, err = self.capsys.readouterr()
+        assert status == code, (argv, out, err)
+        self.collect_private_keys()
+        label = " ".join(argv)
+        if argv[0] == "signing-key":
+            self.private.append(json.loads(out))
+            self.outputs[label + " (stderr)"] = err
+        else:
+            self.outputs[label] = out
+            self.outputs[label + " (stderr)"] = err
+        return out
+
+    def keyset(self) -> Keyset:
+        stored = FileStorage(self.store, self.key).read("default")
+        assert stored is not None
+        return from_json(stored.data, stored.location)
+
+    def collect_private_keys(self) -> None:
+        if (self.store / "default.json").exists():
+            self.private += [
+                {**k.private_jwk, "kid": k.kid} for k in self.keyset().keys if k.private_jwk
+            ]
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+def test_no_private_member_in_any_cli_output(
+    alg: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    op = Operator(tmp_path, alg, "json" if alg[0] in "RE" else "text", capsys)
+    op.run("check-config")
+    op.run("rotate")  # the first key, and a pending successor
+    op.run("status")
+    op.run("status", "--json")
+    op.run("jwks")
+    signing = json.loads(op.run("signing-key"))
+    token = jwt.encode(
+        {"sub": "alice", "aud": "api"},
+        jwt.PyJWK.from_dict(signing).key,
+        algorithm=alg,
+        headers={"kid": signing["kid"]},
+    )
+    op.run("inspect", token, "--audience", "api")
+    op.run("inspect", token, "--audience", "api", "--json")
+    op.run("rotate", "--now")  # a warning log line, and a retired key
+    op.run("signing-key")
+    retired = [k.kid for k in op.keyset().keys if k.state.value == "retired"]
+    op.run("inspect", token, "--audience", "api")  # signed by a key now retired: still valid
+    op.run("revoke", retired[0])
+    op.run("revoke", "no-such-kid", code=1)
+    op.run("rotate")  # a new pending successor
+    op.run("inspect", token, code=1)  # revoked key
+    op.run("inspect", token[:-9] + "AAAAAAAAA", code=1)  # signature mismatch
+    op.run("status", "--json")
+    op.run("jwks")
+    op.run("signing-key")
+
+    needles = secret_needles(op.private)
+    assert len({jwk["kid"] for jwk in op.private}) >= 3
+    assert len(needles) >= 3 * (1 if alg in {"EdDSA"} or alg.startswith("ES") else 6)
+    leaks = {label: find_secrets(text, needles) for label, text in op.outputs.items()}
+    assert {label: found for label, found in leaks.items() if found} == {}
+    # The signing key output itself is where the private key is meant to be.
+    assert find_secrets(json.dumps(signing), needles)
+    # The encrypted files hold no private value in any form.
+    for path in op.store.iterdir():
+        assert find_secrets(path.read_bytes(), needles) == [], path
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_no_private_member_in_any_log_line(fmt: str, tmp_path: Path) -> None:
+    """Every lifecycle event and every error, at debug level, in both formats."""
+    stream = io.StringIO()
+    logs.configure(fmt, "debug", stream)
+    try:
+        storage = FileStorage(tmp_path)
+        manager = KeysetManager(storage, KeysetSpec("default", "RS256", 2048, POLICY))
+        private: list[dict[str, str]] = []
+        for command in (TICK, Rotate(), Rotate(now=True), TICK, Rotate(now=True)):
+            outcome = manager.apply(command)
+            private += [
+                {**k.private_jwk, "kid": k.kid} for k in outcome.keyset.keys if k.private_jwk
+            ]
+        revoked = outcome.keyset.retired[0].kid
+        manager.apply(Revoke(revoked))
+        with pytest.raises(KeyrotdError):
+            manager.apply(Revoke("unknown"))
+    finally:
+        logs.configure("json", "info")
+    text = stream.getvalue()
+    for event in ("key.created", "key.activated", "key.retired", "key.revoked"):
+        assert event in text
+    assert find_secrets(text, secret_needles(private)) == []
+
+
+def test_an_error_about_a_private_member_does_not_echo_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A document whose private JWK is malformed (a digest-consistent edit) is refused by a
+    message that names the field, never its value."""
+    storage = FileStorage(tmp_path / "store")
+    spec = KeysetSpec("default", "ES256", 2048, POLICY)
+    keyset = KeysetManager(storage, spec).apply().keyset
+    private = [{**k.private_jwk, "kid": k.kid} for k in keyset.keys if k.private_jwk]
+    document = json.loads(to_json(keyset))
+    document["keys"][0]["private_jwk"]["d"] = [private[0]["d"]]  # a list, not a string
+    (tmp_path / "store" / "default.json").write_bytes(
+        seal("default", 2, json.dumps(document).encode(), None)
+    )
+    config = tmp_path / "keyrotd.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "store"}"\n')
+    for argv in (["status"], ["jwks"], ["signing-key"], ["rotate"]):
+        assert main(["--config", str(config), *argv]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and "default.json" in err and err.count("\n") == 1
+        assert find_secrets(err, secret_needles(private)) == []
+
+
+# --- file and directory modes --------------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("open_umask")
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_files_are_0600_and_directories_0700_whatever_the_umask(
+    tmp_path: Path, encrypted: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "new" / "nested" / "store"
+    storage = FileStorage(store, os.urandom(32) if encrypted else None)
+    manager = KeysetManager(storage, KeysetSpec("default", "EdDSA", 2048, POLICY))
+    for command in (TICK, Rotate(), Rotate(now=True)):
+        manager.apply(command)
+    (store / ".default.json.0123456789abcdef0123456789abcdef.tmp").write_bytes(b"")  # a leftover
+    manager.apply(Rotate(now=True))
+
+    for directory in (tmp_path / "new", tmp_path / "new" / "nested", store):
+        assert mode(directory) == 0o700, directory
+    names = sorted(p.name for p in store.iterdir())
+    assert names == ["default.json", "default.lock"]
+    for path in store.iterdir():
+        assert mode(path) == 0o600, path
+
+
+# --- tampering -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_every_flipped_byte_of_a_stored_document_is_detected(
+    tmp_path: Path, encrypted: bool
+) -> None:
+    """Each byte of the file, XORed with 0x01 and with 0x80 in turn: the document is refused as
+    corrupt naming the file, a write on top of it refuses too, and the file is left as it was."""
+    key = os.urandom(32) if encrypted else None
+    storage = FileStorage(tmp_path, key)
+    manager = KeysetManager(storage, KeysetSpec("default", "ES256", 2048, POLICY))
+    manager.apply()
+    version = manager.apply(Rotate()).keyset
+    assert version.pending
+    path = tmp_path / "default.json"
+    original = path.read_bytes()
+    undetected = []
+    for index in range(len(original)):
+        for flip in (0x01, 0x80):
+            damaged = bytearray(original)
+            damaged[index] ^= flip
+            path.write_bytes(bytes(damaged))
+            try:
+                storage.read("default")
+            except CorruptDocumentError as error:
+                message = str(error)
+            else:
+                undetected.append((index, flip))
+                continue
+            assert str(path) in message
+    assert undetected == [], f"{len(undetected)} of {2 * len(original)} flips went unnoticed"
+
+    damaged = bytearray(original)
+    damaged[len(original) // 2] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptDocumentError):
+        manager.apply(Rotate(now=True))
+    assert path.read_bytes() == bytes(damaged)
