@@ -96,7 +96,7 @@ def parse_compact(token: str) -> Compact:
     what is wrong."""
     parts = token.split(".")
     if len(parts) != 3:
-        raise MalformedTokenError(f"{len(parts)} part(s) separated by dots, not 3")
+        raise MalformedTokenError(f"expected 3 dot-separated parts, found {len(parts)}")
     decoded: list[bytes] = []
     for name, part in zip(("header", "payload", "signature"), parts, strict=True):
         try:

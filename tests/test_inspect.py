@@ -216,8 +216,10 @@ def crafted(world: World) -> dict[str, tuple[str, list[str], str, str]]:
     flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
     revoked_at = world.start + 2 * DAY + HOUR
     return {
-        "garbage": ("not a token at all", [], "incorrect format", "1 part(s)"),
-        "two parts": (f"{head}.{body}", [], "incorrect format", "2 part(s) separated by dots"),
+        "garbage": ("not a token at all", [], "incorrect format",
+                    "expected 3 dot-separated parts, found 1"),
+        "two parts": (f"{head}.{body}", [], "incorrect format",
+                      "expected 3 dot-separated parts, found 2"),
         "bad base64": (f"{head}.{body}!.{signature}", [], "incorrect format",
                        "the payload is not base64url"),
         "bad json": (f"{b64url_encode(b'{not json')}.{body}.{signature}", [], "incorrect format",
@@ -330,6 +332,14 @@ def test_json_output(world: World) -> None:
     assert report["key"]["revoked_at"].startswith(f"{world.start + 2 * DAY + HOUR:%Y-%m-%dT%H}")
     assert report["claims"]["sub"] == "alice"
     assert set(report) >= {"detail", "hint", "header", "source", "checked_at"}
+
+
+def test_a_decodable_token_of_incorrect_format_still_shows_header_and_claims(world: World) -> None:
+    token, *_ = crafted(world)["alg none"]
+    code, out, _ = run(world, token)
+    assert code == 1
+    assert f'  header: {{"alg": "none", "kid": "{world.kid("C")}"}}' in out.splitlines()
+    assert any(line.startswith('  claims: {"sub": "alice"') for line in out.splitlines())
 
 
 def test_json_output_of_garbage(world: World) -> None:

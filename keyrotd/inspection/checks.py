@@ -53,7 +53,9 @@ def inspect_token(
     known: KnownKey | None = None
     cause: str | None = None
     try:
-        compact = _parse(token)
+        compact = _decode(token)
+        _check_header(compact.header)
+        _check_claims(compact.claims)
         kid: str = compact.header["kid"]
         known = keys.keys.get(kid)
         verifier = check_key(kid, known, compact, keys)
@@ -87,7 +89,7 @@ FORMAT_HINT: Final = (
 )
 
 
-def _parse(token: str) -> Compact:
+def _decode(token: str) -> Compact:
     text = token.strip()
     if text[:7].lower() == "bearer ":
         text = text[7:].strip()
@@ -99,8 +101,6 @@ def _parse(token: str) -> Compact:
         compact = parse_compact(text)
     except MalformedTokenError as exc:
         fail(INCORRECT_FORMAT, f"not a compact JWS: {exc}", FORMAT_HINT)
-    _check_header(compact.header)
-    _check_claims(compact.claims)
     return compact
 
 
