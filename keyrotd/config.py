@@ -39,7 +39,7 @@ from pydantic_settings import (
 
 from keyrotd.durations import Duration, InvalidValueError, format_duration, quote
 from keyrotd.errors import ConfigError, UsageError
-from keyrotd.model import ALGORITHMS, Policy
+from keyrotd.model import ALGORITHMS, KEYSET_NAME, Policy
 
 ENV_PREFIX: Final = "KEYROTD_"
 CONFIG_VARIABLE: Final = "KEYROTD_CONFIG"
@@ -47,7 +47,6 @@ DEFAULT_FILE: Final = "keyrotd.toml"
 RSA_KEY_SIZES: Final = (2048, 3072, 4096)
 UNKNOWN_HINT: Final = "remove it or check the spelling (see config/keyrotd.toml)"
 
-_KEYSET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SECRET_PREFIX: Final = re.compile(r"[A-Za-z0-9/_+=.@-]{0,256}")
 _REGION: Final = re.compile(r"[a-z0-9-]{0,64}")
 _BRACKETED: Final = re.compile(r"\[([^\]]+)\]:([0-9]{1,5})")
@@ -225,7 +224,7 @@ class KeysetSettings(BaseModel):
     name: Annotated[
         str,
         _matching(
-            _KEYSET_NAME,
+            KEYSET_NAME,
             "keyset name",
             "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
         ),

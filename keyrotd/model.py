@@ -10,6 +10,7 @@ Everything here is immutable. Times are timezone-aware UTC datetimes.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,9 @@ ALGORITHMS: Final = (
     "ES512",
     "EdDSA",
 )
+
+KEYSET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""Keyset names: they become file names, secret names and URL path segments."""
 
 Jwk = Mapping[str, str]
 

@@ -59,6 +59,7 @@ from botocore.exceptions import (
 )
 
 from keyrotd.errors import ConfigError
+from keyrotd.model import KEYSET_NAME
 from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
@@ -82,7 +83,6 @@ STAGING_LABEL: Final = "KEYROTD_PENDING"
 CURRENT: Final = "AWSCURRENT"
 PREVIOUS: Final = "AWSPREVIOUS"
 _BINARY_MARK: Final = b"\x00"
-_KEYSET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _VERSION_ID: Final = re.compile(r"[A-Za-z0-9-]{32,64}")
 _NOT_FOUND: Final = "ResourceNotFoundException"
 _EXISTS: Final = "ResourceExistsException"
@@ -192,7 +192,7 @@ class AwsStorage:
         return self._client
 
     def secret_name(self, keyset: str) -> str:
-        if not _KEYSET_NAME.fullmatch(keyset):
+        if not KEYSET_NAME.fullmatch(keyset):
             raise ConfigError(
                 f"invalid keyset name {keyset!r}",
                 "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -244,7 +244,7 @@ class AwsStorage:
                     stages = entry.get("SecretVersionsToStages", {}).values()
                     if (
                         entry.get("Name", "").startswith(self._prefix)
-                        and _KEYSET_NAME.fullmatch(keyset)
+                        and KEYSET_NAME.fullmatch(keyset)
                         and any(CURRENT in labels for labels in stages)
                     ):
                         names.add(keyset)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from keyrotd.errors import ConfigError
+from keyrotd.model import KEYSET_NAME
 from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
@@ -56,7 +57,6 @@ __all__ = ["MAX_DOCUMENT_SIZE", "FileStorage", "load_encryption_key"]
 
 MAX_DOCUMENT_SIZE: Final = 1024 * 1024
 _MAX_FILE_SIZE: Final = 2 * MAX_DOCUMENT_SIZE  # a sealed 1 MiB document is about 1.34 MiB
-_KEYSET_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SUFFIX: Final = ".json"
 _DIR_MODE: Final = 0o700
 _FILE_MODE: Final = 0o600
@@ -122,13 +122,13 @@ class FileStorage:
             except FileNotFoundError:
                 return []
         stems = (name.removesuffix(_SUFFIX) for name in names if name.endswith(_SUFFIX))
-        return sorted(stem for stem in stems if _KEYSET_NAME.fullmatch(stem))
+        return sorted(stem for stem in stems if KEYSET_NAME.fullmatch(stem))
 
     def close(self) -> None:
         """Nothing to release: locks are held only inside ``write``."""
 
     def _document(self, keyset: str) -> Path:
-        if not _KEYSET_NAME.fullmatch(keyset):
+        if not KEYSET_NAME.fullmatch(keyset):
             raise ConfigError(
                 f"invalid keyset name {keyset!r}",
                 "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
