@@ -1,0 +1,142 @@
+"""Prometheus metrics, ``keyrotd_*``, in a registry of their own.
+
+Counters are incremented where things happen (the runners). Everything that depends on the
+clock — key ages, seconds to the next transition, keys per state, readiness — is computed at
+scrape time from the board's snapshot by :class:`_BoardCollector`, so it is never stale.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from keyrotd import __version__
+from keyrotd.daemon.state import Snapshot
+from keyrotd.model import KeyState
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_LIVE = (KeyState.PENDING, KeyState.ACTIVE, KeyState.RETIRED)
+
+
+class _BoardCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap, now = self._snapshot(), time.time()
+        ready = GaugeMetricFamily(
+            "keyrotd_ready", "1 when every keyset is loaded and storage works"
+        )
+        ready.add_metric([], 1.0 if snap.ready else 0.0)
+        keys = GaugeMetricFamily(
+            "keyrotd_keys", "Keys per state in the JWKS", labels=["keyset", "state"]
+        )
+        age = GaugeMetricFamily(
+            "keyrotd_active_key_age_seconds",
+            "Seconds since the signing key activated",
+            labels=["keyset"],
+        )
+        upcoming = GaugeMetricFamily(
+            "keyrotd_next_transition_seconds",
+            "Seconds until the keyset next changes by itself (negative: overdue)",
+            labels=["keyset"],
+        )
+        last_read = GaugeMetricFamily(
+            "keyrotd_storage_last_success_timestamp_seconds",
+            "Unix time of the last successful storage read or write",
+            labels=["keyset"],
+        )
+        storage_up = GaugeMetricFamily(
+            "keyrotd_storage_up",
+            "1 when the last storage access of the keyset worked",
+            labels=["keyset"],
+        )
+        for name in snap.order:
+            health = snap.health.get(name)
+            if health is not None and health.last_success is not None:
+                last_read.add_metric([name], health.last_success)
+            storage_up.add_metric([name], 1.0 if health is not None and health.ready else 0.0)
+            published = snap.published.get(name)
+            if published is None:
+                continue
+            keyset = published.keyset
+            for state in _LIVE:
+                keys.add_metric([name, state.value], sum(k.state is state for k in keyset.keys))
+            active = keyset.active
+            if active is not None and active.activates_at is not None:
+                age.add_metric([name], now - active.activates_at.timestamp())
+            if math.isfinite(published.changes_at):
+                upcoming.add_metric([name], published.changes_at - now)
+        yield from (ready, keys, age, upcoming, last_read, storage_up)
+
+
+class Metrics:
+    """The daemon's metrics; :meth:`render` is the ``/metrics`` body."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._transitions = Counter(
+            "keyrotd_transitions",
+            "Lifecycle transitions written by this daemon",
+            ["keyset", "event"],
+            registry=self.registry,
+        )
+        self._rotations = Counter(
+            "keyrotd_rotations",
+            "Keys activated by this daemon",
+            ["keyset"],
+            registry=self.registry,
+        )
+        self._rotation_failures = Counter(
+            "keyrotd_rotation_failures",
+            "Failed attempts to write a transition",
+            ["keyset"],
+            registry=self.registry,
+        )
+        self._storage_failures = Counter(
+            "keyrotd_storage_failures",
+            "Failed storage reads and writes",
+            ["keyset"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "keyrotd_config_reloads",
+            "Configuration reloads (SIGHUP) by result",
+            ["result"],
+            registry=self.registry,
+        )
+        info = Gauge("keyrotd_build_info", "keyrotd version", ["version"], registry=self.registry)
+        info.labels(__version__).set(1)
+        self.registry.register(_BoardCollector(snapshot))
+
+    def transition(self, keyset: str, event: str) -> None:
+        self._transitions.labels(keyset, event).inc()
+        if event == "key.activated":
+            self._rotations.labels(keyset).inc()
+
+    def rotation_failed(self, keyset: str) -> None:
+        self._rotation_failures.labels(keyset).inc()
+
+    def storage_failed(self, keyset: str) -> None:
+        self._storage_failures.labels(keyset).inc()
+
+    def watch(self, keyset: str) -> None:
+        """Show the counters of ``keyset`` at zero before anything happened."""
+        self._rotations.labels(keyset)
+        self._rotation_failures.labels(keyset)
+        self._storage_failures.labels(keyset)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,165 @@
+"""One keyset in the daemon: read, apply what is due, publish to the board, keep a spare key.
+
+Every storage access of a keyset goes through its :class:`KeysetRunner`, under one lock, so the
+scheduled transitions, the periodic refresh and the admin commands of one keyset never race each
+other inside this process (other processes are handled by the manager's compare-and-swap).
+
+Key generation stays off the HTTP path: it runs in the scheduler's threads (``cryptography``
+releases the GIL while it searches for primes). To keep the scheduled activation write fast even
+when it must publish a successor at the same instant (``publish_ahead == rotation_period``), a
+runner prepares one spare key shortly before a new key is due (:data:`SPARE_LEAD`); the key
+factory hands it out, or generates one on the spot when there is none.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Final
+
+from keyrotd.config import KeysetSettings
+from keyrotd.daemon.metrics import Metrics
+from keyrotd.daemon.state import Board
+from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, StorageError
+from keyrotd.keys import NewKey, generate_key
+from keyrotd.lifecycle import TICK, Command, plan
+from keyrotd.manager import Clock, KeysetManager, KeysetSpec, Outcome, utc_now
+from keyrotd.model import Keyset
+from keyrotd.storage import Storage
+
+log = logging.getLogger("keyrotd.daemon")
+
+SPARE_LEAD: Final = timedelta(seconds=60)
+"""How long before a new key is due the runner generates it."""
+
+
+class KeysetRunner:
+    def __init__(
+        self,
+        storage: Storage,
+        settings: KeysetSettings,
+        board: Board,
+        metrics: Metrics,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.board = board
+        self.metrics = metrics
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._spare_lock = threading.Lock()
+        self._spare: tuple[tuple[str, int], NewKey] | None = None
+        self._preparing = False
+        self._seen_document = False
+        self.settings = settings
+        self.manager = KeysetManager(storage, KeysetSpec.from_settings(settings), clock, self._key)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    def reconfigure(self, settings: KeysetSettings) -> None:
+        with self._lock:
+            self.settings = settings
+            self.manager.spec = KeysetSpec.from_settings(settings)
+
+    def sync(self) -> Keyset:
+        """Re-read storage, write what is due, publish the result; failures are recorded, raised."""
+        with self._lock:
+            try:
+                loaded = self.manager.load()
+                if loaded.version is None and self._seen_document:
+                    raise StorageError(
+                        f"the document of keyset {self.name} disappeared from "
+                        f"{loaded.location}; refusing to start it afresh with new keys",
+                        "restore it from a backup (or restart keyrotd to create a new keyset)",
+                    )
+            except Exception as exc:
+                self.board.failed(self.name, self._failed("storage read", exc))
+                raise
+            self._seen_document = self._seen_document or loaded.version is not None
+            now = self.clock()
+            due = plan(loaded.keyset, self.settings.policy, now)
+            if not (due.changed or due.needs_keys):
+                self.board.loaded(self.settings, loaded.keyset, now)
+                return loaded.keyset
+            fallback = loaded.keyset if loaded.version is not None else None
+            return self._apply(TICK, fallback).keyset
+
+    def command(self, command: Command) -> Outcome:
+        """An admin command (rotate, revoke) applied now."""
+        with self._lock:
+            return self._apply(command)
+
+    def _apply(self, command: Command, fallback: Keyset | None = None) -> Outcome:
+        """``manager.apply`` and publish; on failure publish ``fallback`` (what was read)."""
+        try:
+            outcome = self.manager.apply(command)
+        except KeyNotFoundError:
+            raise
+        except Exception as exc:
+            reason = self._failed("rotation", exc)
+            if fallback is None:
+                self.board.failed(self.name, reason)
+            else:
+                self.board.loaded(self.settings, fallback, self.clock(), error=reason)
+            raise
+        self._seen_document = True
+        for transition in outcome.transitions:
+            self.metrics.transition(self.name, transition.event)
+        self.board.loaded(self.settings, outcome.keyset, self.clock())
+        return outcome
+
+    def _failed(self, what: str, exc: Exception) -> str:
+        """Count and log a failure; the reason as a human line (never key material)."""
+        reason = str(exc) if isinstance(exc, KeyrotdError) else type(exc).__name__
+        if what == "rotation":
+            self.metrics.rotation_failed(self.name)
+        if isinstance(exc, StorageError | ConfigError | OSError):
+            self.metrics.storage_failed(self.name)
+        log.error(
+            "keyset %s: %s failed: %s",
+            self.name,
+            what,
+            reason,
+            extra={"keyset": self.name, "error": reason},
+        )
+        return reason
+
+    # -- keys -------------------------------------------------------------------------------
+    def key_needed_at(self, keyset: Keyset) -> datetime:
+        """When the planner will next need a fresh key (a successor becomes due)."""
+        policy = self.settings.policy
+        pending = [k.activates_at for k in keyset.pending if k.activates_at is not None]
+        active = keyset.active
+        start = max(pending) if pending else (active.activates_at if active else None)
+        if start is None:
+            return self.clock()
+        return start + policy.rotation_period - policy.publish_ahead
+
+    def prepare_spare(self) -> None:
+        """Generate the spare key in a background thread, unless one is ready or on its way."""
+        with self._spare_lock:
+            wanted = (self.settings.algorithm, self.settings.rsa_key_size)
+            if self._preparing or (self._spare is not None and self._spare[0] == wanted):
+                return
+            self._preparing = True
+        threading.Thread(target=self._generate_spare, args=(wanted,), daemon=True).start()
+
+    def _generate_spare(self, wanted: tuple[str, int]) -> None:
+        try:
+            key = generate_key(*wanted)
+        except Exception as exc:
+            log.error("keyset %s: key generation failed: %s", self.name, exc)
+            key = None
+        with self._spare_lock:
+            self._preparing = False
+            if key is not None:
+                self._spare = (wanted, key)
+
+    def _key(self, algorithm: str, rsa_key_size: int) -> NewKey:
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare[0] == (algorithm, rsa_key_size):
+            return spare[1]
+        return generate_key(algorithm, rsa_key_size)

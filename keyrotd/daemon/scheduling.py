@@ -1,0 +1,181 @@
+"""APScheduler 3 drives every transition at its exact time.
+
+Per keyset there is one date-trigger job, ``transition:<name>``, at ``lifecycle.next_transition``
+of what was last read or written; it is replaced after every sync. A ``refresh`` interval job
+re-reads every keyset each ``refresh_interval`` (other replicas, the CLI) and applies what is
+due. ``spare:<name>`` prepares the next key shortly before it is needed (see ``runner``).
+
+APScheduler 3 drops a job that runs later than ``misfire_grace_time`` (one second by default)
+after its time, silently: a busy machine would skip a rotation. Every job here has
+``misfire_grace_time=None`` (run however late) and ``coalesce=True`` (once, not once per miss).
+
+A keyset whose sync fails is retried with a backoff (up to ``refresh_interval``); it never stops
+the other keysets, whose jobs are independent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from keyrotd.config import KeysetSettings
+from keyrotd.daemon.metrics import Metrics
+from keyrotd.daemon.runner import SPARE_LEAD, KeysetRunner
+from keyrotd.daemon.state import Board
+from keyrotd.lifecycle import Command, next_transition
+from keyrotd.manager import Clock, Outcome, utc_now
+from keyrotd.model import Keyset
+from keyrotd.storage import Storage
+
+log = logging.getLogger("keyrotd.daemon")
+
+FIRST_RETRY: Final = timedelta(milliseconds=500)
+OVERDUE_RETRY: Final = timedelta(milliseconds=20)
+"""A transition that is still due right after a successful sync is retried this soon."""
+
+
+class Rotator:
+    """The runners of every keyset and the jobs that drive them."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        board: Board,
+        metrics: Metrics,
+        refresh_interval: timedelta,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.storage = storage
+        self.board = board
+        self.metrics = metrics
+        self.clock = clock
+        self.refresh_interval = refresh_interval
+        self.runners: dict[str, KeysetRunner] = {}
+        self._failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._jobs_lock = threading.Lock()
+        self._stopping = False
+        self._scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(8)},
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 4},
+        )
+
+    # -- life --------------------------------------------------------------------------------
+    def start(self, keysets: Iterable[KeysetSettings]) -> None:
+        self.configure(tuple(keysets), self.refresh_interval)
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        """Stop scheduling; wait for the jobs in progress (a write is never cut short).
+
+        APScheduler 3 holds its job-store lock while it waits for the running jobs, and a job
+        that adds a job then waits for that lock: a deadlock. So jobs stop adding jobs first.
+        """
+        with self._jobs_lock:
+            self._stopping = True
+        self._scheduler.shutdown(wait=True)
+
+    @property
+    def alive(self) -> bool:
+        thread = getattr(self._scheduler, "_thread", None)
+        return bool(self._scheduler.running and thread is not None and thread.is_alive())
+
+    def configure(self, keysets: tuple[KeysetSettings, ...], refresh_interval: timedelta) -> None:
+        """Start, reconfigure or stop keysets to match ``keysets`` (start-up and SIGHUP)."""
+        with self._lock:
+            wanted = {ks.name: ks for ks in keysets}
+            for name in [n for n in self.runners if n not in wanted]:
+                del self.runners[name]
+                for job in (f"transition:{name}", f"spare:{name}"):
+                    self._remove(job)
+                log.info("keyset %s: no longer configured, stopped", name, extra={"keyset": name})
+            self.board.arrange(tuple(wanted))
+            for name, settings in wanted.items():
+                runner = self.runners.get(name)
+                if runner is None:
+                    self.metrics.watch(name)
+                    self.runners[name] = KeysetRunner(
+                        self.storage, settings, self.board, self.metrics, self.clock
+                    )
+                elif runner.settings != settings:
+                    runner.reconfigure(settings)
+                self._at(f"transition:{name}", self.clock(), self._transition, name)
+            self.refresh_interval = refresh_interval
+            with self._jobs_lock:
+                if not self._stopping:
+                    self._scheduler.add_job(
+                        self.refresh,
+                        IntervalTrigger(seconds=refresh_interval.total_seconds(), timezone=UTC),
+                        id="refresh",
+                        replace_existing=True,
+                        max_instances=1,
+                    )
+
+    # -- jobs --------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        for name in list(self.runners):
+            self._sync(name)
+
+    def _transition(self, name: str) -> None:
+        self._sync(name)
+
+    def _sync(self, name: str) -> None:
+        runner = self.runners.get(name)
+        if runner is None:
+            return
+        try:
+            keyset = runner.sync()
+        except Exception:  # recorded and logged by the runner
+            self._retry(name)
+            return
+        self._schedule(runner, keyset)
+
+    def command(self, name: str, command: Command) -> Outcome:
+        """Run an admin command now (called from the HTTP side, in a worker thread)."""
+        runner = self.runners[name]
+        outcome = runner.command(command)
+        self._schedule(runner, outcome.keyset)
+        return outcome
+
+    def _schedule(self, runner: KeysetRunner, keyset: Keyset) -> None:
+        self._failures.pop(runner.name, None)
+        now = self.clock()
+        upcoming = next_transition(keyset, runner.settings.policy)
+        if upcoming is not None:
+            when = upcoming if upcoming > now else now + OVERDUE_RETRY
+            self._at(f"transition:{runner.name}", when, self._transition, runner.name)
+        spare_at = max(now, runner.key_needed_at(keyset) - SPARE_LEAD)
+        self._at(
+            f"spare:{runner.name}", spare_at, lambda _name: runner.prepare_spare(), runner.name
+        )
+
+    def _retry(self, name: str) -> None:
+        failures = self._failures[name] = self._failures.get(name, 0) + 1
+        delay = min(FIRST_RETRY * 2 ** min(failures - 1, 16), self.refresh_interval)
+        self._at(f"transition:{name}", self.clock() + delay, self._transition, name)
+
+    def _at(self, job_id: str, when: datetime, func: Callable[[str], None], name: str) -> None:
+        with self._jobs_lock:
+            if self._stopping:
+                return
+            self._scheduler.add_job(
+                func,
+                DateTrigger(run_date=when, timezone=UTC),
+                args=(name,),
+                id=job_id,
+                replace_existing=True,
+            )
+
+    def _remove(self, job_id: str) -> None:
+        with self._jobs_lock:
+            if not self._stopping and self._scheduler.get_job(job_id) is not None:
+                self._scheduler.remove_job(job_id)

@@ -1,0 +1,212 @@
+"""What the HTTP side serves, precomputed per keyset and swapped atomically.
+
+A :class:`Published` is immutable: the stored document, its view at the time it was computed
+(``lifecycle.view``), the JWKS body as bytes with its strong ETag, and two instants (epoch
+seconds):
+
+- ``recompute_at``: the next activation or expiry that ``view`` applies by itself. Once the
+  clock passes it the body is recomputed, even before the scheduler's write lands;
+- ``changes_at``: ``lifecycle.next_transition`` of the view, i.e. the next scheduled change of
+  that JWKS (it also counts a successor becoming due, which only a write can publish). The
+  ``Cache-Control`` max-age never reaches past it.
+
+The :class:`Board` holds one ``Published`` and one :class:`Health` per keyset. Writers (the
+scheduler threads) replace the whole mapping under a lock; readers (the event loop) read one
+attribute, so they always see a consistent snapshot without taking the lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from keyrotd.config import KeysetSettings
+from keyrotd.lifecycle import next_transition, view
+from keyrotd.model import Keyset, KeyState
+
+NEVER: Final = math.inf
+
+
+def rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _epoch(value: datetime | None) -> float:
+    return NEVER if value is None else value.timestamp()
+
+
+def _next_materialized(keyset: Keyset) -> datetime | None:
+    """The next activation or expiry, the changes ``lifecycle.view`` applies without a write."""
+    times = [
+        k.activates_at if k.state is KeyState.PENDING else k.expires_at
+        for k in keyset.keys
+        if k.state in (KeyState.PENDING, KeyState.RETIRED)
+    ]
+    return min((t for t in times if t is not None), default=None)
+
+
+def _json(data: object) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Published:
+    """One keyset as served at one instant (see the module docstring)."""
+
+    settings: KeysetSettings
+    stored: Keyset
+    keyset: Keyset
+    body: bytes
+    etag: bytes
+    recompute_at: float
+    changes_at: float
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @classmethod
+    def compute(cls, settings: KeysetSettings, stored: Keyset, now: datetime) -> Published:
+        seen = view(stored, settings.policy, now)
+        body = _json(seen.jwks())
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        return cls(
+            settings=settings,
+            stored=stored,
+            keyset=seen,
+            body=body,
+            etag=f'"{digest}"'.encode(),
+            recompute_at=_epoch(_next_materialized(seen)),
+            changes_at=_epoch(next_transition(seen, settings.policy)),
+        )
+
+    def max_age(self, now: float, cap: int) -> int:
+        """Seconds a client may cache the JWKS: within ``cap`` and before the next change."""
+        return max(0, min(cap, math.floor(self.changes_at - now)))
+
+    def signing_key(self) -> bytes:
+        """The admin ``signing-key`` response: active private JWK, next one and its activation."""
+        active = self.keyset.active
+        if active is None or active.private_jwk is None:
+            raise LookupError(f"keyset {self.name} has no active key")
+        upcoming = sorted(
+            (k for k in self.keyset.pending if k.activates_at and k.private_jwk is not None),
+            key=lambda k: (k.activates_at, k.created_at),
+        )
+        successor = upcoming[0] if upcoming else None
+        policy = self.settings.policy
+        return _json(
+            {
+                "active": dict(active.private()),
+                "next": dict(successor.private()) if successor else None,
+                "next_activates_at": rfc3339(successor.activates_at)
+                if successor and successor.activates_at
+                else None,
+                "token_lifetime": policy.token_lifetime.total_seconds(),
+                "publish_ahead": policy.publish_ahead.total_seconds(),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Health:
+    """Storage health of one keyset as seen by this daemon."""
+
+    loaded: bool = False
+    error: str | None = None
+    last_success: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded and self.error is None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the HTTP side reads, replaced as a whole."""
+
+    order: tuple[str, ...] = ()
+    published: Mapping[str, Published] = dataclasses.field(default_factory=dict)
+    health: Mapping[str, Health] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return all(self.health.get(name, Health()).ready for name in self.order)
+
+    def reasons(self) -> list[str]:
+        """Why the daemon is not ready, one line per keyset."""
+        reasons = []
+        for name in self.order:
+            health = self.health.get(name, Health())
+            if not health.loaded:
+                reasons.append(f"keyset {name}: not loaded yet")
+            if health.error is not None:
+                reasons.append(f"keyset {name}: storage failing: {health.error}")
+        return reasons
+
+
+class Board:
+    """The shared, atomically replaced :class:`Snapshot` (see the module docstring)."""
+
+    def __init__(self, on_change: Callable[[Snapshot], None] = lambda _: None) -> None:
+        self.snapshot = Snapshot()
+        self._lock = threading.Lock()
+        self._on_change = on_change
+
+    def current(self, name: str, now: float) -> Published | None:
+        """The keyset as served at ``now`` (epoch seconds), recomputed if a transition passed."""
+        published = self.snapshot.published.get(name)
+        if published is None or now < published.recompute_at:
+            return published
+        fresh = Published.compute(
+            published.settings, published.stored, datetime.fromtimestamp(now, UTC)
+        )
+        with self._lock:
+            if self.snapshot.published.get(name) is published:  # nobody stored a newer one
+                self._replace(published={**self.snapshot.published, name: fresh}, notify=False)
+        return fresh
+
+    def loaded(
+        self, settings: KeysetSettings, stored: Keyset, now: datetime, error: str | None = None
+    ) -> Published:
+        """Record a successful read (or write) of a keyset; ``error``: a write that failed."""
+        published = Published.compute(settings, stored, now)
+        health = Health(loaded=True, error=error, last_success=time.time())
+        with self._lock:
+            snap = self.snapshot
+            self._replace(
+                published={**snap.published, settings.name: published},
+                health={**snap.health, settings.name: health},
+            )
+        return published
+
+    def failed(self, name: str, error: str) -> None:
+        """Record a failed read: the last loaded JWKS stays served."""
+        with self._lock:
+            snap = self.snapshot
+            old = snap.health.get(name, Health())
+            health = dataclasses.replace(old, error=error)
+            self._replace(health={**snap.health, name: health})
+
+    def arrange(self, order: tuple[str, ...]) -> None:
+        """Set the served keysets (their order: the first one is ``/.well-known``)."""
+        with self._lock:
+            snap = self.snapshot
+            self._replace(
+                order=order,
+                published={n: p for n, p in snap.published.items() if n in order},
+                health={n: h for n, h in snap.health.items() if n in order},
+            )
+
+    def _replace(self, *, notify: bool = True, **changes: object) -> None:
+        self.snapshot = dataclasses.replace(self.snapshot, **changes)  # type: ignore[arg-type]
+        if notify:
+            self._on_change(self.snapshot)
