@@ -1,0 +1,257 @@
+"""Races (issue 6.2): CLI processes and direct API writers on one keyset, file and AWS.
+
+Every writer reports what it did (the CLI prints its transitions, the API returns them) and a
+reader thread records every document it can see while they race. Afterwards: every document held
+exactly one active key and at most one successor, no reported key is missing from the final
+document (no lost update), every activation that was not an announced exception came
+``publish_ahead`` after its key's publication, and every expiry ``token_lifetime + clock_skew``
+after its retirement, all by the documents' own timestamps (``helpers.History``). The policy is
+seconds long, so ticks really activate and expire keys while the race runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from keyrotd.lifecycle import TICK, Command, Rotate, Transition
+from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
+from keyrotd.model import Keyset, Policy, from_json
+from keyrotd.storage import Storage
+from keyrotd.storage.file import FileStorage
+
+from .helpers import History
+
+POLICY = Policy(
+    rotation_period=timedelta(seconds=20),
+    publish_ahead=timedelta(seconds=3),
+    token_lifetime=timedelta(seconds=1),
+    clock_skew=timedelta(seconds=1),
+)
+KEYSET = """
+[server]
+refresh_interval = "1s"
+jwks_max_age = "1s"
+
+[[keysets]]
+name = "default"
+algorithm = "ES256"
+rotation_period = "20s"
+publish_ahead = "3s"
+token_lifetime = "1s"
+clock_skew = "1s"
+"""
+TRANSITION = re.compile(
+    r"^default: (key\.\w+) (\S+) at (\S+)(?: \(exception to publish-ahead: (.*)\))?$", re.M
+)
+
+
+@dataclass
+class Backend:
+    name: str
+    storage: Callable[[], Storage]
+    config: str
+    environ: dict[str, str]
+
+
+@pytest.fixture
+def file_backend(tmp_path: Path) -> Backend:
+    store = tmp_path / "store"
+    return Backend(
+        "file", lambda: FileStorage(store), f'[storage]\npath = "{store}"\n', dict(os.environ)
+    )
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    pytest.importorskip("moto")
+    from storage.moto_server import moto_endpoint  # tests/storage, on sys.path as "storage"
+
+    with moto_endpoint() as url:
+        yield url
+
+
+@pytest.fixture
+def aws_backend(moto_url: str) -> Iterator[Backend]:
+    from storage.moto_server import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR, REGION
+
+    from keyrotd.storage.aws import AwsStorage
+
+    prefix = f"races-{uuid.uuid4().hex[:12]}/"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in AWS_VARIABLES_TO_CLEAR:
+            patch.delenv(name, raising=False)
+        for name, value in AWS_TEST_ENVIRONMENT.items():
+            patch.setenv(name, value)
+        yield Backend(
+            "aws",
+            lambda: AwsStorage(secret_prefix=prefix, region=REGION, endpoint_url=moto_url),
+            f'[storage]\ntype = "aws"\nsecret_prefix = "{prefix}"\nregion = "{REGION}"\n'
+            f'endpoint_url = "{moto_url}"\n',
+            dict(os.environ),
+        )
+
+
+@dataclass
+class Race:
+    backend: Backend
+    config: Path
+    history: History
+    lock: threading.Lock
+
+    @classmethod
+    def on(cls, backend: Backend, directory: Path) -> Race:
+        config = directory / "keyrotd.toml"
+        config.write_text(KEYSET + backend.config)
+        return cls(backend, config, History(POLICY), threading.Lock())
+
+    def report(self, transitions: tuple[Transition, ...] | list[Transition]) -> None:
+        with self.lock:
+            self.history.report(transitions)
+
+    def observe(self, keyset: Keyset, now: datetime | None = None) -> None:
+        with self.lock:
+            self.history.observe(keyset, now)
+
+    def manager(self, storage: Storage) -> KeysetManager:
+        return KeysetManager(storage, KeysetSpec("default", "ES256", 2048, POLICY))
+
+    def cli(self, *argv: str) -> str:
+        env = {k: v for k, v in self.backend.environ.items() if not k.startswith("KEYROTD_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "keyrotd.cli", "--config", str(self.config), *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, (argv, result.stderr)
+        self.report(
+            [
+                Transition(event, kid, datetime.fromisoformat(at), exception)
+                for event, kid, at, exception in TRANSITION.findall(result.stdout)
+            ]
+        )
+        return result.stdout
+
+    def api_writer(self, commands: list[Command], pace: float) -> int:
+        """One writer with its own storage client, a command every ``pace`` seconds; returns its
+        emergency activations."""
+        storage = self.backend.storage()
+        emergencies = 0
+        try:
+            manager = self.manager(storage)
+            for command in commands:
+                outcome = manager.apply(command)
+                self.report(outcome.transitions)
+                if outcome.written:
+                    self.observe(outcome.keyset)
+                emergencies += sum(t.exception == "rotate --now" for t in outcome.transitions)
+                time.sleep(pace)  # let scheduled activations and expiries fall due meanwhile
+        finally:
+            storage.close()
+        return emergencies
+
+    def reader(self, stop: threading.Event) -> None:
+        storage = self.backend.storage()
+        try:
+            while not stop.is_set():
+                stored = storage.read("default")
+                if stored is not None:
+                    self.observe(from_json(stored.data, stored.location), utc_now())
+                stop.wait(0.01)
+        finally:
+            storage.close()
+
+    def final(self) -> Keyset:
+        storage = self.backend.storage()
+        try:
+            stored = storage.read("default")
+            assert stored is not None
+            return from_json(stored.data, stored.location)
+        finally:
+            storage.close()
+
+
+def api_commands(writer: int, count: int) -> list[Command]:
+    """Writer 0 starts with an emergency rotation (racing the CLI's); then all tick and rotate,
+    so that successors are published, activate on schedule and retired keys expire."""
+    first: list[Command] = [Rotate(now=True)] if writer == 0 else []
+    cycle: list[Command] = [TICK, Rotate(), TICK]
+    return first + [cycle[(writer + i) % len(cycle)] for i in range(count - len(first))]
+
+
+def run_race(
+    race: Race, *, cli_runs: int, api_writers: int, api_commands_each: int, pace: float
+) -> None:
+    bootstrap = race.manager(race.backend.storage())
+    outcome = bootstrap.apply(Rotate())
+    race.report(outcome.transitions)
+    [pending] = outcome.keyset.pending
+    cli_argv = [("rotate", "--now"), ("rotate",), ("revoke", pending.kid)]
+    stop = threading.Event()
+    reader = threading.Thread(target=race.reader, args=(stop,))
+    reader.start()
+    started = time.monotonic()
+    try:
+        with ThreadPoolExecutor(max_workers=cli_runs + api_writers) as pool:
+            cli = [pool.submit(race.cli, *cli_argv[i % 3]) for i in range(cli_runs)]
+            api = [
+                pool.submit(race.api_writer, api_commands(n, api_commands_each), pace)
+                for n in range(api_writers)
+            ]
+            outputs = [f.result(timeout=300) for f in cli]
+            api_emergencies = sum(f.result(timeout=300) for f in api)
+    finally:
+        stop.set()
+        reader.join(30)
+    elapsed = time.monotonic() - started
+
+    cli_emergencies = sum("rotate --now)" in out for out in outputs)
+    expected = sum(1 for i in range(cli_runs) if i % 3 == 0)
+    assert cli_emergencies == expected  # every `rotate --now` activated exactly one key
+    assert api_emergencies == sum(
+        isinstance(c, Rotate) and c.now
+        for n in range(api_writers)
+        for c in api_commands(n, api_commands_each)
+    )
+    final = race.final()
+    race.observe(final, utc_now())
+    history = race.history
+    history.check_nothing_lost(final)
+    assert history.unexplained_activations() == []
+    assert pending.kid in history.revoked
+    scheduled = history.activations - len(history.exceptions)
+    expired = sum(k.state.value == "expired" for k in history.records.values())
+    assert scheduled > 0 and expired > 0, "the race was too short to exercise G2 and G3"
+    print(
+        f"{race.backend.name}: {cli_runs} CLI processes and {api_writers} API writers "
+        f"x {api_commands_each} commands in {elapsed:.1f}s; {history.documents} documents "
+        f"checked, {len(history.created)} keys created, {history.activations} activations "
+        f"({scheduled} scheduled), {expired} expiries; none lost, one active key in each"
+    )
+
+
+def test_cli_processes_and_api_writers_race_on_a_file_store(
+    file_backend: Backend, tmp_path: Path
+) -> None:
+    race = Race.on(file_backend, tmp_path)
+    run_race(race, cli_runs=12, api_writers=4, api_commands_each=40, pace=0.25)
+
+
+def test_cli_processes_and_api_writers_race_on_aws(aws_backend: Backend, tmp_path: Path) -> None:
+    race = Race.on(aws_backend, tmp_path)
+    run_race(race, cli_runs=6, api_writers=3, api_commands_each=30, pace=0.3)
