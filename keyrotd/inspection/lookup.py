@@ -147,7 +147,8 @@ def explain_valid(
             f"{head}: it is not yet the signing key (it activates at "
             f"{iso_or(record.activates_at)}); {expiry}",
             "the issuer signs with a key before its time: check the issuer's clock, and that it "
-            f"follows the schedule (keyrotd.client.Issuer does); {since}",
+            "follows the schedule (keyrotd.client.Issuer does); verifiers whose JWKS is older "
+            f"than {iso_or(record.created_at)}, when the key was published, reject this token",
         )
     if record.state is KeyState.RETIRED:
         retired, until = iso_or(record.retired_at), iso_or(record.expires_at)
