@@ -158,12 +158,13 @@ def _check_signature(compact: Compact, known: KnownKey) -> None:
             "the token was altered (an algorithm swap) or the issuer is misconfigured: tokens "
             "from keyrotd issuers carry their key's alg",
         )
-    if alg not in ALGORITHMS or known.jwk is None:
+    if alg not in ALGORITHMS:
         fail(
             SIGNATURE_MISMATCH,
             f"alg {shown(alg)} is not one keyrotd signs with ({', '.join(ALGORITHMS)})",
             "the token was minted elsewhere, or altered",
         )
+    assert known.jwk is not None  # keys out of the JWKS were refused by check_key
     try:
         key = import_key(known.jwk, alg)
     except KeyImportError as exc:
