@@ -1,0 +1,136 @@
+"""The authenticated endpoints: bearer token checks, 404 when disabled, the three actions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from .conftest import DaemonFactory
+from .harness import TOKEN, Daemon
+
+ADMIN_ROUTES = (
+    ("GET", "/keysets/main/signing-key"),
+    ("POST", "/keysets/main/rotate"),
+    ("POST", "/keysets/main/keys/some-kid/revoke"),
+)
+
+
+def kids(daemon: Daemon) -> list[str]:
+    return [key["kid"] for key in daemon.get("/keysets/main/jwks.json").json()["keys"]]
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+def test_admin_routes_refuse_a_missing_or_wrong_token(
+    daemon: Daemon, method: str, path: str
+) -> None:
+    wrong = [
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {TOKEN[:-1]}"},  # almost right
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"Bearer {TOKEN.upper()}"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+    ]
+    for headers in wrong:
+        reply = daemon.request(method, path, headers=headers)
+        assert reply.status == 401, headers
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+        assert reply.json() == {"error": "missing or invalid bearer token"}
+        assert TOKEN not in reply.body.decode()
+
+
+def test_admin_routes_do_not_exist_without_a_token_file(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory(admin=False).start()
+    for method, path in ADMIN_ROUTES:
+        reply = daemon.admin(method, path)
+        assert reply.status == 404, path
+        assert reply.json() == {"error": "not found"}
+        assert "www-authenticate" not in reply.headers
+
+
+def test_admin_wrong_method_is_405(daemon: Daemon) -> None:
+    assert daemon.admin("POST", "/keysets/main/signing-key").status == 405
+    reply = daemon.admin("GET", "/keysets/main/rotate")
+    assert reply.status == 405 and reply.headers["allow"] == "POST"
+
+
+def test_signing_key_gives_the_active_and_next_private_keys(daemon: Daemon) -> None:
+    reply = daemon.admin("GET", "/keysets/main/signing-key")
+    assert reply.status == 200
+    assert reply.headers["cache-control"] == "no-store"
+    body = reply.json()
+    assert {"d", "x", "y", "kid"} <= set(body["active"])
+    assert {"d", "x", "y", "kid"} <= set(body["next"])
+    assert body["active"]["kid"] == kids(daemon)[0]
+    assert body["next"]["kid"] in kids(daemon)
+    assert body["next_activates_at"].endswith("Z")
+    datetime.fromisoformat(body["next_activates_at"])
+    assert body["token_lifetime"] == 3600.0
+    assert daemon.admin("GET", "/keysets/other/signing-key").status == 404
+
+
+def test_rotate_now_activates_the_published_successor(daemon: Daemon) -> None:
+    before = daemon.admin("GET", "/keysets/main/signing-key").json()
+    reply = daemon.admin("POST", "/keysets/main/rotate?now=true")
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    assert body["active"] == before["next"]["kid"]
+    activated = [t for t in body["transitions"] if t["event"] == "key.activated"]
+    assert activated[0]["exception"] == "rotate --now"
+    after = daemon.admin("GET", "/keysets/main/signing-key").json()
+    assert after["active"]["kid"] == before["next"]["kid"]
+    assert kids(daemon)[0] == before["next"]["kid"]
+    assert daemon.admin("POST", "/keysets/main/rotate?now=perhaps").status == 400
+
+
+def test_revoke_drops_the_key_and_hands_over(daemon: Daemon) -> None:
+    active = daemon.admin("GET", "/keysets/main/signing-key").json()["active"]["kid"]
+    reply = daemon.admin("POST", f"/keysets/main/keys/{active}/revoke")
+    assert reply.status == 200, reply.body
+    assert active not in kids(daemon)
+    assert reply.json()["active"] != active
+    assert daemon.admin("POST", f"/keysets/main/keys/{active}/revoke").status == 200  # no-op
+    unknown = daemon.admin("POST", "/keysets/main/keys/no-such-kid/revoke")
+    assert unknown.status == 404
+    assert unknown.json() == {"error": "keyset main has no key with kid no-such-kid"}
+
+
+def test_a_large_body_on_an_admin_route_is_refused(daemon: Daemon) -> None:
+    reply = daemon.request(
+        "POST",
+        "/keysets/main/rotate",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        body=b"x" * 100_000,
+    )
+    assert reply.status == 413
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "message"),
+    [
+        (None, 0o600, "does not exist"),
+        ("  \n", 0o600, "is empty"),
+        (TOKEN, 0o644, "accessible to other users (mode 644)"),
+        (TOKEN, 0o620, "accessible to other users (mode 620)"),
+    ],
+)
+def test_a_bad_token_file_refuses_the_start(
+    daemon_factory: DaemonFactory, content: str | None, mode: int, message: str
+) -> None:
+    daemon = daemon_factory()
+    token_file = daemon.workdir / "admin.token"
+    if content is None:
+        token_file.unlink()
+    else:
+        token_file.write_text(content)
+        token_file.chmod(mode)
+    daemon.start(wait=False)
+    assert daemon.process is not None
+    assert daemon.process.wait(30) == 2
+    assert message in daemon.log_text()
+    assert "server.admin_token_file" in daemon.log_text()

@@ -1,0 +1,214 @@
+"""Service life: sd_notify, signals, reload, storage failures, start-up refusals."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import DaemonFactory
+from .harness import Daemon, render_config, wait_for
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's ``$NOTIFY_SOCKET``."""
+
+    def __init__(self, address: str | bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def receive_until(self, field: str, timeout: float = 30.0) -> list[str]:
+        """Receive until a new message holds ``field``; the messages received so far."""
+        start = len(self.messages)
+
+        def received() -> bool:
+            with contextlib.suppress(TimeoutError):
+                self.messages.append(self.sock.recv(4096).decode())
+            return any(field in message.splitlines() for message in self.messages[start:])
+
+        wait_for(received, timeout, f"{field} on the notify socket", every=0)
+        return self.messages
+
+
+@pytest.fixture
+def notify_path(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(str(tmp_path / "notify.sock"))
+    yield sock
+    sock.sock.close()
+
+
+def test_sd_notify_ready_watchdog_and_stopping(
+    daemon_factory: DaemonFactory, notify_path: NotifySocket, tmp_path: Path
+) -> None:
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    daemon = daemon_factory(env=env).start(wait=False)
+    notify_path.receive_until("READY=1")
+    assert daemon.get("/readyz").status == 200  # READY=1 only once it is ready
+    notify_path.receive_until("WATCHDOG=1", timeout=5)
+    notify_path.receive_until("WATCHDOG=1", timeout=5)  # again: it keeps pinging
+    daemon.send(signal.SIGTERM)
+    notify_path.receive_until("STOPPING=1")
+    assert daemon.stop() == 0
+    ready = next(m for m in notify_path.messages if "READY=1" in m)
+    assert "STATUS=serving 1 keysets" in ready
+
+
+def test_sd_notify_to_an_abstract_socket(daemon_factory: DaemonFactory) -> None:
+    name = f"keyrotd-test-{os.getpid()}-{time.monotonic_ns()}"
+    sock = NotifySocket(b"\0" + name.encode())
+    try:
+        daemon = daemon_factory(env={"NOTIFY_SOCKET": "@" + name}).start(wait=False)
+        sock.receive_until("READY=1")
+        assert daemon.stop() == 0
+        sock.receive_until("STOPPING=1")
+    finally:
+        sock.sock.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signals_exit_0_within_5_seconds(daemon: Daemon, signum: int) -> None:
+    connection = socket.create_connection(("127.0.0.1", daemon.port))  # an idle keep-alive client
+    try:
+        started = time.monotonic()
+        assert daemon.stop(signum, timeout=5) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        connection.close()
+    events = [e.get("event") for e in daemon.log_events()]
+    assert events[-2:] == ["daemon.stopping", "daemon.stopped"]
+
+
+def test_sighup_starts_a_keyset_added_to_the_file(daemon: Daemon) -> None:
+    assert daemon.get("/keysets/extra/jwks.json").status == 404
+    config = daemon.config.read_text()
+    daemon.config.write_text(
+        config + '[[keysets]]\nname = "extra"\nalgorithm = "EdDSA"\npublish_ahead = "1h"\n'
+    )
+    daemon.send(signal.SIGHUP)
+    reply = daemon.wait_status("/keysets/extra/jwks.json", 200)
+    assert reply.json()["keys"][0]["alg"] == "EdDSA"
+    assert daemon.get("/readyz").json() == {"status": "ready", "keysets": ["main", "extra"]}
+    assert (daemon.data / "extra.json").exists()
+    assert any(e.get("event") == "config.reloaded" for e in daemon.log_events())
+
+
+def test_sighup_with_a_bad_config_keeps_the_running_one(daemon: Daemon) -> None:
+    good = daemon.config.read_text()
+    before = daemon.get("/.well-known/jwks.json").body
+    daemon.config.write_text(good + "[server2]\n")
+    daemon.send(signal.SIGHUP)
+    wait_for(lambda: "configuration reload failed" in daemon.log_text(), 20, "the reload error")
+    daemon.check_alive()
+    assert daemon.get("/.well-known/jwks.json").body == before
+    assert daemon.get("/readyz").status == 200
+    assert (
+        'keyrotd_config_reloads_total{result="failed"} 1.0' in daemon.get("/metrics").body.decode()
+    )
+
+
+def test_storage_failure_keeps_the_jwks_and_turns_readyz_503(daemon: Daemon) -> None:
+    served = daemon.get("/.well-known/jwks.json")
+    document = daemon.data / "main.json"
+    aside = daemon.data / "main.json.aside"
+    document.rename(aside)
+    document.mkdir()  # reading it now fails (also as root, which chmod 000 would not stop)
+    try:
+        reply = daemon.wait_status("/readyz", 503)
+        body = reply.json()
+        assert body["status"] == "not ready"
+        assert "keyset main: storage failing: file storage failed on" in body["reasons"][0]
+        again = daemon.get("/.well-known/jwks.json")
+        assert again.status == 200 and again.body == served.body
+        metrics = daemon.get("/metrics").body.decode()
+        assert 'keyrotd_storage_up{keyset="main"} 0.0' in metrics
+        assert 'keyrotd_storage_failures_total{keyset="main"} 0.0' not in metrics
+        assert "keyrotd_ready 0.0" in metrics
+    finally:
+        document.rmdir()
+        aside.rename(document)
+    daemon.wait_status("/readyz", 200)
+    assert daemon.get("/.well-known/jwks.json").body == served.body
+
+
+def test_a_vanished_document_is_not_recreated(daemon: Daemon) -> None:
+    document = daemon.data / "main.json"
+    kept = document.read_bytes()
+    document.unlink()
+    reply = daemon.wait_status("/readyz", 503)
+    assert "disappeared" in reply.json()["reasons"][0]
+    assert not document.exists()
+    document.write_bytes(kept)
+    document.chmod(0o600)
+    daemon.wait_status("/readyz", 200)
+
+
+def test_unreadable_storage_at_start_is_served_once_it_works(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory()
+    daemon.data.mkdir(mode=0o700)
+    (daemon.data / "main.json").mkdir()
+    daemon.start(wait=False)
+    reply = daemon.wait_status("/readyz", 503, timeout=30)
+    assert "keyset main: not loaded yet" in reply.json()["reasons"]
+    assert daemon.get("/.well-known/jwks.json").status == 503
+    (daemon.data / "main.json").rmdir()
+    daemon.wait_ready()
+    assert daemon.get("/.well-known/jwks.json").status == 200
+
+
+def test_a_port_in_use_is_refused(daemon: Daemon, daemon_factory: DaemonFactory) -> None:
+    second = daemon_factory("second")
+    second.config.write_text(
+        second.config.read_text().replace(f"127.0.0.1:{second.port}", f"127.0.0.1:{daemon.port}")
+    )
+    second.start(wait=False)
+    assert second.process is not None
+    assert second.process.wait(30) == 1
+    assert f"cannot listen on 127.0.0.1:{daemon.port}" in second.log_text()
+
+
+def test_an_invalid_policy_refuses_the_start(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    server = {"refresh_interval": "1s", "jwks_max_age": "5s"}
+    config.write_text(render_config({"server": server}, [{"name": "x", "publish_ahead": "3s"}]))
+    result = subprocess.run(
+        [sys.executable, "-m", "keyrotd.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "publish_ahead" in result.stderr
+
+
+def test_help_does_not_import_the_daemon_libraries() -> None:
+    code = (
+        "import sys\n"
+        "from keyrotd.cli import main\n"
+        "assert main(['--help']) == 0\n"
+        "heavy = {'granian', 'apscheduler', 'prometheus_client', 'keyrotd.daemon'}\n"
+        "heavy &= set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_restarted_daemon_serves_the_same_keys(daemon: Daemon) -> None:
+    before = daemon.get("/.well-known/jwks.json").body
+    assert daemon.stop() == 0
+    daemon.start()
+    assert daemon.get("/.well-known/jwks.json").body == before
