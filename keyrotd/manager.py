@@ -6,18 +6,19 @@ re-plans (G6); key generation never happens while a storage lock is held (STYLE 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final
 
 from keyrotd.errors import ConflictError, StorageError
 from keyrotd.keys import NewKey, generate_key
 from keyrotd.lifecycle import FIRST_KEY, TICK, Command, Transition, plan, view
-from keyrotd.model import Keyset, Policy, from_json, to_json
+from keyrotd.model import Keyset, KeyState, Policy, from_json, to_json
 from keyrotd.storage.interface import Storage
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ log = logging.getLogger("keyrotd")
 
 Clock = Callable[[], datetime]
 KeyFactory = Callable[[str, int], NewKey]
+
+PUBLICATION_SLACK: Final = timedelta(seconds=1)
+"""A write that returns later than this after the plan's ``now`` re-dates the keys it created."""
 
 
 def utc_now() -> datetime:
@@ -100,7 +104,8 @@ class KeysetManager:
         fresh: tuple[NewKey, ...] = ()
         for attempt in range(1, self.max_attempts + 1):
             loaded = self.load()
-            result = plan(loaded.keyset, self.spec.policy, self.clock(), command, fresh)
+            now = self.clock()
+            result = plan(loaded.keyset, self.spec.policy, now, command, fresh)
             if result.needs_keys > len(fresh):
                 fresh += self._generate(result.needs_keys - len(fresh))
                 continue  # time passed while generating: read and plan again
@@ -114,8 +119,52 @@ class KeysetManager:
                 continue
             for transition in result.transitions:
                 log_transition(self.name, transition)
-            return Outcome(result.keyset, result.transitions, written=True, attempts=attempt)
-        raise StorageError(
+            keyset = result.keyset
+            published_at = self.clock()
+            if published_at - now > PUBLICATION_SLACK:
+                keyset = self._redate({k.kid for k in fresh}, published_at) or keyset
+            return Outcome(keyset, result.transitions, written=True, attempts=attempt)
+        raise self._gave_up()
+
+    def _redate(self, kids: set[str], published_at: datetime) -> Keyset | None:
+        """G2 after a slow write: keys it created became visible only when it returned, later than
+        the ``now`` they were planned with. Record that as their publication and make them
+        activate no sooner than ``publish_ahead`` after it (a second compare-and-swap)."""
+        ahead = self.spec.policy.publish_ahead
+        for attempt in range(1, self.max_attempts + 1):
+            loaded = self.load()
+            keys = tuple(
+                dataclasses.replace(
+                    key,
+                    created_at=published_at,
+                    activates_at=max(key.activates_at, published_at + ahead),
+                )
+                if key.kid in kids
+                and key.state is KeyState.PENDING
+                and key.activates_at is not None
+                and key.created_at < published_at
+                else key
+                for key in loaded.keyset.keys
+            )
+            if keys == loaded.keyset.keys:
+                return None
+            keyset = dataclasses.replace(loaded.keyset, keys=keys, updated_at=published_at)
+            try:
+                self.storage.write(self.name, to_json(keyset), loaded.version)
+            except ConflictError:
+                time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 (jitter, not crypto)
+                continue
+            log.warning(
+                "keyset %s: the write took until %s; its new keys count as published then",
+                self.name,
+                published_at.isoformat().replace("+00:00", "Z"),
+                extra={"keyset": self.name},
+            )
+            return keyset
+        raise self._gave_up()
+
+    def _gave_up(self) -> StorageError:
+        return StorageError(
             f"keyset {self.name}: gave up after {self.max_attempts} conflicting writes",
             "another writer keeps changing it; check for a runaway process",
         )
