@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from keyrotd.cli import main
+
+from .daemon import Daemon, free_port, start_daemon
+from .helpers import find_secrets, secret_needles
 
 TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=12)
 DURATIONS = st.one_of(
@@ -268,3 +273,250 @@ def test_a_valid_generated_shape_is_accepted(
         '[server]\n"refresh_interval" = "30s"\n[[keysets]]\n"name" = "a"\n"algorithm" = "eddsa"\n'
     )
     assert check_config(path, capsys)[0] == 0
+
+
+# --- HTTP -----------------------------------------------------------------------------------------
+#
+# One real daemon (admin endpoints on) for the module. Requests are raw bytes over a socket, so
+# nothing is normalised on the way: odd methods, paths, headers, framing and oversized bodies.
+# Every answer must be a well-formed HTTP status other than 500 (or the connection closed), no
+# answer may hold private key material, and the daemon must keep serving the JWKS afterwards.
+
+ADMIN_TOKEN = "bad-input-admin-token-6f1c2a9b8e7d"
+
+
+@pytest.fixture(scope="module")
+def http_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    directory = tmp_path_factory.mktemp("http")
+    token = directory / "admin.token"
+    token.write_text(ADMIN_TOKEN)
+    token.chmod(0o600)
+    port = free_port()
+    config = directory / "keyrotd.toml"
+    config.write_text(
+        f'[storage]\npath = "{directory / "store"}"\n'
+        f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_token_file = "{token}"\n'
+        'refresh_interval = "1s"\njwks_max_age = "1s"\n'
+        '[[keysets]]\nname = "default"\nalgorithm = "ES256"\nrotation_period = "1h"\n'
+        'publish_ahead = "10m"\n'
+    )
+    daemon = start_daemon(config, port, log_path=directory / "daemon.log")
+    yield daemon
+    assert daemon.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def http_needles(http_daemon: Daemon) -> dict[str, str]:
+    """The private values of the daemon's keys (nothing rotates them during the module)."""
+    return private_needles(http_daemon)
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0, half_close: bool = True) -> bytes:
+    """Send ``data`` (then half-close, unless the request says ``Connection: close``), read the
+    answer until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may close early on an oversized request: read what it said
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer
+
+
+def private_needles(daemon: Daemon) -> dict[str, str]:
+    body = daemon.get("/keysets/default/signing-key", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert body.status == 200
+    signing = body.json()
+    assert isinstance(signing, dict)
+    return secret_needles([jwk for jwk in (signing["active"], signing["next"]) if jwk])
+
+
+def check_answer(answer: bytes, needles: dict[str, str]) -> int | None:
+    """The status of the first response in ``answer`` (None: closed without one)."""
+    assert find_secrets(answer, needles) == [], answer[:300]
+    if not answer:
+        return None
+    statuses = re.findall(rb"^HTTP/1\.[01] (\d{3}) ", answer, re.M)
+    assert statuses, answer[:300]
+    assert b"500" not in statuses and b"Traceback" not in answer, answer[:500]
+    return int(statuses[0])
+
+
+BIG = b"x" * (1024 * 1024)
+ODD_REQUESTS = {
+    "put-jwks": b"PUT /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    "delete-jwks": b"DELETE /keysets/default/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    "options-star": b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    "trace": b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "connect": b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: x\r\n\r\n",
+    "lowercase-get": b"get /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    "long-method": b"A" * 5000 + b" / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "utf8-method": "GÉT / HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "dot-dot": b"GET /keysets/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+    "encoded-dot-dot": b"GET /keysets/%2e%2e/%2e%2e/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    "nul-in-path": b"GET /keysets/de\x00fault/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    "pct-nul": b"GET /keysets/%00/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    "double-slash": b"GET //keysets//default//jwks.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    "absolute-form": b"GET http://evil/.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    "long-path": b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bad-query": b"GET /keysets/default/rotate?now=%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n",
+    "admin-path-get-revoke": b"GET /keysets/default/keys/x/revoke HTTP/1.1\r\nHost: x\r\n\r\n",
+    "admin-deep-path": b"POST /keysets/default/keys/a/b/c/revoke HTTP/1.1\r\nHost: x\r\n\r\n",
+    "keyset-empty": b"GET /keysets//jwks.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    "keysets-only": b"GET /keysets/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    "no-host-http10": b"GET /.well-known/jwks.json HTTP/1.0\r\n\r\n",
+    "http09": b"GET /.well-known/jwks.json\r\n\r\n",
+    "garbage": bytes(range(256)) * 8,
+    "no-crlf": b"GET / HTTP/1.1\nHost: x\n\n",
+    "huge-header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200000 + b"\r\n\r\n",
+    "many-headers": b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+    + b"".join(b"X-H%d: v\r\n" % i for i in range(3000))
+    + b"\r\n",
+    "bad-header-name": b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n",
+    "header-no-colon": b"GET /healthz HTTP/1.1\r\nHost: x\r\nnocolon\r\n\r\n",
+    "two-authorizations": b"GET /keysets/default/signing-key HTTP/1.1\r\nHost: x\r\n"
+    b"Authorization: Bearer wrong\r\nAuthorization: Bearer " + ADMIN_TOKEN.encode() + b"x\r\n\r\n",
+    "authorization-binary": b"GET /keysets/default/signing-key HTTP/1.1\r\nHost: x\r\n"
+    b"Authorization: Bearer \xff\xfe\x00\x01\r\n\r\n",
+    "if-none-match-garbage": b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n"
+    b"If-None-Match: " + b'"a",' * 5000 + b"\r\n\r\n",
+    "negative-length": b"POST /keysets/default/rotate HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: -5\r\n\r\n",
+    "huge-length-no-body": b"POST /keysets/default/rotate HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: 99999999999999999999\r\n\r\n",
+    "length-and-chunked": b"POST /keysets/default/rotate HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "bad-chunks": b"POST /keysets/default/rotate HTTP/1.1\r\nHost: x\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\nZZZ\r\nabc\r\n",
+    "oversized-body-jwks": b"POST /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(BIG) + BIG,
+    "oversized-body-rotate-no-auth": b"POST /keysets/default/rotate HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(BIG) + BIG,
+    "oversized-body-signing-key": b"GET /keysets/default/signing-key HTTP/1.1\r\nHost: x\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(BIG) + BIG,
+    "pipelined": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 50,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_REQUESTS))
+def test_odd_http_requests_get_no_500_and_no_secret(
+    http_daemon: Daemon, http_needles: dict[str, str], name: str
+) -> None:
+    check_answer(raw_request(http_daemon.port, ODD_REQUESTS[name]), http_needles)
+    assert http_daemon.get("/.well-known/jwks.json").status == 200
+
+
+def test_an_http2_preface_is_answered_in_http2(
+    http_daemon: Daemon, http_needles: dict[str, str]
+) -> None:
+    answer = raw_request(http_daemon.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    assert find_secrets(answer, http_needles) == []
+    assert answer == b"" or answer[3] in (0x04, 0x07)  # a SETTINGS or GOAWAY frame
+
+
+def test_oversized_authorized_body_is_refused_before_any_write(http_daemon: Daemon) -> None:
+    before = http_daemon.get("/.well-known/jwks.json").body
+    request = (
+        b"POST /keysets/default/rotate?now=true HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + ADMIN_TOKEN.encode() + b"\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(BIG) + BIG
+    )
+    status = check_answer(raw_request(http_daemon.port, request), private_needles(http_daemon))
+    assert status in (None, 400, 413)
+    assert http_daemon.get("/.well-known/jwks.json").body == before
+
+
+METHODS = st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "FOO"])
+SEGMENTS = st.sampled_from(
+    [
+        "keysets",
+        "default",
+        "jwks.json",
+        ".well-known",
+        "signing-key",
+        "rotate",
+        "keys",
+        "revoke",
+        "metrics",
+        "healthz",
+        "readyz",
+        "openid-configuration",
+        "..",
+        ".",
+        "",
+        "%2f",
+        "%00",
+        "é",
+        "x" * 300,
+    ]
+)
+HEADER_NAMES = st.sampled_from(
+    [
+        "Authorization",
+        "If-None-Match",
+        "Content-Length",
+        "Content-Type",
+        "Accept",
+        "X-Forwarded-For",
+    ]
+)
+HEADER_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            f"Bearer {ADMIN_TOKEN[:-1]}",
+            f"bearer {ADMIN_TOKEN}x",
+            "Basic Zm9vOmJhcg==",
+            "*",
+            '"abc"',
+            'W/"x"',
+            "0",
+            "-1",
+            "1e9",
+            "application/json",
+            "",
+        ]
+    ),
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    method=METHODS,
+    segments=st.lists(SEGMENTS, min_size=1, max_size=6),
+    query=st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=20),
+    headers=st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=4),
+    body=st.binary(max_size=200),
+)
+def test_generated_http_requests_get_no_500_and_no_secret(
+    http_daemon: Daemon,
+    http_needles: dict[str, str],
+    method: str,
+    segments: list[str],
+    query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> None:
+    path = "/" + "/".join(segments) + (f"?{query}" if query else "")
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers if name != "Content-Length"]
+    lines.append(f"Content-Length: {len(body)}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    answer = raw_request(http_daemon.port, request, half_close=False)
+    status = check_answer(answer, http_needles)
+    assert status is not None or not request.isascii(), request[:200]
+
+
+def test_the_daemon_survived_everything_and_logged_no_traceback(http_daemon: Daemon) -> None:
+    assert http_daemon.get("/healthz").status == 200
+    assert http_daemon.get("/.well-known/jwks.json").status == 200
+    logs = http_daemon.logs()
+    assert "Traceback" not in logs
+    assert find_secrets(logs, private_needles(http_daemon)) == []

@@ -140,7 +140,8 @@ class Watcher:
             names = {k: f"K{i}" for i, k in enumerate(first_published)}
             previous = None
             for poll in self.polls:
-                line = (sorted(names[k] for k in poll.kids), names.get(poll.signer), poll.ready)
+                signer = names.get(poll.signer or "")
+                line = (sorted(names[k] for k in poll.kids), signer, poll.ready)
                 if line != previous:
                     print(f"{poll.at - t0:7.2f}", *line)
                 previous = line
@@ -259,6 +260,7 @@ def test_file_storage_unreadable_then_slow_for_longer_than_a_rotation(open_dir: 
         """Slow file storage: another process holds the keyset's write lock."""
         import fcntl
 
+        store.chmod(0o700)
         fd = os.open(store / "default.lock", os.O_RDWR)
         fcntl.flock(fd, fcntl.LOCK_EX)
         lock_holder.append(fd)
@@ -273,7 +275,7 @@ def test_file_storage_unreadable_then_slow_for_longer_than_a_rotation(open_dir: 
         figures = outage_and_recovery(
             daemon,
             break_storage=lambda: store.chmod(0o000),
-            slow_storage=lambda: (store.chmod(0o700), hold_the_lock()),
+            slow_storage=hold_the_lock,
             heal_storage=release,
         )
     finally:
