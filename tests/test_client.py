@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import pytest
@@ -29,6 +23,9 @@ from keyrotd.keys import generate_key
 from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import ALGORITHMS
 from keyrotd.storage import open_storage
+
+if TYPE_CHECKING:
+    from daemon.harness import Daemon
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 NO_TIME_CHECKS = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
@@ -558,76 +555,43 @@ def test_a_garbage_response_is_an_error_naming_the_endpoint(fake_daemon: FakeDae
 # -- against a running daemon (`keyrotd run` as a subprocess) ----------------------------------
 
 
-class RunningDaemon:
-    """``keyrotd run`` in a subprocess on a free port, with an admin token and 2s rotations."""
-
-    def __init__(self, directory: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = "admin-" + secrets.token_hex(16)
-        token_file = directory / "admin.token"
-        token_file.write_text(self.token + "\n")
-        token_file.chmod(0o600)
-        self.config = directory / "keyrotd.toml"
-        self.config.write_text(
-            f'[storage]\npath = "{directory / "data"}"\n'
-            f'[server]\nlisten = "127.0.0.1:{self.port}"\nadmin_token_file = "{token_file}"\n'
-            'refresh_interval = "0.5s"\njwks_max_age = "0.5s"\n'
-            '[logging]\nformat = "text"\nlevel = "warning"\n'
-            '[[keysets]]\nname = "default"\nalgorithm = "ES256"\nrotation_period = "2s"\n'
-            'publish_ahead = "1.5s"\ntoken_lifetime = "10s"\nclock_skew = "1s"\n'
-        )
-        self.log = directory / "daemon.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "keyrotd.cli", "run", "--config", str(self.config)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)  # a real subprocess: nothing to inject
-        raise AssertionError(f"keyrotd run was not ready in 30s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            assert self.process.wait(timeout=20) == 0, self.log.read_text()
-        self.process = None
-
-
 @pytest.fixture
-def running_daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
-    daemon = RunningDaemon(tmp_path)
+def running_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """``keyrotd run`` (tests/daemon/harness.py) rotating an ES256 keyset every 2s."""
+    from daemon.harness import make_daemon  # tests/daemon, on sys.path as "daemon"
+
+    keyset = {
+        "name": "default",
+        "algorithm": "ES256",
+        "rotation_period": "2s",
+        "publish_ahead": "1.5s",
+        "token_lifetime": "10s",
+        "clock_skew": "1s",
+    }
+    server = {"refresh_interval": "0.5s", "jwks_max_age": "0.5s"}
+    daemon = make_daemon(tmp_path, keysets=[keyset], server=server, log_level="warning")
     daemon.start()
     yield daemon
     if daemon.process is not None and daemon.process.poll() is None:
-        daemon.process.kill()
-        daemon.process.wait()
+        daemon.kill()
 
 
 @pytest.mark.slow
 def test_issuers_follow_ten_rotations_of_a_running_daemon_across_a_restart(
-    running_daemon: RunningDaemon, caplog: pytest.LogCaptureFixture
+    running_daemon: Daemon, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Both issuers sign every 50 ms while the daemon rotates every 2s; PyJWKClient checks each
     token against the daemon's JWKS (exp and iat included, with the keyset's 1s leeway), caching
     it for jwks_max_age: each new key is there before an issuer signs with it (G2). Midway
     the daemon stops for a while and restarts: the issuers keep signing with the keys they hold,
     and those tokens verify once it is back."""
+    from daemon.harness import TOKEN
+
     daemon = running_daemon
+    url = f"http://127.0.0.1:{daemon.port}"
     # a verifier caching the JWKS for the daemon's jwks_max_age (0.5s)
-    jwks = jwt.PyJWKClient(f"{daemon.url}/keysets/default/jwks.json", lifespan=0.5)
-    from_url = Issuer.from_url(daemon.url, token=daemon.token)
+    jwks = jwt.PyJWKClient(f"{url}/keysets/default/jwks.json", lifespan=0.5)
+    from_url = Issuer.from_url(url, token=TOKEN)
     from_config = Issuer.from_config(str(daemon.config))
     assert from_url.refresh_interval == from_config.refresh_interval == timedelta(seconds=0.375)
     kids: dict[str, set[str]] = {"url": set(), "config": set()}
@@ -650,7 +614,7 @@ def test_issuers_follow_ten_rotations_of_a_running_daemon_across_a_restart(
 
     with from_url, from_config:
         sign_and_verify(11)
-        daemon.stop()
+        assert daemon.stop() == 0
         with caplog.at_level(logging.WARNING, logger="keyrotd.client"):
             signed_while_down = sign_and_verify(3, verify_now=False)
         assert "cannot refresh" in caplog.text
