@@ -30,6 +30,7 @@ from keyrotd.storage.file import FileStorage
 from keyrotd.storage.sealing import seal
 
 from .crash_harness import POLICY
+from .daemon import Daemon, free_port, start_daemon
 from .helpers import find_secrets, secret_needles
 
 CONFIG = """
@@ -262,3 +263,135 @@ def test_every_flipped_byte_of_a_stored_document_is_detected(
     with pytest.raises(CorruptDocumentError):
         manager.apply(Rotate(now=True))
     assert path.read_bytes() == bytes(damaged)
+
+
+# --- the daemon: JWKS, metrics, admin answers, logs, and the admin token -----------------------
+
+ADMIN_TOKEN = "secrets-test-admin-token-9c2f4e1a7b3d"
+
+
+@pytest.fixture(scope="module")
+def every_algorithm_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One real daemon serving one keyset per algorithm, debug logs in JSON."""
+    directory = tmp_path_factory.mktemp("daemon")
+    token = directory / "admin.token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    token.chmod(0o600)
+    port = free_port()
+    keysets = "".join(
+        f'[[keysets]]\nname = "{alg}"\nalgorithm = "{alg}"\nrotation_period = "1h"\n'
+        'publish_ahead = "10m"\ntoken_lifetime = "5m"\n'
+        for alg in ALGORITHMS
+    )
+    config = directory / "keyrotd.toml"
+    config.write_text(
+        f'[storage]\npath = "{directory / "store"}"\n'
+        f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_token_file = "{token}"\n'
+        'refresh_interval = "1s"\njwks_max_age = "1s"\n[logging]\nlevel = "debug"\n' + keysets
+    )
+    daemon = start_daemon(config, port, log_path=directory / "daemon.log")
+    yield daemon
+    assert daemon.stop() == 0
+
+
+def test_no_private_member_over_http_in_metrics_or_in_daemon_logs(
+    every_algorithm_daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon = every_algorithm_daemon
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    outputs: dict[str, bytes] = {}
+    private: list[dict[str, str]] = []
+
+    def signing_keys(alg: str) -> set[str]:
+        reply = daemon.get(f"/keysets/{alg}/signing-key", auth)
+        assert reply.status == 200
+        body = reply.json()
+        assert isinstance(body, dict)
+        current = [jwk for jwk in (body["active"], body["next"]) if jwk]
+        private.extend(current)
+        return {jwk["kid"] for jwk in current}
+
+    for alg in ALGORITHMS:
+        signing_keys(alg)
+        for label, method, path in (
+            ("rotate", "POST", f"/keysets/{alg}/rotate"),
+            ("rotate-now", "POST", f"/keysets/{alg}/rotate?now=true"),
+            ("jwks", "GET", f"/keysets/{alg}/jwks.json"),
+        ):
+            reply = daemon.request(method, path, auth if method == "POST" else None)
+            assert reply.status == 200, reply.body
+            outputs[f"{alg} {label}"] = reply.body
+        current = signing_keys(alg)
+        jwks = json.loads(outputs[f"{alg} jwks"])
+        retired = [k["kid"] for k in jwks["keys"] if k["kid"] not in current]
+        reply = daemon.request("POST", f"/keysets/{alg}/keys/{retired[0]}/revoke", auth)
+        outputs[f"{alg} revoke"] = reply.body
+        assert reply.status == 200, reply.body
+        for jwk in jwks["keys"]:
+            assert not set(jwk) & {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}, jwk
+        reply = daemon.request("POST", f"/keysets/{alg}/rotate", auth)  # a third key, pending
+        outputs[f"{alg} rotate again"] = reply.body
+        signing_keys(alg)
+    for path in ("/.well-known/jwks.json", "/metrics", "/readyz", "/healthz", "/nope"):
+        outputs[path] = daemon.get(path).body
+    outputs["401"] = daemon.get("/keysets/RS256/signing-key").body
+
+    needles = secret_needles(private)
+    assert len({jwk["kid"] for jwk in private}) >= 3 * len(ALGORITHMS)
+    leaks = {label: find_secrets(body, needles) for label, body in outputs.items()}
+    assert {label: found for label, found in leaks.items() if found} == {}
+    logs = daemon.logs()
+    assert "key.activated" in logs and "key.revoked" in logs
+    assert find_secrets(logs, needles) == []
+
+
+ALMOST_RIGHT = [
+    None,  # no Authorization header
+    "",
+    "Bearer",
+    "Bearer ",
+    "Bearer wrong",
+    f"Bearer {ADMIN_TOKEN[:-1]}",  # one character short
+    f"Bearer {ADMIN_TOKEN}x",  # one character more
+    f"Bearer {ADMIN_TOKEN[:-1]}{chr(ord(ADMIN_TOKEN[-1]) ^ 1)}",  # last character changed
+    f"Bearer {ADMIN_TOKEN.upper()}",
+    f"Bearer x{ADMIN_TOKEN}",
+    f"Bearer {ADMIN_TOKEN[: len(ADMIN_TOKEN) // 2]}",
+    f"Basic {ADMIN_TOKEN}",
+    f"Token {ADMIN_TOKEN}",
+    f"Bearer{ADMIN_TOKEN}",
+    f"{ADMIN_TOKEN}",
+    f"Bearer {ADMIN_TOKEN[:10]} {ADMIN_TOKEN[10:]}",
+    f"Bearer {base64.b64encode(ADMIN_TOKEN.encode()).decode()}",
+]
+
+
+@pytest.mark.parametrize("authorization", ALMOST_RIGHT)
+def test_admin_endpoints_reject_a_missing_wrong_or_almost_right_token(
+    every_algorithm_daemon: Daemon, authorization: str | None
+) -> None:
+    daemon = every_algorithm_daemon
+    headers = {} if authorization is None else {"Authorization": authorization}
+    before = daemon.get("/keysets/ES256/jwks.json").body
+    kid = json.loads(before)["keys"][0]["kid"]
+    for method, path in (
+        ("GET", "/keysets/ES256/signing-key"),
+        ("POST", "/keysets/ES256/rotate"),
+        ("POST", "/keysets/ES256/rotate?now=true"),
+        ("POST", f"/keysets/ES256/keys/{kid}/revoke"),
+        ("GET", "/keysets/nope/signing-key"),  # an unknown keyset says nothing either
+    ):
+        reply = daemon.request(method, path, headers)
+        assert reply.status == 401, (method, path, reply.status, reply.body)
+        assert reply.headers.get("www-authenticate", "").startswith("Bearer")
+        assert b"kid" not in reply.body and b'"d"' not in reply.body
+    assert daemon.get("/keysets/ES256/jwks.json").body == before  # nothing was done
+
+
+def test_the_right_token_is_accepted(every_algorithm_daemon: Daemon) -> None:
+    """The control for the test above: the same requests with the token succeed."""
+    for authorization in (f"Bearer {ADMIN_TOKEN}", f"bearer {ADMIN_TOKEN}"):
+        reply = every_algorithm_daemon.get(
+            "/keysets/ES256/signing-key", {"Authorization": authorization}
+        )
+        assert reply.status == 200
