@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 import pytest
+from faults.helpers import ManualClock  # tests/faults, on sys.path as "faults"
 
 from keyrotd import KeyrotdError
 from keyrotd.client import Issuer, Schedule, parse_signing_key
@@ -29,17 +30,6 @@ if TYPE_CHECKING:
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 NO_TIME_CHECKS = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
-
-
-class FakeClock:
-    def __init__(self, now: datetime = START) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def write_config(tmp_path: Path, **keyset: str) -> Path:
@@ -68,8 +58,8 @@ def write_config(tmp_path: Path, **keyset: str) -> Path:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(START)
 
 
 @pytest.fixture
@@ -78,7 +68,7 @@ def config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def manager(config: Path, clock: FakeClock) -> Iterator[KeysetManager]:
+def manager(config: Path, clock: ManualClock) -> Iterator[KeysetManager]:
     """The writer side (what the daemon does), on the same store, with the fake clock."""
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
@@ -89,7 +79,7 @@ def manager(config: Path, clock: FakeClock) -> Iterator[KeysetManager]:
 
 
 @pytest.fixture
-def issuer(config: Path, manager: KeysetManager, clock: FakeClock) -> Iterator[Issuer]:
+def issuer(config: Path, manager: KeysetManager, clock: ManualClock) -> Iterator[Issuer]:
     with Issuer.from_config(str(config), clock=clock, background=False, environ={}) as made:
         yield made
 
@@ -142,7 +132,7 @@ class CountingSource:
 
 
 def test_from_config_signs_with_the_active_key_across_ten_rotations(
-    manager: KeysetManager, issuer: Issuer, clock: FakeClock
+    manager: KeysetManager, issuer: Issuer, clock: ManualClock
 ) -> None:
     """Every 250 ms for 11 rotation periods: the storage side ticks as the daemon would, the
     issuer refreshes at its own interval, and each token is PyJWT-valid against the JWKS of that
@@ -151,7 +141,7 @@ def test_from_config_signs_with_the_active_key_across_ten_rotations(
     kids: list[str] = []
     last_refresh = clock.now
     for _ in range(4 * 110):
-        clock.advance(0.25)
+        clock.advance(timedelta(seconds=0.25))
         manager.apply()
         if clock.now - last_refresh >= issuer.refresh_interval:
             assert issuer.refresh()
@@ -168,7 +158,7 @@ def test_from_config_signs_with_the_active_key_across_ten_rotations(
 
 
 def test_switches_to_the_next_key_at_its_activation_time_without_a_round_trip(
-    clock: FakeClock,
+    clock: ManualClock,
 ) -> None:
     activates_at = START + timedelta(seconds=30)
     schedule = schedule_of(activates_at=activates_at)
@@ -187,9 +177,9 @@ def test_switches_to_the_next_key_at_its_activation_time_without_a_round_trip(
 
 
 def test_keeps_signing_with_the_held_keys_while_storage_is_unreachable(
-    manager: KeysetManager, issuer: Issuer, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    manager: KeysetManager, issuer: Issuer, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock.advance(6)  # the successor is published 4s ahead of the 10s period
+    clock.advance(timedelta(seconds=6))  # the successor is published 4s ahead of the 10s period
     manager.apply()
     assert issuer.refresh()
     keyset = manager.view()
@@ -207,12 +197,12 @@ def test_keeps_signing_with_the_held_keys_while_storage_is_unreachable(
 
 
 def test_refresh_picks_up_an_emergency_rotation(
-    manager: KeysetManager, issuer: Issuer, clock: FakeClock
+    manager: KeysetManager, issuer: Issuer, clock: ManualClock
 ) -> None:
     from keyrotd.lifecycle import Rotate
 
     before = issuer.signing_key()["kid"]
-    clock.advance(1)
+    clock.advance(timedelta(seconds=1))
     manager.apply(Rotate(now=True))
     assert issuer.signing_key()["kid"] == before  # not yet refreshed
     assert issuer.refresh()
@@ -224,7 +214,7 @@ def test_refresh_picks_up_an_emergency_rotation(
 
 
 def test_sign_sets_header_iat_exp_and_leaves_the_claims_alone(
-    issuer: Issuer, manager: KeysetManager, clock: FakeClock
+    issuer: Issuer, manager: KeysetManager, clock: ManualClock
 ) -> None:
     claims = {"sub": "alice", "aud": ["api", "web"], "scope": {"read": True}}
     copy = json.loads(json.dumps(claims))
@@ -239,7 +229,7 @@ def test_sign_sets_header_iat_exp_and_leaves_the_claims_alone(
     assert decoded == {**claims, "iat": now, "exp": now + 3}
 
 
-def test_sign_adds_nbf_and_a_fresh_jti_when_asked(issuer: Issuer, clock: FakeClock) -> None:
+def test_sign_adds_nbf_and_a_fresh_jti_when_asked(issuer: Issuer, clock: ManualClock) -> None:
     first = jwt.decode(
         issuer.sign({}, not_before=True, jti=True), options={"verify_signature": False}
     )
@@ -298,7 +288,7 @@ def test_claims_that_are_not_json_are_refused(issuer: Issuer) -> None:
 
 
 @pytest.mark.parametrize("alg", ALGORITHMS)
-def test_every_algorithm_verifies_with_pyjwt(alg: str, clock: FakeClock) -> None:
+def test_every_algorithm_verifies_with_pyjwt(alg: str, clock: ManualClock) -> None:
     schedule = schedule_of(alg=alg)
     with Issuer(lambda: schedule, source="test", clock=clock, background=False) as issuer:
         token = issuer.sign({"sub": "alice"}, lifetime=60)
@@ -310,7 +300,7 @@ def test_every_algorithm_verifies_with_pyjwt(alg: str, clock: FakeClock) -> None
     assert verify(token, public_jwks(schedule))["sub"] == "alice"
 
 
-def test_signing_from_many_threads_while_refreshing(clock: FakeClock) -> None:
+def test_signing_from_many_threads_while_refreshing(clock: ManualClock) -> None:
     schedule = schedule_of(activates_at=START + timedelta(seconds=1))
     issuer = Issuer(lambda: schedule, source="test", clock=clock, background=False)
     tokens: list[str] = []
@@ -354,7 +344,7 @@ def test_refresh_interval_is_a_quarter_of_publish_ahead_at_most_30s(tmp_path: Pa
         assert issuer.refresh_interval == timedelta(seconds=2)
 
 
-def test_the_background_refresh_runs_and_close_stops_it(clock: FakeClock) -> None:
+def test_the_background_refresh_runs_and_close_stops_it(clock: ManualClock) -> None:
     source = CountingSource(schedule_of())
     refreshed = threading.Event()
 
@@ -444,7 +434,7 @@ def response(schedule: Schedule, **extra: object) -> dict[str, object]:
 
 
 def test_from_url_follows_the_endpoint_schedule(
-    fake_daemon: FakeDaemon, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    fake_daemon: FakeDaemon, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     schedule = schedule_of(activates_at=START + timedelta(seconds=10))
     assert schedule.next is not None
@@ -458,13 +448,13 @@ def test_from_url_follows_the_endpoint_schedule(
         with caplog.at_level(logging.WARNING, logger="keyrotd.client"):
             assert not issuer.refresh()
         assert "cannot reach" in caplog.text or "cannot fetch" in caplog.text
-        clock.advance(10)
+        clock.advance(timedelta(seconds=10))
         token = issuer.sign({}, lifetime=300)
         assert jwt.get_unverified_header(token)["kid"] == schedule.next["kid"]
         verify(token, public_jwks(schedule))
 
 
-def test_from_url_needs_the_lifetime_limit(fake_daemon: FakeDaemon, clock: FakeClock) -> None:
+def test_from_url_needs_the_lifetime_limit(fake_daemon: FakeDaemon, clock: ManualClock) -> None:
     schedule = schedule_of()
     fake_daemon.body = lambda: response(schedule)
     with pytest.raises(KeyrotdError, match="does not say the keyset's token_lifetime"):

@@ -22,6 +22,7 @@ from typing import Any
 
 import jwt
 import pytest
+from faults.helpers import ManualClock  # tests/faults, on sys.path as "faults"
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,14 +38,6 @@ from keyrotd.tokens import b64url_encode, import_key, json_part, sign_compact
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
     start = datetime.now(UTC).replace(microsecond=0) - 2 * DAY - 18 * HOUR
-    clock = FakeClock(start)
+    clock = ManualClock(start)
     mgr = KeysetManager(storage, KeysetSpec.from_settings(settings.keyset("default")), clock)
     keys: dict[str, dict[str, str]] = {}
 
