@@ -8,6 +8,7 @@ error. Every error is one line on stderr; the traceback only with ``--debug``. H
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -15,6 +16,9 @@ from typing import NoReturn
 
 from keyrotd import __version__
 from keyrotd.errors import KeyrotdError, UsageError
+
+_DASH_KID = re.compile(r"-[A-Za-z0-9_-]{42}")
+"""A kid (43 base64url characters) that starts with '-', which argparse takes for an option."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,8 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def kid_after_double_dash(argv: list[str]) -> list[str]:
+    """``revoke -AbC…`` as ``revoke -- -AbC…``: one kid in 64 starts with '-' (RFC 7638 base64url).
+
+    KID is the only positional of ``revoke``, so it moves after a ``--`` at the end, where
+    argparse reads it as the positional whatever options surround it.
+    """
+    if "revoke" not in argv or "--" in argv:
+        return argv
+    kids = [arg for arg in argv[argv.index("revoke") + 1 :] if _DASH_KID.fullmatch(arg)]
+    if len(kids) != 1:
+        return argv
+    rest = list(argv)
+    rest.remove(kids[0])
+    return [*rest, "--", kids[0]]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    args_list = kid_after_double_dash(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args_list
     try:
         args = build_parser().parse_args(args_list)
