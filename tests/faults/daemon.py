@@ -21,7 +21,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+from keyrotd.lifecycle import Transition
 
 START_TIMEOUT = 30.0
 NOBODY = 65534
@@ -101,6 +104,17 @@ class Daemon:
             except ValueError:
                 events.append({"unparsed": line})
         return events
+
+    def transitions(self) -> list[Transition]:
+        """Every lifecycle transition the daemon wrote, from its JSON log lines."""
+        found = []
+        for event in self.log_events():
+            name = event.get("event")
+            if isinstance(name, str) and name.startswith("key."):
+                at = datetime.fromisoformat(str(event["at"]))
+                exception = event.get("exception")
+                found.append(Transition(name, str(event["kid"]), at, exception))  # type: ignore[arg-type]
+        return found
 
     def wait_for(
         self, condition: Callable[[], bool], timeout: float, what: str, pause: float = 0.05

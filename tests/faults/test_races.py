@@ -240,18 +240,6 @@ def admin_orders(daemon: Daemon, pace: float) -> int:
     return emergencies
 
 
-def daemon_transitions(daemon: Daemon) -> list[Transition]:
-    """Every lifecycle transition the daemon wrote, from its JSON log lines."""
-    found = []
-    for event in daemon.log_events():
-        name = event.get("event")
-        if isinstance(name, str) and name.startswith("key."):
-            at = datetime.fromisoformat(str(event["at"]))
-            exception = event.get("exception")
-            found.append(Transition(name, str(event["kid"]), at, exception))  # type: ignore[arg-type]
-    return found
-
-
 def run_race(
     race: Race,
     directory: Path,
@@ -290,7 +278,7 @@ def run_race(
     elapsed = time.monotonic() - started
     assert codes == [0] * daemons
     for daemon in running:
-        race.report(daemon_transitions(daemon))
+        race.report(daemon.transitions())
     assert admin_emergencies == daemons * ADMIN_ORDERS.count("rotate?now=true")
 
     cli_emergencies = sum("rotate --now)" in out for out in outputs)
