@@ -1,70 +1,47 @@
 """The raw ASGI application: routing by hand, precomputed bodies, JSON errors.
 
-No framework: a JWKS request costs one dict lookup, one float comparison and two ``send`` calls
-(see benchmarks/). Admin actions that write storage run in a worker thread, never on the loop.
-Every error is a JSON body; an unexpected exception is logged (its type, not its text) and
-answered with a bare 500.
+    GET /.well-known/jwks.json                 JWKS of the first keyset
+    GET /keysets/{name}/jwks.json              JWKS of a keyset
+    GET /.well-known/openid-configuration      when the first keyset has an ``issuer``
+    GET /healthz  /readyz  /metrics
+    and the admin endpoints (see ``admin``) when ``server.admin_token_file`` is set.
+
+No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and two
+``send`` calls (about 2 µs of Python; see benchmarks/). Responses to GET also answer HEAD.
+Request bodies are never read. Every error has a JSON body; an unexpected exception is logged
+(its type, never its text) and answered with a bare 500.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Final
-from urllib.parse import parse_qs
+from typing import Final
 
-from keyrotd.daemon.admin import Admin, outcome_json
+from keyrotd.daemon import admin as admin_endpoints
+from keyrotd.daemon.admin import Admin
 from keyrotd.daemon.metrics import CONTENT_TYPE, Metrics
-from keyrotd.daemon.state import Board, Published
-from keyrotd.errors import KeyNotFoundError, KeyrotdError
-from keyrotd.lifecycle import Command, Revoke, Rotate
+from keyrotd.daemon.responses import (
+    GET,
+    JSON,
+    NO_STORE,
+    Headers,
+    Response,
+    Scope,
+    Send,
+    error,
+    etag_matches,
+    not_allowed,
+    not_found,
+    respond,
+)
+from keyrotd.daemon.state import Board
 
 log = logging.getLogger("keyrotd.daemon")
-
-Scope = MutableMapping[str, Any]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
-
-JSON: Final = (b"content-type", b"application/json")
-NO_STORE: Final = (b"cache-control", b"no-store")
-MAX_BODY: Final = 64 * 1024
-GET: Final = ("GET", "HEAD")
-POST: Final = ("POST",)
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    headers: Headers
-    body: bytes = b""
-
-
-def respond(status: int, data: object, *extra: tuple[bytes, bytes]) -> Response:
-    return Response(status, [JSON, NO_STORE, *extra], json.dumps(data).encode())
-
-
-def error(status: int, message: str, *extra: tuple[bytes, bytes]) -> Response:
-    return respond(status, {"error": message}, *extra)
-
-
-NOT_FOUND: Final = error(404, "not found")
-UNAUTHORIZED: Final = error(
-    401, "missing or invalid bearer token", (b"www-authenticate", b'Bearer realm="keyrotd"')
-)
-
-
-def etag_matches(if_none_match: bytes, etag: bytes) -> bool:
-    """RFC 9110 weak comparison, as If-None-Match asks: ``*``, lists, ``W/`` forms."""
-    for candidate in if_none_match.split(b","):
-        candidate = candidate.strip()
-        if candidate == b"*" or candidate.removeprefix(b"W/") == etag:
-            return True
-    return False
 
 
 @dataclass(frozen=True)
@@ -72,6 +49,7 @@ class Options:
     """What a reload can change on the HTTP side."""
 
     max_age: int
+    """Cap of the JWKS ``max-age`` (whole seconds of ``server.jwks_max_age``)."""
     admin: Admin | None = None
 
 
@@ -92,6 +70,12 @@ class App:
         self.executor = executor
         self.alive = alive
         self.stopping = False
+        self.plain: Final[dict[str, Callable[[], Response]]] = {
+            "/healthz": self.healthz,
+            "/readyz": self.readyz,
+            "/metrics": self.metrics_text,
+            "/.well-known/openid-configuration": self.openid_configuration,
+        }
 
     async def __call__(self, scope: Scope, receive: object, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,104 +88,46 @@ class App:
             log.error("HTTP %s %s failed: %s", scope["method"], scope["path"], type(exc).__name__)
             response = error(500, "internal error")
         body = b"" if scope["method"] == "HEAD" else response.body
-        await send(
-            {"type": "http.response.start", "status": response.status, "headers": response.headers}
-        )
+        start = {"type": "http.response.start", "status": response.status}
+        await send({**start, "headers": response.headers})
         await send({"type": "http.response.body", "body": body})
 
     def route(self, scope: Scope) -> Response | Awaitable[Response]:
         path: str = scope["path"]
         method: str = scope["method"]
-        headers: Headers = scope["headers"]
         if path == "/.well-known/jwks.json":
             order = self.board.snapshot.order
-            return self.jwks(order[0], method, headers) if order else NOT_FOUND
+            return self.jwks(order[0], method, scope["headers"]) if order else not_found()
         if path.startswith("/keysets/"):
-            return self.keyset_route(path.split("/")[2:], scope)
+            parts = path.split("/")[2:]
+            if len(parts) == 2 and parts[1] == "jwks.json":
+                return self.jwks(parts[0], method, scope["headers"])
+            admin = self.options.admin
+            if admin is None:
+                return not_found()
+            found = admin_endpoints.route(admin, self.board, self.executor, parts, scope)
+            return not_found() if found is None else found
         handler = self.plain.get(path)
         if handler is None:
-            return NOT_FOUND
-        if method not in GET:
-            return _not_allowed(GET)
-        return handler(self)
+            return not_found()
+        return handler() if method in GET else not_allowed(GET)
 
     def jwks(self, name: str, method: str, headers: Headers) -> Response:
         if method not in GET:
-            return _not_allowed(GET)
+            return not_allowed(GET)
         now = time.time()
         published = self.board.current(name, now)
         if published is None:
-            return self._missing(name)
-        cache = (
-            b"cache-control",
-            b"public, max-age=%d" % published.max_age(now, self.options.max_age),
-        )
+            if name in self.board.snapshot.order:
+                return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
+            return error(404, f"unknown keyset {name}")
+        max_age = published.max_age(now, self.options.max_age)
+        cache = (b"cache-control", b"public, max-age=%d" % max_age)
         for key, value in headers:
             if key == b"if-none-match" and etag_matches(value, published.etag):
                 return Response(304, [(b"etag", published.etag), cache])
         return Response(200, [JSON, (b"etag", published.etag), cache], published.body)
 
-    def keyset_route(self, parts: list[str], scope: Scope) -> Response | Awaitable[Response]:
-        method, headers = scope["method"], scope["headers"]
-        if len(parts) == 2 and parts[1] == "jwks.json":
-            return self.jwks(parts[0], method, headers)
-        admin = self.options.admin
-        if admin is None:
-            return NOT_FOUND
-        name = parts[0]
-        if len(parts) == 2 and parts[1] == "signing-key":
-            allowed: tuple[str, ...] = GET
-        elif (len(parts) == 2 and parts[1] == "rotate") or (
-            len(parts) == 4 and parts[1] == "keys" and parts[3] == "revoke"
-        ):
-            allowed = POST
-        else:
-            return NOT_FOUND
-        if method not in allowed:
-            return _not_allowed(allowed)
-        if not admin.authorized(_header(headers, b"authorization")):
-            return UNAUTHORIZED
-        if _too_large(headers):
-            return error(413, f"request bodies are ignored; send at most {MAX_BODY} bytes")
-        if name not in self.board.snapshot.order:
-            return error(404, f"unknown keyset {name}")
-        if parts[1] == "signing-key":
-            return self.signing_key(name)
-        if parts[1] == "rotate":
-            now = (
-                parse_qs(scope["query_string"].decode("latin-1")).get("now", ["false"])[-1].lower()
-            )
-            if now not in ("true", "false", "1", "0"):
-                return error(400, "now must be true or false")
-            return self.command(admin, name, Rotate(now=now in ("true", "1")))
-        return self.command(admin, name, Revoke(parts[2]))
-
-    def signing_key(self, name: str) -> Response:
-        published = self.board.current(name, time.time())
-        if published is None:
-            return self._missing(name)
-        try:
-            body = published.signing_key()
-        except LookupError as exc:
-            return error(503, str(exc))
-        return Response(200, [JSON, NO_STORE], body)
-
-    async def command(self, admin: Admin, name: str, command: Command) -> Response:
-        loop = asyncio.get_running_loop()
-        try:
-            outcome = await loop.run_in_executor(self.executor, admin.run, name, command)
-        except KeyNotFoundError as exc:
-            return error(404, exc.message)
-        except KeyrotdError as exc:
-            return error(503, str(exc))
-        return respond(200, outcome_json(name, outcome))
-
-    def _missing(self, name: str) -> Response:
-        if name in self.board.snapshot.order:
-            return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
-        return error(404, f"unknown keyset {name}")
-
-    # -- plain GET endpoints ----------------------------------------------------------------
     def healthz(self) -> Response:
         if not self.alive():
             return respond(503, {"status": "failing", "reason": "the scheduler stopped"})
@@ -219,10 +145,11 @@ class App:
         return Response(200, [(b"content-type", CONTENT_TYPE), NO_STORE], self.metrics.render())
 
     def openid_configuration(self) -> Response:
+        """OpenID discovery for the first keyset, whose JWKS is ``/.well-known/jwks.json``."""
         order = self.board.snapshot.order
-        published: Published | None = self.board.current(order[0], time.time()) if order else None
+        published = self.board.current(order[0], time.time()) if order else None
         if published is None or not published.settings.issuer:
-            return NOT_FOUND
+            return not_found()
         settings = published.settings
         document = {
             "issuer": settings.issuer,
@@ -233,23 +160,3 @@ class App:
         }
         cache = (b"cache-control", b"public, max-age=%d" % self.options.max_age)
         return Response(200, [JSON, cache], json.dumps(document).encode())
-
-    plain: Final[dict[str, Callable[[App], Response]]] = {
-        "/healthz": healthz,
-        "/readyz": readyz,
-        "/metrics": metrics_text,
-        "/.well-known/openid-configuration": openid_configuration,
-    }
-
-
-def _header(headers: Headers, name: bytes) -> bytes | None:
-    return next((value for key, value in headers if key == name), None)
-
-
-def _too_large(headers: Headers) -> bool:
-    length = _header(headers, b"content-length")
-    return length is not None and (not length.isdigit() or int(length) > MAX_BODY)
-
-
-def _not_allowed(allowed: tuple[str, ...]) -> Response:
-    return error(405, "method not allowed", (b"allow", ", ".join(allowed).encode()))

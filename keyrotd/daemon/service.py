@@ -34,8 +34,8 @@ from keyrotd.daemon.admin import Admin, load_admin_token
 from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.scheduling import Rotator
-from keyrotd.daemon.state import Board, Snapshot
-from keyrotd.daemon.systemd import Notifier
+from keyrotd.daemon.state import Board
+from keyrotd.daemon.systemd import Notifier, Readiness
 from keyrotd.errors import KeyrotdError
 from keyrotd.storage import open_storage
 
@@ -50,10 +50,8 @@ class Daemon:
         self.settings = settings
         self.config_path = config_path
         self.notifier = Notifier()
-        self._ready_sent = False
-        self._bound = False
-        self._ready_lock = threading.Lock()
-        self.board = Board(on_change=self._board_changed)
+        self.readiness = Readiness(self.notifier, settings.server.listen)
+        self.board = Board(on_change=self.readiness.board_changed)
         self.metrics = Metrics(lambda: self.board.snapshot)
         self.storage = open_storage(settings.storage)
         self.rotator = Rotator(
@@ -95,7 +93,7 @@ class Daemon:
         # granian's constructor re-runs logging.dictConfig: install keyrotd's handlers after it
         logs.configure(self.settings.logging.format, self.settings.logging.level)
         adopt_library_loggers()
-        http.on_startup(self._bound_now)
+        http.on_startup(self.readiness.bound)
         log.info(
             "keyrotd starting: %d keysets, listening on %s",
             len(self.settings.keysets),
@@ -109,7 +107,7 @@ class Daemon:
             asyncio.run(self._serve(http, early_stop))
             clean = True
         except RuntimeError as exc:  # granian reports a failed bind as a RuntimeError
-            if self._bound:
+            if self.readiness.is_bound:
                 raise
             raise _cannot_listen(server.listen, str(exc)) from None
         finally:
@@ -165,29 +163,6 @@ class Daemon:
             for handler in logging.getLogger("keyrotd").handlers:
                 handler.flush()
             os._exit(0)
-
-    # -- readiness -------------------------------------------------------------------------
-    def _bound_now(self) -> None:
-        self._bound = True
-        self._board_changed(self.board.snapshot)
-
-    def _board_changed(self, snapshot: Snapshot) -> None:
-        with self._ready_lock:
-            if not self._bound:
-                return
-            if not self._ready_sent and snapshot.ready:
-                self._ready_sent = True
-                log.info(
-                    "keyrotd ready on %s",
-                    self.settings.server.listen,
-                    extra={"event": "daemon.ready"},
-                )
-                self.notifier.notify("READY=1", f"STATUS=serving {len(snapshot.order)} keysets")
-            elif self._ready_sent:
-                status = (
-                    "serving" if snapshot.ready else "degraded: " + "; ".join(snapshot.reasons())
-                )
-                self.notifier.status(f"{status} ({len(snapshot.order)} keysets)")
 
     # -- SIGHUP ----------------------------------------------------------------------------
     def reload(self) -> None:

@@ -182,6 +182,8 @@ class Board:
         health = Health(loaded=True, error=error, last_success=time.time())
         with self._lock:
             snap = self.snapshot
+            if settings.name not in snap.order:  # removed by a reload meanwhile
+                return published
             self._replace(
                 published={**snap.published, settings.name: published},
                 health={**snap.health, settings.name: health},
@@ -192,6 +194,8 @@ class Board:
         """Record a failed read: the last loaded JWKS stays served."""
         with self._lock:
             snap = self.snapshot
+            if name not in snap.order:
+                return
             old = snap.health.get(name, Health())
             health = dataclasses.replace(old, error=error)
             self._replace(health={**snap.health, name: health})

@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Mapping
+
+from keyrotd.daemon.state import Snapshot
 
 log = logging.getLogger("keyrotd.daemon")
 
@@ -54,3 +57,49 @@ def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
     if pid and pid != str(os.getpid()):
         return None
     return int(usec) / 2_000_000
+
+
+class Readiness:
+    """``READY=1`` once the socket is bound and every keyset loaded; ``STATUS=`` on changes."""
+
+    def __init__(self, notifier: Notifier, listen: str) -> None:
+        self.notifier = notifier
+        self.listen = listen
+        self._bound = False
+        self._sent = False
+        self._status = ""
+        self._snapshot = Snapshot()
+        self._lock = threading.Lock()
+
+    @property
+    def is_bound(self) -> bool:
+        return self._bound
+
+    def bound(self) -> None:
+        with self._lock:
+            self._bound = True
+            self._update()
+
+    def board_changed(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+            self._update()
+
+    def _update(self) -> None:
+        snap = self._snapshot
+        if not self._bound:
+            return
+        if not self._sent:
+            if snap.ready:
+                self._sent = True
+                self._status = f"serving {len(snap.order)} keysets"
+                log.info("keyrotd ready on %s", self.listen, extra={"event": "daemon.ready"})
+                self.notifier.notify("READY=1", f"STATUS={self._status}")
+            return
+        if snap.ready:
+            status = f"serving {len(snap.order)} keysets"
+        else:
+            status = f"degraded ({len(snap.order)} keysets): " + "; ".join(snap.reasons())
+        if status != self._status:
+            self._status = status
+            self.notifier.status(status)

@@ -90,6 +90,10 @@ class Run:
             if jwk:
                 self.secrets |= {jwk[m] for m in PRIVATE_MEMBERS}
 
+    def next_activation(self) -> float | None:
+        at = self.schedule["next_activates_at"] if self.schedule else None
+        return datetime.fromisoformat(at).timestamp() if at else None
+
     def signing_jwk(self) -> dict[str, Any]:
         assert self.schedule is not None
         at = self.schedule["next_activates_at"]
@@ -168,13 +172,8 @@ def test_rotation_every_3s_with_issuer_verifiers_and_a_kill(daemon_factory: Daem
     try:
         # halfway, just after an activation: SIGKILL, and start again at once
         wait_for(lambda: len(run.signed) >= ROTATIONS // 2, 60, "half of the rotations")
-        assert run.schedule is not None
-        activates = run.schedule["next_activates_at"]
-        wait_for(
-            lambda: time.time() > datetime.fromisoformat(activates).timestamp() + 0.2,
-            10,
-            "activation",
-        )
+        activation = wait_for(run.next_activation, 10, "a scheduled activation")
+        wait_for(lambda: time.time() > activation + 0.2, 10, "the activation")
         daemon.kill()
         daemon.start()
         wait_for(lambda: len(run.signed) >= ROTATIONS + 1, 90, f"{ROTATIONS} rotations")

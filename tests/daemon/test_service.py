@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +213,33 @@ def test_a_restarted_daemon_serves_the_same_keys(daemon: Daemon) -> None:
     assert daemon.stop() == 0
     daemon.start()
     assert daemon.get("/.well-known/jwks.json").body == before
+
+
+def test_sigterm_during_an_admin_rotation_finishes_it_and_exits_0(
+    daemon_factory: DaemonFactory,
+) -> None:
+    keyset = {"name": "big", "algorithm": "RS256", "publish_ahead": "1h"}
+    daemon = daemon_factory(keysets=[keyset]).start()
+    before = daemon.admin("GET", "/keysets/big/signing-key").json()["active"]["kid"]
+    replies: list[object] = []
+
+    def rotate() -> None:
+        try:
+            replies.append(daemon.admin("POST", "/keysets/big/rotate?now=true").status)
+        except OSError as exc:  # the server may close the connection as it stops
+            replies.append(exc)
+
+    thread = threading.Thread(target=rotate)
+    thread.start()
+    time.sleep(0.05)  # the request is in: key generation and the write are under way
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM, timeout=5) == 0
+    assert time.monotonic() - started < 5
+    thread.join(10)
+    # the storage document is whole, and the daemon starts on it again
+    daemon.start()
+    after = daemon.admin("GET", "/keysets/big/signing-key").json()["active"]["kid"]
+    rotated = any(
+        e.get("event") == "key.activated" and e.get("kid") != before for e in daemon.log_events()
+    )
+    assert rotated and after != before  # the rotation in progress was finished

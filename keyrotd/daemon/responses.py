@@ -1,0 +1,68 @@
+"""HTTP responses of the daemon: bytes in, bytes out, JSON errors, conditional requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+Scope = MutableMapping[str, Any]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON: Final = (b"content-type", b"application/json")
+NO_STORE: Final = (b"cache-control", b"no-store")
+MAX_BODY: Final = 64 * 1024
+"""Request bodies are never read; a request announcing more than this is refused (413)."""
+GET: Final = ("GET", "HEAD")
+POST: Final = ("POST",)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Headers
+    body: bytes = b""
+
+
+def respond(status: int, data: object, *extra: tuple[bytes, bytes]) -> Response:
+    """A JSON response that no cache keeps."""
+    return Response(status, [JSON, NO_STORE, *extra], json.dumps(data).encode())
+
+
+def error(status: int, message: str, *extra: tuple[bytes, bytes]) -> Response:
+    return respond(status, {"error": message}, *extra)
+
+
+def not_found() -> Response:
+    return error(404, "not found")
+
+
+def not_allowed(allowed: tuple[str, ...]) -> Response:
+    return error(405, "method not allowed", (b"allow", ", ".join(allowed).encode()))
+
+
+def unauthorized() -> Response:
+    return error(
+        401, "missing or invalid bearer token", (b"www-authenticate", b'Bearer realm="keyrotd"')
+    )
+
+
+def header(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower case, as ASGI gives them)."""
+    return next((value for key, value in headers if key == name), None)
+
+
+def too_large(headers: Headers) -> bool:
+    length = header(headers, b"content-length")
+    return length is not None and (not length.isdigit() or int(length) > MAX_BODY)
+
+
+def etag_matches(if_none_match: bytes, etag: bytes) -> bool:
+    """RFC 9110 weak comparison, as If-None-Match asks: ``*``, lists, ``W/`` forms."""
+    for candidate in if_none_match.split(b","):
+        candidate = candidate.strip()
+        if candidate == b"*" or candidate.removeprefix(b"W/") == etag:
+            return True
+    return False
