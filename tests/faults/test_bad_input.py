@@ -16,6 +16,7 @@ import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from keyrotd.cli import main
+from keyrotd.keys import NewKey, generate_key
+from keyrotd.lifecycle import Rotate
+from keyrotd.manager import KeysetManager, KeysetSpec
+from keyrotd.model import Policy
+from keyrotd.storage.file import FileStorage
 
 from .daemon import Daemon, free_port, start_daemon
 from .helpers import find_secrets, secret_needles
@@ -175,6 +181,7 @@ def documents(draw: st.DrawFn) -> str:
     return text
 
 
+HOUR = timedelta(hours=1)
 ENV_TEXT = st.text(
     alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=20
 )
@@ -520,3 +527,42 @@ def test_the_daemon_survived_everything_and_logged_no_traceback(http_daemon: Dae
     logs = http_daemon.logs()
     assert "Traceback" not in logs
     assert find_secrets(logs, private_needles(http_daemon)) == []
+
+
+# --- a kid that starts with '-' ---------------------------------------------------------------
+
+
+def dash_key() -> NewKey:
+    """A real ES256 key whose kid starts with '-' (one in 64 does)."""
+    for _ in range(5000):
+        key = generate_key("ES256")
+        if key.kid.startswith("-"):
+            return key
+    raise AssertionError("no kid starting with '-' in 5000 keys")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["revoke", "KID"],
+        ["revoke", "KID", "--keyset", "default"],
+        ["revoke", "--keyset", "default", "KID"],
+        ["--config", "CONFIG", "revoke", "KID"],
+    ],
+)
+def test_revoke_takes_a_kid_that_starts_with_a_dash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """Found by the race tests: ``keyrotd revoke -AbC…`` was refused as a usage error."""
+    key = dash_key()
+    config = tmp_path / "keyrotd.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "store"}"\n')
+    spec = KeysetSpec("default", "ES256", 2048, Policy(HOUR, HOUR / 2, HOUR, HOUR))
+    manager = KeysetManager(FileStorage(tmp_path / "store"), spec, key_factory=lambda *_: key)
+    manager.apply()
+    manager.apply(Rotate())  # the dash key is active, a successor is pending
+    argv = [{"KID": key.kid, "CONFIG": str(config)}.get(arg, arg) for arg in argv]
+    if "--config" not in argv:
+        argv = ["--config", str(config), *argv]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert f"key.revoked {key.kid}" in capsys.readouterr().out
