@@ -1,6 +1,6 @@
 """Crash soak (issue 6.1, heavy run): SIGKILL file-store writers during 1,000 rotations.
 
-    python benchmarks/crash_soak.py [--rotations 1000] [--max-delay 0.1] [--seed 6]
+    python benchmarks/crash_soak.py [--rotations 1000] [--max-delay 0.04] [--seed 6]
 
 For the plain and the encrypted file backend, forks writers that loop ``rotate --now`` /
 ``rotate`` / tick through a KeysetManager, SIGKILLs each after a random delay, and after every kill
@@ -26,7 +26,7 @@ from tests.faults.crash_worker import SELF_KILL_POINTS
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rotations", type=int, default=1000)
-    parser.add_argument("--max-delay", type=float, default=0.1, help="seconds before a kill")
+    parser.add_argument("--max-delay", type=float, default=0.04, help="seconds before a kill")
     parser.add_argument("--points", type=int, default=50, help="kills at each fixed point")
     parser.add_argument("--seed", type=int, default=6)
     args = parser.parse_args()
