@@ -56,18 +56,18 @@ def load_admin_token(path: Path) -> bytes:
     where = f"server.admin_token_file {path}"
     try:
         mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{where} is not a regular file", "give the path of the token file")
+        if mode & _UNSAFE_MODE:
+            raise ConfigError(
+                f"{where} is accessible to other users (mode {stat.S_IMODE(mode):03o})", _FIX
+            )
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{where} does not exist", "create it with a random token") from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"{where} cannot be read ({reason})", _FIX) from None
-    if not stat.S_ISREG(mode):
-        raise ConfigError(f"{where} is not a regular file", "give the path of the token file")
-    if mode & _UNSAFE_MODE:
-        raise ConfigError(
-            f"{where} is accessible to other users (mode {stat.S_IMODE(mode):03o})", _FIX
-        )
     token = data.strip()
     if not token:
         raise ConfigError(

@@ -27,6 +27,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from keyrotd.config import KeysetSettings
+from keyrotd.daemon.clock import ClockWatch
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.runner import SPARE_LEAD, KeysetRunner
 from keyrotd.daemon.state import Board
@@ -63,6 +64,7 @@ class Rotator:
         self._lock = threading.Lock()
         self._jobs_lock = threading.Lock()
         self._stopping = False
+        self._clock_watch = ClockWatch(self._clock_jumped)
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(8)},
@@ -73,6 +75,7 @@ class Rotator:
     def start(self, keysets: Iterable[KeysetSettings]) -> None:
         self.configure(tuple(keysets), self.refresh_interval)
         self._scheduler.start()
+        self._clock_watch.start()
 
     def shutdown(self) -> None:
         """Stop scheduling; wait for the jobs in progress (a write is never cut short).
@@ -80,6 +83,7 @@ class Rotator:
         APScheduler 3 holds its job-store lock while it waits for the running jobs, and a job
         that adds a job then waits for that lock: a deadlock. So jobs stop adding jobs first.
         """
+        self._clock_watch.stop()
         with self._jobs_lock:
             self._stopping = True
         self._scheduler.shutdown(wait=True)
@@ -110,15 +114,31 @@ class Rotator:
                     runner.reconfigure(settings)
                 self._at(f"transition:{name}", self.clock(), self._transition, name)
             self.refresh_interval = refresh_interval
-            with self._jobs_lock:
-                if not self._stopping:
-                    self._scheduler.add_job(
-                        self.refresh,
-                        IntervalTrigger(seconds=refresh_interval.total_seconds(), timezone=UTC),
-                        id="refresh",
-                        replace_existing=True,
-                        max_instances=1,
-                    )
+            self._every_refresh_interval()
+
+    def _every_refresh_interval(self) -> None:
+        """(Re)start the refresh job's interval from now."""
+        with self._jobs_lock:
+            if not self._stopping:
+                self._scheduler.add_job(
+                    self.refresh,
+                    IntervalTrigger(seconds=self.refresh_interval.total_seconds(), timezone=UTC),
+                    id="refresh",
+                    replace_existing=True,
+                    max_instances=1,
+                )
+
+    def _clock_jumped(self, seconds: float) -> None:
+        """Schedule again from the new wall time: refresh now and every refresh_interval."""
+        log.warning(
+            "the wall clock jumped %+.1fs; rescheduling from the new time%s",
+            seconds,
+            "" if seconds < 0 else " (what was due within the jump is due now)",
+            extra={"event": "clock.jumped"},
+        )
+        self._every_refresh_interval()
+        for name in list(self.runners):
+            self._at(f"transition:{name}", self.clock(), self._transition, name)
 
     # -- jobs --------------------------------------------------------------------------------
     def refresh(self) -> None:

@@ -1,0 +1,128 @@
+"""The daemon's pure parts, in-process: conditional requests, max-age, sd_notify, clock jumps."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from keyrotd.config import KeysetSettings
+from keyrotd.daemon.admin import Admin, load_admin_token
+from keyrotd.daemon.clock import ClockWatch
+from keyrotd.daemon.responses import etag_matches
+from keyrotd.daemon.state import Board, Published
+from keyrotd.daemon.systemd import Notifier
+from keyrotd.errors import ConfigError
+from keyrotd.keys import generate_key
+from keyrotd.lifecycle import plan
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+SETTINGS = KeysetSettings(
+    name="k",
+    algorithm="ES256",
+    rotation_period=timedelta(seconds=60),
+    publish_ahead=timedelta(seconds=20),
+    token_lifetime=timedelta(seconds=10),
+    clock_skew=timedelta(seconds=5),
+)
+
+
+def bootstrapped() -> Published:
+    from keyrotd.model import Keyset
+
+    first = plan(Keyset("k"), SETTINGS.policy, T0, fresh=(generate_key("ES256"),))
+    return Published.compute(SETTINGS, first.keyset, T0)
+
+
+def test_etag_matching_follows_if_none_match_rules() -> None:
+    etag = b'"abc"'
+    assert etag_matches(b'"abc"', etag)
+    assert etag_matches(b'W/"abc"', etag)
+    assert etag_matches(b'"x", W/"abc"', etag)
+    assert etag_matches(b"*", etag)
+    assert not etag_matches(b'"abcd"', etag)
+    assert not etag_matches(b"abc", etag)
+    assert not etag_matches(b"", etag)
+
+
+def test_max_age_counts_down_to_the_next_transition_within_the_cap() -> None:
+    published = bootstrapped()
+    successor_due = (T0 + timedelta(seconds=40)).timestamp()
+    assert published.changes_at == successor_due
+    assert published.max_age(T0.timestamp(), cap=300) == 40
+    assert published.max_age(T0.timestamp(), cap=7) == 7
+    assert published.max_age(successor_due - 0.5, cap=300) == 0
+    assert published.max_age(successor_due + 10, cap=300) == 0
+
+
+def test_the_served_view_changes_at_an_activation_before_any_write() -> None:
+    successor = generate_key("ES256")
+    published = bootstrapped()
+    later = plan(published.stored, SETTINGS.policy, T0 + timedelta(seconds=40), fresh=(successor,))
+    board = Board()
+    board.arrange(("k",))
+    stored = board.loaded(SETTINGS, later.keyset, T0 + timedelta(seconds=40))
+    activation = (T0 + timedelta(seconds=60)).timestamp()
+    assert stored.recompute_at == activation
+    before = board.current("k", activation - 0.001)
+    after = board.current("k", activation)
+    assert before is stored and after is not None
+    assert after.keyset.active is not None and after.keyset.active.kid == successor.kid
+    assert after.body != before.body and after.etag != before.etag
+    assert board.current("k", activation + 1) is after  # computed once, then kept
+
+
+def test_notifier_sends_to_an_abstract_socket() -> None:
+    name = f"keyrotd-unit-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(b"\0" + name.encode())
+        sock.settimeout(5)
+        Notifier({"NOTIFY_SOCKET": "@" + name}).notify("READY=1", "STATUS=ok")
+        assert sock.recv(100) == b"READY=1\nSTATUS=ok"
+
+
+def test_notifier_watchdog_interval_is_half_of_watchdog_usec() -> None:
+    assert Notifier({"WATCHDOG_USEC": "10000000"}).watchdog_interval == 5.0
+    assert Notifier({"WATCHDOG_USEC": "10000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+    assert Notifier({}).watchdog_interval is None
+    Notifier({}).notify("READY=1")  # outside systemd: nothing, no error
+
+
+def test_clock_watch_reports_jumps_not_drift() -> None:
+    wall = iter([100.0, 101.0, 102.1, 40.0, 41.0, 150.0])
+    mono = iter([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    jumps: list[float] = []
+    done = threading.Event()
+
+    def on_jump(seconds: float) -> None:
+        jumps.append(round(seconds, 1))
+        if len(jumps) == 2:
+            done.set()
+
+    watch = ClockWatch(on_jump, every=0.001, wall=lambda: next(wall), monotonic=lambda: next(mono))
+    watch.start()
+    assert done.wait(5)
+    watch.stop()
+    assert jumps == [-63.1, 108.0]
+
+
+def test_admin_token_checks(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("  s3cret \n")
+    path.chmod(0o640)
+    assert load_admin_token(path) == b"s3cret"
+    admin = Admin(b"s3cret", lambda name, command: pytest.fail("not called"))
+    assert admin.authorized(b"Bearer s3cret")
+    assert admin.authorized(b"bearer s3cret")
+    assert not admin.authorized(b"Bearer s3cre")
+    assert not admin.authorized(b"Basic s3cret")
+    assert not admin.authorized(None)
+    path.chmod(0o604)
+    with pytest.raises(ConfigError, match="accessible to other users"):
+        load_admin_token(path)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_admin_token(tmp_path)
