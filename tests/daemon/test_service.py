@@ -243,3 +243,20 @@ def test_sigterm_during_an_admin_rotation_finishes_it_and_exits_0(
         e.get("event") == "key.activated" and e.get("kid") != before for e in daemon.log_events()
     )
     assert rotated and after != before  # the rotation in progress was finished
+
+
+def test_a_failing_keyset_does_not_stop_the_others(daemon_factory: DaemonFactory) -> None:
+    fast = {"algorithm": "ES256", "rotation_period": "3s", "publish_ahead": "2.5s"}
+    daemon = daemon_factory(keysets=[{"name": "good", **fast}, {"name": "bad", **fast}]).start()
+    (daemon.data / "bad.json").rename(daemon.data / "bad.aside")
+    (daemon.data / "bad.json").mkdir()
+    reply = daemon.wait_status("/readyz", 503)
+    assert [r.split(":")[0] for r in reply.json()["reasons"]] == ["keyset bad"]
+    broken_at = len(daemon.log_events())
+
+    def good_activated() -> bool:
+        events = daemon.log_events()[broken_at:]
+        return any(e.get("event") == "key.activated" and e["keyset"] == "good" for e in events)
+
+    wait_for(good_activated, 20, "keyset good to rotate on")
+    assert daemon.get("/keysets/bad/jwks.json").status == 200  # still served from memory
