@@ -20,7 +20,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -167,7 +166,7 @@ class Daemon:
     # -- SIGHUP ----------------------------------------------------------------------------
     def reload(self) -> None:
         """Load the configuration again; a bad one is logged and the running one kept."""
-        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        self.readiness.reloading()
         try:
             new = load_settings(self.config_path)
             options = self._options(new)
@@ -178,7 +177,7 @@ class Daemon:
                 exc,
                 extra={"error": str(exc)},
             )
-            self.notifier.notify("READY=1")
+            self.readiness.reloaded()
             return
         old = self.settings
         for part, what in (
@@ -198,7 +197,7 @@ class Daemon:
             len(new.keysets),
             extra={"event": "config.reloaded", "path": str(new.config_file or "")},
         )
-        self.notifier.notify("READY=1")
+        self.readiness.reloaded()
 
 
 def check_port_free(host: str, port: int, listen: str) -> None:

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping
 
 from keyrotd.daemon.state import Snapshot
@@ -79,6 +80,18 @@ class Readiness:
         with self._lock:
             self._bound = True
             self._update()
+
+    def reloading(self) -> None:
+        """``RELOADING=1`` (systemd >= 253), once the daemon has said it is ready."""
+        with self._lock:
+            if self._sent:
+                usec = time.monotonic_ns() // 1000
+                self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
+
+    def reloaded(self) -> None:
+        with self._lock:
+            if self._sent:
+                self.notifier.notify("READY=1", f"STATUS={self._status}")
 
     def board_changed(self, snapshot: Snapshot) -> None:
         with self._lock:

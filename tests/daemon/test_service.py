@@ -57,6 +57,9 @@ def test_sd_notify_ready_watchdog_and_stopping(
     assert daemon.get("/readyz").status == 200  # READY=1 only once it is ready
     notify_path.receive_until("WATCHDOG=1", timeout=5)
     notify_path.receive_until("WATCHDOG=1", timeout=5)  # again: it keeps pinging
+    daemon.send(signal.SIGHUP)
+    notify_path.receive_until("RELOADING=1")
+    notify_path.receive_until("READY=1")
     daemon.send(signal.SIGTERM)
     notify_path.receive_until("STOPPING=1")
     assert daemon.stop() == 0
