@@ -58,6 +58,11 @@ class KeysetRunner:
     def name(self) -> str:
         return self.settings.name
 
+    @property
+    def busy(self) -> bool:
+        """A sync or a command is in progress."""
+        return self._lock.locked()
+
     def reconfigure(self, settings: KeysetSettings) -> None:
         with self._lock:
             self.settings = settings

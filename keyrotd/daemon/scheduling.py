@@ -2,15 +2,16 @@
 
 Per keyset there is one date-trigger job, ``transition:<name>``, at ``lifecycle.next_transition``
 of what was last read or written; it is replaced after every sync. A ``refresh`` interval job
-re-reads every keyset each ``refresh_interval`` (other replicas, the CLI) and applies what is
-due. ``spare:<name>`` prepares the next key shortly before it is needed (see ``runner``).
+starts a ``refresh:<name>`` job per keyset each ``refresh_interval``, which re-reads it (other
+replicas, the CLI) and applies what is due. ``spare:<name>`` prepares the next key shortly
+before it is needed (see ``runner``).
 
 APScheduler 3 drops a job that runs later than ``misfire_grace_time`` (one second by default)
 after its time, silently: a busy machine would skip a rotation. Every job here has
 ``misfire_grace_time=None`` (run however late) and ``coalesce=True`` (once, not once per miss).
 
-A keyset whose sync fails is retried with a backoff (up to ``refresh_interval``); it never stops
-the other keysets, whose jobs are independent.
+Each keyset syncs in its own jobs, so a slow or failing keyset never stops the others; a failed
+sync is retried with a backoff (up to ``refresh_interval``).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class Rotator:
             wanted = {ks.name: ks for ks in keysets}
             for name in [n for n in self.runners if n not in wanted]:
                 del self.runners[name]
-                for job in (f"transition:{name}", f"spare:{name}"):
+                for job in (f"transition:{name}", f"refresh:{name}", f"spare:{name}"):
                     self._remove(job)
                 log.info("keyset %s: no longer configured, stopped", name, extra={"keyset": name})
             self.board.arrange(tuple(wanted))
@@ -142,8 +143,12 @@ class Rotator:
 
     # -- jobs --------------------------------------------------------------------------------
     def refresh(self) -> None:
-        for name in list(self.runners):
-            self._sync(name)
+        """Sync every keyset, each in its own job: a slow storage call delays no other keyset.
+        A keyset whose sync is still running is skipped (that sync re-reads storage anyway)."""
+        now = self.clock()
+        for name, runner in list(self.runners.items()):
+            if not runner.busy:
+                self._at(f"refresh:{name}", now, self._sync, name)
 
     def _transition(self, name: str) -> None:
         self._sync(name)
