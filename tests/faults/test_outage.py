@@ -120,11 +120,15 @@ class Watcher:
         first_signed: dict[str, float] = {}
         last_signed: dict[str, float] = {}
         removed: dict[str, float] = {}
+        previous = self.polls[0].at
         for poll in self.polls:
             assert poll.jwks_status == 200
             assert poll.signer is not None and poll.signer in poll.kids, poll
+            # Published some time after the previous poll: take the earliest (the daemon's favour:
+            # a stalled watcher must not look like an early activation).
             for kid in poll.kids:
-                first_published.setdefault(kid, poll.at)
+                first_published.setdefault(kid, previous)
+            previous = poll.at
             first_signed.setdefault(poll.signer, poll.at)
             last_signed[poll.signer] = poll.at
             for kid in first_published:
