@@ -142,13 +142,13 @@ class Watcher:
         if shortest_publish < PUBLISH_AHEAD - TOLERANCE:
             t0 = self.polls[0].at
             names = {k: f"K{i}" for i, k in enumerate(first_published)}
-            previous = None
-            for poll in self.polls:
+            shown: object = None
+            for poll in self.polls:  # the timeline of changes, for the failure report
                 signer = names.get(poll.signer or "")
                 line = (sorted(names[k] for k in poll.kids), signer, poll.ready)
-                if line != previous:
+                if line != shown:
                     print(f"{poll.at - t0:7.2f}", *line)
-                previous = line
+                shown = line
         assert shortest_publish >= PUBLISH_AHEAD - TOLERANCE, f"G2: {shortest_publish:.2f}s"
         kept = [removed[k] - last_signed[k] for k in removed if k in last_signed]
         shortest_kept = min(kept, default=float("inf"))
