@@ -48,7 +48,15 @@ class Revoke:
     kid: str
 
 
-Command = Tick | Rotate | Revoke
+@dataclass(frozen=True)
+class Republish:
+    """A slow write made ``kids`` visible only now, later than the time they were planned with:
+    count them as published now, and activating no sooner than ``publish_ahead`` after (G2)."""
+
+    kids: frozenset[str]
+
+
+Command = Tick | Rotate | Revoke | Republish
 TICK: Final = Tick()
 FIRST_KEY: Final = "first key of a new keyset"
 
@@ -222,6 +230,16 @@ class _Planner:
         else:
             self.new_key(self.now + self.policy.publish_ahead)
 
+    def republish(self, kids: frozenset[str]) -> None:
+        for key in self.pending():
+            if key.kid in kids and key.created_at < self.now:
+                assert key.activates_at is not None
+                soonest = self.now + self.policy.publish_ahead
+                later = dataclasses.replace(
+                    key, created_at=self.now, activates_at=max(key.activates_at, soonest)
+                )
+                self._swap(key, later)
+
     def revoke_kid(self, kid: str) -> None:
         key = next((k for k in self.keys if k.kid == kid), None)
         if key is None:
@@ -250,6 +268,8 @@ def plan(
     """The next state of ``keyset`` at ``now`` after ``command``; pure and deterministic."""
     work = _Planner(keyset, policy, now, fresh)
     try:
+        if isinstance(command, Republish):
+            work.republish(command.kids)  # before anything falls due on the old schedule
         work.materialize()
         work.ensure_active()
         if isinstance(command, Rotate):

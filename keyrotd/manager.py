@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Final
 
 from keyrotd.errors import ConflictError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle import FIRST_KEY, TICK, Command, Transition, plan, view
-from keyrotd.model import Keyset, KeyState, Policy, from_json, to_json
+from keyrotd.lifecycle import FIRST_KEY, TICK, Command, Republish, Transition, plan, view
+from keyrotd.model import Keyset, Policy, from_json, to_json
 from keyrotd.storage.interface import Storage
 
 if TYPE_CHECKING:
@@ -100,7 +100,28 @@ class KeysetManager:
         return view(self.load().keyset, self.spec.policy, now or self.clock())
 
     def apply(self, command: Command = TICK) -> Outcome:
-        """Plan ``command`` against the stored keyset and write the result (compare-and-swap)."""
+        """Plan ``command`` against the stored keyset and write the result (compare-and-swap).
+
+        A write that returns more than ``PUBLICATION_SLACK`` after the time it was planned with
+        made its new keys visible only then: a second write re-dates them (G2 under slow storage).
+        """
+        outcome, planned_at = self._apply(command)
+        created = frozenset(t.kid for t in outcome.transitions if t.event == "key.created")
+        published_at = self.clock()
+        if created and published_at - planned_at > PUBLICATION_SLACK:
+            redated, _ = self._apply(Republish(created))
+            if redated.written:
+                log.warning(
+                    "keyset %s: the write took until %s; its new keys count as published then",
+                    self.name,
+                    published_at.isoformat().replace("+00:00", "Z"),
+                    extra={"keyset": self.name},
+                )
+                return dataclasses.replace(outcome, keyset=redated.keyset)
+        return outcome
+
+    def _apply(self, command: Command) -> tuple[Outcome, datetime]:
+        """One read-plan-write loop, re-planned on every lost compare-and-swap."""
         fresh: tuple[NewKey, ...] = ()
         for attempt in range(1, self.max_attempts + 1):
             loaded = self.load()
@@ -110,7 +131,7 @@ class KeysetManager:
                 fresh += self._generate(result.needs_keys - len(fresh))
                 continue  # time passed while generating: read and plan again
             if not result.changed:
-                return Outcome(result.keyset, (), written=False, attempts=attempt)
+                return Outcome(result.keyset, (), written=False, attempts=attempt), now
             try:
                 self.storage.write(self.name, to_json(result.keyset), loaded.version)
             except ConflictError:
@@ -119,48 +140,7 @@ class KeysetManager:
                 continue
             for transition in result.transitions:
                 log_transition(self.name, transition)
-            keyset = result.keyset
-            published_at = self.clock()
-            if published_at - now > PUBLICATION_SLACK:
-                keyset = self._redate({k.kid for k in fresh}, published_at) or keyset
-            return Outcome(keyset, result.transitions, written=True, attempts=attempt)
-        raise self._gave_up()
-
-    def _redate(self, kids: set[str], published_at: datetime) -> Keyset | None:
-        """G2 after a slow write: keys it created became visible only when it returned, later than
-        the ``now`` they were planned with. Record that as their publication and make them
-        activate no sooner than ``publish_ahead`` after it (a second compare-and-swap)."""
-        ahead = self.spec.policy.publish_ahead
-        for attempt in range(1, self.max_attempts + 1):
-            loaded = self.load()
-            keys = tuple(
-                dataclasses.replace(
-                    key,
-                    created_at=published_at,
-                    activates_at=max(key.activates_at, published_at + ahead),
-                )
-                if key.kid in kids
-                and key.state is KeyState.PENDING
-                and key.activates_at is not None
-                and key.created_at < published_at
-                else key
-                for key in loaded.keyset.keys
-            )
-            if keys == loaded.keyset.keys:
-                return None
-            keyset = dataclasses.replace(loaded.keyset, keys=keys, updated_at=published_at)
-            try:
-                self.storage.write(self.name, to_json(keyset), loaded.version)
-            except ConflictError:
-                time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 (jitter, not crypto)
-                continue
-            log.warning(
-                "keyset %s: the write took until %s; its new keys count as published then",
-                self.name,
-                published_at.isoformat().replace("+00:00", "Z"),
-                extra={"keyset": self.name},
-            )
-            return keyset
+            return Outcome(result.keyset, result.transitions, written=True, attempts=attempt), now
         raise self._gave_up()
 
     def _gave_up(self) -> StorageError:

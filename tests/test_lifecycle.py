@@ -16,6 +16,7 @@ from keyrotd.lifecycle import (
     TICK,
     Command,
     Plan,
+    Republish,
     Revoke,
     Rotate,
     Transition,
@@ -379,3 +380,17 @@ def test_cached_verifiers_never_meet_an_unknown_kid(
             if at < T0:
                 continue
             assert kid in record.jwks_kids(at), (kid, signed, at)
+
+
+def test_republish_counts_a_slowly_written_key_as_published_when_the_write_returned() -> None:
+    ks = step(Keyset("default"), POLICY, T0).keyset
+    ks = step(ks, POLICY, T0 + 12 * HOUR).keyset
+    [successor] = ks.pending
+    late = T0 + 12 * HOUR + timedelta(seconds=5)
+    result = step(ks, POLICY, late, Republish(frozenset({successor.kid})))
+    [redated] = result.keyset.pending
+    assert redated.created_at == late
+    assert redated.activates_at == late + POLICY.publish_ahead
+    assert result.transitions == ()
+    again = step(result.keyset, POLICY, late, Republish(frozenset({successor.kid})))
+    assert not again.changed
