@@ -8,7 +8,8 @@ The same 900-byte JSON body with the same headers, served by:
   scheduler and the HTTP side share one board in memory);
 - granian in worker processes (``granian --workers 1`` and ``--workers 2``): faster on two cores,
   but the JWKS state would then have to cross processes;
-- nginx (worker_processes auto) serving the bytes from a file: the baseline.
+- nginx (worker_processes auto) serving the bytes from a file: the baseline;
+- and ``keyrotd run`` itself, serving its own JWKS (RS256, two keys: about the same size).
 Rounds are interleaved and the medians printed, as this machine is shared and noisy.
 """
 
@@ -71,7 +72,7 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-embedded":
         serve_embedded(int(sys.argv[2]))
         return 0
-    from daemon_tools import Nginx, free_port, wait_for, wrk
+    from daemon_tools import Nginx, free_port, make_daemon, wait_for, wrk
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -96,6 +97,9 @@ def main() -> int:
         servers[f"granian {workers} worker(s)"] = (port, command)
     with tempfile.TemporaryDirectory() as directory:
         nginx = Nginx(Path(directory), {"jwks.json": BODY})
+        keyset = {"name": "main", "algorithm": "RS256", "publish_ahead": "24h"}
+        daemon = make_daemon(Path(directory) / "keyrotd", keysets=[keyset], log_level="warning")
+        daemon.start()
         processes = [subprocess.Popen(command, cwd=here) for _, command in servers.values()]
         try:
             for port, _ in servers.values():
@@ -104,6 +108,7 @@ def main() -> int:
             urls |= {
                 name: f"http://127.0.0.1:{port}/jwks.json" for name, (port, _) in servers.items()
             }
+            urls["keyrotd run"] = f"http://127.0.0.1:{daemon.port}/.well-known/jwks.json"
             results: dict[str, list[float]] = {name: [] for name in urls}
             p99s: dict[str, list[float]] = {name: [] for name in urls}
             for _ in range(args.rounds):
@@ -116,6 +121,7 @@ def main() -> int:
                 process.terminate()
                 process.wait(10)
             nginx.stop()
+            daemon.stop()
     base = statistics.median(results["nginx"])
     print(f"medians of {args.rounds} interleaved rounds, wrk -t2 -c64 -d{args.seconds}s:")
     for name, rates in results.items():

@@ -86,6 +86,7 @@ class Daemon:
             address=server.host,
             port=server.port,
             interface=Interfaces.ASGINL,
+            backlog=1024,
             log_level=LogLevels.error,
             websockets=False,
         )
