@@ -15,6 +15,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -119,6 +120,7 @@ class Metrics:
         )
         info = Gauge("keyrotd_build_info", "keyrotd version", ["version"], registry=self.registry)
         info.labels(__version__).set(1)
+        ProcessCollector(namespace="keyrotd", registry=self.registry)  # keyrotd_process_*
         self.registry.register(_BoardCollector(snapshot))
 
     def transition(self, keyset: str, event: str) -> None:

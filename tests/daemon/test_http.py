@@ -155,4 +155,5 @@ def test_metrics_are_prometheus_text_named_keyrotd(daemon: Daemon) -> None:
     assert 'keyrotd_keys{keyset="main",state="active"} 1.0' in text
     assert 'keyrotd_keys{keyset="main",state="pending"} 1.0' in text
     assert "keyrotd_ready 1.0" in text
+    assert "keyrotd_process_resident_memory_bytes" in text
     assert all(line.startswith(("keyrotd_", "# ")) for line in text.splitlines())
