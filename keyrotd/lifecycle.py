@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from keyrotd.errors import KeyNotFoundError
@@ -56,7 +56,20 @@ class Republish:
     kids: frozenset[str]
 
 
-Command = Tick | Rotate | Revoke | Republish
+@dataclass(frozen=True)
+class Postpone:
+    """The wall clock jumped forward by ``by`` (measured against a monotonic clock).
+
+    What was scheduled after the jump began happens ``by`` later, so that keys still spend
+    ``publish_ahead`` in the JWKS before they sign and ``token_lifetime + clock_skew`` after they
+    stop, in elapsed time (G2, G3). Later is always safe: a key published or kept longer breaks
+    no token.
+    """
+
+    by: timedelta
+
+
+Command = Tick | Rotate | Revoke | Republish | Postpone
 TICK: Final = Tick()
 FIRST_KEY: Final = "first key of a new keyset"
 
@@ -240,6 +253,14 @@ class _Planner:
                 )
                 self._swap(key, later)
 
+    def postpone(self, by: timedelta) -> None:
+        jump_began = self.now - by
+        for key in list(self.keys):
+            if key.state is KeyState.PENDING and key.activates_at and key.activates_at > jump_began:
+                self._swap(key, dataclasses.replace(key, activates_at=key.activates_at + by))
+            elif key.state is KeyState.RETIRED and key.expires_at and key.expires_at > jump_began:
+                self._swap(key, dataclasses.replace(key, expires_at=key.expires_at + by))
+
     def revoke_kid(self, kid: str) -> None:
         key = next((k for k in self.keys if k.kid == kid), None)
         if key is None:
@@ -268,8 +289,11 @@ def plan(
     """The next state of ``keyset`` at ``now`` after ``command``; pure and deterministic."""
     work = _Planner(keyset, policy, now, fresh)
     try:
+        # Both re-date keys before anything falls due on the old schedule.
         if isinstance(command, Republish):
-            work.republish(command.kids)  # before anything falls due on the old schedule
+            work.republish(command.kids)
+        elif isinstance(command, Postpone):
+            work.postpone(command.by)
         work.materialize()
         work.ensure_active()
         if isinstance(command, Rotate):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,16 @@ from typing import TYPE_CHECKING, Final
 
 from keyrotd.errors import ConflictError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle import FIRST_KEY, TICK, Command, Republish, Transition, plan, view
+from keyrotd.lifecycle import (
+    FIRST_KEY,
+    TICK,
+    Command,
+    Postpone,
+    Republish,
+    Transition,
+    plan,
+    view,
+)
 from keyrotd.model import Keyset, Policy, from_json, to_json
 from keyrotd.storage.interface import Storage
 
@@ -29,6 +39,8 @@ log = logging.getLogger("keyrotd")
 Clock = Callable[[], datetime]
 KeyFactory = Callable[[str, int], NewKey]
 
+CLOCK_JUMP: Final = timedelta(seconds=0.5)
+"""A wall clock that ran this much ahead of the monotonic clock between two writes jumped."""
 PUBLICATION_SLACK: Final = timedelta(seconds=1)
 """A write that returns later than this after the plan's ``now`` re-dates the keys it created."""
 
@@ -79,11 +91,17 @@ class KeysetManager:
         spec: KeysetSpec,
         clock: Clock = utc_now,
         key_factory: KeyFactory = generate_key,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
+        """``monotonic`` (a long-lived daemon passes ``time.monotonic``) lets the manager notice a
+        forward jump of the wall clock between two writes and postpone what fell due within it."""
         self.storage = storage
         self.spec = spec
         self.clock = clock
         self.key_factory = key_factory
+        self.monotonic = monotonic
+        self._anchor: tuple[datetime, float] | None = None
+        self._anchor_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -105,6 +123,7 @@ class KeysetManager:
         A write that returns more than ``PUBLICATION_SLACK`` after the time it was planned with
         made its new keys visible only then: a second write re-dates them (G2 under slow storage).
         """
+        self._postpone_after_a_clock_jump()
         outcome, planned_at = self._apply(command)
         created = frozenset(t.kid for t in outcome.transitions if t.event == "key.created")
         published_at = self.clock()
@@ -119,6 +138,33 @@ class KeysetManager:
                 )
                 return dataclasses.replace(outcome, keyset=redated.keyset)
         return outcome
+
+    def _postpone_after_a_clock_jump(self) -> None:
+        """Compare the wall clock's progress with the monotonic clock's since the last call; a
+        forward jump postpones the schedule by its size (``lifecycle.Postpone``)."""
+        if self.monotonic is None:
+            return
+        with self._anchor_lock:
+            wall, mono = self.clock(), self.monotonic()
+            anchor, self._anchor = self._anchor, (wall, mono)
+        if anchor is None:
+            return
+        jump = (wall - anchor[0]) - timedelta(seconds=mono - anchor[1])
+        if jump <= CLOCK_JUMP:
+            return
+        log.warning(
+            "keyset %s: the wall clock jumped %.1fs ahead of the monotonic clock; postponing "
+            "what fell due within the jump",
+            self.name,
+            jump.total_seconds(),
+            extra={"event": "clock.jumped", "keyset": self.name},
+        )
+        try:
+            self._apply(Postpone(jump))
+        except BaseException:
+            with self._anchor_lock:
+                self._anchor = anchor  # measure the jump again next time
+            raise
 
     def _apply(self, command: Command) -> tuple[Outcome, datetime]:
         """One read-plan-write loop, re-planned on every lost compare-and-swap."""

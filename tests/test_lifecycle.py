@@ -16,6 +16,7 @@ from keyrotd.lifecycle import (
     TICK,
     Command,
     Plan,
+    Postpone,
     Republish,
     Revoke,
     Rotate,
@@ -394,3 +395,26 @@ def test_republish_counts_a_slowly_written_key_as_published_when_the_write_retur
     assert result.transitions == ()
     again = step(result.keyset, POLICY, late, Republish(frozenset({successor.kid})))
     assert not again.changed
+
+
+def test_postpone_moves_what_fell_due_within_a_forward_jump() -> None:
+    ks = step(Keyset("default"), POLICY, T0).keyset
+    ks = step(ks, POLICY, T0 + 12 * HOUR).keyset  # B pending for 24h
+    before_jump = T0 + 12 * HOUR + 30 * 60 * timedelta(seconds=1)
+    [pending] = ks.pending
+    jumped = before_jump + 20 * HOUR  # the wall clock leaps past B's activation
+    result = step(ks, POLICY, jumped, Postpone(20 * HOUR))
+    [moved] = result.keyset.pending
+    assert moved.kid == pending.kid
+    assert moved.activates_at == T0 + DAY + 20 * HOUR
+    assert [t.event for t in result.transitions] == []
+
+    ks = step(result.keyset, POLICY, T0 + DAY + 20 * HOUR).keyset  # B activates, A retires
+    [retired] = ks.retired
+    assert retired.expires_at == T0 + DAY + 20 * HOUR + POLICY.retention
+    again = T0 + DAY + 20 * HOUR + 30 * 60 * timedelta(seconds=1) + 3 * HOUR
+    result = step(ks, POLICY, again, Postpone(3 * HOUR))
+    assert [k.expires_at for k in result.keyset.retired] == [retired.expires_at + 3 * HOUR]
+    # Scheduled before the jump began: left as it was (it was due anyway).
+    late = step(ks, POLICY, again, Postpone(timedelta(minutes=10)))
+    assert late.keyset.retired == ()
