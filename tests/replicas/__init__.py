@@ -1,0 +1,1 @@
+"""Several ``keyrotd run`` replicas on one AWS Secrets Manager endpoint (moto's server)."""

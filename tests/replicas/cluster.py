@@ -1,0 +1,335 @@
+"""Three ``keyrotd run`` replicas on one moto server, and what the tests record of them.
+
+- :class:`MotoServer`: moto's ``ThreadedMotoServer`` on a fixed port of 127.0.0.1, so that it can
+  be stopped and started again at the same URL. moto keeps its state in process-wide backends,
+  not in the server object, so a server started again holds every secret and version it held
+  (the outage test checks the version id across a restart). Its werkzeug server closes the
+  connection after every answer, so a stopped server leaves no pooled connection behind: clients
+  get "connection refused" until it is back. The port is taken below the kernel's ephemeral
+  range, so that no outgoing connection can take it while the server is down.
+- :func:`make_replicas`: :class:`tests.daemon.harness.Daemon` processes with one configuration
+  each (AWS storage, their own port, the shared admin token), not started.
+- :class:`Recorder`: two threads that run as long as the replicas. One polls the JWKS of every
+  keyset on every replica in rounds (one replica after the other, then a pause) and keeps every
+  answer; the other reads every keyset's current document (``GetSecretValue`` of
+  ``AWSCURRENT``, through keyrotd's own storage) and checks it, and its view at that instant,
+  with ``faults.helpers.History`` (one active key, at most one successor, G3, G5, recorded times
+  that never move).
+- :func:`stored_versions` and :func:`check_versions`: every version moto holds of a secret, in the
+  order they were put (moto never prunes them), each checked on its own: the documents of the
+  writers that lost a compare-and-swap as well as the winners'.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from daemon.harness import TOKEN, Daemon, free_port, render_config, wait_for
+from faults.helpers import History, check_document
+
+from keyrotd.errors import StorageError
+from keyrotd.lifecycle import Transition
+from keyrotd.manager import utc_now
+from keyrotd.model import Keyset, Policy, from_json
+from keyrotd.storage.aws import AwsStorage
+
+JWKS_POLL = 0.04
+"""Pause between two rounds of JWKS requests (a round asks every keyset of every replica)."""
+DOCUMENT_POLL = 0.05
+"""Pause between two reads of the keyset documents."""
+
+
+# --- moto -----------------------------------------------------------------------------------------
+
+
+def quiet_port() -> int:
+    """A free local port below the ephemeral range (no outgoing connection will take it)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    if low <= 20000:
+        return free_port()
+    for _ in range(200):
+        port = random.randrange(20000, low)
+        if port_is_free(port):
+            return port
+    return free_port()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class MotoServer:
+    """moto's server on one fixed port that the tests can stop and start again."""
+
+    def __init__(self) -> None:
+        self.port = quiet_port()
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+        # ThreadedMotoServer.start waits forever if its thread cannot bind: check first.
+        wait_for(lambda: port_is_free(self.port), 10, f"port {self.port} to be free")
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+# --- replicas -------------------------------------------------------------------------------------
+
+
+def make_replicas(
+    directory: Path,
+    count: int,
+    *,
+    storage: Mapping[str, object],
+    server: Mapping[str, object],
+    keysets: list[dict[str, object]],
+    env: dict[str, str],
+) -> list[Daemon]:
+    """``count`` configured replicas (not started): JSON logs at debug level (they count the
+    compare-and-swaps a replica lost), admin endpoints with ``TOKEN``."""
+    token = directory / "admin.token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    replicas = []
+    for n in range(count):
+        workdir = directory / f"replica-{n}"
+        workdir.mkdir(parents=True)
+        port = free_port()
+        config = workdir / "keyrotd.toml"
+        sections: dict[str, Mapping[str, object]] = {
+            "storage": storage,
+            "server": {"listen": f"127.0.0.1:{port}", "admin_token_file": token, **server},
+            "logging": {"format": "json", "level": "debug"},  # debug: lost compare-and-swaps
+        }
+        config.write_text(render_config(sections, keysets))
+        replicas.append(Daemon(workdir=workdir, config=config, port=port, env=env))
+    return replicas
+
+
+def transitions_in(events: Iterable[Mapping[str, Any]], keyset: str) -> list[Transition]:
+    """The lifecycle transitions of ``keyset`` in a replica's JSON log events."""
+    found = []
+    for event in events:
+        name = event.get("event")
+        if isinstance(name, str) and name.startswith("key.") and event.get("keyset") == keyset:
+            at = datetime.fromisoformat(str(event["at"]))
+            found.append(Transition(name, str(event["kid"]), at, event.get("exception")))  # type: ignore[arg-type]
+    return found
+
+
+def lost_swaps(replica: Daemon, keyset: str, start: float, end: float) -> int:
+    """How many compare-and-swaps of ``keyset`` the replica lost between ``start`` and ``end``
+    (its debug log says each)."""
+    lost = f"keyset {keyset}: lost a compare-and-swap"
+    return sum(
+        str(event.get("message", "")).startswith(lost)
+        and start <= datetime.fromisoformat(str(event["ts"])).timestamp() <= end
+        for event in replica.log_events()
+    )
+
+
+# --- recording ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One JWKS request: ``status`` 0 when no HTTP answer came (refused, reset, timed out)."""
+
+    at: float  # wall clock (epoch seconds) when the request was sent
+    replica: int
+    keyset: str
+    status: int
+    kids: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Round:
+    """One JWKS request per keyset and replica, sent one after the other."""
+
+    start: float
+    end: float
+    answers: tuple[Answer, ...]
+
+    def served(self, keyset: str) -> set[frozenset[str]]:
+        """The distinct kid sets the replicas that answered 200 served for ``keyset``."""
+        return {a.kids for a in self.answers if a.keyset == keyset and a.status == 200}
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A time when some replicas served ``kid`` and others did not, bounded from outside: from
+    the start of the last round in which they agreed on it to the end of the first round in which
+    they agreed again (replicas that did not answer 200 have no say)."""
+
+    kid: str
+    start: float
+    end: float
+    finished: bool = True
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def divergences(rounds: Sequence[Round], keyset: str) -> list[Divergence]:
+    """Every difference between the replicas' JWKS of ``keyset``, one per kid and occasion."""
+    served = [[a.kids for a in r.answers if a.keyset == keyset and a.status == 200] for r in rounds]
+    kids = {kid for sets in served for kids in sets for kid in kids}
+    found: list[Divergence] = []
+    for kid in sorted(kids):
+        agreed: Round | None = None
+        diverged = False
+        for now, sets in zip(rounds, served, strict=True):
+            if len({kid in kids for kids in sets}) > 1:
+                diverged = True
+                continue
+            if diverged:
+                found.append(Divergence(kid, (agreed or now).start, now.end))
+                diverged = False
+            agreed = now
+        if diverged:
+            start = (agreed or rounds[0]).start
+            found.append(Divergence(kid, start, rounds[-1].end, finished=False))
+    return found
+
+
+@dataclass
+class Document:
+    at: float  # wall clock of the read
+    version: str
+    keyset: Keyset
+
+
+@dataclass
+class Recorder:
+    """Polls every replica's JWKS and every keyset's document until stopped (see the module)."""
+
+    replicas: Sequence[Daemon]
+    storage: AwsStorage
+    policies: Mapping[str, Policy]
+    rounds: list[Round] = field(default_factory=list)
+    latest: dict[str, Document] = field(default_factory=dict)
+    read_failures: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.histories = {name: History(policy) for name, policy in self.policies.items()}
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._poll_jwks, daemon=True),
+            threading.Thread(target=self._read_documents, daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def documents(self, keyset: str) -> int:
+        """How many documents of ``keyset`` were read and checked."""
+        return self.histories[keyset].documents
+
+    def between(self, start: float, end: float) -> list[Round]:
+        return [r for r in list(self.rounds) if r.start >= start and r.end <= end]
+
+    def answers(self, start: float, end: float) -> list[Answer]:
+        return [a for r in self.between(start, end) for a in r.answers]
+
+    def _poll_jwks(self) -> None:
+        while not self._stop.is_set():
+            start = time.time()
+            answers = tuple(
+                self._jwks(n, replica, keyset)
+                for keyset in self.policies
+                for n, replica in enumerate(self.replicas)
+            )
+            self.rounds.append(Round(start, time.time(), answers))
+            self._stop.wait(JWKS_POLL)
+
+    def _jwks(self, n: int, replica: Daemon, keyset: str) -> Answer:
+        at = time.time()
+        try:
+            reply = replica.get(f"/keysets/{keyset}/jwks.json", timeout=2)
+        except OSError:
+            return Answer(at, n, keyset, 0, frozenset())
+        kids = frozenset(k["kid"] for k in reply.json()["keys"]) if reply.status == 200 else None
+        return Answer(at, n, keyset, reply.status, kids or frozenset())
+
+    def _read_documents(self) -> None:
+        while not self._stop.is_set():
+            for name in self.policies:
+                self._read(name)
+            self._stop.wait(DOCUMENT_POLL)
+
+    def _read(self, name: str) -> None:
+        try:
+            stored = self.storage.read(name)
+        except StorageError:
+            self.read_failures += 1  # moto stopped: the outage test
+            return
+        if stored is None:
+            return
+        at, now = time.time(), utc_now()
+        keyset = from_json(stored.data, stored.location)
+        try:
+            with self.lock:
+                self.histories[name].observe(keyset, now)
+        except AssertionError as error:
+            self.violations.append(f"{name} version {stored.version} at {now}: {error}")
+        self.latest[name] = Document(at, stored.version, keyset)
+
+
+def stored_versions(client: Any, secret: str) -> list[str]:
+    """Every version id of ``secret``, in the order they were put (moto keeps them all)."""
+    answer = client.list_secret_version_ids(SecretId=secret, IncludeDeprecated=True)
+    assert not answer.get("NextToken"), "moto paged its version list"
+    return [v["VersionId"] for v in answer["Versions"]]
+
+
+def check_versions(client: Any, secret: str, versions: Iterable[str], policy: Policy) -> int:
+    """Check every document in ``versions`` on its own (``check_document``); how many."""
+    count = 0
+    for version in versions:
+        value = client.get_secret_value(SecretId=secret, VersionId=version)
+        keyset = from_json(value["SecretString"].encode(), f"{secret} version {version}")
+        try:
+            check_document(keyset, policy)
+        except AssertionError as error:
+            raise AssertionError(f"{secret} version {version}: {error}") from None
+        count += 1
+    return count
