@@ -1,0 +1,137 @@
+"""Many ``keyrotd`` CLI processes released at the moments a test chooses.
+
+Starting the CLI costs close to a second of CPU (the interpreter, pydantic, boto3): fifty
+``keyrotd`` commands started at once on two cores reach storage 3 to 25 s later, when the keys
+they were told to revoke have long left the JWKS (a key lives seconds here), and the imports alone
+take 20 s. So a small fork server imports what the CLI imports once, then forks one process per
+command it is sent; each child runs ``keyrotd.cli.main(argv)`` (what the ``keyrotd`` console script
+runs) with its own stdout and stderr files and its own storage client, and exits with its code.
+The children are separate processes racing each other and the replicas exactly as ``keyrotd``
+commands do; only the interpreter start and the imports are shared. What a child prints is the
+CLI's output; its transitions are read with the regular expression of ``faults.test_races``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from faults.test_races import TRANSITION
+
+from keyrotd.lifecycle import Transition
+
+FORK_SERVER = """
+import json, os, sys, time, traceback
+import boto3, keyrotd.cli, keyrotd.commands, keyrotd.keys, keyrotd.manager, keyrotd.storage.aws
+
+directory = sys.argv[1]
+print("ready", flush=True)
+children = 0
+for line in sys.stdin:
+    index, argv = json.loads(line)
+    if os.fork():
+        children += 1
+        continue
+    for fd, suffix in ((1, "out"), (2, "err")):
+        os.dup2(os.open(f"{directory}/{index}.{suffix}", os.O_WRONLY | os.O_CREAT, 0o600), fd)
+    code = 70
+    try:
+        code = keyrotd.cli.main(argv)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with open(f"{directory}/{index}.json", "w") as done:
+            json.dump({"code": code, "finished": time.time()}, done)
+        os._exit(code)
+for _ in range(children):
+    os.wait()
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+    released: float  # wall clock
+    finished: float
+
+    def transitions(self) -> list[Transition]:
+        """The transitions it printed (``exception`` None when it printed none)."""
+        return [
+            Transition(event, kid, datetime.fromisoformat(at), exception or None)  # type: ignore[arg-type]
+            for event, kid, at, exception in TRANSITION.findall(self.stdout)
+        ]
+
+
+class CliForks:
+    """The fork server: :meth:`release` one command, then :meth:`results` of them all."""
+
+    def __init__(self, directory: Path, config: Path, env: Mapping[str, str]) -> None:
+        directory.mkdir(parents=True)
+        self.directory = directory
+        self.config = config
+        self.released: dict[int, tuple[tuple[str, ...], float]] = {}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", FORK_SERVER, str(directory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={k: v for k, v in env.items() if not k.startswith("KEYROTD_")},
+            text=True,
+            start_new_session=True,  # the server and its children: killed together if need be
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line == "ready\n", (line, self.process.poll())
+
+    def release(self, index: int, *argv: str) -> None:
+        """Fork a process that runs ``keyrotd --config CONFIG *argv``."""
+        assert self.process.stdin is not None
+        command = ["--config", str(self.config), *argv]
+        self.process.stdin.write(json.dumps([index, command]) + "\n")
+        self.process.stdin.flush()
+        self.released[index] = (argv, time.time())
+
+    def results(self, timeout: float) -> list[Result]:
+        """Wait (bounded) for every process released; their results in release order."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"CLI processes still running after {timeout}s") from None
+        self.kill()  # closes the pipe
+        found = []
+        for index, (argv, released) in sorted(self.released.items(), key=lambda i: i[1][1]):
+            done = json.loads((self.directory / f"{index}.json").read_text())
+            found.append(
+                Result(
+                    argv,
+                    done["code"],
+                    (self.directory / f"{index}.out").read_text(),
+                    (self.directory / f"{index}.err").read_text(),
+                    released,
+                    done["finished"],
+                )
+            )
+        return found
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
