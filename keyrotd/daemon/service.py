@@ -111,6 +111,10 @@ class Daemon:
                 raise
             raise _cannot_listen(server.listen, str(exc)) from None
         finally:
+            # The loop's handlers are gone: a second SIGTERM must not cut the last write short
+            # (_stop_jobs is bounded by STOP_TIMEOUT anyway).
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_IGN)
             self._stop_jobs(clean)
         log.info("keyrotd stopped", extra={"event": "daemon.stopped"})
         return 0

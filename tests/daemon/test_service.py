@@ -263,3 +263,14 @@ def test_a_failing_keyset_does_not_stop_the_others(daemon_factory: DaemonFactory
 
     wait_for(good_activated, 20, "keyset good to rotate on")
     assert daemon.get("/keysets/bad/jwks.json").status == 200  # still served from memory
+
+
+def test_a_second_sigterm_during_shutdown_still_exits_0(daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory().start()
+    daemon.send(signal.SIGTERM)
+    for _ in range(20):  # keep signalling through the whole shutdown
+        if daemon.process is None or daemon.process.poll() is not None:
+            break
+        daemon.send(signal.SIGTERM)
+        time.sleep(0.01)
+    assert daemon.stop() == 0
