@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -52,7 +53,9 @@ class KeysetRunner:
         self._preparing = False
         self._seen_document = False
         self.settings = settings
-        self.manager = KeysetManager(storage, KeysetSpec.from_settings(settings), clock, self._key)
+        # time.monotonic lets the manager notice a forward wall-clock jump and postpone by it.
+        spec = KeysetSpec.from_settings(settings)
+        self.manager = KeysetManager(storage, spec, clock, self._key, monotonic=time.monotonic)
 
     @property
     def name(self) -> str:

@@ -30,6 +30,7 @@ from typing import Final
 
 from keyrotd.config import KeysetSettings
 from keyrotd.lifecycle import next_transition, view
+from keyrotd.manager import CLOCK_JUMP
 from keyrotd.model import Keyset, KeyState
 
 NEVER: Final = math.inf
@@ -37,6 +38,9 @@ NEVER: Final = math.inf
 
 def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+CLOCK_JUMP_SECONDS: Final = CLOCK_JUMP.total_seconds()
 
 
 def _epoch(value: datetime | None) -> float:
@@ -68,13 +72,19 @@ class Published:
     etag: bytes
     recompute_at: float
     changes_at: float
+    computed_wall: float
+    """The wall time (epoch seconds) this view is of, and the monotonic time it was made at: a
+    recompute compares them to notice a forward jump of the wall clock."""
+    computed_mono: float
 
     @property
     def name(self) -> str:
         return self.settings.name
 
     @classmethod
-    def compute(cls, settings: KeysetSettings, stored: Keyset, now: datetime) -> Published:
+    def compute(
+        cls, settings: KeysetSettings, stored: Keyset, now: datetime, mono: float = 0.0
+    ) -> Published:
         seen = view(stored, settings.policy, now)
         body = _json(seen.jwks())
         digest = hashlib.sha256(body).hexdigest()[:32]
@@ -86,6 +96,8 @@ class Published:
             etag=f'"{digest}"'.encode(),
             recompute_at=_epoch(_next_materialized(seen)),
             changes_at=_epoch(next_transition(seen, settings.policy)),
+            computed_wall=now.timestamp(),
+            computed_mono=mono,
         )
 
     def max_age(self, now: float, cap: int) -> int:
@@ -156,8 +168,13 @@ class Snapshot:
 class Board:
     """The shared, atomically replaced :class:`Snapshot` (see the module docstring)."""
 
-    def __init__(self, on_change: Callable[[Snapshot], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[Snapshot], None] = lambda _: None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.snapshot = Snapshot()
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._on_change = on_change
 
@@ -166,9 +183,14 @@ class Board:
         published = self.snapshot.published.get(name)
         if published is None or now < published.recompute_at:
             return published
-        fresh = Published.compute(
-            published.settings, published.stored, datetime.fromtimestamp(now, UTC)
-        )
+        # After a forward jump of the wall clock, what fell due within the jump is not due yet:
+        # view the keyset at the time elapsed since the last view until the manager has
+        # postponed the schedule by the jump and a new view is loaded.
+        mono = self._monotonic()
+        jump = (now - published.computed_wall) - (mono - published.computed_mono)
+        at = now - jump if jump > CLOCK_JUMP_SECONDS else now
+        seen_at = datetime.fromtimestamp(at, UTC)
+        fresh = Published.compute(published.settings, published.stored, seen_at, mono)
         with self._lock:
             if self.snapshot.published.get(name) is published:  # nobody stored a newer one
                 self._replace(published={**self.snapshot.published, name: fresh}, notify=False)
@@ -178,7 +200,7 @@ class Board:
         self, settings: KeysetSettings, stored: Keyset, now: datetime, error: str | None = None
     ) -> Published:
         """Record a successful read (or write) of a keyset; ``error``: a write that failed."""
-        published = Published.compute(settings, stored, now)
+        published = Published.compute(settings, stored, now, self._monotonic())
         health = Health(loaded=True, error=error, last_success=time.time())
         with self._lock:
             snap = self.snapshot

@@ -63,17 +63,37 @@ def test_the_served_view_changes_at_an_activation_before_any_write() -> None:
     successor = generate_key("ES256")
     published = bootstrapped()
     later = plan(published.stored, SETTINGS.policy, T0 + timedelta(seconds=40), fresh=(successor,))
-    board = Board()
+    wall = T0 + timedelta(seconds=40)
+    board = Board(monotonic=lambda: wall.timestamp())  # a wall clock that never jumps
     board.arrange(("k",))
-    stored = board.loaded(SETTINGS, later.keyset, T0 + timedelta(seconds=40))
+    stored = board.loaded(SETTINGS, later.keyset, wall)
     activation = (T0 + timedelta(seconds=60)).timestamp()
     assert stored.recompute_at == activation
+    wall = datetime.fromtimestamp(activation - 0.001, UTC)
     before = board.current("k", activation - 0.001)
+    wall = datetime.fromtimestamp(activation, UTC)
     after = board.current("k", activation)
     assert before is stored and after is not None
     assert after.keyset.active is not None and after.keyset.active.kid == successor.kid
     assert after.body != before.body and after.etag != before.etag
+    wall = datetime.fromtimestamp(activation + 1, UTC)
     assert board.current("k", activation + 1) is after  # computed once, then kept
+
+
+def test_the_served_view_holds_what_fell_due_within_a_forward_clock_jump() -> None:
+    """Until the manager has postponed the schedule, a jump does not make the activation due."""
+    successor = generate_key("ES256")
+    published = bootstrapped()
+    later = plan(published.stored, SETTINGS.policy, T0 + timedelta(seconds=40), fresh=(successor,))
+    mono = 1000.0
+    board = Board(monotonic=lambda: mono)
+    board.arrange(("k",))
+    stored = board.loaded(SETTINGS, later.keyset, T0 + timedelta(seconds=40))
+    mono += 1  # one second passes; the wall clock leaps 30 s, past the activation at 60 s
+    held = board.current("k", (T0 + timedelta(seconds=71)).timestamp())
+    assert held is not None and held.keyset.active is not None
+    assert held.keyset.active.kid == stored.keyset.active.kid if stored.keyset.active else False
+    assert {k["kid"] for k in held.keyset.jwks()["keys"]} >= {successor.kid}
 
 
 def test_notifier_sends_to_an_abstract_socket() -> None:
