@@ -101,6 +101,8 @@ class KeysetManager:
         self.key_factory = key_factory
         self.monotonic = monotonic
         self._anchor: tuple[datetime, float] | None = None
+        self._parsed: tuple[bytes, Keyset] | None = None
+        """The last document read or written and its parsed form: the same bytes parse alike."""
         self._anchor_lock = threading.Lock()
 
     @property
@@ -111,7 +113,12 @@ class KeysetManager:
         stored = self.storage.read(self.name)
         if stored is None:
             return Loaded(Keyset(self.name), None, self.storage.location(self.name))
-        return Loaded(from_json(stored.data, stored.location), stored.version, stored.location)
+        parsed = self._parsed
+        if parsed is not None and parsed[0] == stored.data:
+            return Loaded(parsed[1], stored.version, stored.location)
+        keyset = from_json(stored.data, stored.location)
+        self._parsed = (stored.data, keyset)
+        return Loaded(keyset, stored.version, stored.location)
 
     def view(self, now: datetime | None = None) -> Keyset:
         """The keyset as readers see it now (due transitions applied in memory, nothing written)."""
@@ -169,21 +176,25 @@ class KeysetManager:
     def _apply(self, command: Command) -> tuple[Outcome, datetime]:
         """One read-plan-write loop, re-planned on every lost compare-and-swap."""
         fresh: tuple[NewKey, ...] = ()
+        loaded: Loaded | None = None
         for attempt in range(1, self.max_attempts + 1):
-            loaded = self.load()
+            loaded = loaded or self.load()
             now = self.clock()
             result = plan(loaded.keyset, self.spec.policy, now, command, fresh)
             if result.needs_keys > len(fresh):
                 fresh += self._generate(result.needs_keys - len(fresh))
-                continue  # time passed while generating: read and plan again
+                continue  # time passed while generating: plan again (the write checks the version)
             if not result.changed:
                 return Outcome(result.keyset, (), written=False, attempts=attempt), now
+            data = to_json(result.keyset)
             try:
-                self.storage.write(self.name, to_json(result.keyset), loaded.version)
+                self.storage.write(self.name, data, loaded.version)
             except ConflictError:
                 log.debug("keyset %s: lost a compare-and-swap, re-planning", self.name)
+                loaded = None
                 time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 (jitter, not crypto)
                 continue
+            self._parsed = (data, result.keyset)
             for transition in result.transitions:
                 log_transition(self.name, transition)
             return Outcome(result.keyset, result.transitions, written=True, attempts=attempt), now

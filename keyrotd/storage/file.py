@@ -80,6 +80,9 @@ class FileStorage:
         self._directory = Path(path).absolute()
         self._key = encryption_key
         self._lock_timeout = lock_timeout
+        self._verified: dict[str, tuple[bytes, Opened]] = {}
+        """Per keyset, the last file bytes that checked out: the same bytes need no second
+        check (digest, decryption) under the write lock or on the next read."""
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> FileStorage:
@@ -112,7 +115,9 @@ class FileStorage:
                 _remove_stale_temp_files(self._directory, keyset)
                 current = self._open(keyset, path)
                 revision = _check_version(path, current, expected_version)
-                _replace_atomically(path, seal(keyset, revision, data, self._key))
+                sealed = seal(keyset, revision, data, self._key)
+                _replace_atomically(path, sealed)
+                self._verified[keyset] = (sealed, Opened(revision=revision, data=data))
         return str(revision)
 
     def list_keysets(self) -> list[str]:
@@ -145,8 +150,13 @@ class FileStorage:
             raise CorruptDocumentError(
                 f"{path} is larger than any document keyrotd writes{_UNTOUCHED}", _CORRUPT_HINT
             )
+        verified = self._verified.get(keyset)
+        if verified is not None and verified[0] == blob:
+            return verified[1]
         try:
-            return unseal(keyset, blob, self._key)
+            opened = unseal(keyset, blob, self._key)
+            self._verified[keyset] = (blob, opened)
+            return opened
         except KeyRequiredError as error:
             raise ConfigError(
                 f"{path}: {error}", "set storage.encryption_key_file to the key it was written with"
