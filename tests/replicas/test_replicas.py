@@ -469,6 +469,7 @@ def test_replicas_ride_out_a_stopped_aws_endpoint(cluster: Cluster, moto: MotoSe
     cut = time.time()
     moto.stop()
     unready: dict[int, float] = {}
+    during: list[tuple[int, str, str | None, int]] = []
 
     def all_unready() -> bool:
         for n, replica in enumerate(replicas):
@@ -476,14 +477,15 @@ def test_replicas_ride_out_a_stopped_aws_endpoint(cluster: Cluster, moto: MotoSe
                 unready[n] = time.time() - cut
         return len(unready) == REPLICAS
 
-    wait_for(all_unready, OUTAGE, "/readyz 503 on every replica", every=0.05)
-    during: list[tuple[int, str, str | None, int]] = []
-    while time.time() < cut + OUTAGE:  # the outage itself, watched
-        for n, replica in enumerate(replicas):
-            active, successor = signing_keys(replica)
-            during.append((n, active, successor, replica.get("/readyz", timeout=2).status))
-        time.sleep(0.1)
-    moto.start()
+    try:
+        wait_for(all_unready, OUTAGE, "/readyz 503 on every replica", every=0.05)
+        while time.time() < cut + OUTAGE:  # the outage itself, watched
+            for n, replica in enumerate(replicas):
+                active, successor = signing_keys(replica)
+                during.append((n, active, successor, replica.get("/readyz", timeout=2).status))
+            time.sleep(0.1)
+    finally:
+        moto.start()  # whatever happened: the module's other tests need it
     healed = time.time()
     stored = storage.read(E2E)
     assert stored is not None and stored.version == version, "moto lost its state, or a write"
