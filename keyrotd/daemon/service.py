@@ -2,7 +2,7 @@
 
 - the scheduler (APScheduler's background thread and its workers) reads and writes storage and
   publishes immutable snapshots to the board;
-- granian's *embedded* server runs the raw ASGI app on this process's asyncio loop (main thread),
+- granian's *embedded* server runs the raw app (RSGI) on this process's asyncio loop (main thread),
   reading the board without locks; admin writes go to a small thread pool;
 - the loop also handles the signals (SIGTERM/SIGINT stop, SIGHUP reload) and sd_notify.
 
@@ -85,7 +85,7 @@ class Daemon:
             self.app,
             address=server.host,
             port=server.port,
-            interface=Interfaces.ASGINL,
+            interface=Interfaces.RSGI,
             backlog=1024,
             log_level=LogLevels.error,
             websockets=False,
