@@ -1,14 +1,20 @@
 """Many ``keyrotd`` CLI processes released at the moments a test chooses.
 
-Starting the CLI costs close to a second of CPU (the interpreter, pydantic, boto3): fifty
-``keyrotd`` commands started at once on two cores reach storage 3 to 25 s later, when the keys
-they were told to revoke have long left the JWKS (a key lives seconds here), and the imports alone
-take 20 s. So a small fork server imports what the CLI imports once, then forks one process per
-command it is sent; each child runs ``keyrotd.cli.main(argv)`` (what the ``keyrotd`` console script
-runs) with its own stdout and stderr files and its own storage client, and exits with its code.
-The children are separate processes racing each other and the replicas exactly as ``keyrotd``
-commands do; only the interpreter start and the imports are shared. What a child prints is the
-CLI's output; its transitions are read with the regular expression of ``faults.test_races``.
+Starting the CLI costs close to a second of CPU (the interpreter, pydantic, boto3, what a first
+call loads lazily): fifty ``keyrotd`` commands started at once on two cores reach storage 3 to
+25 s later, when the keys they were told to revoke have long left the JWKS (a key lives seconds
+here), and the start-up alone takes 20 s of the test budget. So a small fork server imports what
+the CLI imports and runs ``keyrotd status`` once, then forks one process per command it is sent;
+each child runs ``keyrotd.cli.main(argv)`` (what the ``keyrotd`` console script runs) with its own
+stdout and stderr files and its own storage client, and exits with its code. The children are
+separate processes racing each other and the replicas as ``keyrotd`` commands do; only the
+interpreter start and the first-call work are shared. What a child prints is the CLI's output;
+its transitions are read with the regular expression of ``faults.test_races``.
+
+A command may name a key by its role instead of its kid: ``@newest``, ``@active`` or ``@oldest``
+(of the live keys). The child resolves it with ``keyrotd status --json`` right before it runs the
+command, so that a revoke aims at a key that is still in the JWKS at that moment, however long
+the process waited for a core.
 """
 
 from __future__ import annotations
@@ -29,10 +35,30 @@ from faults.test_races import TRANSITION
 from keyrotd.lifecycle import Transition
 
 FORK_SERVER = """
-import json, os, sys, time, traceback
+import contextlib, io, json, os, sys, time, traceback
+from datetime import datetime
 import boto3, keyrotd.cli, keyrotd.commands, keyrotd.keys, keyrotd.manager, keyrotd.storage.aws
 
-directory = sys.argv[1]
+ROLES = ("@newest", "@active", "@oldest")
+
+
+def resolve(argv):
+    if not any(role in argv for role in ROLES):
+        return argv
+    status = ["--config", argv[1], "status", "--json", "--keyset", argv[argv.index("--keyset") + 1]]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        keyrotd.cli.main(status)
+    keys = json.loads(out.getvalue())["keysets"][0]["keys"]
+    keys.sort(key=lambda key: datetime.fromisoformat(key["created_at"]))
+    active = next(key["kid"] for key in keys if key["state"] == "active")
+    kids = {"@newest": keys[-1]["kid"], "@active": active, "@oldest": keys[0]["kid"]}
+    return [kids.get(word, word) for word in argv]
+
+
+directory, config = sys.argv[1:3]
+with contextlib.redirect_stdout(io.StringIO()):  # what a first call loads, loaded once for all
+    keyrotd.cli.main(["--config", config, "status", "--json"])
 print("ready", flush=True)
 children = 0
 for line in sys.stdin:
@@ -44,6 +70,7 @@ for line in sys.stdin:
         os.dup2(os.open(f"{directory}/{index}.{suffix}", os.O_WRONLY | os.O_CREAT, 0o600), fd)
     code = 70
     try:
+        argv = resolve(argv)
         code = keyrotd.cli.main(argv)
     except BaseException:
         traceback.print_exc()
@@ -51,7 +78,7 @@ for line in sys.stdin:
         sys.stdout.flush()
         sys.stderr.flush()
         with open(f"{directory}/{index}.json", "w") as done:
-            json.dump({"code": code, "finished": time.time()}, done)
+            json.dump({"code": code, "finished": time.time(), "argv": argv[2:]}, done)
         os._exit(code)
 for _ in range(children):
     os.wait()
@@ -60,7 +87,8 @@ for _ in range(children):
 
 @dataclass(frozen=True)
 class Result:
-    argv: tuple[str, ...]
+    argv: tuple[str, ...]  # as released
+    ran: tuple[str, ...]  # with the roles resolved to kids
     code: int
     stdout: str
     stderr: str
@@ -84,7 +112,7 @@ class CliForks:
         self.config = config
         self.released: dict[int, tuple[tuple[str, ...], float]] = {}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", FORK_SERVER, str(directory)],
+            [sys.executable, "-c", FORK_SERVER, str(directory), str(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={k: v for k, v in env.items() if not k.startswith("KEYROTD_")},
@@ -119,6 +147,7 @@ class CliForks:
             found.append(
                 Result(
                     argv,
+                    tuple(done["argv"]),
                     done["code"],
                     (self.directory / f"{index}.out").read_text(),
                     (self.directory / f"{index}.err").read_text(),

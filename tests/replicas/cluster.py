@@ -43,8 +43,12 @@ from keyrotd.storage.aws import AwsStorage
 
 JWKS_POLL = 0.04
 """Pause between two rounds of JWKS requests (a round asks every keyset of every replica)."""
-DOCUMENT_POLL = 0.05
-"""Pause between two reads of the keyset documents."""
+JWKS_TIMEOUT = 2.0
+"""How long a JWKS request may wait for its answer."""
+DOCUMENT_POLL = 0.2
+"""Pause between two reads of the keyset documents (every version stored is checked anyway:
+these reads add the view at the instant of the read, and keep moto, which shares this process's
+interpreter, from being busy with the observer)."""
 
 
 # --- moto -----------------------------------------------------------------------------------------
@@ -187,40 +191,88 @@ class Round:
 
 @dataclass(frozen=True)
 class Divergence:
-    """A time when some replicas served ``kid`` and others did not, bounded from outside: from
-    the start of the last round in which they agreed on it to the end of the first round in which
-    they agreed again (replicas that did not answer 200 have no say)."""
+    """Some replicas served ``kid`` and others did not (replicas that did not answer 200 have no
+    say). A kid appears once and leaves once, so a divergence is one change reaching the replicas
+    at different times. Two measures of how long it lasted:
+
+    - ``seen``, what the answers prove: from the first answer already in the new state to the
+      last answer still in the old one. A starved observer that misses rounds can only shorten it.
+    - ``bound``, what it can have been at most: from the start of the last round that agreed
+      before to the end of the first round that agreed after; the observer's gaps lengthen it.
+    """
 
     kid: str
     start: float
     end: float
+    seen: float
     finished: bool = True
 
     @property
-    def duration(self) -> float:
+    def bound(self) -> float:
         return self.end - self.start
 
 
+def explain(divergence: Divergence, rounds: Sequence[Round], keyset: str) -> str:
+    """The rounds around ``divergence``: when each began, how long after the previous one, and
+    which replicas served the kid (``+``), did not (``.``) or did not answer 200 (``-``)."""
+    lines = [
+        f"{divergence.kid} in the JWKS of {keyset} (seen {divergence.seen:.2f}s, bound "
+        f"{divergence.bound:.2f}s), replica 0, 1, ...:"
+    ]
+    previous: Round | None = None
+    for now in rounds:
+        if divergence.start - 1 <= now.start <= divergence.end + 0.5:
+            gap = now.start - previous.start if previous else 0.0
+            shown = "".join(
+                "-" if a.status != 200 else "+" if divergence.kid in a.kids else "."
+                for a in now.answers
+                if a.keyset == keyset
+            )
+            lines.append(f"{now.start - divergence.start:+7.2f}s (+{gap:.2f}s) {shown}")
+        previous = now
+    return "\n".join(lines)
+
+
 def divergences(rounds: Sequence[Round], keyset: str) -> list[Divergence]:
-    """Every difference between the replicas' JWKS of ``keyset``, one per kid and occasion."""
-    served = [[a.kids for a in r.answers if a.keyset == keyset and a.status == 200] for r in rounds]
-    kids = {kid for sets in served for kids in sets for kid in kids}
+    """Every difference between the replicas' JWKS of ``keyset``, one per kid and change."""
+    answers = [[a for a in r.answers if a.keyset == keyset and a.status == 200] for r in rounds]
+    kids = {kid for found in answers for a in found for kid in a.kids}
     found: list[Divergence] = []
     for kid in sorted(kids):
-        agreed: Round | None = None
-        diverged = False
-        for now, sets in zip(rounds, served, strict=True):
-            if len({kid in kids for kids in sets}) > 1:
-                diverged = True
+        presence = [{kid in a.kids for a in some} for some in answers]
+        streak: list[int] = []
+        for index, states in enumerate([*presence, set()]):  # set(): flush a streak at the end
+            if len(states) > 1:
+                streak.append(index)
                 continue
-            if diverged:
-                found.append(Divergence(kid, (agreed or now).start, now.end))
-                diverged = False
-            agreed = now
-        if diverged:
-            start = (agreed or rounds[0]).start
-            found.append(Divergence(kid, start, rounds[-1].end, finished=False))
+            if streak:
+                found.append(_divergence(kid, rounds, answers, presence, streak, index))
+                streak = []
     return found
+
+
+def _divergence(
+    kid: str,
+    rounds: Sequence[Round],
+    answers: Sequence[Sequence[Answer]],
+    presence: Sequence[set[bool]],
+    streak: list[int],
+    after: int,
+) -> Divergence:
+    first, last = streak[0], streak[-1]
+    finished = after < len(rounds)
+    before = next((presence[i] for i in range(first - 1, -1, -1) if presence[i]), None)
+    now_state = presence[after] if finished and presence[after] else None
+    old = next(iter(before)) if before else (not next(iter(now_state)) if now_state else None)
+    start = rounds[max(first - 1, 0)].start
+    end = rounds[after].end if finished else rounds[last].end
+    if old is None:
+        return Divergence(kid, start, end, end - start, finished)
+    in_streak = [a for i in streak for a in answers[i]]
+    became = [a.at for a in in_streak if (kid in a.kids) != old]
+    stayed = [a.at for a in in_streak if (kid in a.kids) == old]
+    seen = max(0.0, max(stayed) - min(became)) if became and stayed else 0.0
+    return Divergence(kid, start, end, seen, finished)
 
 
 @dataclass
@@ -284,7 +336,7 @@ class Recorder:
     def _jwks(self, n: int, replica: Daemon, keyset: str) -> Answer:
         at = time.time()
         try:
-            reply = replica.get(f"/keysets/{keyset}/jwks.json", timeout=2)
+            reply = replica.get(f"/keysets/{keyset}/jwks.json", timeout=JWKS_TIMEOUT)
         except OSError:
             return Answer(at, n, keyset, 0, frozenset())
         kids = frozenset(k["kid"] for k in reply.json()["keys"]) if reply.status == 200 else None

@@ -51,17 +51,20 @@ from storage.test_aws import ApiCalls
 from keyrotd.config import load_settings
 from keyrotd.lifecycle import TICK, view
 from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
-from keyrotd.model import Key, Keyset, KeyState, Policy, from_json
+from keyrotd.model import Key, KeyState, Policy, from_json
 from keyrotd.storage.aws import AwsStorage, RetryPolicy
 
 from . import e2e
 from .cli import CliForks
 from .cluster import (
+    JWKS_TIMEOUT,
     Divergence,
     MotoServer,
     Recorder,
+    Round,
     check_versions,
     divergences,
+    explain,
     lost_swaps,
     make_replicas,
     stored_versions,
@@ -76,13 +79,14 @@ KEYSETS = [dict(KEYSET), {**KEYSET, "name": RACED, "algorithm": "ES256"}]
 SERVER = {"refresh_interval": f"{REFRESH}s", "jwks_max_age": f"{MAX_AGE}s"}
 REPLICAS = 3
 TOLERANCE = 0.5
-"""Allowed beyond ``refresh_interval`` for a change to reach every replica: the polling rounds
-(0.05 to 0.1 s each, counted twice by ``Divergence``), one storage read and the scheduler's
-latency on a shared two-core machine (the worst seen: 0.5 s in all)."""
+"""Allowed beyond ``refresh_interval`` for a change to reach every replica: one storage read (moto
+answers from this test process), the scheduler's latency and the HTTP answer, on a shared
+two-core machine. Checked against ``Divergence.seen``, which the observer's own delays cannot
+lengthen."""
 CLI_RUNS = 50
 WAVES = 5
 WAVE_PAUSE = 0.5
-"""The CLI processes are released in waves; each wave revokes the keys stored at its release."""
+"""The CLI processes are released in waves, so that they aim at more than one set of keys."""
 OUTAGE = 5.0
 """How long moto stays stopped: longer than a rotation period (3 s)."""
 
@@ -212,8 +216,13 @@ def quiet_run(cluster: Cluster) -> QuietRun:
     return QuietRun(drive, {name: after[name][len(before[name]) :] for name in after})
 
 
-def worst(found: list[Divergence]) -> float:
-    return max((d.duration for d in found), default=0.0)
+def check_in_step(found: list[Divergence], rounds: list[Round], keyset: str) -> None:
+    """No kid seen served by some replicas and not by others for longer than
+    ``refresh_interval + TOLERANCE`` (``Divergence.seen``: what the answers prove, whatever the
+    observer's own delays; ``describe`` also reports the outer bound)."""
+    for divergence in found:
+        assert divergence.finished, explain(divergence, rounds, keyset)
+        assert divergence.seen <= REFRESH + TOLERANCE, explain(divergence, rounds, keyset)
 
 
 # --- 1. in step ----------------------------------------------------------------------------------
@@ -270,10 +279,11 @@ def test_three_replicas_rotate_one_keyset_in_step(cluster: Cluster, quiet_run: Q
     rounds = recorder.between(start, end)
     spans = {name: divergences(rounds, name) for name in cluster.policies}
     for name, found in spans.items():
-        assert worst(found) <= REFRESH + TOLERANCE, (name, found)
-        assert all(d.finished for d in found)
+        check_in_step(found, rounds, name)
     missed = [a for r in rounds for a in r.answers if a.status != 200]
-    assert all(a.replica == 0 and drive.killed <= a.at <= drive.back for a in missed), missed[:5]
+    down = drive.killed - JWKS_TIMEOUT, drive.back  # a request sent before the kill may be cut
+    unexpected = [a for a in missed if a.replica != 0 or not down[0] <= a.at <= down[1]]
+    assert unexpected == []
     print(
         f"\n{REPLICAS} replicas, {end - start:.1f}s: {len(activations)} rotations of {E2E}, "
         f"{len(created)} successors (one per rotation; written by replicas "
@@ -291,8 +301,12 @@ def test_three_replicas_rotate_one_keyset_in_step(cluster: Cluster, quiet_run: Q
 def describe(found: list[Divergence]) -> str:
     if not found:
         return "none"
-    durations = sorted(d.duration for d in found)
-    return f"{len(found)}x, median {durations[len(durations) // 2]:.2f}s, max {durations[-1]:.2f}s"
+    seen = sorted(d.seen for d in found)
+    bound = max(d.bound for d in found)
+    return (
+        f"{len(found)}x, seen for median {seen[len(seen) // 2]:.2f}s, max {seen[-1]:.2f}s "
+        f"(at most {bound:.2f}s)"
+    )
 
 
 # --- 4. the end-to-end verifier run across replicas -----------------------------------------------
@@ -327,26 +341,20 @@ def test_issuer_and_verifiers_across_replicas_never_fail(
 # --- 2. CLI processes race the replicas -----------------------------------------------------------
 
 
-def cli_argv(index: int, keyset: Keyset) -> tuple[str, ...]:
-    """rotate, rotate --now, and revokes of the newest, the active and the oldest key in turn
-    (the newest lives longest: it is most likely still in the JWKS when the process runs)."""
-    active = keyset.active
-    assert active is not None
-    live = sorted(keyset.keys, key=lambda k: k.created_at)
-    choices: list[tuple[str, ...]] = [
-        ("rotate",),
-        ("rotate", "--now"),
-        ("revoke", live[-1].kid),
-        ("revoke", active.kid),
-        ("revoke", live[0].kid),
-    ]
-    return choices[index % len(choices)]
+CLI_COMMANDS = (
+    ("rotate",),
+    ("rotate", "--now"),
+    ("revoke", "@newest"),
+    ("revoke", "@active"),
+    ("revoke", "@oldest"),
+)
+"""In turn; a role (``@newest`` ...) becomes a live kid when the process runs (see ``cli``)."""
 
 
 def test_fifty_cli_processes_race_the_replicas(cluster: Cluster) -> None:
     """The processes run ``keyrotd.cli.main`` forked from one process that did the imports
-    (see ``cli``): released five waves of ten, half a second apart, they reach storage together
-    and each wave revokes keys that are still in the JWKS."""
+    (see ``cli``), released in five waves of ten half a second apart; each revoke aims at a key
+    still in the JWKS when it runs, and the others of its wave may aim at the same one."""
     recorder, policy = cluster.recorder, cluster.policies[RACED]
     race = Race(
         Backend("aws", cluster.storage, "", cluster.environ),
@@ -361,11 +369,9 @@ def test_fifty_cli_processes_race_the_replicas(cluster: Cluster) -> None:
         start = time.time()
         each = CLI_RUNS // WAVES
         for wave in range(WAVES):
-            stored = cluster.observer.read(RACED)  # each wave revokes the keys of its moment
-            assert stored is not None
-            keyset = view(from_json(stored.data, stored.location), policy, utc_now())
             for index in range(wave * each, (wave + 1) * each):
-                forks.release(index, *cli_argv(index, keyset), "--keyset", RACED)
+                command = CLI_COMMANDS[index % len(CLI_COMMANDS)]
+                forks.release(index, *command, "--keyset", RACED)
             if wave + 1 < WAVES:
                 time.sleep(WAVE_PAUSE)  # pacing, not waiting for a condition
         results = forks.results(timeout=120)
@@ -403,7 +409,7 @@ def test_fifty_cli_processes_race_the_replicas(cluster: Cluster) -> None:
     versions = cluster.versions()[RACED][len(before) :]
     checked = check_versions(cluster.client, cluster.secret(RACED), versions, policy)
     found = divergences(recorder.between(start, end + settled), RACED)
-    assert worst(found) <= REFRESH + TOLERANCE, found
+    check_in_step(found, recorder.between(start, end + settled), RACED)
     revocations = sum(t.event == "key.revoked" for t in printed)
     assert revocations > 0, "the race revoked nothing"
     lost = sum(lost_swaps(replica, RACED, start, end) for replica in cluster.replicas)
@@ -624,7 +630,8 @@ WRITE_QUOTA = ("PutSecretValue", "UpdateSecretVersionStage")
 
 def test_aws_api_calls_per_key_lifecycle(moto: MotoServer) -> None:
     one = lifecycle_calls(moto.url, writers=1)
-    assert one == {"GetSecretValue": 3, "PutSecretValue": 2, "UpdateSecretVersionStage": 2}
+    assert {name: one[name] for name in WRITE_QUOTA} == {name: 2 for name in WRITE_QUOTA}
+    assert set(one) == {"GetSecretValue", *WRITE_QUOTA}
     three = lifecycle_calls(moto.url, writers=3)
     writes = sum(three[name] for name in WRITE_QUOTA)
     assert 4 <= writes <= 2 * 3 * 2
