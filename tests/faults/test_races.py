@@ -144,7 +144,7 @@ class Race:
         assert result.returncode == 0, (argv, result.stderr)
         self.report(
             [
-                Transition(event, kid, datetime.fromisoformat(at), exception)
+                Transition(event, kid, datetime.fromisoformat(at), exception or None)
                 for event, kid, at, exception in TRANSITION.findall(result.stdout)
             ]
         )
