@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -292,12 +293,12 @@ def check_document(keyset: Keyset) -> None:
     assert len(keyset.history) <= HISTORY_LIMIT
 
 
-@settings(max_examples=300, deadline=None)
-@given(scenarios())
-def test_guarantees_hold_after_every_step(
-    scenario: tuple[Policy, list[tuple[timedelta, str]]],
-) -> None:
-    policy, moves = scenario
+def simulate(
+    policy: Policy,
+    moves: list[tuple[timedelta, str]],
+    after_each_step: Callable[[Keyset, Policy, datetime], None] = lambda *_: None,
+) -> tuple[Recorder, datetime]:
+    """Bootstrap at T0, then play ``moves`` (a gap, then an action); every write is recorded."""
     record = Recorder(policy)
     now = T0
     result = step(Keyset("default"), policy, now)
@@ -314,8 +315,22 @@ def test_guarantees_hold_after_every_step(
             keyset = result.keyset
             record.writes.append((now, keyset))
             record.transitions += result.transitions
-        check_document(keyset)
-        check_document(view(keyset, policy, now + policy.rotation_period))
+        after_each_step(keyset, policy, now)
+    return record, now
+
+
+def check_step(keyset: Keyset, policy: Policy, now: datetime) -> None:
+    check_document(keyset)
+    check_document(view(keyset, policy, now + policy.rotation_period))
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_guarantees_hold_after_every_step(
+    scenario: tuple[Policy, list[tuple[timedelta, str]]],
+) -> None:
+    policy, moves = scenario
+    record, _ = simulate(policy, moves, after_each_step=check_step)
 
     created = {t.kid: t.at for t in record.transitions if t.event == "key.created"}
     retired_at = {t.kid: t.at for t in record.transitions if t.event == "key.retired"}
@@ -339,23 +354,7 @@ def test_cached_verifiers_never_meet_an_unknown_kid(
     cache of ``publish_ahead - refresh_interval - jwks_max_age``) accept every token of up to
     ``token_lifetime`` signed outside the emergency exceptions."""
     policy, moves = scenario
-    record = Recorder(policy)
-    now = T0
-    result = step(Keyset("default"), policy, now)
-    keyset = result.keyset
-    record.writes.append((now, keyset))
-    record.transitions += result.transitions
-    for gap, action in moves:
-        now += gap
-        command = command_for(action, keyset)
-        if command is None:
-            continue
-        result = step(keyset, policy, now, command)
-        if result.changed:
-            keyset = result.keyset
-            record.writes.append((now, keyset))
-            record.transitions += result.transitions
-    end = now
+    record, end = simulate(policy, moves)
 
     emergency = {t.kid: t.at for t in record.transitions if t.exception is not None}
     revoked = {t.kid for t in record.transitions if t.event == "key.revoked"}
