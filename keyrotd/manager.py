@@ -167,7 +167,8 @@ class KeysetManager:
             extra={"event": "clock.jumped", "keyset": self.name},
         )
         try:
-            self._apply(Postpone(jump))
+            # The two clocks are read a moment apart: postpone by a margin more, later is safe.
+            self._apply(Postpone(jump + CLOCK_JUMP))
         except BaseException:
             with self._anchor_lock:
                 self._anchor = anchor  # measure the jump again next time

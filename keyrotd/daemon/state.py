@@ -188,7 +188,7 @@ class Board:
         # postponed the schedule by the jump and a new view is loaded.
         mono = self._monotonic()
         jump = (now - published.computed_wall) - (mono - published.computed_mono)
-        at = now - jump if jump > CLOCK_JUMP_SECONDS else now
+        at = now - jump - CLOCK_JUMP_SECONDS if jump > CLOCK_JUMP_SECONDS else now
         seen_at = datetime.fromtimestamp(at, UTC)
         fresh = Published.compute(published.settings, published.stored, seen_at, mono)
         with self._lock:
