@@ -271,8 +271,17 @@ def test_three_replicas_rotate_one_keyset_in_step(cluster: Cluster, quiet_run: Q
         if start <= t.at.timestamp() <= end
     ]
     made = [t.kid for _, t in logged if t.event == "key.created"]
-    assert len(made) == len(set(made))
-    assert set(made) == {k.kid for k in created}
+    made_ever = [
+        t.kid
+        for replica in cluster.replicas
+        for t in transitions_in(replica.log_events(), E2E)
+        if t.event == "key.created"
+    ]
+    assert len(made_ever) == len(set(made_ever)), "a successor was logged twice"
+    # A write slower than a second re-dates its key's created_at (Republish), so a key logged
+    # just inside the window may be dated just outside it, and the reverse: compare each way.
+    assert {k.kid for k in created} <= set(made_ever)
+    assert set(made) <= {k.kid for k in records}
     assert [t for _, t in logged if t.event == "key.activated" and t.exception] == []
     writers = Counter(n for n, t in logged if t.event == "key.created")
     lost = sum(lost_swaps(replica, E2E, start, end) for replica in cluster.replicas)
