@@ -4,9 +4,11 @@ Layout: the directory (and any parent it creates) is mode 0700, documents and lo
 whatever the umask. A write takes ``fcntl.flock`` on ``<path>/<keyset>.lock``, checks the stored
 revision against the expected version, writes ``.<keyset>.json.<random>.tmp`` (O_EXCL, 0600),
 fsyncs it, renames it over the document and fsyncs the directory; the version is
-``str(revision)``. Reads take no lock (the rename is atomic). Temp files left by a crashed writer
-are removed by the next write of that keyset. The envelope is described in
-:mod:`keyrotd.storage.sealing`.
+``str(revision)``. Reads take no lock (the rename is atomic). A temp file left by a crashed writer
+holds a whole document, private keys included: the next write of that keyset removes it, and so
+does the first read of it in a process that finds the keyset's lock free (a clean writer with
+nothing to write would otherwise leave it for as long as nothing is due). The envelope is
+described in :mod:`keyrotd.storage.sealing`.
 
 A document that fails its checks is a :class:`CorruptDocumentError` naming the file, and keyrotd
 never rewrites it; writes on top of it refuse too.
@@ -83,6 +85,9 @@ class FileStorage:
         self._verified: dict[str, tuple[bytes, Opened]] = {}
         """Per keyset, the last file bytes that checked out: the same bytes need no second
         check (digest, decryption) under the write lock or on the next read."""
+        self._leftovers: dict[str, list[str]] | None = None
+        """Temp files per keyset found by one directory listing at the first read, removed
+        before that keyset's first read returns (see ``_sweep``)."""
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> FileStorage:
@@ -95,6 +100,7 @@ class FileStorage:
 
     def read(self, keyset: str) -> Versioned | None:
         path = self._document(keyset)
+        self._sweep(keyset)
         with self._os_errors():
             opened = self._open(keyset, path)
         if opened is None:
@@ -131,6 +137,27 @@ class FileStorage:
 
     def close(self) -> None:
         """Nothing to release: locks are held only inside ``write``."""
+
+    def _sweep(self, keyset: str) -> None:
+        """Remove the temp files of ``keyset`` found at this instance's first listing, if no
+        writer holds its lock (a writer in flight owns its temp file, and removes stale ones
+        itself). Best effort: a reader that may not delete files still reads."""
+        if self._leftovers is None:
+            self._leftovers = _temp_files_by_keyset(self._directory)
+        names = self._leftovers.pop(keyset, None)
+        if not names:
+            return
+        with suppress(OSError):
+            fd = os.open(
+                self._directory / f"{keyset}.lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                for name in names:
+                    with suppress(FileNotFoundError):
+                        os.unlink(self._directory / name)
+            finally:
+                os.close(fd)  # releases the lock
 
     def _document(self, keyset: str) -> Path:
         if not KEYSET_NAME.fullmatch(keyset):
@@ -240,6 +267,23 @@ def _acquire(fd: int, lock_path: Path, timeout: float) -> None:
 
 def _temp_name(keyset: str) -> str:
     return f".{keyset}{_SUFFIX}.{secrets.token_hex(16)}.tmp"
+
+
+_TEMP_FILE: Final = re.compile(r"\.(?P<keyset>.+)" + re.escape(_SUFFIX) + r"\.[0-9a-f]{32}\.tmp")
+
+
+def _temp_files_by_keyset(directory: Path) -> dict[str, list[str]]:
+    """The temp files in ``directory`` (one listing), by the keyset they were written for."""
+    found: dict[str, list[str]] = {}
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return found
+    for name in names:
+        match = _TEMP_FILE.fullmatch(name)
+        if match:
+            found.setdefault(match["keyset"], []).append(name)
+    return found
 
 
 def _remove_stale_temp_files(directory: Path, keyset: str) -> None:
