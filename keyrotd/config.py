@@ -269,6 +269,7 @@ class Settings(BaseSettings):
         KeysetSettings(),
     )
     _config_file: Path | None = PrivateAttr(default=None)
+    _overrides: tuple[str, ...] = PrivateAttr(default=())
 
     @classmethod
     def settings_customise_sources(
@@ -286,6 +287,12 @@ class Settings(BaseSettings):
     def config_file(self) -> Path | None:
         """The file the settings were loaded from; ``None`` when there was none."""
         return self._config_file
+
+    @property
+    def source(self) -> str:
+        """Where the values came from: the file (or the built-in defaults) and any variables."""
+        base = "built-in defaults" if self._config_file is None else str(self._config_file)
+        return f"{base}, overridden by {', '.join(self._overrides)}" if self._overrides else base
 
     def keyset(self, name: str | None = None) -> KeysetSettings:
         """The keyset called ``name``; the first one when ``name`` is ``None``."""
@@ -345,7 +352,8 @@ def load_settings(
         settings = Settings(**_merged(file_values, env_values))
     except ValidationError as exc:
         raise _invalid(exc.errors()[0], label, env_values, variables) from None
-    settings._config_file = path  # the one place that records it: not a user setting
+    settings._config_file = path  # the one place that records them: not user settings
+    settings._overrides = tuple(sorted(variables.values()))
     check_policy(settings)
     return settings
 

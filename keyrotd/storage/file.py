@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final
 
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
+from keyrotd.secretfiles import load_encryption_key
 from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
@@ -45,7 +46,6 @@ from keyrotd.storage.sealing import (
     EnvelopeError,
     KeyRequiredError,
     Opened,
-    load_encryption_key,
     seal,
     unseal,
 )

@@ -446,8 +446,10 @@ def test_an_unreadable_directory_is_a_config_error() -> None:
         assert outcomes[name].startswith("ConfigError exit 2: permission denied on "), name
         assert directory in outcomes[name], name
         assert "\n" not in outcomes[name]
-    assert outcomes["key"].startswith("ConfigError exit 2: cannot read encryption key file")
-    assert "32 random bytes, base64" in outcomes["key"]
+    assert outcomes["key"].startswith(
+        "ConfigError exit 2: storage.encryption_key_file "
+        f"{Path(directory).parent}/storage.key cannot be read (Permission denied): chmod 600 "
+    )
 
 
 def test_the_key_file_is_read_as_an_operator_makes_it(
@@ -465,6 +467,7 @@ def test_a_bad_key_file_is_a_config_error(tmp_path: Path, content: bytes | None)
     path = tmp_path / "storage.key"
     if content is not None:
         path.write_bytes(content)
+        path.chmod(0o600)
 
     with pytest.raises(ConfigError) as caught:
         load_encryption_key(path)
