@@ -28,6 +28,8 @@ KEYSETS: list[dict[str, object]] = [
     {"name": "ahead", "algorithm": "RS256", "rotation_period": "2s", "publish_ahead": "1.5s"},
     {"name": "same", "algorithm": "RS256", "rotation_period": "2s", "publish_ahead": "2s"},
 ]
+for keyset in KEYSETS:  # no verifier here: jwks_max_age (0.5s) bounds the cache
+    keyset["verifier_cache"] = "0.5s"
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -15,11 +15,14 @@ from keyrotd.errors import KeyrotdError
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
 from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
 from keyrotd.model import Key, Keyset
+from keyrotd.secretfiles import check_files
 from keyrotd.storage import Storage, open_storage
 
 
 def dispatch(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    if args.command in ("run", "check-config"):
+        check_files(settings)  # the same refusals, before anything is bound or read
     if args.command == "run":
         from keyrotd.daemon import run_daemon
 
@@ -179,8 +182,7 @@ def print_status(report: dict[str, object]) -> None:
 
 
 def check_config(settings: Settings) -> int:
-    source = settings.config_file or "built-in defaults"
-    print(f"configuration OK ({source})")
+    print(f"configuration OK ({settings.source})")
     for ks in settings.keysets:
         p = ks.policy
         print(

@@ -236,6 +236,9 @@ class KeysetSettings(BaseModel):
     token_lifetime: Duration = timedelta(hours=1)
     clock_skew: Duration = timedelta(minutes=5)
     issuer: Annotated[str, AfterValidator(_issuer_url)] = ""
+    verifier_cache: Duration = timedelta(seconds=30)
+    """The longest a verifier keeps a JWKS without refetching on an unknown kid, whatever
+    ``max-age`` says (node ``jose``: 30 s; see docs/verifiers.md)."""
 
     @property
     def policy(self) -> Policy:
@@ -266,6 +269,7 @@ class Settings(BaseSettings):
         KeysetSettings(),
     )
     _config_file: Path | None = PrivateAttr(default=None)
+    _overrides: tuple[str, ...] = PrivateAttr(default=())
 
     @classmethod
     def settings_customise_sources(
@@ -283,6 +287,12 @@ class Settings(BaseSettings):
     def config_file(self) -> Path | None:
         """The file the settings were loaded from; ``None`` when there was none."""
         return self._config_file
+
+    @property
+    def source(self) -> str:
+        """Where the values came from: the file (or the built-in defaults) and any variables."""
+        base = "built-in defaults" if self._config_file is None else str(self._config_file)
+        return f"{base}, overridden by {', '.join(self._overrides)}" if self._overrides else base
 
     def keyset(self, name: str | None = None) -> KeysetSettings:
         """The keyset called ``name``; the first one when ``name`` is ``None``."""
@@ -342,7 +352,8 @@ def load_settings(
         settings = Settings(**_merged(file_values, env_values))
     except ValidationError as exc:
         raise _invalid(exc.errors()[0], label, env_values, variables) from None
-    settings._config_file = path  # the one place that records it: not a user setting
+    settings._config_file = path  # the one place that records them: not user settings
+    settings._overrides = tuple(sorted(variables.values()))
     check_policy(settings)
     return settings
 
@@ -547,6 +558,7 @@ def _check_keyset(label: str, where: str, keyset: KeysetSettings, server: Server
     _at_least(label, f"{where}.publish_ahead", keyset.publish_ahead, above_zero=True)
     _at_least(label, f"{where}.token_lifetime", keyset.token_lifetime, above_zero=True)
     _at_least(label, f"{where}.clock_skew", keyset.clock_skew, above_zero=False)
+    _at_least(label, f"{where}.verifier_cache", keyset.verifier_cache, above_zero=False)
     ahead, period = keyset.publish_ahead, keyset.rotation_period
     if ahead > period:
         raise _error(
@@ -555,15 +567,17 @@ def _check_keyset(label: str, where: str, keyset: KeysetSettings, server: Server
             "a key is published at most one rotation period ahead: "
             "lower publish_ahead or raise rotation_period",
         )
-    refresh, max_age = server.refresh_interval, server.jwks_max_age
-    propagation = format_duration(refresh + max_age)
-    if ahead <= refresh + max_age:
+    refresh, max_age, cache = server.refresh_interval, server.jwks_max_age, keyset.verifier_cache
+    propagation = refresh + max(max_age, cache)
+    if ahead <= propagation:
         raise _error(
             f"{label}: {where}.publish_ahead ({format_duration(ahead)}) is not above "
-            f"server.refresh_interval + server.jwks_max_age "
-            f"({format_duration(refresh)} + {format_duration(max_age)} = {propagation})",
+            f"server.refresh_interval + max(server.jwks_max_age, {where}.verifier_cache) "
+            f"({format_duration(refresh)} + max({format_duration(max_age)}, "
+            f"{format_duration(cache)}) = {format_duration(propagation)})",
             f"verifiers could miss a new key before it signs: raise publish_ahead above "
-            f"{propagation} or lower refresh_interval or jwks_max_age",
+            f"{format_duration(propagation)}, or lower refresh_interval or jwks_max_age "
+            "(verifier_cache only if every verifier refetches sooner: see docs/verifiers.md)",
         )
 
 

@@ -40,6 +40,7 @@ def write_config(tmp_path: Path, **keyset: str) -> Path:
         "publish_ahead": "4s",
         "token_lifetime": "5s",
         "clock_skew": "1s",
+        "verifier_cache": "1s",
         **keyset,
     }
     lines = [
@@ -557,6 +558,7 @@ def running_daemon(tmp_path: Path) -> Iterator[Daemon]:
         "publish_ahead": "1.5s",
         "token_lifetime": "10s",
         "clock_skew": "1s",
+        "verifier_cache": "0.5s",
     }
     server = {"refresh_interval": "0.5s", "jwks_max_age": "0.5s"}
     daemon = make_daemon(tmp_path, keysets=[keyset], server=server, log_level="warning")

@@ -10,6 +10,11 @@ does the first read of it in a process that finds the keyset's lock free (a clea
 nothing to write would otherwise leave it for as long as nothing is due). The envelope is
 described in :mod:`keyrotd.storage.sealing`.
 
+Run by root (an operator's emergency ``rotate --now`` or ``revoke`` beside a daemon running as
+another user), every file it writes -- temp file, document and lock file -- is given the owner and
+group of the storage directory before use (``fchown`` on the open file, before the rename), so the
+daemon can still open them (CONTRACT 4). A directory root creates is root's, and so are its files.
+
 A document that fails its checks is a :class:`CorruptDocumentError` naming the file, and keyrotd
 never rewrites it; writes on top of it refuse too.
 
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Final
 
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
+from keyrotd.secretfiles import load_encryption_key
 from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
@@ -47,7 +53,6 @@ from keyrotd.storage.sealing import (
     EnvelopeError,
     KeyRequiredError,
     Opened,
-    load_encryption_key,
     seal,
     unseal,
 )
@@ -58,6 +63,8 @@ if TYPE_CHECKING:
 __all__ = ["MAX_DOCUMENT_SIZE", "FileStorage", "load_encryption_key"]
 
 MAX_DOCUMENT_SIZE: Final = 1024 * 1024
+Owner = tuple[int, int]
+"""A uid and a gid."""
 _MAX_FILE_SIZE: Final = 2 * MAX_DOCUMENT_SIZE  # a sealed 1 MiB document is about 1.34 MiB
 _SUFFIX: Final = ".json"
 _DIR_MODE: Final = 0o700
@@ -117,12 +124,14 @@ class FileStorage:
             )
         with self._os_errors():
             _make_private_directories(self._directory)
-            with _exclusive_lock(self._directory / f"{keyset}.lock", self._lock_timeout):
+            owner = _owner_for(self._directory)
+            lock = self._directory / f"{keyset}.lock"
+            with _exclusive_lock(lock, self._lock_timeout, owner):
                 _remove_stale_temp_files(self._directory, keyset)
                 current = self._open(keyset, path)
                 revision = _check_version(path, current, expected_version)
                 sealed = seal(keyset, revision, data, self._key)
-                _replace_atomically(path, sealed)
+                _replace_atomically(path, sealed, owner)
                 self._verified[keyset] = (sealed, Opened(revision=revision, data=data))
         return str(revision)
 
@@ -235,13 +244,30 @@ def _make_private_directories(directory: Path) -> None:
         os.chmod(path, _DIR_MODE)
 
 
+def _owner_for(directory: Path) -> Owner | None:
+    """Root writes as the owner of the store (CONTRACT 4): a root CLI must not leave files the
+    daemon's user cannot open. ``None``: keep the writer's own uid and gid."""
+    if os.geteuid() != 0:
+        return None
+    info = os.stat(directory)
+    return info.st_uid, info.st_gid
+
+
+def _own(fd: int, owner: Owner | None) -> None:
+    """Give the open file ``fd`` to ``owner``, and make it 0600."""
+    info = os.fstat(fd)
+    if owner is not None and (info.st_uid, info.st_gid) != owner:
+        os.fchown(fd, *owner)
+    if stat.S_IMODE(info.st_mode) != _FILE_MODE:
+        os.fchmod(fd, _FILE_MODE)
+
+
 @contextmanager
-def _exclusive_lock(lock_path: Path, timeout: float) -> Iterator[None]:
+def _exclusive_lock(lock_path: Path, timeout: float, owner: Owner | None) -> Iterator[None]:
     """Hold ``flock(LOCK_EX)`` on ``lock_path``; give up after ``timeout`` seconds."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
     try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != _FILE_MODE:
-            os.fchmod(fd, _FILE_MODE)
+        _own(fd, owner)
         _acquire(fd, lock_path, timeout)
         yield
     finally:
@@ -295,14 +321,15 @@ def _remove_stale_temp_files(directory: Path, keyset: str) -> None:
                 os.unlink(directory / name)
 
 
-def _replace_atomically(target: Path, content: bytes) -> None:
-    """Write a 0600 temp file beside ``target``, fsync, rename over it, fsync the directory."""
+def _replace_atomically(target: Path, content: bytes, owner: Owner | None) -> None:
+    """Write a 0600 temp file beside ``target`` (given to ``owner`` before anything is in it),
+    fsync, rename over it, fsync the directory."""
     temp = target.with_name(_temp_name(target.name.removesuffix(_SUFFIX)))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temp, flags, _FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as file:
-            os.fchmod(file.fileno(), _FILE_MODE)
+            _own(file.fileno(), owner)
             file.write(content)
             file.flush()
             os.fsync(file.fileno())

@@ -16,6 +16,7 @@ Both bind the keyset name and the revision: the SHA-256 digest and the GCM assoc
 an edited revision is refused. The plain digest detects corruption and careless edits; only the
 encrypted form resists a deliberate forger. With a key configured, a plain document is refused
 (it could have been planted). Any defect raises :class:`EnvelopeError`; the caller adds the path.
+The key file is read by :func:`keyrotd.secretfiles.load_encryption_key`.
 """
 
 from __future__ import annotations
@@ -27,13 +28,10 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from keyrotd.errors import ConfigError
 
 ENVELOPE_FORMAT: Final = "keyrotd/envelope/v1"
 KEY_SIZE: Final = 32
@@ -45,7 +43,6 @@ _FIELDS: Final = {
     _PLAIN: _HEADER_FIELDS | {"sha256", "payload"},
     _AES_GCM: _HEADER_FIELDS | {"nonce", "ciphertext"},
 }
-_MAX_KEY_FILE_SIZE: Final = 4096
 
 
 class EnvelopeError(ValueError):
@@ -99,32 +96,6 @@ def unseal(keyset: str, blob: bytes, key: bytes | None) -> Opened:
     if encryption == _PLAIN:
         return Opened(revision, _open_plain(envelope, header, key))
     return Opened(revision, _open_sealed(envelope, header, key))
-
-
-def load_encryption_key(path: Path) -> bytes:
-    """The 32-byte key held base64-encoded in ``path``; a :class:`ConfigError` otherwise."""
-    hint = (
-        f"it must hold 32 random bytes, base64-encoded; make one with: "
-        f"head -c32 /dev/urandom | base64 > {path} && chmod 600 {path}"
-    )
-    try:
-        with path.open("rb") as file:
-            text = file.read(_MAX_KEY_FILE_SIZE + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"encryption key file {path} does not exist", hint) from None
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise ConfigError(
-            f"cannot read encryption key file {path}: {reason}",
-            f"make it a file readable by the user running keyrotd; {hint}",
-        ) from None
-    try:
-        key = base64.b64decode(b"".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != KEY_SIZE:
-        raise ConfigError(f"encryption key file {path} does not hold a valid key", hint)
-    return key
 
 
 def _bound_header(keyset: str, revision: int) -> bytes:

@@ -36,6 +36,7 @@ KEYSET = {
     "publish_ahead": "2s",
     "token_lifetime": "2s",
     "clock_skew": "1s",
+    "verifier_cache": "0.5s",
 }
 ROTATIONS = 11
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi")

@@ -249,7 +249,12 @@ def test_sigterm_during_an_admin_rotation_finishes_it_and_exits_0(
 
 
 def test_a_failing_keyset_does_not_stop_the_others(daemon_factory: DaemonFactory) -> None:
-    fast = {"algorithm": "ES256", "rotation_period": "3s", "publish_ahead": "2.5s"}
+    fast = {
+        "algorithm": "ES256",
+        "rotation_period": "3s",
+        "publish_ahead": "2.5s",
+        "verifier_cache": "1s",
+    }
     daemon = daemon_factory(keysets=[{"name": "good", **fast}, {"name": "bad", **fast}]).start()
     (daemon.data / "bad.json").rename(daemon.data / "bad.aside")
     (daemon.data / "bad.json").mkdir()

@@ -9,11 +9,14 @@ is exactly one ``keyrotd: ...`` line with no traceback and no "internal error".
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -566,3 +569,119 @@ def test_revoke_takes_a_kid_that_starts_with_a_dash(
         argv = ["--config", str(config), *argv]
     assert main(argv) == 0, capsys.readouterr().err
     assert f"key.revoked {key.kid}" in capsys.readouterr().out
+
+
+# --- files that guard secrets: `run` and `check-config` refuse the same ones --------------------
+
+PROTECTED_CASES = {
+    "token-0644": ("token", 0o644, "is accessible to other users (mode 644)"),
+    "token-0444-container-secret": ("token", 0o444, "is accessible to other users (mode 444)"),
+    "token-group-writable": ("token", 0o620, "is accessible to other users (mode 620)"),
+    "token-missing": ("token", None, "does not exist"),
+    "token-a-directory": ("token", "dir", "is not a regular file"),
+    "key-0644": ("key", 0o644, "is accessible to other users (mode 644)"),
+    "key-missing": ("key", None, "does not exist"),
+    "key-16-bytes": ("key", b"short", "does not hold a 32-byte key (it decodes to 16 bytes)"),
+    "key-not-base64": ("key", b"not base64!", "does not hold a 32-byte key (not base64)"),
+}
+SETTING = {"token": "server.admin_token_file", "key": "storage.encryption_key_file"}
+
+
+def protected_files(directory: Path, case: str) -> tuple[Path, Path]:
+    """A config whose admin token and encryption key are good but for the one ``case`` spoils."""
+    token, key = directory / "admin.token", directory / "storage.key"
+    token.write_text(ADMIN_TOKEN)
+    key.write_bytes(base64.b64encode(bytes(range(32))))
+    for path in (token, key):
+        path.chmod(0o600)
+    which, change, _ = PROTECTED_CASES[case]
+    spoilt = token if which == "token" else key
+    if change is None:
+        spoilt.unlink()
+    elif change == "dir":
+        spoilt.unlink()
+        spoilt.mkdir()
+    elif isinstance(change, bytes):
+        spoilt.write_bytes(base64.b64encode(bytes(16)) if change == b"short" else change)
+    else:
+        spoilt.chmod(change)
+    config = directory / "keyrotd.toml"
+    config.write_text(
+        f'[storage]\npath = "{directory / "store"}"\nencryption_key_file = "{key}"\n'
+        f'[server]\nlisten = "127.0.0.1:{free_port()}"\nadmin_token_file = "{token}"\n'
+    )
+    return config, spoilt
+
+
+def keyrotd_process(directory: Path, *argv: str, timeout: float = 30) -> tuple[int, str, str]:
+    """The real console entry point in a child process: exit code, stdout, stderr."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "keyrotd.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=directory,
+            env=environ,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"keyrotd {' '.join(argv)} did not refuse: it kept running") from None
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("case", sorted(PROTECTED_CASES))
+def test_run_and_check_config_refuse_the_same_protected_files(tmp_path: Path, case: str) -> None:
+    config, spoilt = protected_files(tmp_path, case)
+    which, _, problem = PROTECTED_CASES[case]
+    commands = ["check-config", "run"] + (["status", "rotate"] if which == "key" else [])
+    answers = {
+        command: keyrotd_process(tmp_path, "--config", str(config), command) for command in commands
+    }
+
+    for command, (code, out, err) in answers.items():
+        assert (code, out) == (2, ""), (command, code, out, err)
+        assert err.count("\n") == 1 and "Traceback" not in err, (command, err)
+        assert err.startswith(f"keyrotd: {SETTING[which]} {spoilt} {problem}: "), (command, err)
+    assert len({err for _, _, err in answers.values()}) == 1, answers
+    assert not (tmp_path / "store").exists()  # nothing was written before the refusal
+
+
+def test_a_container_secret_gets_a_hint_that_works_in_a_container(tmp_path: Path) -> None:
+    config, spoilt = protected_files(tmp_path, "token-0444-container-secret")
+    _, _, err = keyrotd_process(tmp_path, "--config", str(config), "check-config")
+    assert f"chmod 600 {spoilt}" in err
+    assert f"--secret NAME,mode=0400,uid={os.geteuid()}" in err
+
+
+def test_group_readable_protected_files_are_accepted(tmp_path: Path) -> None:
+    config, _ = protected_files(tmp_path, "key-missing")
+    (tmp_path / "storage.key").write_bytes(base64.b64encode(bytes(range(32))) + b"\n")
+    (tmp_path / "storage.key").chmod(0o400)
+    (tmp_path / "admin.token").chmod(0o640)
+    code, out, err = keyrotd_process(tmp_path, "--config", str(config), "check-config")
+    assert (code, err) == (0, ""), err
+    assert out.startswith(f"configuration OK ({config})\n")
+
+
+@pytest.mark.parametrize("with_file", [False, True], ids=["defaults", "file"])
+def test_check_config_names_the_environment_overrides(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    with_file: bool,
+) -> None:
+    """It said "built-in defaults" when only KEYROTD_* variables were in play (issue 9)."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "elsewhere.toml"
+    config.write_text('[logging]\nformat = "text"\n')
+    argv = ["--config", str(config)] if with_file else []
+    environ = {"KEYROTD_SERVER__LISTEN": "127.0.0.1:9", "KEYROTD_LOGGING__LEVEL": "debug"}
+    with environment(environ):
+        assert main([*argv, "check-config"]) == 0
+    source = config if with_file else "built-in defaults"
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == (
+        f"configuration OK ({source}, overridden by KEYROTD_LOGGING__LEVEL, KEYROTD_SERVER__LISTEN)"
+    )

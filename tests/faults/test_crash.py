@@ -67,7 +67,7 @@ def test_the_cli_reads_a_store_after_crashes(
             f'[storage]\npath = "{run.store}"\n[server]\nrefresh_interval = "1s"\n'
             'jwks_max_age = "1s"\n[[keysets]]\nname = "default"\nalgorithm = "EdDSA"\n'
             'rotation_period = "60s"\npublish_ahead = "20s"\ntoken_lifetime = "10s"\n'
-            'clock_skew = "5s"\n'
+            'clock_skew = "5s"\nverifier_cache = "1s"\n'
         )
         assert main(["--config", str(config), "status", "--json"]) == 0
         assert main(["--config", str(config), "rotate"]) == 0

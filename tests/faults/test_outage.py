@@ -62,6 +62,7 @@ rotation_period = "5s"
 publish_ahead = "2500ms"
 token_lifetime = "1s"
 clock_skew = "500ms"
+verifier_cache = "1s"
 """
 
 

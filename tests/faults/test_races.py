@@ -55,6 +55,7 @@ rotation_period = "20s"
 publish_ahead = "3s"
 token_lifetime = "1s"
 clock_skew = "1s"
+verifier_cache = "1s"
 """
 TRANSITION = re.compile(
     r"^default: (key\.\w+) (\S+) at (\S+)(?: \(exception to publish-ahead: (.*)\))?$", re.M

@@ -341,6 +341,7 @@ rotation_period = "6s"
 publish_ahead = "3s"
 token_lifetime = "1s"
 clock_skew = "1s"
+verifier_cache = "1s"
 """
 TOKEN = "faketime-admin-token"
 needs_libfaketime = pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime not installed")

@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -446,8 +448,10 @@ def test_an_unreadable_directory_is_a_config_error() -> None:
         assert outcomes[name].startswith("ConfigError exit 2: permission denied on "), name
         assert directory in outcomes[name], name
         assert "\n" not in outcomes[name]
-    assert outcomes["key"].startswith("ConfigError exit 2: cannot read encryption key file")
-    assert "32 random bytes, base64" in outcomes["key"]
+    assert outcomes["key"].startswith(
+        "ConfigError exit 2: storage.encryption_key_file "
+        f"{Path(directory).parent}/storage.key cannot be read (Permission denied): chmod 600 "
+    )
 
 
 def test_the_key_file_is_read_as_an_operator_makes_it(
@@ -465,6 +469,7 @@ def test_a_bad_key_file_is_a_config_error(tmp_path: Path, content: bytes | None)
     path = tmp_path / "storage.key"
     if content is not None:
         path.write_bytes(content)
+        path.chmod(0o600)
 
     with pytest.raises(ConfigError) as caught:
         load_encryption_key(path)
@@ -504,3 +509,77 @@ def test_file_storage_is_a_storage(tmp_path: Path) -> None:
     storage: Storage = FileStorage(tmp_path)
 
     assert storage.max_document_size == 1024 * 1024
+
+
+# Ownership: a CLI run by root writes files the daemon's user can still use (CONTRACT 4)
+
+NOBODY = 65534
+AS_NOBODY = """
+import os, sys
+import keyrotd.cli, keyrotd.commands, keyrotd.storage.file, keyrotd.lifecycle, keyrotd.keys
+import encodings.idna, json
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+sys.exit(keyrotd.cli.main(sys.argv[1:]))
+"""
+"""Imports keyrotd as root (the interpreter may live where nobody cannot read), then drops."""
+
+
+def cli(config: Path, *argv: str, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process, as root or as nobody; it must succeed."""
+    entry = ["-c", AS_NOBODY] if as_nobody else ["-m", "keyrotd.cli"]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
+    done = subprocess.run(
+        [sys.executable, *entry, "--config", str(config), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        cwd=config.parent,
+        check=False,
+    )
+    assert done.returncode == 0, (argv, as_nobody, done.stdout, done.stderr)
+    return done
+
+
+def owners(directory: Path) -> dict[str, tuple[int, int, str]]:
+    return {
+        path.name: (path.stat().st_uid, path.stat().st_gid, oct(stat.S_IMODE(path.stat().st_mode)))
+        for path in sorted(directory.iterdir())
+    }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root CLI on a store owned by nobody")
+def test_a_cli_run_by_root_keeps_the_store_owned_by_its_owner() -> None:
+    """``rotate --now`` as root left root-owned files: the daemon (nobody) went 503 (issue 9)."""
+    base = Path(tempfile.mkdtemp(prefix="keyrotd-owner-"))
+    try:
+        base.chmod(0o755)
+        store = base / "store"
+        store.mkdir(mode=0o700)
+        os.chown(store, NOBODY, NOBODY)
+        config = base / "keyrotd.toml"
+        config.write_text(
+            f'[storage]\npath = "{store}"\n[[keysets]]\nalgorithm = "ES256"\n'
+            '[[keysets]]\nname = "other"\nalgorithm = "ES256"\n'
+        )
+        cli(config, "rotate", as_nobody=True)  # the daemon's user made the store
+        first = json.loads(cli(config, "status", "--json").stdout)["keysets"][0]
+
+        cli(config, "rotate", "--now")  # the emergency, as root
+        cli(config, "revoke", first["keys"][0]["kid"])
+        cli(config, "rotate", "--keyset", "other")  # root writes a keyset's first files
+
+        mine = (NOBODY, NOBODY, "0o600")
+        files = {
+            f"{name}.{kind}": mine for name in ("default", "other") for kind in ("json", "lock")
+        }
+        assert owners(store) == files
+        for keyset in ("default", "other"):  # nobody still reads and writes them
+            cli(config, "rotate", "--now", "--keyset", keyset, as_nobody=True)
+        after = json.loads(cli(config, "status", "--json", as_nobody=True).stdout)["keysets"]
+        assert [keyset["version"] for keyset in after] == [str(int(first["version"]) + 3), "2"]
+        assert owners(store) == files
+    finally:
+        shutil.rmtree(base)

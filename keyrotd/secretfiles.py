@@ -1,0 +1,112 @@
+"""The files that guard secrets, and the one rule for them (CONTRACT section 2).
+
+The admin token and the storage encryption key are refused (:class:`ConfigError`, exit 2) unless
+each is a regular file with no permission for others and no group write (0600, 0640, 0400 and
+0440 pass). :func:`check_files` runs every such check on a configuration: ``keyrotd run`` and
+``keyrotd check-config`` call it first, so both refuse the same files with the same line, and
+every command that loads one of these files reads it through the same functions.
+
+A container secret is mounted 0444 by default (podman, docker): the hint says how to mount it
+0400 for keyrotd's user instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from keyrotd.errors import ConfigError
+from keyrotd.storage.sealing import KEY_SIZE
+
+if TYPE_CHECKING:
+    from keyrotd.config import Settings
+
+_UNSAFE_MODE: Final = stat.S_IWGRP | stat.S_IRWXO
+_LARGEST: Final = 4096
+_ADMIN_TOKEN: Final = "server.admin_token_file"  # noqa: S105 - a setting name
+_ENCRYPTION_KEY: Final = "storage.encryption_key_file"
+
+
+def check_files(settings: Settings) -> None:
+    """Read every configured protected file as ``run`` does; the first problem is raised."""
+    if settings.server.admin_token_file is not None:
+        load_admin_token(settings.server.admin_token_file)
+    if settings.storage.type == "file" and settings.storage.encryption_key_file is not None:
+        load_encryption_key(settings.storage.encryption_key_file)
+
+
+def load_admin_token(path: Path) -> bytes:
+    """The admin token in ``path`` (surrounding whitespace stripped)."""
+    token = read_protected_file(path, _ADMIN_TOKEN, "create it with a random token").strip()
+    if not token:
+        raise ConfigError(
+            f"{_ADMIN_TOKEN} {path} is empty",
+            "write a random token into it, e.g. `openssl rand -hex 32`",
+        )
+    return token
+
+
+def load_encryption_key(path: Path) -> bytes:
+    """The 32-byte key held base64-encoded in ``path``."""
+    hint = (
+        "it must hold 32 random bytes, base64-encoded; make one with: "
+        f"head -c32 /dev/urandom | base64 > {path} && chmod 600 {path}"
+    )
+    text = read_protected_file(path, _ENCRYPTION_KEY, hint)
+    try:
+        key = base64.b64decode(b"".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(
+            f"{_ENCRYPTION_KEY} {path} does not hold a 32-byte key (not base64)", hint
+        ) from None
+    if len(key) != KEY_SIZE:
+        raise ConfigError(
+            f"{_ENCRYPTION_KEY} {path} does not hold a 32-byte key (it decodes to {len(key)} "
+            "bytes)",
+            hint,
+        )
+    return key
+
+
+def read_protected_file(path: Path, setting: str, missing_hint: str) -> bytes:
+    """The bytes of ``path`` once it passes the rule; ``setting`` names it in every error."""
+    where = f"{setting} {path}"
+    try:
+        # O_NONBLOCK: a FIFO put there must not hang the start; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist", missing_hint) from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read ({_reason(exc)})", _fix(path)) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{where} is not a regular file", missing_hint)
+        if mode & _UNSAFE_MODE:
+            shown = f"{stat.S_IMODE(mode):03o}"
+            raise ConfigError(f"{where} is accessible to other users (mode {shown})", _fix(path))
+        data = os.read(fd, _LARGEST + 1)
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read ({_reason(exc)})", _fix(path)) from None
+    finally:
+        os.close(fd)
+    if len(data) > _LARGEST:
+        raise ConfigError(f"{where} is larger than {_LARGEST} bytes", missing_hint)
+    return data
+
+
+def _fix(path: Path) -> str:
+    uid = os.geteuid()
+    return (
+        f"chmod 600 {path} (or 640), owned by the user running keyrotd (uid {uid}); a container "
+        f"secret must be mounted with mode 0400 for that uid, e.g. podman run "
+        f"--secret NAME,mode=0400,uid={uid}"
+    )
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
