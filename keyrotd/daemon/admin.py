@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Final
 from urllib.parse import parse_qs
 
 from keyrotd.daemon.responses import (
@@ -40,40 +37,13 @@ from keyrotd.daemon.responses import (
     unauthorized,
 )
 from keyrotd.daemon.state import Board, rfc3339
-from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError
+from keyrotd.errors import KeyNotFoundError, KeyrotdError
 from keyrotd.lifecycle import Command, Revoke, Rotate
 from keyrotd.manager import Outcome
-
-_UNSAFE_MODE: Final = stat.S_IWGRP | stat.S_IRWXO
-_FIX: Final = "chmod 600 (or 640) the file, owned by the user running keyrotd"
+from keyrotd.secretfiles import load_admin_token as load_admin_token  # moved; still importable here
 
 Run = Callable[[str, Command], Outcome]
 """Apply an admin command to a keyset (blocking: run it in a worker thread)."""
-
-
-def load_admin_token(path: Path) -> bytes:
-    """The admin token in ``path``, or a :class:`ConfigError` saying what is wrong with the file."""
-    where = f"server.admin_token_file {path}"
-    try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"{where} is not a regular file", "give the path of the token file")
-        if mode & _UNSAFE_MODE:
-            raise ConfigError(
-                f"{where} is accessible to other users (mode {stat.S_IMODE(mode):03o})", _FIX
-            )
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{where} does not exist", "create it with a random token") from None
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{where} cannot be read ({reason})", _FIX) from None
-    token = data.strip()
-    if not token:
-        raise ConfigError(
-            f"{where} is empty", "write a random token into it, e.g. `openssl rand -hex 32`"
-        )
-    return token
 
 
 @dataclass(frozen=True)
