@@ -40,7 +40,7 @@ def read_secret_file(path: Path, setting: str, *, max_size: int = MAX_SECRET_FIL
         raise ConfigError(f"{where} does not exist", f"create it, or unset {setting}") from None
     except OSError as exc:
         raise _unreadable(where, exc, path) from None
-    with os.fdopen(fd, "rb") as file:
+    try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise ConfigError(
@@ -51,15 +51,24 @@ def read_secret_file(path: Path, setting: str, *, max_size: int = MAX_SECRET_FIL
             raise ConfigError(
                 f"{where} is accessible to other users (mode {shown})", permission_hint(path)
             )
-        try:
-            data = file.read(max_size + 1)
-        except OSError as exc:
-            raise _unreadable(where, exc, path) from None
+        data = _read_at_most(fd, max_size + 1)
+    except OSError as exc:
+        raise _unreadable(where, exc, path) from None
+    finally:
+        os.close(fd)
     if len(data) > max_size:
         raise ConfigError(
             f"{where} is larger than {max_size} bytes", f"check that {setting} is right"
         )
     return data
+
+
+def _read_at_most(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0 and (chunk := os.read(fd, min(size, 65536))):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 def _unreadable(where: str, exc: OSError, path: Path) -> ConfigError:
