@@ -16,6 +16,7 @@ import json
 import re
 import tomllib
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Final
 
@@ -144,9 +145,8 @@ def without_client(text: str, clients: Sequence[Client], name: str) -> str:
     When the tables cannot be told apart by their ``[[clients]]`` lines (a multi-line string
     holding one, say), the file is written anew from ``clients``, comments lost.
     """
-    starts = _table_starts(text)
-    pieces = [text[: starts[0] if starts else len(text)]]
-    pieces += [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True)]
+    bounds = [*_table_starts(text), len(text)]
+    pieces = [text[: bounds[0]]] + [text[a:b] for a, b in pairwise(bounds)]
     kept = [pieces[0]] + [p for p in pieces[1:] if _table_name(p) != name]
     edited = "".join(kept)
     remaining = tuple(client for client in clients if client.name != name)
