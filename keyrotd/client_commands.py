@@ -3,7 +3,8 @@
 Exit codes: 1 for an unknown (``remove``) or duplicate (``add``) NAME, 2 for a bad NAME or scope,
 a bad clients file, or no ``server.admin_clients_file``. ``add`` prints the new token once, alone
 on the last line of stdout; the file keeps only its SHA-256. Running daemons pick a change up on
-SIGHUP. Light imports only: no storage, no daemon.
+SIGHUP. ``keyrotd --help`` builds the parser here, so the rest (pydantic, the configuration, the
+clients file) is imported by the command that runs: no storage, no daemon.
 """
 
 from __future__ import annotations
@@ -13,29 +14,13 @@ import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from keyrotd.clients.document import (
-    SETTING,
-    load_clients_file,
-    parse_clients,
-    with_client,
-    without_client,
-)
-from keyrotd.clients.registry import (
-    ADMIN,
-    ANY_KEYSET,
-    CLIENT_NAME,
-    NAME_HINT,
-    SCOPE_HINT,
-    Client,
-    Scope,
-    ScopeError,
-    token_digest,
-)
-from keyrotd.clients.writing import rewrite
-from keyrotd.config import Settings, load_settings
 from keyrotd.errors import ConfigError, KeyrotdError, UsageError
+
+if TYPE_CHECKING:
+    from keyrotd.clients.registry import Scope
+    from keyrotd.config import Settings
 
 TOKEN_BYTES: Final = 32
 """``secrets.token_urlsafe(32)``: 256 random bits, 43 URL-safe characters."""
@@ -69,6 +54,9 @@ def add_client_parser(parser: argparse.ArgumentParser, common: Common) -> None:
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    from keyrotd.clients.document import SETTING
+    from keyrotd.config import load_settings
+
     settings = load_settings(args.config)
     path = settings.server.admin_clients_file
     if path is None:
@@ -82,6 +70,10 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_add(settings: Settings, path: Path, args: argparse.Namespace) -> int:
+    from keyrotd.clients.document import SETTING, parse_clients, with_client
+    from keyrotd.clients.registry import ADMIN, CLIENT_NAME, NAME_HINT, Client, token_digest
+    from keyrotd.clients.writing import rewrite
+
     name: str = args.name
     if not CLIENT_NAME.fullmatch(name):
         raise UsageError(f"{name!r} is not a valid client name", NAME_HINT)
@@ -116,6 +108,8 @@ def cmd_add(settings: Settings, path: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_list(settings: Settings, path: Path, args: argparse.Namespace) -> int:
+    from keyrotd.clients.document import load_clients_file
+
     clients = load_clients_file(path, missing_ok=True)
     if not clients and not path.exists():
         print(f"keyrotd: no clients yet: {path} does not exist", file=sys.stderr)
@@ -125,6 +119,9 @@ def cmd_list(settings: Settings, path: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_remove(settings: Settings, path: Path, args: argparse.Namespace) -> int:
+    from keyrotd.clients.document import SETTING, parse_clients, without_client
+    from keyrotd.clients.writing import rewrite
+
     name: str = args.name
     source = f"{SETTING} {path}"
 
@@ -141,6 +138,8 @@ def cmd_remove(settings: Settings, path: Path, args: argparse.Namespace) -> int:
 
 
 def _scope(text: str) -> Scope:
+    from keyrotd.clients.registry import SCOPE_HINT, Scope, ScopeError
+
     try:
         return Scope.parse(text)
     except ScopeError as exc:
@@ -148,6 +147,8 @@ def _scope(text: str) -> Scope:
 
 
 def _note_unknown_keysets(settings: Settings, scopes: tuple[Scope, ...]) -> None:
+    from keyrotd.clients.registry import ANY_KEYSET
+
     known = {keyset.name for keyset in settings.keysets} | {ANY_KEYSET}
     for keyset in dict.fromkeys(scope.keyset for scope in scopes if scope.keyset not in known):
         print(

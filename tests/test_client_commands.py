@@ -338,3 +338,31 @@ def test_root_keeps_the_owner_of_the_directory_then_of_the_file(
     owner = (directory / "clients.toml").stat()
     assert (owner.st_uid, owner.st_gid) == (NOBODY, 0)
     assert sorted(os.listdir(directory)) == ["clients.toml", "clients.toml.lock"]  # no temp left
+
+
+HEAVY = ("boto3", "botocore", "apscheduler", "granian", "prometheus_client", "keyrotd.daemon")
+
+
+@pytest.mark.parametrize(
+    ("argv", "absent"),
+    [
+        (["--help"], (*HEAVY, "pydantic", "keyrotd.clients")),
+        (["client", "add", "--help"], (*HEAVY, "pydantic", "keyrotd.clients")),
+        (["client", "add", "ci", "--scope", "rotate:*"], HEAVY),
+        (["client", "list"], HEAVY),
+    ],
+)
+def test_client_commands_start_fast(
+    workdir: Path, argv: list[str], absent: tuple[str, ...]
+) -> None:
+    probe = (
+        "import sys, contextlib, io\n"
+        "from keyrotd.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main({argv!r}) == 0\n"
+        f"print(','.join(m for m in {absent!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=clean_env(), check=False
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, ""), result.stderr
