@@ -125,12 +125,6 @@ class Registry:
                 found = client
         return None if token is None else found
 
-    def named(self, name: str) -> Client | None:
-        for client in self.clients:
-            if client.name == name:
-                return client
-        return None
-
 
 def build_registry(
     admin_token: bytes | None, clients: Sequence[Client], source: str = "server.admin_clients_file"
