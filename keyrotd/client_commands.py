@@ -96,7 +96,8 @@ def cmd_add(settings: Settings, path: Path, args: argparse.Namespace) -> int:
                 f"client {name} already exists in {path}",
                 f"pick another name, or run `keyrotd client remove {name}` first",
             )
-        updated = with_client("" if current is None else current.decode(), client).encode()
+        text = "" if current is None else current.decode()
+        updated = with_client(text, existing, client).encode()
         parse_clients(updated, source)  # what is written reads back
         return updated
 

@@ -126,6 +126,19 @@ def test_remove_rewrites_a_file_whose_tables_it_cannot_tell_apart(
     assert path.read_text().count("[[clients]]") == 1
 
 
+def test_add_rewrites_a_file_it_cannot_append_to(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = workdir / "clients.toml"
+    add(capsys, "ci", "rotate:default")
+    (ci,) = load_clients_file(path)
+    inline = f'{{name = "ci", token_sha256 = "{ci.token_sha256}", scopes = ["rotate:default"]}}'
+    path.write_text(f"clients = [{inline}]\n")
+    token = add(capsys, "ops", "revoke:*")  # a [[clients]] table after that array is invalid TOML
+    assert [c.name for c in load_clients_file(path)] == ["ci", "ops"]
+    assert load_registry(None, path).authenticate(f"Bearer {token}".encode()) is not None
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [

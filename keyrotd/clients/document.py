@@ -131,12 +131,15 @@ def render_client(client: Client) -> str:
     )
 
 
-def with_client(text: str, client: Client) -> str:
-    """``text`` with ``client`` appended (a new file starts with :data:`HEADER`)."""
-    if not text.strip():
-        text = HEADER
+def with_client(text: str, clients: Sequence[Client], client: Client) -> str:
+    """``text`` (holding ``clients``) with ``client`` appended, every line kept as written.
+
+    A new file starts with :data:`HEADER`. When a ``[[clients]]`` table cannot simply follow
+    (the clients written as an inline array, say), the file is written anew, comments lost.
+    """
     separator = "\n" if text.endswith("\n") else "\n\n"
-    return f"{text}{separator}{render_client(client)}"
+    appended = f"{text or HEADER}{separator}{render_client(client)}"
+    return _checked(appended, (*clients, client))
 
 
 def without_client(text: str, clients: Sequence[Client], name: str) -> str:
@@ -148,11 +151,8 @@ def without_client(text: str, clients: Sequence[Client], name: str) -> str:
     bounds = [*_table_starts(text), len(text)]
     pieces = [text[: bounds[0]]] + [text[a:b] for a, b in pairwise(bounds)]
     kept = [pieces[0]] + [p for p in pieces[1:] if _table_name(p) != name]
-    edited = "".join(kept)
     remaining = tuple(client for client in clients if client.name != name)
-    if len(kept) == len(pieces) - 1 and _same(edited, remaining):
-        return edited
-    return HEADER + "".join(f"\n{render_client(client)}" for client in remaining)
+    return _checked("".join(kept) if len(kept) == len(pieces) - 1 else "", remaining)
 
 
 def _table_starts(text: str) -> list[int]:
@@ -177,8 +177,11 @@ def _table_name(piece: str) -> object:
     return entries[0].get("name") if len(entries) == 1 else None
 
 
-def _same(text: str, clients: tuple[Client, ...]) -> bool:
+def _checked(edited: str, clients: tuple[Client, ...]) -> str:
+    """``edited`` if it reads back as ``clients``, else the file written anew from them."""
     try:
-        return parse_clients(text.encode(), "") == clients
+        if parse_clients(edited.encode(), "") == clients:
+            return edited
     except ConfigError:
-        return False
+        pass
+    return HEADER + "".join(f"\n{render_client(client)}" for client in clients)
