@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--issuer", metavar="I")
     p.add_argument("--json", action="store_true")
     command("check-config", "validate the configuration and the policy")
+    from keyrotd.client_commands import add_client_parser  # issue 11: scoped admin clients
+
+    add_client_parser(command("client", "manage the scoped admin clients"), _common)
     return parser
 
 
@@ -97,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args_list
     try:
         args = build_parser().parse_args(args_list)
+        if args.command == "client":  # issue 11: keyrotd.client_commands, not storage
+            from keyrotd.client_commands import dispatch as client_dispatch
+
+            return client_dispatch(args)
         from keyrotd import commands
 
         return commands.dispatch(args)

@@ -161,6 +161,7 @@ class ServerSettings(BaseModel):
 
     listen: str = "127.0.0.1:8080"
     admin_token_file: OptionalPath = None
+    admin_clients_file: OptionalPath = None
     refresh_interval: Duration = timedelta(seconds=30)
     jwks_max_age: Duration = timedelta(minutes=5)
 

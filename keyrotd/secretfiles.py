@@ -1,10 +1,11 @@
 """The files that guard secrets, and the one rule for them (CONTRACT section 2).
 
-The admin token and the storage encryption key are refused (:class:`ConfigError`, exit 2) unless
-each is a regular file with no permission for others and no group write (0600, 0640, 0400 and
-0440 pass). :func:`check_files` runs every such check on a configuration: ``keyrotd run`` and
-``keyrotd check-config`` call it first, so both refuse the same files with the same line, and
-every command that loads one of these files reads it through the same functions.
+The admin token, the admin clients file and the storage encryption key are refused
+(:class:`ConfigError`, exit 2) unless each is a regular file with no permission for others and
+no group write (0600, 0640, 0400 and 0440 pass). :func:`check_files` runs every such check on a
+configuration: ``keyrotd run`` and ``keyrotd check-config`` call it first, so both refuse the
+same files with the same line, and every command that loads one of these files reads it through
+:func:`read_secret_file`.
 
 A container secret is mounted 0444 by default (podman, docker): the hint says how to mount it
 0400 for keyrotd's user instead.
@@ -25,8 +26,10 @@ from keyrotd.storage.sealing import KEY_SIZE
 if TYPE_CHECKING:
     from keyrotd.config import Settings
 
-_UNSAFE_MODE: Final = stat.S_IWGRP | stat.S_IRWXO
-_LARGEST: Final = 4096
+UNSAFE_MODE: Final = stat.S_IWGRP | stat.S_IRWXO
+"""Permission bits a secret file must not have: group write, anything for others."""
+MAX_SECRET_FILE_SIZE: Final = 1024 * 1024
+_TOKEN_SIZE: Final = 4096
 _ADMIN_TOKEN: Final = "server.admin_token_file"  # noqa: S105 - a setting name
 _ENCRYPTION_KEY: Final = "storage.encryption_key_file"
 
@@ -35,13 +38,19 @@ def check_files(settings: Settings) -> None:
     """Read every configured protected file as ``run`` does; the first problem is raised."""
     if settings.server.admin_token_file is not None:
         load_admin_token(settings.server.admin_token_file)
+    if settings.server.admin_clients_file is not None:
+        from keyrotd.clients import load_registry  # here: it imports this module
+
+        load_registry(settings.server.admin_token_file, settings.server.admin_clients_file)
     if settings.storage.type == "file" and settings.storage.encryption_key_file is not None:
         load_encryption_key(settings.storage.encryption_key_file)
 
 
 def load_admin_token(path: Path) -> bytes:
     """The admin token in ``path`` (surrounding whitespace stripped)."""
-    token = read_protected_file(path, _ADMIN_TOKEN, "create it with a random token").strip()
+    token = read_secret_file(
+        path, _ADMIN_TOKEN, missing_hint="create it with a random token", max_size=_TOKEN_SIZE
+    ).strip()
     if not token:
         raise ConfigError(
             f"{_ADMIN_TOKEN} {path} is empty",
@@ -56,7 +65,7 @@ def load_encryption_key(path: Path) -> bytes:
         "it must hold 32 random bytes, base64-encoded; make one with: "
         f"head -c32 /dev/urandom | base64 > {path} && chmod 600 {path}"
     )
-    text = read_protected_file(path, _ENCRYPTION_KEY, hint)
+    text = read_secret_file(path, _ENCRYPTION_KEY, missing_hint=hint, max_size=_TOKEN_SIZE)
     try:
         key = base64.b64decode(b"".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
@@ -72,34 +81,58 @@ def load_encryption_key(path: Path) -> bytes:
     return key
 
 
-def read_protected_file(path: Path, setting: str, missing_hint: str) -> bytes:
-    """The bytes of ``path`` once it passes the rule; ``setting`` names it in every error."""
+def read_secret_file(
+    path: Path,
+    setting: str,
+    *,
+    missing_hint: str | None = None,
+    max_size: int = MAX_SECRET_FILE_SIZE,
+) -> bytes:
+    """The bytes of ``path`` once it passes the rule; ``setting`` names it in every error. The
+    check is made on the descriptor that is read, so what is checked is what is read; nothing
+    read is ever put into an error message."""
     where = f"{setting} {path}"
+    missing_hint = missing_hint or f"create it, or unset {setting}"
     try:
         # O_NONBLOCK: a FIFO put there must not hang the start; fstat then refuses it.
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(f"{where} does not exist", missing_hint) from None
     except OSError as exc:
-        raise ConfigError(f"{where} cannot be read ({_reason(exc)})", _fix(path)) from None
+        raise ConfigError(
+            f"{where} cannot be read ({_reason(exc)})", permission_hint(path)
+        ) from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise ConfigError(f"{where} is not a regular file", missing_hint)
-        if mode & _UNSAFE_MODE:
+        if mode & UNSAFE_MODE:
             shown = f"{stat.S_IMODE(mode):03o}"
-            raise ConfigError(f"{where} is accessible to other users (mode {shown})", _fix(path))
-        data = os.read(fd, _LARGEST + 1)
+            raise ConfigError(
+                f"{where} is accessible to other users (mode {shown})", permission_hint(path)
+            )
+        data = _read_at_most(fd, max_size + 1)
     except OSError as exc:
-        raise ConfigError(f"{where} cannot be read ({_reason(exc)})", _fix(path)) from None
+        raise ConfigError(
+            f"{where} cannot be read ({_reason(exc)})", permission_hint(path)
+        ) from None
     finally:
         os.close(fd)
-    if len(data) > _LARGEST:
-        raise ConfigError(f"{where} is larger than {_LARGEST} bytes", missing_hint)
+    if len(data) > max_size:
+        raise ConfigError(f"{where} is larger than {max_size} bytes", f"check {setting}")
     return data
 
 
-def _fix(path: Path) -> str:
+def _read_at_most(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0 and (chunk := os.read(fd, min(size, 65536))):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def permission_hint(path: Path) -> str:
+    """How to make ``path`` acceptable, for a plain file and for a container secret."""
     uid = os.geteuid()
     return (
         f"chmod 600 {path} (or 640), owned by the user running keyrotd (uid {uid}); a container "
