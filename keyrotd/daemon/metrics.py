@@ -112,6 +112,11 @@ class Metrics:
             ["keyset"],
             registry=self.registry,
         )
+        self._notify_dropped = Counter(
+            "keyrotd_notify_dropped",
+            "sd_notify messages dropped because $NOTIFY_SOCKET was full (its reader stalled)",
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "keyrotd_config_reloads",
             "Configuration reloads (SIGHUP) by result",
@@ -133,6 +138,9 @@ class Metrics:
 
     def storage_failed(self, keyset: str) -> None:
         self._storage_failures.labels(keyset).inc()
+
+    def notify_dropped(self) -> None:
+        self._notify_dropped.inc()
 
     def watch(self, keyset: str) -> None:
         """Show the counters of ``keyset`` at zero before anything happened."""

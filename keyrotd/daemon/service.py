@@ -48,10 +48,12 @@ class Daemon:
     def __init__(self, settings: Settings, config_path: str | None) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.notifier = Notifier()
-        self.readiness = Readiness(self.notifier, settings.server.listen)
-        self.board = Board(on_change=self.readiness.board_changed)
         self.metrics = Metrics(lambda: self.board.snapshot)
+        self.notifier = Notifier(on_drop=self.metrics.notify_dropped)
+        self.readiness = Readiness(
+            self.notifier, settings.server.listen, lambda: self.board.snapshot
+        )
+        self.board = Board(on_change=self.readiness.board_changed)
         self.storage = open_storage(settings.storage)
         self.rotator = Rotator(
             self.storage, self.board, self.metrics, settings.server.refresh_interval

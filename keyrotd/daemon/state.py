@@ -12,7 +12,8 @@ seconds):
 
 The :class:`Board` holds one ``Published`` and one :class:`Health` per keyset. Writers (the
 scheduler threads) replace the whole mapping under a lock; readers (the event loop) read one
-attribute, so they always see a consistent snapshot without taking the lock.
+attribute, so they always see a consistent snapshot without taking the lock. The lock guards
+memory only: the change hook (sd_notify's status) is called after it is released.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class Board:
 
     def __init__(
         self,
-        on_change: Callable[[Snapshot], None] = lambda _: None,
+        on_change: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.snapshot = Snapshot()
@@ -193,7 +194,7 @@ class Board:
         fresh = Published.compute(published.settings, published.stored, seen_at, mono)
         with self._lock:
             if self.snapshot.published.get(name) is published:  # nobody stored a newer one
-                self._replace(published={**self.snapshot.published, name: fresh}, notify=False)
+                self._replace(published={**self.snapshot.published, name: fresh})
         return fresh
 
     def loaded(
@@ -210,6 +211,7 @@ class Board:
                 published={**snap.published, settings.name: published},
                 health={**snap.health, settings.name: health},
             )
+        self._on_change()
         return published
 
     def failed(self, name: str, error: str) -> None:
@@ -221,6 +223,7 @@ class Board:
             old = snap.health.get(name, Health())
             health = dataclasses.replace(old, error=error)
             self._replace(health={**snap.health, name: health})
+        self._on_change()
 
     def arrange(self, order: tuple[str, ...]) -> None:
         """Set the served keysets (their order: the first one is ``/.well-known``)."""
@@ -231,8 +234,8 @@ class Board:
                 published={n: p for n, p in snap.published.items() if n in order},
                 health={n: h for n, h in snap.health.items() if n in order},
             )
+        self._on_change()
 
-    def _replace(self, *, notify: bool = True, **changes: object) -> None:
+    def _replace(self, **changes: object) -> None:
+        """Swap in a new snapshot (the caller holds the lock; nothing else happens here)."""
         self.snapshot = dataclasses.replace(self.snapshot, **changes)  # type: ignore[arg-type]
-        if notify:
-            self._on_change(self.snapshot)

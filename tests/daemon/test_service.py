@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,6 +78,39 @@ def test_sd_notify_to_an_abstract_socket(daemon_factory: DaemonFactory) -> None:
         sock.receive_until("STOPPING=1")
     finally:
         sock.sock.close()
+
+
+@pytest.mark.slow
+def test_a_stalled_notify_socket_never_delays_the_jwks_nor_the_stop(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    """A service manager that never reads ``$NOTIFY_SOCKET``: its queue fills within seconds
+    (``net.unix.max_dgram_qlen`` datagrams: READY=1, a WATCHDOG=1 every second); then every
+    further datagram is dropped and counted, and serving goes on."""
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    stalled.bind(str(tmp_path / "stalled.sock"))  # never read
+    env = {"NOTIFY_SOCKET": str(tmp_path / "stalled.sock"), "WATCHDOG_USEC": "2000000"}
+    try:
+        daemon = daemon_factory(env=env).start()
+        slowest, answers = 0.0, 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            reply = daemon.get("/.well-known/jwks.json", timeout=2)
+            took = time.monotonic() - started
+            assert reply.status == 200
+            slowest, answers = max(slowest, took), answers + 1
+            time.sleep(0.05)
+        print(f"{answers} JWKS answers in 30 s, stalled notify socket: slowest {slowest:.3f}s")
+        assert slowest < 0.1
+        metrics = daemon.get("/metrics").body.decode()
+        dropped = re.search(r"^keyrotd_notify_dropped_total (\S+)$", metrics, re.MULTILINE)
+        assert dropped is not None and float(dropped[1]) >= 10, dropped  # 28 pings, 10 queued
+        started = time.monotonic()
+        assert daemon.stop(signal.SIGTERM, timeout=5) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        stalled.close()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
