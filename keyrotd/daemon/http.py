@@ -131,15 +131,22 @@ class App:
             parts = path.split("/")[2:]
             if len(parts) == 2 and parts[1] == "jwks.json":
                 return self.jwks(parts[0], method, scope["headers"])
-            admin = self.options.admin
-            if admin is None:
-                return not_found()
-            found = admin_endpoints.route(admin, self.board, self.executor, parts, scope)
-            return not_found() if found is None else found
+            return self.admin(parts, scope)
+        if path == "/signing-key":  # the first keyset's
+            order = self.board.snapshot.order
+            return self.admin([order[0], "signing-key"], scope) if order else not_found()
         handler = self.plain.get(path)
         if handler is None:
             return not_found()
         return handler() if method in GET else not_allowed(GET)
+
+    def admin(self, parts: list[str], scope: Scope) -> Response | Awaitable[Response]:
+        """``/keysets/{parts...}``: an admin endpoint, which exists only with an admin token."""
+        admin = self.options.admin
+        if admin is None:
+            return not_found()
+        found = admin_endpoints.route(admin, self.board, self.executor, parts, scope)
+        return not_found() if found is None else found
 
     def jwks(self, name: str, method: str, headers: Headers) -> Response:
         if method not in GET:

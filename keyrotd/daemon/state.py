@@ -123,8 +123,9 @@ class Published:
                 "next_activates_at": rfc3339(successor.activates_at)
                 if successor and successor.activates_at
                 else None,
-                "token_lifetime": policy.token_lifetime.total_seconds(),
-                "publish_ahead": policy.publish_ahead.total_seconds(),
+                # whole seconds (rounded down): integer decoders (Go, serde) refuse 3600.0
+                "token_lifetime": math.floor(policy.token_lifetime.total_seconds()),
+                "publish_ahead": math.floor(policy.publish_ahead.total_seconds()),
             }
         )
 
