@@ -170,12 +170,19 @@ class App:
         return respond(200, {"status": "ok"})
 
     def readyz(self) -> Response:
+        """503 only while stopping or while some keyset has no JWKS to serve; a storage outage
+        leaves it 200 with the keysets ``degraded``. Keyset names only: never a file, URL or
+        error text (those are in the log and the systemd status)."""
         snap = self.board.snapshot
+        keysets = list(snap.order)
         if self.stopping:
-            return respond(503, {"status": "stopping", "reasons": ["keyrotd is shutting down"]})
-        if not snap.ready:
-            return respond(503, {"status": "not ready", "reasons": snap.reasons()})
-        return respond(200, {"status": "ready", "keysets": list(snap.order)})
+            return respond(503, {"status": "stopping", "keysets": keysets})
+        degraded = snap.degraded()
+        missing = snap.not_loaded()
+        if missing:
+            body = {"status": "not ready", "keysets": keysets, "not_loaded": missing}
+            return respond(503, {**body, "degraded": degraded})
+        return respond(200, {"status": "ready", "keysets": keysets, "degraded": degraded})
 
     def metrics_text(self) -> Response:
         return Response(200, [(b"content-type", CONTENT_TYPE), NO_STORE], self.metrics.render())

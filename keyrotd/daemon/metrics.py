@@ -37,7 +37,8 @@ class _BoardCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap, now = self._snapshot(), time.time()
         ready = GaugeMetricFamily(
-            "keyrotd_ready", "1 when every keyset is loaded and storage works"
+            "keyrotd_ready",
+            "1 when every keyset has a JWKS to serve, as /readyz (storage: keyrotd_storage_up)",
         )
         ready.add_metric([], 1.0 if snap.ready else 0.0)
         keys = GaugeMetricFamily(

@@ -153,14 +153,24 @@ class Snapshot:
 
     @property
     def ready(self) -> bool:
-        return all(self.health.get(name, Health()).ready for name in self.order)
+        """Every keyset has a JWKS to serve (a storage failure since does not change that)."""
+        return all(name in self.published for name in self.order)
+
+    def not_loaded(self) -> list[str]:
+        """The keysets with no JWKS to serve yet."""
+        return [name for name in self.order if name not in self.published]
+
+    def degraded(self) -> list[str]:
+        """The keysets whose last storage access failed (served from memory meanwhile)."""
+        return [name for name in self.order if self.health.get(name, Health()).error is not None]
 
     def reasons(self) -> list[str]:
-        """Why the daemon is not ready, one line per keyset."""
+        """What is wrong, one line per keyset, with the error texts: for the systemd status
+        (not public), never for HTTP."""
         reasons = []
         for name in self.order:
             health = self.health.get(name, Health())
-            if not health.loaded:
+            if name not in self.published:
                 reasons.append(f"keyset {name}: not loaded yet")
             if health.error is not None:
                 reasons.append(f"keyset {name}: storage failing: {health.error}")

@@ -127,7 +127,7 @@ class Readiness:
                 log.info("keyrotd ready on %s", self.listen, extra={"event": "daemon.ready"})
                 self.notifier.notify("READY=1", f"STATUS={self._status}")
             return
-        if snap.ready:
+        if snap.ready and not snap.degraded():
             status = f"serving {len(snap.order)} keysets"
         else:
             status = f"degraded ({len(snap.order)} keysets): " + "; ".join(snap.reasons())
