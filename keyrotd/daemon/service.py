@@ -30,6 +30,7 @@ from granian.server.embed import Server
 from keyrotd import logs
 from keyrotd.config import Settings, load_settings
 from keyrotd.daemon.admin import Admin, load_admin_token
+from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.scheduling import Rotator
@@ -74,7 +75,11 @@ class Daemon:
             if token_file is None
             else Admin(load_admin_token(token_file), self.rotator.command)
         )
-        return Options(max_age=int(settings.server.jwks_max_age.total_seconds()), admin=admin)
+        return Options(
+            max_age=int(settings.server.jwks_max_age.total_seconds()),
+            admin=admin,
+            issuers=issuer_routes(settings.keysets),
+        )
 
     def run(self) -> int:
         server = self.settings.server

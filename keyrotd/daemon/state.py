@@ -19,8 +19,6 @@ memory only: the change hook (sd_notify's status) is called after it is released
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import threading
 import time
@@ -30,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from keyrotd.config import KeysetSettings
+from keyrotd.daemon.responses import compact_json, strong_etag
 from keyrotd.lifecycle import next_transition, view
 from keyrotd.manager import CLOCK_JUMP
 from keyrotd.model import Keyset, KeyState
@@ -58,10 +57,6 @@ def _next_materialized(keyset: Keyset) -> datetime | None:
     return min((t for t in times if t is not None), default=None)
 
 
-def _json(data: object) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
 @dataclass(frozen=True)
 class Published:
     """One keyset as served at one instant (see the module docstring)."""
@@ -87,14 +82,13 @@ class Published:
         cls, settings: KeysetSettings, stored: Keyset, now: datetime, mono: float = 0.0
     ) -> Published:
         seen = view(stored, settings.policy, now)
-        body = _json(seen.jwks())
-        digest = hashlib.sha256(body).hexdigest()[:32]
+        body = compact_json(seen.jwks())
         return cls(
             settings=settings,
             stored=stored,
             keyset=seen,
             body=body,
-            etag=f'"{digest}"'.encode(),
+            etag=strong_etag(body),
             recompute_at=_epoch(_next_materialized(seen)),
             changes_at=_epoch(next_transition(seen, settings.policy)),
             computed_wall=now.timestamp(),
@@ -116,7 +110,7 @@ class Published:
         )
         successor = upcoming[0] if upcoming else None
         policy = self.settings.policy
-        return _json(
+        return compact_json(
             {
                 "active": dict(active.private()),
                 "next": dict(successor.private()) if successor else None,
