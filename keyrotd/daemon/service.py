@@ -185,9 +185,7 @@ class Daemon:
         except Exception as exc:
             self.metrics.reloads.labels("failed").inc()
             log.error(
-                "configuration reload failed, keeping the running one: %s",
-                exc,
-                extra={"error": str(exc)},
+                "configuration reload failed, keeping the running one", extra={"error": str(exc)}
             )
             self.readiness.reloaded()
             return

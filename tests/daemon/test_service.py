@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -220,6 +221,26 @@ def test_unreadable_storage_at_start_is_served_once_it_works(daemon_factory: Dae
     (daemon.data / "main.json").rmdir()
     daemon.wait_ready()
     assert daemon.get("/.well-known/jwks.json").status == 200
+
+
+def test_a_corrupt_store_at_start_logs_its_error_once_a_line(
+    daemon_factory: DaemonFactory,
+) -> None:
+    daemon = daemon_factory()
+    daemon.data.mkdir(mode=0o700)
+    document = daemon.data / "main.json"
+    document.write_text("garbage\n")
+    document.chmod(0o600)
+    daemon.start(wait=False)
+    wait_for(lambda: "storage read failed" in daemon.log_text(), 30, "the storage error")
+    assert daemon.get("/readyz").status == 503
+    line = next(line for line in daemon.log_text().splitlines() if "storage read failed" in line)
+    assert line.count("not valid JSON") == 1, line
+    event = json.loads(line)
+    assert event["message"] == "keyset main: storage read failed"
+    assert event["keyset"] == "main"
+    assert event["error"].startswith(f"{document}: it is not valid JSON")
+    assert document.read_text() == "garbage\n"  # never overwritten
 
 
 def test_a_port_in_use_is_refused(daemon: Daemon, daemon_factory: DaemonFactory) -> None:

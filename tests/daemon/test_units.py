@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import socket
 import threading
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from keyrotd import logs
 from keyrotd.config import KeysetSettings
 from keyrotd.daemon.admin import Admin, load_admin_token
 from keyrotd.daemon.clock import ClockWatch
@@ -167,3 +170,16 @@ def test_admin_token_checks(tmp_path: Path) -> None:
         load_admin_token(path)
     with pytest.raises(ConfigError, match="is not a regular file"):
         load_admin_token(tmp_path)
+
+
+def test_text_logs_show_the_error_field_once() -> None:
+    stream = io.StringIO()
+    logs.configure("text", "info", stream)
+    try:
+        extra = {"keyset": "k", "error": "k.json: it is not valid JSON"}
+        logging.getLogger("keyrotd.daemon").error("keyset k: storage read failed", extra=extra)
+    finally:
+        logs.configure()
+    line = stream.getvalue().strip()
+    assert line.endswith("keyset k: storage read failed: k.json: it is not valid JSON"), line
+    assert line.count("not valid JSON") == 1
