@@ -235,7 +235,7 @@ def report(label: str, figures: dict[str, float]) -> None:
     print(
         f"{label}: outage {OUTAGE:.0f}s (rotation period {ROTATION:.0f}s) then 2s slow; "
         f"{figures['polls']:.0f} JWKS polls all 200 with the signing key in them; "
-        f"{figures['failures']:.0f} storage failures counted; ready again "
+        f"{figures['failures']:.0f} storage failures counted; /readyz 200 throughout, undegraded "
         f"{figures['ready_again']:.1f}s after healing, next activation after "
         f"{figures['next_activation']:.1f}s; shortest publish-before-signing "
         f"{figures['shortest_publish']:.2f}s (>= {PUBLISH_AHEAD}s), shortest kept-after-signing "
