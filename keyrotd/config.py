@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -251,6 +251,34 @@ class KeysetSettings(BaseModel):
         )
 
 
+def issuer_path(issuer: str) -> str:
+    """The path an issuer's discovery lives under (OIDC Discovery §4): ``/t1`` for
+    ``https://a.example/t1/``, ``""`` for ``https://a.example``; decoded, as HTTP paths arrive."""
+    return unquote(urlsplit(issuer).path).rstrip("/")
+
+
+def _issuers_at_paths_of_their_own(
+    keysets: tuple[KeysetSettings, ...],
+) -> tuple[KeysetSettings, ...]:
+    """Two issuers at one path would serve one discovery document and one JWKS for both. The
+    first keyset holds the bare path even without an issuer: its JWKS is /.well-known/jwks.json."""
+    holders = {"": keysets[0].name} if keysets else {}
+    for keyset in keysets:
+        if not keyset.issuer:
+            continue
+        path = issuer_path(keyset.issuer)
+        holder = holders.setdefault(path, keyset.name)
+        if holder != keyset.name:
+            shown = quote(path) if path else "no path"
+            raise InvalidValueError(
+                f"keysets {quote(holder)} and {quote(keyset.name)} would serve their discovery "
+                f"and JWKS at the same issuer path ({shown}) (keysets[].issuer)",
+                "give each issuer a path of its own, e.g. https://auth.example.com/"
+                f"{keyset.name} (an issuer without a path belongs to the first keyset)",
+            )
+    return keysets
+
+
 def _default_keysets_if_empty(value: object) -> object:
     """No keysets (none in the file, or ``[]``) means the one keyset ``default``."""
     return (KeysetSettings(),) if isinstance(value, list | tuple) and not value else value
@@ -266,9 +294,11 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
-    keysets: Annotated[tuple[KeysetSettings, ...], BeforeValidator(_default_keysets_if_empty)] = (
-        KeysetSettings(),
-    )
+    keysets: Annotated[
+        tuple[KeysetSettings, ...],
+        BeforeValidator(_default_keysets_if_empty),
+        AfterValidator(_issuers_at_paths_of_their_own),
+    ] = (KeysetSettings(),)
     _config_file: Path | None = PrivateAttr(default=None)
     _overrides: tuple[str, ...] = PrivateAttr(default=())
 

@@ -36,6 +36,12 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def format(self, record: logging.LogRecord) -> str:
+        """The message, then the ``error`` field (JSON keeps it a field of its own)."""
+        error = record.__dict__.get("error")
+        text = super().format(record)
+        return text if error is None else f"{text}: {error}"
+
     def formatException(self, ei: object) -> str:
         return ""  # tracebacks stay out of operator logs; --debug shows them on the CLI
 

@@ -1,9 +1,11 @@
 """The raw RSGI/ASGI application: routing by hand, precomputed bodies, JSON errors.
 
-    GET /.well-known/jwks.json                 JWKS of the first keyset
-    GET /keysets/{name}/jwks.json              JWKS of a keyset
-    GET /.well-known/openid-configuration      when the first keyset has an ``issuer``
+    GET /.well-known/jwks.json                     JWKS of the first keyset
+    GET /keysets/{name}/jwks.json                  JWKS of a keyset
+    GET <issuer path>/.well-known/openid-configuration   per keyset with an ``issuer``
+    GET <issuer path>/.well-known/jwks.json        that keyset's JWKS (see ``discovery``)
     GET /healthz  /readyz  /metrics
+    GET /signing-key                               the first keyset's (admin)
     and the admin endpoints (see ``admin``) when ``server.admin_token_file`` is set.
 
 No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and one
@@ -14,28 +16,27 @@ Request bodies are never read. Every error has a JSON body; an unexpected except
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote
 
 from keyrotd.daemon import admin as admin_endpoints
 from keyrotd.daemon.admin import Admin
+from keyrotd.daemon.discovery import Discovery, Route
 from keyrotd.daemon.metrics import CONTENT_TYPE, Metrics
 from keyrotd.daemon.responses import (
     GET,
-    JSON,
     NO_STORE,
     Headers,
     Response,
     Scope,
     Send,
+    cacheable,
     error,
-    etag_matches,
     not_allowed,
     not_found,
     respond,
@@ -56,6 +57,8 @@ class Options:
     max_age: int
     """Cap of the JWKS ``max-age`` (whole seconds of ``server.jwks_max_age``)."""
     admin: Admin | None = None
+    issuers: Mapping[str, Route] = field(default_factory=dict)
+    """The issuer paths (``discovery.issuer_routes`` of the configuration)."""
 
 
 class App:
@@ -79,7 +82,6 @@ class App:
             "/healthz": self.healthz,
             "/readyz": self.readyz,
             "/metrics": self.metrics_text,
-            "/.well-known/openid-configuration": self.openid_configuration,
         }
 
     async def __call__(self, scope: Scope, receive: object, send: Send) -> None:
@@ -127,19 +129,31 @@ class App:
         if path == "/.well-known/jwks.json":
             order = self.board.snapshot.order
             return self.jwks(order[0], method, scope["headers"]) if order else not_found()
+        issued = self.options.issuers.get(path)
+        if issued is not None:
+            if isinstance(issued, Discovery):
+                return self.discovery(issued, method, scope["headers"])
+            return self.jwks(issued, method, scope["headers"])
         if path.startswith("/keysets/"):
             parts = path.split("/")[2:]
             if len(parts) == 2 and parts[1] == "jwks.json":
                 return self.jwks(parts[0], method, scope["headers"])
-            admin = self.options.admin
-            if admin is None:
-                return not_found()
-            found = admin_endpoints.route(admin, self.board, self.executor, parts, scope)
-            return not_found() if found is None else found
+            return self.admin(parts, scope)
+        if path == "/signing-key":  # the first keyset's
+            order = self.board.snapshot.order
+            return self.admin([order[0], "signing-key"], scope) if order else not_found()
         handler = self.plain.get(path)
         if handler is None:
             return not_found()
         return handler() if method in GET else not_allowed(GET)
+
+    def admin(self, parts: list[str], scope: Scope) -> Response | Awaitable[Response]:
+        """``/keysets/{parts...}``: an admin endpoint, which exists only with an admin token."""
+        admin = self.options.admin
+        if admin is None:
+            return not_found()
+        found = admin_endpoints.route(admin, self.board, self.executor, parts, scope)
+        return not_found() if found is None else found
 
     def jwks(self, name: str, method: str, headers: Headers) -> Response:
         if method not in GET:
@@ -151,11 +165,13 @@ class App:
                 return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
             return error(404, f"unknown keyset {name}")
         max_age = published.max_age(now, self.options.max_age)
-        cache = (b"cache-control", b"public, max-age=%d" % max_age)
-        for key, value in headers:
-            if key == b"if-none-match" and etag_matches(value, published.etag):
-                return Response(304, [(b"etag", published.etag), cache])
-        return Response(200, [JSON, (b"etag", published.etag), cache], published.body)
+        return cacheable(headers, published.etag, max_age, published.body)
+
+    def discovery(self, document: Discovery, method: str, headers: Headers) -> Response:
+        """A keyset's OpenID discovery document (configuration only: no keys needed)."""
+        if method not in GET:
+            return not_allowed(GET)
+        return cacheable(headers, document.etag, self.options.max_age, document.body)
 
     def healthz(self) -> Response:
         if not self.alive():
@@ -163,29 +179,19 @@ class App:
         return respond(200, {"status": "ok"})
 
     def readyz(self) -> Response:
+        """503 only while stopping or while some keyset has no JWKS to serve; a storage outage
+        leaves it 200 with the keysets ``degraded``. Keyset names only: never a file, URL or
+        error text (those are in the log and the systemd status)."""
         snap = self.board.snapshot
+        keysets = list(snap.order)
         if self.stopping:
-            return respond(503, {"status": "stopping", "reasons": ["keyrotd is shutting down"]})
-        if not snap.ready:
-            return respond(503, {"status": "not ready", "reasons": snap.reasons()})
-        return respond(200, {"status": "ready", "keysets": list(snap.order)})
+            return respond(503, {"status": "stopping", "keysets": keysets})
+        degraded = snap.degraded()
+        missing = snap.not_loaded()
+        if missing:
+            body = {"status": "not ready", "keysets": keysets, "not_loaded": missing}
+            return respond(503, {**body, "degraded": degraded})
+        return respond(200, {"status": "ready", "keysets": keysets, "degraded": degraded})
 
     def metrics_text(self) -> Response:
         return Response(200, [(b"content-type", CONTENT_TYPE), NO_STORE], self.metrics.render())
-
-    def openid_configuration(self) -> Response:
-        """OpenID discovery for the first keyset, whose JWKS is ``/.well-known/jwks.json``."""
-        order = self.board.snapshot.order
-        published = self.board.current(order[0], time.time()) if order else None
-        if published is None or not published.settings.issuer:
-            return not_found()
-        settings = published.settings
-        document = {
-            "issuer": settings.issuer,
-            "jwks_uri": settings.issuer.rstrip("/") + "/.well-known/jwks.json",
-            "id_token_signing_alg_values_supported": [settings.algorithm],
-            "response_types_supported": ["id_token"],
-            "subject_types_supported": ["public"],
-        }
-        cache = (b"cache-control", b"public, max-age=%d" % self.options.max_age)
-        return Response(200, [JSON, cache], json.dumps(document).encode())

@@ -37,7 +37,8 @@ class _BoardCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap, now = self._snapshot(), time.time()
         ready = GaugeMetricFamily(
-            "keyrotd_ready", "1 when every keyset is loaded and storage works"
+            "keyrotd_ready",
+            "1 when every keyset has a JWKS to serve, as /readyz (storage: keyrotd_storage_up)",
         )
         ready.add_metric([], 1.0 if snap.ready else 0.0)
         keys = GaugeMetricFamily(
@@ -112,6 +113,11 @@ class Metrics:
             ["keyset"],
             registry=self.registry,
         )
+        self._notify_dropped = Counter(
+            "keyrotd_notify_dropped",
+            "sd_notify messages dropped because $NOTIFY_SOCKET was full (its reader stalled)",
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "keyrotd_config_reloads",
             "Configuration reloads (SIGHUP) by result",
@@ -133,6 +139,9 @@ class Metrics:
 
     def storage_failed(self, keyset: str) -> None:
         self._storage_failures.labels(keyset).inc()
+
+    def notify_dropped(self) -> None:
+        self._notify_dropped.inc()
 
     def watch(self, keyset: str) -> None:
         """Show the counters of ``keyset`` at zero before anything happened."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -24,6 +25,24 @@ class Response:
     status: int
     headers: Headers
     body: bytes = b""
+
+
+def compact_json(data: object) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def strong_etag(body: bytes) -> bytes:
+    """A strong ETag of ``body``: 128 bits of its SHA-256, quoted."""
+    return b'"%s"' % hashlib.sha256(body).hexdigest()[:32].encode()
+
+
+def cacheable(headers: Headers, etag: bytes, max_age: int, body: bytes) -> Response:
+    """``body`` with its ETag and a public max-age; 304 when ``If-None-Match`` matches."""
+    cache = (b"cache-control", b"public, max-age=%d" % max_age)
+    for key, value in headers:
+        if key == b"if-none-match" and etag_matches(value, etag):
+            return Response(304, [(b"etag", etag), cache])
+    return Response(200, [JSON, (b"etag", etag), cache], body)
 
 
 def respond(status: int, data: object, *extra: tuple[bytes, bytes]) -> Response:

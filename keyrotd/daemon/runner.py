@@ -125,12 +125,9 @@ class KeysetRunner:
             self.metrics.rotation_failed(self.name)
         if isinstance(exc, StorageError | ConfigError | OSError):
             self.metrics.storage_failed(self.name)
+        # the reason goes in the ``error`` field only (the text format appends it)
         log.error(
-            "keyset %s: %s failed: %s",
-            self.name,
-            what,
-            reason,
-            extra={"keyset": self.name, "error": reason},
+            "keyset %s: %s failed", self.name, what, extra={"keyset": self.name, "error": reason}
         )
         return reason
 

@@ -30,6 +30,7 @@ from granian.server.embed import Server
 from keyrotd import logs
 from keyrotd.config import Settings, load_settings
 from keyrotd.daemon.admin import Admin, load_admin_token
+from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.scheduling import Rotator
@@ -48,10 +49,12 @@ class Daemon:
     def __init__(self, settings: Settings, config_path: str | None) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.notifier = Notifier()
-        self.readiness = Readiness(self.notifier, settings.server.listen)
-        self.board = Board(on_change=self.readiness.board_changed)
         self.metrics = Metrics(lambda: self.board.snapshot)
+        self.notifier = Notifier(on_drop=self.metrics.notify_dropped)
+        self.readiness = Readiness(
+            self.notifier, settings.server.listen, lambda: self.board.snapshot
+        )
+        self.board = Board(on_change=self.readiness.board_changed)
         self.storage = open_storage(settings.storage)
         self.rotator = Rotator(
             self.storage, self.board, self.metrics, settings.server.refresh_interval
@@ -72,7 +75,11 @@ class Daemon:
             if token_file is None
             else Admin(load_admin_token(token_file), self.rotator.command)
         )
-        return Options(max_age=int(settings.server.jwks_max_age.total_seconds()), admin=admin)
+        return Options(
+            max_age=int(settings.server.jwks_max_age.total_seconds()),
+            admin=admin,
+            issuers=issuer_routes(settings.keysets),
+        )
 
     def run(self) -> int:
         server = self.settings.server
@@ -178,9 +185,7 @@ class Daemon:
         except Exception as exc:
             self.metrics.reloads.labels("failed").inc()
             log.error(
-                "configuration reload failed, keeping the running one: %s",
-                exc,
-                extra={"error": str(exc)},
+                "configuration reload failed, keeping the running one", extra={"error": str(exc)}
             )
             self.readiness.reloaded()
             return

@@ -12,14 +12,13 @@ seconds):
 
 The :class:`Board` holds one ``Published`` and one :class:`Health` per keyset. Writers (the
 scheduler threads) replace the whole mapping under a lock; readers (the event loop) read one
-attribute, so they always see a consistent snapshot without taking the lock.
+attribute, so they always see a consistent snapshot without taking the lock. The lock guards
+memory only: the change hook (sd_notify's status) is called after it is released.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import threading
 import time
@@ -29,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from keyrotd.config import KeysetSettings
+from keyrotd.daemon.responses import compact_json, strong_etag
 from keyrotd.lifecycle import next_transition, view
 from keyrotd.manager import CLOCK_JUMP
 from keyrotd.model import Keyset, KeyState
@@ -57,10 +57,6 @@ def _next_materialized(keyset: Keyset) -> datetime | None:
     return min((t for t in times if t is not None), default=None)
 
 
-def _json(data: object) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
 @dataclass(frozen=True)
 class Published:
     """One keyset as served at one instant (see the module docstring)."""
@@ -86,14 +82,13 @@ class Published:
         cls, settings: KeysetSettings, stored: Keyset, now: datetime, mono: float = 0.0
     ) -> Published:
         seen = view(stored, settings.policy, now)
-        body = _json(seen.jwks())
-        digest = hashlib.sha256(body).hexdigest()[:32]
+        body = compact_json(seen.jwks())
         return cls(
             settings=settings,
             stored=stored,
             keyset=seen,
             body=body,
-            etag=f'"{digest}"'.encode(),
+            etag=strong_etag(body),
             recompute_at=_epoch(_next_materialized(seen)),
             changes_at=_epoch(next_transition(seen, settings.policy)),
             computed_wall=now.timestamp(),
@@ -115,15 +110,16 @@ class Published:
         )
         successor = upcoming[0] if upcoming else None
         policy = self.settings.policy
-        return _json(
+        return compact_json(
             {
                 "active": dict(active.private()),
                 "next": dict(successor.private()) if successor else None,
                 "next_activates_at": rfc3339(successor.activates_at)
                 if successor and successor.activates_at
                 else None,
-                "token_lifetime": policy.token_lifetime.total_seconds(),
-                "publish_ahead": policy.publish_ahead.total_seconds(),
+                # whole seconds (rounded down): integer decoders (Go, serde) refuse 3600.0
+                "token_lifetime": math.floor(policy.token_lifetime.total_seconds()),
+                "publish_ahead": math.floor(policy.publish_ahead.total_seconds()),
             }
         )
 
@@ -151,14 +147,24 @@ class Snapshot:
 
     @property
     def ready(self) -> bool:
-        return all(self.health.get(name, Health()).ready for name in self.order)
+        """Every keyset has a JWKS to serve (a storage failure since does not change that)."""
+        return all(name in self.published for name in self.order)
+
+    def not_loaded(self) -> list[str]:
+        """The keysets with no JWKS to serve yet."""
+        return [name for name in self.order if name not in self.published]
+
+    def degraded(self) -> list[str]:
+        """The keysets whose last storage access failed (served from memory meanwhile)."""
+        return [name for name in self.order if self.health.get(name, Health()).error is not None]
 
     def reasons(self) -> list[str]:
-        """Why the daemon is not ready, one line per keyset."""
+        """What is wrong, one line per keyset, with the error texts: for the systemd status
+        (not public), never for HTTP."""
         reasons = []
         for name in self.order:
             health = self.health.get(name, Health())
-            if not health.loaded:
+            if name not in self.published:
                 reasons.append(f"keyset {name}: not loaded yet")
             if health.error is not None:
                 reasons.append(f"keyset {name}: storage failing: {health.error}")
@@ -170,7 +176,7 @@ class Board:
 
     def __init__(
         self,
-        on_change: Callable[[Snapshot], None] = lambda _: None,
+        on_change: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.snapshot = Snapshot()
@@ -193,7 +199,7 @@ class Board:
         fresh = Published.compute(published.settings, published.stored, seen_at, mono)
         with self._lock:
             if self.snapshot.published.get(name) is published:  # nobody stored a newer one
-                self._replace(published={**self.snapshot.published, name: fresh}, notify=False)
+                self._replace(published={**self.snapshot.published, name: fresh})
         return fresh
 
     def loaded(
@@ -210,6 +216,7 @@ class Board:
                 published={**snap.published, settings.name: published},
                 health={**snap.health, settings.name: health},
             )
+        self._on_change()
         return published
 
     def failed(self, name: str, error: str) -> None:
@@ -221,6 +228,7 @@ class Board:
             old = snap.health.get(name, Health())
             health = dataclasses.replace(old, error=error)
             self._replace(health={**snap.health, name: health})
+        self._on_change()
 
     def arrange(self, order: tuple[str, ...]) -> None:
         """Set the served keysets (their order: the first one is ``/.well-known``)."""
@@ -231,8 +239,8 @@ class Board:
                 published={n: p for n, p in snap.published.items() if n in order},
                 health={n: h for n, h in snap.health.items() if n in order},
             )
+        self._on_change()
 
-    def _replace(self, *, notify: bool = True, **changes: object) -> None:
+    def _replace(self, **changes: object) -> None:
+        """Swap in a new snapshot (the caller holds the lock; nothing else happens here)."""
         self.snapshot = dataclasses.replace(self.snapshot, **changes)  # type: ignore[arg-type]
-        if notify:
-            self._on_change(self.snapshot)

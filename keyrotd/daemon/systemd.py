@@ -2,6 +2,11 @@
 
 The socket is a path or, starting with ``@``, an abstract socket. Outside systemd (no
 ``$NOTIFY_SOCKET``) every call does nothing. Failures are logged once and never stop the daemon.
+
+Every send is non-blocking (``MSG_DONTWAIT``): a service manager that stops reading lets its
+queue fill (``net.unix.max_dgram_qlen`` datagrams), and a blocking ``sendto`` would then stall
+the event loop, which sends ``WATCHDOG=1`` and handles SIGTERM. A datagram that does not fit is
+dropped and counted (``on_drop``, the metric ``keyrotd_notify_dropped_total``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from keyrotd.daemon.state import Snapshot
 
@@ -19,8 +24,13 @@ log = logging.getLogger("keyrotd.daemon")
 
 
 class Notifier:
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        on_drop: Callable[[], None] = lambda: None,
+    ) -> None:
         environ = os.environ if environ is None else environ
+        self._on_drop = on_drop
         address = environ.get("NOTIFY_SOCKET", "")
         if address.startswith("@"):
             address = "\0" + address[1:]
@@ -33,13 +43,18 @@ class Notifier:
         return bool(self._address)
 
     def notify(self, *fields: str) -> None:
-        """Send ``fields`` (``READY=1``, ``STATUS=...``) in one datagram."""
+        """Send ``fields`` (``READY=1``, ``STATUS=...``) in one datagram, never waiting."""
         if not self._address:
             return
         message = "\n".join(fields).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message, self._address)
+                sock.sendto(message, socket.MSG_DONTWAIT, self._address)
+        except BlockingIOError:  # the manager's queue is full: it is not reading
+            self._on_drop()
+            if not self._warned:
+                self._warned = True
+                log.warning("sd_notify: $NOTIFY_SOCKET is full (not read?); dropping messages")
         except OSError as exc:
             if not self._warned:
                 self._warned = True
@@ -63,9 +78,10 @@ def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
 class Readiness:
     """``READY=1`` once the socket is bound and every keyset loaded; ``STATUS=`` on changes."""
 
-    def __init__(self, notifier: Notifier, listen: str) -> None:
+    def __init__(self, notifier: Notifier, listen: str, snapshot: Callable[[], Snapshot]) -> None:
         self.notifier = notifier
         self.listen = listen
+        self._board_snapshot = snapshot
         self._bound = False
         self._sent = False
         self._status = ""
@@ -93,9 +109,11 @@ class Readiness:
             if self._sent:
                 self.notifier.notify("READY=1", f"STATUS={self._status}")
 
-    def board_changed(self, snapshot: Snapshot) -> None:
+    def board_changed(self) -> None:
+        """Called by the board after a change, outside its lock: read its latest snapshot here,
+        under this lock, so that a late call never installs an older one."""
         with self._lock:
-            self._snapshot = snapshot
+            self._snapshot = self._board_snapshot()
             self._update()
 
     def _update(self) -> None:
@@ -109,7 +127,7 @@ class Readiness:
                 log.info("keyrotd ready on %s", self.listen, extra={"event": "daemon.ready"})
                 self.notifier.notify("READY=1", f"STATUS={self._status}")
             return
-        if snap.ready:
+        if snap.ready and not snap.degraded():
             status = f"serving {len(snap.order)} keysets"
         else:
             status = f"degraded ({len(snap.order)} keysets): " + "; ".join(snap.reasons())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -10,6 +11,7 @@ from .conftest import DaemonFactory
 from .harness import TOKEN, Daemon
 
 ADMIN_ROUTES = (
+    ("GET", "/signing-key"),
     ("GET", "/keysets/main/signing-key"),
     ("POST", "/keysets/main/rotate"),
     ("POST", "/keysets/main/keys/some-kid/revoke"),
@@ -70,8 +72,33 @@ def test_signing_key_gives_the_active_and_next_private_keys(daemon: Daemon) -> N
     assert body["next"]["kid"] in kids(daemon)
     assert body["next_activates_at"].endswith("Z")
     datetime.fromisoformat(body["next_activates_at"])
-    assert body["token_lifetime"] == 3600.0
+    assert body["token_lifetime"] == 3600
     assert daemon.admin("GET", "/keysets/other/signing-key").status == 404
+
+
+def test_signing_key_durations_are_whole_seconds_in_the_json(daemon: Daemon) -> None:
+    """Go's and serde's integer fields refuse ``3600.0``: the raw bytes say ``3600``."""
+    body = daemon.admin("GET", "/keysets/main/signing-key").body
+    durations = body[body.index(b'"token_lifetime"') :]  # after the keys: no key material shown
+    assert durations == b'"token_lifetime":3600,"publish_ahead":3600}'
+
+    def no_float(text: str) -> float:
+        raise AssertionError(f"a float in the signing-key body: {text}")
+
+    decoded = json.loads(body, parse_float=no_float)
+    assert type(decoded["token_lifetime"]) is int and type(decoded["publish_ahead"]) is int
+
+
+def test_signing_key_at_the_root_is_the_first_keysets(daemon_factory: DaemonFactory) -> None:
+    keysets: list[dict[str, object]] = [
+        {"name": name, "algorithm": "ES256", "publish_ahead": "1h"} for name in ("one", "two")
+    ]
+    daemon = daemon_factory(keysets=keysets).start()
+    reply = daemon.admin("GET", "/signing-key")
+    assert reply.status == 200 and reply.headers["cache-control"] == "no-store"
+    assert reply.body == daemon.admin("GET", "/keysets/one/signing-key").body
+    assert reply.body != daemon.admin("GET", "/keysets/two/signing-key").body
+    assert daemon.admin("POST", "/signing-key").status == 405
 
 
 def test_rotate_now_activates_the_published_successor(daemon: Daemon) -> None:

@@ -119,7 +119,9 @@ def test_request_bodies_are_ignored(daemon: Daemon) -> None:
 
 def test_health_and_readiness(daemon: Daemon) -> None:
     assert daemon.get("/healthz").json() == {"status": "ok"}
-    assert daemon.get("/readyz").json() == {"status": "ready", "keysets": ["main"]}
+    ready = daemon.get("/readyz")
+    assert ready.json() == {"status": "ready", "keysets": ["main"], "degraded": []}
+    assert ready.headers["cache-control"] == "no-store"
 
 
 def test_openid_configuration_only_with_an_issuer(daemon_factory: DaemonFactory) -> None:

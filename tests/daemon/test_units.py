@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import socket
 import threading
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from keyrotd import logs
 from keyrotd.config import KeysetSettings
 from keyrotd.daemon.admin import Admin, load_admin_token
 from keyrotd.daemon.clock import ClockWatch
@@ -96,6 +99,27 @@ def test_the_served_view_holds_what_fell_due_within_a_forward_clock_jump() -> No
     assert {k["kid"] for k in held.keyset.jwks()["keys"]} >= {successor.kid}
 
 
+def test_the_board_calls_its_change_hook_outside_its_lock() -> None:
+    """STYLE 13: the hook (sd_notify) runs after the lock the HTTP path needs is released."""
+    held: list[bool] = []
+    board = Board(on_change=lambda *_: held.append(board._lock.locked()))
+    board.arrange(("k",))
+    board.loaded(SETTINGS, bootstrapped().stored, T0)
+    board.failed("k", "storage failing")
+    assert held == [False, False, False]
+
+
+def test_notifier_drops_and_counts_what_a_full_socket_cannot_take() -> None:
+    name = f"keyrotd-unit-full-{os.getpid()}"
+    drops: list[int] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(b"\0" + name.encode())  # never read: its queue fills
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name}, on_drop=lambda: drops.append(1))
+        for _ in range(100):  # far more than net.unix.max_dgram_qlen; none of them waits
+            notifier.notify("WATCHDOG=1")
+    assert 0 < len(drops) < 100
+
+
 def test_notifier_sends_to_an_abstract_socket() -> None:
     name = f"keyrotd-unit-{os.getpid()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -146,3 +170,16 @@ def test_admin_token_checks(tmp_path: Path) -> None:
         load_admin_token(path)
     with pytest.raises(ConfigError, match="is not a regular file"):
         load_admin_token(tmp_path)
+
+
+def test_text_logs_show_the_error_field_once() -> None:
+    stream = io.StringIO()
+    logs.configure("text", "info", stream)
+    try:
+        extra = {"keyset": "k", "error": "k.json: it is not valid JSON"}
+        logging.getLogger("keyrotd.daemon").error("keyset k: storage read failed", extra=extra)
+    finally:
+        logs.configure()
+    line = stream.getvalue().strip()
+    assert line.endswith("keyset k: storage read failed: k.json: it is not valid JSON"), line
+    assert line.count("not valid JSON") == 1

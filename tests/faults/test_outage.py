@@ -10,8 +10,10 @@ A watcher polls the JWKS and the admin ``signing-key`` endpoint every 50 ms thro
 in real elapsed time: every answer is a 200 JWKS; the signing key is always in it (nothing is
 lost); a new signing key was in the JWKS ``publish_ahead`` before it first signed (G2, and G4
 after the outage: nothing unpublished activates); a key leaves the JWKS no sooner than
-``token_lifetime + clock_skew`` after it last signed (G3). ``/readyz`` turns 503 during the
-outage, the failure metrics count, and rotation resumes by itself afterwards.
+``token_lifetime + clock_skew`` after it last signed (G3). ``/readyz`` stays 200 throughout
+(the JWKS is served: an outage must not pull the daemon out of a load balancer) and names the
+keyset ``degraded`` during the outage, the failure metrics count, and rotation resumes by itself
+afterwards.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class Watcher:
         previous = self.polls[0].at
         for poll in self.polls:
             assert poll.jwks_status == 200
+            assert poll.ready == 200, poll  # serving: ready, even while storage fails
             assert poll.signer is not None and poll.signer in poll.kids, poll
             # Published some time after the previous poll: take the earliest (the daemon's favour:
             # a stalled watcher must not look like an early activation).
@@ -170,6 +173,15 @@ def metric(daemon: Daemon, name: str) -> float:
     return total
 
 
+def degraded(daemon: Daemon) -> object:
+    """The keysets ``/readyz`` names as degraded (storage failing); it answers 200 all along."""
+    reply = daemon.get("/readyz")
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    assert isinstance(body, dict)
+    return body["degraded"]
+
+
 def wait_for_fresh_activation(daemon: Daemon) -> str:
     """Wait until the signing key just changed and no successor is published yet: the outage then
     swallows the moment the successor is due (G4's situation)."""
@@ -196,7 +208,7 @@ def outage_and_recovery(
         failures_before = metric(daemon, "keyrotd_storage_failures_total")
         start = time.monotonic()
         break_storage()  # type: ignore[operator]
-        daemon.wait_for(lambda: daemon.get("/readyz").status == 503, OUTAGE, "/readyz 503")
+        daemon.wait_for(lambda: degraded(daemon) == ["default"], OUTAGE, "/readyz degraded")
         time.sleep(max(0.0, start + OUTAGE - time.monotonic()))  # the outage itself
         failures = metric(daemon, "keyrotd_storage_failures_total") - failures_before
         during = watcher.since(start)
@@ -205,7 +217,7 @@ def outage_and_recovery(
         time.sleep(2.0)
         heal_storage()  # type: ignore[operator]
         healed = time.monotonic()
-        daemon.wait_for(lambda: daemon.get("/readyz").status == 200, 15, "/readyz 200 again")
+        daemon.wait_for(lambda: degraded(daemon) == [], 15, "/readyz not degraded again")
         recovered = time.monotonic() - healed
         # Rotation resumes: a successor is published after the outage, then activates.
         daemon.wait_for(
@@ -224,7 +236,7 @@ def report(label: str, figures: dict[str, float]) -> None:
     print(
         f"{label}: outage {OUTAGE:.0f}s (rotation period {ROTATION:.0f}s) then 2s slow; "
         f"{figures['polls']:.0f} JWKS polls all 200 with the signing key in them; "
-        f"{figures['failures']:.0f} storage failures counted; ready again "
+        f"{figures['failures']:.0f} storage failures counted; /readyz 200 throughout, undegraded "
         f"{figures['ready_again']:.1f}s after healing, next activation after "
         f"{figures['next_activation']:.1f}s; shortest publish-before-signing "
         f"{figures['shortest_publish']:.2f}s (>= {PUBLISH_AHEAD}s), shortest kept-after-signing "
