@@ -208,21 +208,30 @@ def test_bad_configuration_exits_2_with_one_line(
         assert "Traceback" not in err
 
 
-def status_as_unprivileged_user(config: str) -> tuple[int, str]:
-    """``keyrotd status`` in this (spawned) process, as nobody when started as root."""
+def main_as_unprivileged_user(argv: list[str]) -> tuple[int, str, str]:
+    """``main(argv)`` in this (spawned) process, as nobody when started as root: exit code,
+    stdout and stderr. The first argument pair is ``--config PATH``."""
     if os.geteuid() == 0:
         # The interpreter's own files may not be readable by nobody: import everything first.
         import keyrotd.commands
+        import keyrotd.inspection
         import keyrotd.storage.file  # noqa: F401
 
         with contextlib.redirect_stdout(io.StringIO()):
-            main(["--config", config, "check-config"])
+            main([*argv[:2], "check-config"])
         os.setgid(65534)
         os.setuid(65534)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(["--config", config, "status"])
-    return code, err.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_unprivileged(*argv: str) -> tuple[int, str, str]:
+    """``keyrotd ARGV`` in a spawned process, as nobody when the tests run as root."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        return pool.submit(main_as_unprivileged_user, list(argv)).result(timeout=60)
 
 
 @pytest.fixture
@@ -234,16 +243,20 @@ def open_dir() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-def test_unreadable_storage_directory_exits_2_naming_it(open_dir: Path) -> None:
+def unreadable_store(open_dir: Path) -> tuple[Path, Path]:
+    """A store directory the (unprivileged) user cannot read, and a config naming it."""
     store = open_dir / "store"
     store.mkdir(mode=0o700)
     config = write_config(open_dir, f'[storage]\npath = "{store}"\n')
     config.chmod(0o644)
     if os.geteuid() != 0:
         store.chmod(0o000)
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-        code, err = pool.submit(status_as_unprivileged_user, str(config)).result(timeout=60)
+    return store, config
+
+
+def test_unreadable_storage_directory_exits_2_naming_it(open_dir: Path) -> None:
+    store, config = unreadable_store(open_dir)
+    code, _, err = run_unprivileged("--config", str(config), "status")
     assert code == 2, err
     assert err.count("\n") == 1
     assert str(store) in err
