@@ -1,8 +1,9 @@
 """The ``keyrotd`` command line: ``main(argv) -> exit code``, testable in-process.
 
 Exit codes: 0 success, 1 failure (or an invalid token for ``inspect``), 2 usage or configuration
-error, 3 ``inspect`` could not read the keys to judge by (URL or storage). Every error is one line on stderr; the traceback only with ``--debug``. Heavy modules
-(boto3, the scheduler, the HTTP server) are imported by the commands that need them.
+error, 3 ``inspect`` could not read the keys to judge by (URL or storage). Every error is one line
+on stderr; the traceback only with ``--debug``. Heavy modules (boto3, the scheduler, the HTTP
+server) are imported by the commands that need them.
 """
 
 from __future__ import annotations
