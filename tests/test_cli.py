@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from keyrotd.cli import main
+from keyrotd.cli import build_parser, main
 from keyrotd.keys import PRIVATE_MEMBERS
 from keyrotd.model import ALGORITHMS
 
@@ -168,6 +169,42 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
     assert "signing-key" in out
+
+
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every parser of the command line by its prog name: ``keyrotd``, ``keyrotd rotate`` ..."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    todo = [build_parser()]
+    while todo:
+        parser = todo.pop()
+        found[parser.prog] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += action.choices.values()
+    return found
+
+
+def test_the_parsers_cover_every_command_of_the_contract() -> None:
+    commands = {prog.removeprefix("keyrotd ") for prog in parsers()} - {"keyrotd"}
+    assert commands >= {"run", "status", "rotate", "revoke", "jwks", "signing-key", "inspect",
+                        "check-config"}  # fmt: skip
+
+
+@pytest.mark.parametrize("prog", sorted(parsers()))
+def test_every_argument_of_every_command_has_a_line_of_help(
+    prog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = parsers()[prog]
+    arguments = [a for a in parser._actions if not isinstance(a, argparse._SubParsersAction)]
+    for action in arguments:
+        name = "/".join(action.option_strings) or action.metavar or action.dest
+        assert action.help and action.help != argparse.SUPPRESS, f"{prog}: {name} has no help"
+        assert action.help.strip() == action.help and "\n" not in action.help
+    code, out, _ = run(capsys, *prog.split()[1:], "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    for action in arguments:
+        assert str(action.help) % {"default": action.default, "prog": prog} in flat
 
 
 def test_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
