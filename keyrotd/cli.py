@@ -100,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audience", metavar="A", help="require A in the token's aud claim")
     p.add_argument("--issuer", metavar="I", help="require the token's iss claim to be I")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    command("check-config", "validate the configuration and the policy")
+    p = command("check-config", "validate the configuration and the policy")
+    p.add_argument(
+        "--example",
+        action="store_true",
+        help="print the commented example configuration (every setting) instead",
+    )
     return parser
 
 

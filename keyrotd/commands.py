@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from importlib.resources import files
 
 from keyrotd import logs
 from keyrotd.config import KeysetSettings, Settings, load_settings
@@ -19,6 +20,8 @@ from keyrotd.storage import Storage, open_storage
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "check-config" and args.example:
+        return print_example()  # whatever the configuration: the hints of its errors point here
     settings = load_settings(args.config)
     if args.command == "run":
         from keyrotd.daemon import run_daemon
@@ -189,6 +192,12 @@ def check_config(settings: Settings) -> int:
             f"{format_duration(p.publish_ahead)} ahead, kept "
             f"{format_duration(p.retention)} after retirement"
         )
+    return 0
+
+
+def print_example() -> int:
+    """The commented example configuration shipped in the package (the repository's example)."""
+    sys.stdout.write(files("keyrotd").joinpath("example.toml").read_text(encoding="utf-8"))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.resources
 import io
 import json
 import multiprocessing
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -214,6 +216,39 @@ def test_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> N
     assert "unrecognized arguments: --bogus" in err
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_the_packaged_example_is_config_keyrotd_toml() -> None:
+    """The example ships inside the package; ``config/keyrotd.toml`` is the same file (copy it
+    over ``keyrotd/example.toml`` after changing it)."""
+    shipped = importlib.resources.files("keyrotd").joinpath("example.toml").read_bytes()
+    assert shipped == (REPOSITORY / "config" / "keyrotd.toml").read_bytes()
+    pyproject = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
+    assert "example.toml" in pyproject["tool"]["setuptools"]["package-data"]["keyrotd"]
+
+
+def test_check_config_example_prints_it_even_beside_a_broken_config(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_config(in_tmp, "[server]\nlisen = '127.0.0.1:1'\n")
+    code, _, err = run(capsys, "check-config")
+    assert code == 2
+    assert err.endswith("(see `keyrotd check-config --example`)\n")  # the hint works:
+    code, out, err = run(capsys, "check-config", "--example")
+    assert (code, err) == (0, "")
+    assert out == (REPOSITORY / "config" / "keyrotd.toml").read_text()
+    example = in_tmp / "example.toml"
+    example.write_text(out)
+    code, out, _ = run(capsys, "--config", str(example), "check-config")
+    assert (code, out.splitlines()[0]) == (0, f"configuration OK ({example})")
+
+
+def test_no_error_hint_names_a_file_pip_does_not_install() -> None:
+    sources = (REPOSITORY / "keyrotd").rglob("*.py")
+    assert [path for path in sources if "config/keyrotd.toml" in path.read_text()] == []
+
+
 def test_check_config(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "check-config")
     assert code == 0
@@ -326,7 +361,7 @@ def test_console_script_in_an_empty_directory(tmp_path: Path) -> None:
     exe = shutil.which("keyrotd", path=os.path.dirname(sys.executable))
     assert exe is not None, "the console script is installed with the package"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
-    for command in (["rotate"], ["jwks"], ["signing-key"]):
+    for command in (["check-config", "--example"], ["rotate"], ["jwks"], ["signing-key"]):
         result = subprocess.run(
             [exe, *command], cwd=tmp_path, capture_output=True, text=True, env=env, check=False
         )
