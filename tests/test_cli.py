@@ -9,6 +9,7 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,14 +17,17 @@ import tempfile
 import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
 import pytest
 
 from keyrotd.cli import build_parser, main
-from keyrotd.keys import PRIVATE_MEMBERS
-from keyrotd.model import ALGORITHMS
+from keyrotd.handover import handover_notices
+from keyrotd.keys import PRIVATE_MEMBERS, generate_key
+from keyrotd.lifecycle import Revoke, Rotate, plan
+from keyrotd.model import ALGORITHMS, Keyset, Policy
 
 
 def write_config(directory: Path, body: str) -> Path:
@@ -99,9 +103,20 @@ def test_rotate_now_says_it_is_an_emergency(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run(capsys, "rotate")
+    _, before, _ = run(capsys, "status", "--json")
+    pending = [k for k in json.loads(before)["keysets"][0]["keys"] if k["state"] == "pending"]
     code, out, _ = run(capsys, "rotate", "--now")
     assert code == 0
-    assert out.startswith("EMERGENCY ROTATION of keyset default")
+    first, second = out.splitlines()[:2]
+    assert re.fullmatch(
+        rf"EMERGENCY ROTATION of keyset default: {re.escape(pending[0]['kid'])} signs from \S+Z, "
+        r"an exception to publish_ahead \(1d\)",
+        first,
+    )
+    published = pending[0]["created_at"].split(".")[0].removesuffix("Z") + "Z"
+    assert second.startswith(f"  it was published at {published}, ") or second.startswith(
+        "  it was published just now: "
+    )
 
 
 def test_revoke_active_hands_over_and_drops_it_from_the_jwks(
@@ -400,3 +415,108 @@ def test_file_backend_commands_import_nothing_heavy(argv: list[str], tmp_path: P
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+# -- who may reject what after an emergency (literal times) ----------------------------------------
+
+T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+POLICY = Policy(timedelta(days=1), timedelta(hours=12), timedelta(hours=1), timedelta(minutes=5))
+REFRESH, MAX_AGE = timedelta(seconds=30), timedelta(minutes=5)
+
+
+def emergency(
+    command: Rotate | Revoke | None, at: timedelta, successor_at: timedelta | None
+) -> tuple[list[str], str, str]:
+    """Key A active since T0, a successor B published at T0 + ``successor_at`` (or none), then
+    ``command`` at T0 + ``at``: the notices, A's and the new signing key's kids."""
+    first, second = generate_key("ES256"), generate_key("ES256")
+    keyset = plan(Keyset("default"), POLICY, T0, fresh=(first,)).keyset
+    if successor_at is not None:
+        keyset = plan(keyset, POLICY, T0 + successor_at, fresh=(second,)).keyset
+        assert keyset.pending[0].kid == second.kid
+    result = plan(keyset, POLICY, T0 + at, command or Revoke(first.kid), fresh=(second,))
+    assert result.keyset.active is not None and result.keyset.active.kid == second.kid
+    lines = handover_notices(result.keyset, result.transitions, POLICY, REFRESH, MAX_AGE)
+    return lines, first.kid, second.kid
+
+
+def test_rotate_now_says_who_may_reject_the_successor_published_3m12s_ago() -> None:
+    lines, _, b = emergency(Rotate(now=True), timedelta(hours=12, minutes=3, seconds=12),
+                            timedelta(hours=12))  # fmt: skip
+    assert lines == [
+        f"EMERGENCY ROTATION of keyset default: {b} signs from 2026-03-01T12:03:12Z, an "
+        "exception to publish_ahead (12h)",
+        "  it was published at 2026-03-01T12:00:00Z, 3m12s ago: verifiers whose JWKS was fetched "
+        "before 2026-03-01T12:00:30Z (a daemon serves a change within refresh_interval, 30s) may "
+        "reject tokens signed with it until they refetch; those that honour Cache-Control "
+        "(max-age 5m) have refetched by 2026-03-01T12:05:30Z",
+    ]
+
+
+def test_rotate_now_with_a_successor_published_long_ago() -> None:
+    lines, _, _ = emergency(Rotate(now=True), timedelta(hours=23), timedelta(hours=12))
+    assert lines[1] == (
+        "  it was published at 2026-03-01T12:00:00Z, 11h ago: verifiers whose JWKS was fetched "
+        "before 2026-03-01T12:00:30Z (a daemon serves a change within refresh_interval, 30s) may "
+        "reject tokens signed with it until they refetch; those that honour Cache-Control "
+        "(max-age 5m) hold it already"
+    )
+
+
+def test_rotate_now_without_a_successor_publishes_one_that_nobody_has_yet() -> None:
+    lines, _, b = emergency(Rotate(now=True), timedelta(hours=3), None)
+    assert lines == [
+        f"EMERGENCY ROTATION of keyset default: {b} signs from 2026-03-01T03:00:00Z, an "
+        "exception to publish_ahead (12h)",
+        "  it was published just now: verifiers whose JWKS was fetched before "
+        "2026-03-01T03:00:30Z (a daemon serves a change within refresh_interval, 30s) may "
+        "reject tokens signed with it until they refetch; those that honour Cache-Control "
+        "(max-age 5m) have refetched by 2026-03-01T03:05:30Z",
+    ]
+
+
+def test_revoking_the_active_key_a_moment_after_its_successor_was_published() -> None:
+    lines, a, b = emergency(None, timedelta(hours=12, seconds=2), timedelta(hours=12))
+    assert lines == [
+        f"REVOKED the active key {a} of keyset default: {b} signs from 2026-03-01T12:00:02Z, an "
+        "exception to publish_ahead (12h)",
+        "  it was published at 2026-03-01T12:00:00Z, 2s ago: verifiers whose JWKS was fetched "
+        "before 2026-03-01T12:00:30Z (a daemon serves a change within refresh_interval, 30s) may "
+        "reject tokens signed with it until they refetch; those that honour Cache-Control "
+        "(max-age 5m) have refetched by 2026-03-01T12:05:30Z",
+        f"  tokens signed with {a} are rejected by verifiers whose JWKS was fetched after "
+        "2026-03-01T12:00:32Z; a verifier holding an older copy accepts them until it refetches "
+        "(by 2026-03-01T12:05:32Z if it honours Cache-Control)",
+    ]
+
+
+def test_revoking_a_retired_key_says_only_who_rejects_its_tokens() -> None:
+    first, second = generate_key("ES256"), generate_key("ES256")
+    keyset = plan(Keyset("default"), POLICY, T0, fresh=(first,)).keyset
+    keyset = plan(keyset, POLICY, T0 + timedelta(hours=12), fresh=(second,)).keyset
+    keyset = plan(keyset, POLICY, T0 + timedelta(days=1)).keyset  # A retires
+    result = plan(keyset, POLICY, T0 + timedelta(days=1, minutes=10), Revoke(first.kid))
+    assert handover_notices(result.keyset, result.transitions, POLICY, REFRESH, MAX_AGE) == [
+        f"  tokens signed with {first.kid} are rejected by verifiers whose JWKS was fetched after "
+        "2026-03-02T00:10:30Z; a verifier holding an older copy accepts them until it refetches "
+        "(by 2026-03-02T00:15:30Z if it honours Cache-Control)",
+    ]
+
+
+def test_the_cli_prints_the_notices_of_a_revoke_of_the_active_key(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(capsys, "rotate")
+    _, out, _ = run(capsys, "signing-key")
+    active = json.loads(out)["kid"]
+    code, out, _ = run(capsys, "revoke", active)
+    assert code == 0
+    lines = out.splitlines()
+    assert re.fullmatch(
+        rf"REVOKED the active key {re.escape(active)} of keyset default: \S+ signs from \S+Z, an "
+        r"exception to publish_ahead \(1d\)",
+        lines[0],
+    )
+    assert lines[1].startswith("  it was published just now: verifiers whose JWKS was fetched ")
+    assert lines[2].startswith(f"  tokens signed with {active} are rejected by verifiers ")
+    assert f"key.revoked {active}" in lines[3]
