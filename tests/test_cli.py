@@ -248,7 +248,9 @@ def test_the_packaged_example_is_config_keyrotd_toml() -> None:
     """The example ships inside the package; ``config/keyrotd.toml`` is the same file (copy it
     over ``keyrotd/example.toml`` after changing it)."""
     shipped = importlib.resources.files("keyrotd").joinpath("example.toml").read_bytes()
-    assert shipped == (REPOSITORY / "config" / "keyrotd.toml").read_bytes()
+    assert shipped == (REPOSITORY / "config" / "keyrotd.toml").read_bytes(), (
+        "run `cp config/keyrotd.toml keyrotd/example.toml`"
+    )
     pyproject = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
     assert "example.toml" in pyproject["tool"]["setuptools"]["package-data"]["keyrotd"]
 
