@@ -49,6 +49,8 @@ __all__ = ["Issuer", "Schedule"]
 log = logging.getLogger("keyrotd.client")
 
 DEFAULT_REFRESH: Final = timedelta(seconds=30)
+SHORTEST_REFRESH: Final = timedelta(seconds=0.1)
+"""The background refresh runs at most this often, whatever ``publish_ahead``."""
 ISSUER_CLAIMS: Final = frozenset({"iat", "exp", "nbf"})
 """Claims the issuer sets itself: ``lifetime=`` and ``not_before=`` control them."""
 _MAX_RESPONSE: Final = 1024 * 1024
@@ -335,7 +337,7 @@ def _refresh_interval(
         return _duration(given, "refresh_interval", shortest=0.01)
     if publish_ahead is None:
         return DEFAULT_REFRESH
-    return min(publish_ahead / 4, DEFAULT_REFRESH)
+    return min(max(publish_ahead / 4, SHORTEST_REFRESH), DEFAULT_REFRESH)
 
 
 def _duration(value: float | timedelta, name: str, shortest: float = 1.0) -> timedelta:
@@ -446,7 +448,8 @@ def parse_signing_key(data: object) -> Schedule:
         next=None if upcoming is None else _private_jwk(upcoming, "next"),
         next_activates_at=None if at is None else _timestamp(at),
         token_lifetime=_optional_seconds(data.get("token_lifetime"), "token_lifetime"),
-        publish_ahead=_optional_seconds(data.get("publish_ahead"), "publish_ahead"),
+        # whole seconds rounded down: a sub-second publish_ahead arrives as 0
+        publish_ahead=_optional_seconds(data.get("publish_ahead"), "publish_ahead", zero=True),
     )
 
 
@@ -464,9 +467,11 @@ def _timestamp(value: object) -> datetime:
     return utc(datetime.fromisoformat(value))
 
 
-def _optional_seconds(value: object, member: str) -> timedelta | None:
+def _optional_seconds(value: object, member: str, *, zero: bool = False) -> timedelta | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{member} is not a positive number of seconds")
+    if value == 0 and not zero:
         raise ValueError(f"{member} is not a positive number of seconds")
     return timedelta(seconds=value)

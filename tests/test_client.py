@@ -535,6 +535,13 @@ def test_from_url_without_keyset_reads_the_first_keyset_endpoint(fake_daemon: Fa
     assert fake_daemon.requested == ["/signing-key", "/keysets/default/signing-key"]
 
 
+def test_from_url_accepts_a_sub_second_publish_ahead_sent_as_0(fake_daemon: FakeDaemon) -> None:
+    """The daemon sends whole seconds rounded down: publish_ahead 0.5s arrives as 0."""
+    fake_daemon.body = lambda: response(schedule_of(), token_lifetime=60, publish_ahead=0)
+    with Issuer.from_url(fake_daemon.url, token="s3cret", background=False) as issuer:
+        assert issuer.refresh_interval == timedelta(seconds=0.1)
+
+
 def test_from_url_needs_the_lifetime_limit(fake_daemon: FakeDaemon, clock: ManualClock) -> None:
     schedule = schedule_of()
     fake_daemon.body = lambda: response(schedule)
