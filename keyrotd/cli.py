@@ -1,8 +1,9 @@
 """The ``keyrotd`` command line: ``main(argv) -> exit code``, testable in-process.
 
 Exit codes: 0 success, 1 failure (or an invalid token for ``inspect``), 2 usage or configuration
-error. Every error is one line on stderr; the traceback only with ``--debug``. Heavy modules
-(boto3, the scheduler, the HTTP server) are imported by the commands that need them.
+error, 3 ``inspect`` could not read the keys to judge by (URL or storage). Every error is one line
+on stderr; the traceback only with ``--debug``. Heavy modules (boto3, the scheduler, the HTTP
+server) are imported by the commands that need them.
 """
 
 from __future__ import annotations
@@ -38,41 +39,73 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+KEYSET_HELP = "the keyset, by its name in the configuration (default: the first keyset)"
+EXIT_CODES = (
+    "exit codes: 0 success, 1 failure (inspect: an invalid token), 2 usage or configuration "
+    "error, 3 inspect could not read the keys (URL or storage)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="keyrotd", description="Signing-key rotation daemon and operator tool.")
-    parser.add_argument("--version", action="version", version=f"keyrotd {__version__}")
+    parser = _Parser(
+        prog="keyrotd",
+        description="Signing-key rotation daemon and operator tool.",
+        epilog=EXIT_CODES,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"keyrotd {__version__}", help="print the version"
+    )
     _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES)
         _common(p, top=False)
         return p
+
+    def keyset(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+        p.add_argument("--keyset", metavar="N", help=KEYSET_HELP)
 
     command("run", "run the daemon: scheduled rotation and the JWKS over HTTP")
     p = command("status", "keys, states, timestamps and the next transition")
     p.add_argument("--keyset", metavar="N", help="one keyset (default: all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = command("rotate", "bring the next rotation forward")
-    p.add_argument("--keyset", metavar="N")
+    keyset(p)
     p.add_argument("--now", action="store_true", help="emergency: the successor signs at once")
     p = command("revoke", "drop a key from the JWKS at once")
-    p.add_argument("kid", metavar="KID")
-    p.add_argument("--keyset", metavar="N")
+    p.add_argument("kid", metavar="KID", help="the kid of the key to revoke (see `keyrotd status`)")
+    keyset(p)
     p = command("jwks", "print the JWKS that is served")
-    p.add_argument("--keyset", metavar="N")
+    keyset(p)
     p = command("signing-key", "print the active private JWK (for issuers)")
-    p.add_argument("--keyset", metavar="N")
+    keyset(p)
     p = command("inspect", "explain why a token is or is not valid")
-    p.add_argument("token", nargs="?", default="-", metavar="TOKEN|-")
+    p.add_argument(
+        "token",
+        nargs="?",
+        default="-",
+        metavar="TOKEN|-",
+        help="the token (a leading 'Bearer ' is ignored); - or nothing: read it from stdin",
+    )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--keyset", metavar="N")
-    where.add_argument("--jwks-url", metavar="URL")
-    p.add_argument("--audience", metavar="A")
-    p.add_argument("--issuer", metavar="I")
-    p.add_argument("--json", action="store_true")
-    command("check-config", "validate the configuration and the policy")
+    keyset(where)
+    where.add_argument(
+        "--jwks-url",
+        metavar="URL",
+        help="judge by the JWKS at this http(s) URL instead of storage (no history: revoked and "
+        "expired keys look unknown; clock skew 5m)",
+    )
+    p.add_argument("--audience", metavar="A", help="require A in the token's aud claim")
+    p.add_argument("--issuer", metavar="I", help="require the token's iss claim to be I")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = command("check-config", "validate the configuration and the policy")
+    p.add_argument(
+        "--example",
+        action="store_true",
+        help="print the commented example configuration (every setting) instead",
+    )
     from keyrotd.client_commands import add_client_parser  # issue 11: scoped admin clients
 
     add_client_parser(command("client", "manage the scoped admin clients"), _common)

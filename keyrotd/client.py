@@ -10,7 +10,10 @@ Two sources::
     Issuer.from_config("keyrotd.toml", keyset="default")     # reads storage directly
     Issuer.from_url("http://127.0.0.1:8080", keyset="default", token=ADMIN_TOKEN)
 
-The URL source reads ``GET /keysets/{name}/signing-key``. Its lifetime limit comes from the
+Without ``keyset=`` both take the first keyset of the daemon's configuration, as the CLI does;
+``from_config()`` without a path finds the configuration as the CLI does. The URL source reads
+``GET /keysets/{name}/signing-key``, or ``GET /signing-key`` without ``keyset=``. Its lifetime
+limit comes from the
 response's ``token_lifetime`` (seconds) when the daemon sends it, else from the ``token_lifetime``
 argument; without either it refuses to start. ``publish_ahead`` (seconds) in the response, when
 present, sets the refresh interval as for storage; else it is ``refresh_interval`` (default 30s).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import secrets
 import threading
 import urllib.error
@@ -35,7 +39,7 @@ from typing import Any, Final, Self
 from joserfc.jwk import Key
 
 from keyrotd.durations import format_duration
-from keyrotd.errors import KeyrotdError, TokenError, UsageError
+from keyrotd.errors import ConfigError, KeyrotdError, TokenError, UsageError
 from keyrotd.manager import Clock, utc_now
 from keyrotd.model import ALGORITHMS, Jwk, Keyset, Policy, utc
 from keyrotd.tokens import import_key, sign_compact
@@ -45,6 +49,8 @@ __all__ = ["Issuer", "Schedule"]
 log = logging.getLogger("keyrotd.client")
 
 DEFAULT_REFRESH: Final = timedelta(seconds=30)
+SHORTEST_REFRESH: Final = timedelta(seconds=0.1)
+"""The background refresh runs at most this often, whatever ``publish_ahead``."""
 ISSUER_CLAIMS: Final = frozenset({"iat", "exp", "nbf"})
 """Claims the issuer sets itself: ``lifetime=`` and ``not_before=`` control them."""
 _MAX_RESPONSE: Final = 1024 * 1024
@@ -129,20 +135,21 @@ class Issuer:
     @classmethod
     def from_config(
         cls,
-        path: str | None = None,
-        keyset: str = "default",
+        path: str | os.PathLike[str] | None = None,
+        keyset: str | None = None,
         *,
         refresh_interval: float | timedelta | None = None,
         clock: Clock = utc_now,
         background: bool = True,
         environ: Mapping[str, str] | None = None,
     ) -> Issuer:
-        """Read the keyset from storage, as configured (``path`` as ``--config``)."""
+        """Read the keyset (default: the first one) from storage, as configured: ``path`` as
+        ``--config``; without it ``$KEYROTD_CONFIG``, else ``./keyrotd.toml``, else defaults."""
         from keyrotd.config import load_settings
         from keyrotd.manager import KeysetManager, KeysetSpec
         from keyrotd.storage import open_storage
 
-        settings = load_settings(path, environ)
+        settings = load_settings(None if path is None else _config_file(path), environ)
         spec = KeysetSpec.from_settings(settings.keyset(keyset))
         storage = open_storage(settings.storage)
         manager = KeysetManager(storage, spec, clock=clock)
@@ -168,7 +175,7 @@ class Issuer:
     def from_url(
         cls,
         url: str,
-        keyset: str = "default",
+        keyset: str | None = None,
         *,
         token: str,
         token_lifetime: float | timedelta | None = None,
@@ -177,8 +184,14 @@ class Issuer:
         clock: Clock = utc_now,
         background: bool = True,
     ) -> Issuer:
-        """Read the schedule from a daemon's ``/keysets/{keyset}/signing-key`` endpoint."""
-        endpoint = f"{url.rstrip('/')}/keysets/{urllib.parse.quote(keyset, safe='')}/signing-key"
+        """Read the schedule from a daemon's ``/keysets/{keyset}/signing-key`` endpoint, or
+        without ``keyset`` from ``/signing-key`` (its first keyset)."""
+        base = url.rstrip("/")
+        endpoint = (
+            f"{base}/signing-key"
+            if keyset is None
+            else f"{base}/keysets/{urllib.parse.quote(keyset, safe='')}/signing-key"
+        )
         lifetime = None if token_lifetime is None else _duration(token_lifetime, "token_lifetime")
         return cls(
             lambda: fetch_signing_key(endpoint, token, timeout),
@@ -303,6 +316,20 @@ class Issuer:
         return min(known)
 
 
+def _config_file(path: str | os.PathLike[str]) -> str:
+    """``path`` if something is there; the Python API's own message when nothing is."""
+    name = os.fspath(path)
+    if not os.path.lexists(name):
+        where = "" if os.path.isabs(name) else f" in {os.getcwd()}"
+        raise ConfigError(
+            f'Issuer.from_config: no configuration file "{name}"{where}',
+            "pass the path of the file the daemon runs with, or call Issuer.from_config() to "
+            "find it as the CLI does ($KEYROTD_CONFIG, else ./keyrotd.toml, else the built-in "
+            "defaults)",
+        )
+    return name
+
+
 def _refresh_interval(
     given: float | timedelta | None, publish_ahead: timedelta | None
 ) -> timedelta:
@@ -310,7 +337,7 @@ def _refresh_interval(
         return _duration(given, "refresh_interval", shortest=0.01)
     if publish_ahead is None:
         return DEFAULT_REFRESH
-    return min(publish_ahead / 4, DEFAULT_REFRESH)
+    return min(max(publish_ahead / 4, SHORTEST_REFRESH), DEFAULT_REFRESH)
 
 
 def _duration(value: float | timedelta, name: str, shortest: float = 1.0) -> timedelta:
@@ -360,7 +387,9 @@ def fetch_signing_key(endpoint: str, token: str, timeout: float) -> Schedule:
         headers={"Authorization": f"Bearer {token}"},
         status_hints={
             401: "check the admin token (the daemon's server.admin_token_file)",
-            404: "check the keyset name, and that the daemon sets server.admin_token_file",
+            403: "give this client the signing-key scope for the keyset (keyrotd client add)",
+            404: "check the keyset name, that the daemon sets server.admin_token_file or "
+            "admin_clients_file, and that the URL is server.admin_listen when that is set",
         },
     )
     try:
@@ -419,7 +448,8 @@ def parse_signing_key(data: object) -> Schedule:
         next=None if upcoming is None else _private_jwk(upcoming, "next"),
         next_activates_at=None if at is None else _timestamp(at),
         token_lifetime=_optional_seconds(data.get("token_lifetime"), "token_lifetime"),
-        publish_ahead=_optional_seconds(data.get("publish_ahead"), "publish_ahead"),
+        # whole seconds rounded down: a sub-second publish_ahead arrives as 0
+        publish_ahead=_optional_seconds(data.get("publish_ahead"), "publish_ahead", zero=True),
     )
 
 
@@ -437,9 +467,11 @@ def _timestamp(value: object) -> datetime:
     return utc(datetime.fromisoformat(value))
 
 
-def _optional_seconds(value: object, member: str) -> timedelta | None:
+def _optional_seconds(value: object, member: str, *, zero: bool = False) -> timedelta | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ValueError(f"{member} is not a positive number of seconds")
+    if value == 0 and not zero:
         raise ValueError(f"{member} is not a positive number of seconds")
     return timedelta(seconds=value)

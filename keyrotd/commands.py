@@ -7,19 +7,23 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from importlib.resources import files
 
 from keyrotd import logs
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError
+from keyrotd.handover import handover_notices
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
-from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
+from keyrotd.manager import KeysetManager, KeysetSpec, Outcome, utc_now
 from keyrotd.model import Key, Keyset
 from keyrotd.secretfiles import check_files
 from keyrotd.storage import Storage, open_storage
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "check-config" and args.example:
+        return print_example()  # whatever the configuration: the hints of its errors point here
     settings = load_settings(args.config)
     if args.command in ("run", "check-config"):
         check_files(settings)  # the same refusals, before anything is bound or read
@@ -82,12 +86,7 @@ def cmd_signing_key(settings: Settings, storage: Storage, args: argparse.Namespa
 def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
     mgr = manager(settings, storage, args.keyset)
     outcome = mgr.apply(Rotate(now=args.now))
-    if args.now:
-        print(
-            f"EMERGENCY ROTATION of keyset {mgr.name}: the new key signs at once, before "
-            "verifiers may have fetched it; tokens signed with it can be rejected for up to "
-            f"{format_duration(mgr.spec.policy.publish_ahead)}"
-        )
+    print_handover(settings, mgr, outcome)
     print_transitions(mgr.name, outcome.transitions)
     pending = outcome.keyset.pending
     if pending and pending[0].activates_at is not None:
@@ -107,8 +106,22 @@ def cmd_revoke(settings: Settings, storage: Storage, args: argparse.Namespace) -
         entry = outcome.keyset.find(args.kid)
         state = entry.state.value if entry else "gone"
         print(f"{mgr.name}: {args.kid} is already {state} and out of the JWKS; nothing to do")
+    print_handover(settings, mgr, outcome)
     print_transitions(mgr.name, outcome.transitions)
     return 0
+
+
+def print_handover(settings: Settings, mgr: KeysetManager, outcome: Outcome) -> None:
+    """After an emergency: who may reject what, from the real publication times."""
+    server = settings.server
+    for line in handover_notices(
+        outcome.keyset,
+        outcome.transitions,
+        mgr.spec.policy,
+        server.refresh_interval,
+        server.jwks_max_age,
+    ):
+        print(line)
 
 
 def print_transitions(name: str, transitions: tuple[Transition, ...]) -> None:
@@ -191,6 +204,12 @@ def check_config(settings: Settings) -> int:
             f"{format_duration(p.publish_ahead)} ahead, kept "
             f"{format_duration(p.retention)} after retirement"
         )
+    return 0
+
+
+def print_example() -> int:
+    """The commented example configuration shipped in the package (the repository's example)."""
+    sys.stdout.write(files("keyrotd").joinpath("example.toml").read_text(encoding="utf-8"))
     return 0
 
 

@@ -45,7 +45,9 @@ ENV_PREFIX: Final = "KEYROTD_"
 CONFIG_VARIABLE: Final = "KEYROTD_CONFIG"
 DEFAULT_FILE: Final = "keyrotd.toml"
 RSA_KEY_SIZES: Final = (2048, 3072, 4096)
-UNKNOWN_HINT: Final = "remove it or check the spelling (see config/keyrotd.toml)"
+SEE_EXAMPLE: Final = "see `keyrotd check-config --example`"
+"""The commented example of every setting ships with the package (``keyrotd/example.toml``)."""
+UNKNOWN_HINT: Final = f"remove it or check the spelling ({SEE_EXAMPLE})"
 
 _SECRET_PREFIX: Final = re.compile(r"[A-Za-z0-9/_+=.@-]{0,256}")
 _REGION: Final = re.compile(r"[a-z0-9-]{0,64}")
@@ -413,7 +415,7 @@ def _toml_error(path: Path, exc: Exception) -> ConfigError:
     position = _TOML_POSITION.search(reason)
     where = f"{path}:{position[1]}" if position else str(path)
     reason = _TOML_POSITION.sub("", reason)
-    return _error(f"{where}: invalid TOML: {reason}", "fix the syntax (see config/keyrotd.toml)")
+    return _error(f"{where}: invalid TOML: {reason}", f"fix the syntax ({SEE_EXAMPLE})")
 
 
 class _EnvironSource(EnvSettingsSource):
@@ -439,7 +441,7 @@ def _read_environ(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[Loca
     try:
         values = _EnvironSource({name: environ[name] for name in variables.values()})()
     except SettingsError as exc:
-        raise _error(f"environment: {exc}", "see config/keyrotd.toml") from None
+        raise _error(f"environment: {exc}", SEE_EXAMPLE) from None
     return values, variables
 
 
@@ -530,14 +532,14 @@ def _problem(error: ErrorDetails) -> tuple[str, str]:
         expected = str(context["expected"]).replace("'", '"')
         return f"{quote(value)} is not allowed", f"use {expected}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return "must be a table", "write it as a [section] (see config/keyrotd.toml)"
+        return "must be a table", f"write it as a [section] ({SEE_EXAMPLE})"
     if kind in ("tuple_type", "list_type"):
         return "must be a list of keysets", "write each keyset as a [[keysets]] section"
     if kind == "string_type":
         return f"{quote(value)} is not a string", "put the value in double quotes"
     if kind.startswith("int_"):
         return f"{quote(value)} is not a whole number", "use e.g. 2048"
-    return f"{quote(value)} is invalid ({error['msg']})", "see config/keyrotd.toml"
+    return f"{quote(value)} is invalid ({error['msg']})", SEE_EXAMPLE
 
 
 def _dotted(location: Location) -> str:

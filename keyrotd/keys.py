@@ -1,7 +1,7 @@
 """Signing-key generation for the ten supported algorithms.
 
-Keys are generated with ``cryptography``; joserfc exports the JWKs and computes the ``kid``, the
-RFC 7638 JWK thumbprint (SHA-256, base64url) of the public key (G7).
+Keys are generated with ``cryptography`` and exported as JWKs by joserfc. The ``kid`` of every key
+is :func:`thumbprint`, the RFC 7638 JWK thumbprint (SHA-256, base64url) of its public key (G7).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 from keyrotd.errors import ConfigError
 from keyrotd.model import ALGORITHMS, Jwk
@@ -53,12 +53,14 @@ def generate_key(alg: str, rsa_key_size: int = 2048) -> NewKey:
         raise ConfigError(f"unknown algorithm {alg!r}", f"use one of {', '.join(ALGORITHMS)}")
     private = {k: str(v) for k, v in jwk.as_dict(private=True).items()}
     public = {k: v for k, v in private.items() if k not in PRIVATE_MEMBERS}
-    return NewKey(kid=jwk.thumbprint(), alg=alg, public_jwk=public, private_jwk=private)
+    return NewKey(kid=thumbprint(public), alg=alg, public_jwk=public, private_jwk=private)
 
 
-def thumbprint(public_jwk: Jwk) -> str:
-    """The RFC 7638 SHA-256 thumbprint of a public JWK."""
-    from joserfc.jwk import JWKRegistry
+def thumbprint(jwk: Jwk) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a JWK: the one thing that computes kids.
 
-    members = {k: v for k, v in public_jwk.items() if k not in {"kid", "alg", "use"}}
+    Only the key type's required public members count (RFC 7638 section 3.2), so ``kid``,
+    ``alg``, ``use`` and private members change nothing.
+    """
+    members = {k: v for k, v in jwk.items() if k not in PRIVATE_MEMBERS | {"kid", "alg", "use"}}
     return JWKRegistry.import_key(dict(members)).thumbprint()

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib.resources
 import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jwt
 import pytest
 
-from keyrotd.cli import main
-from keyrotd.keys import PRIVATE_MEMBERS
-from keyrotd.model import ALGORITHMS
+from keyrotd.cli import build_parser, main
+from keyrotd.handover import handover_notices
+from keyrotd.keys import PRIVATE_MEMBERS, generate_key
+from keyrotd.lifecycle import Revoke, Rotate, plan
+from keyrotd.model import ALGORITHMS, Keyset, Policy
 
 
 def write_config(directory: Path, body: str) -> Path:
@@ -96,9 +103,20 @@ def test_rotate_now_says_it_is_an_emergency(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run(capsys, "rotate")
+    _, before, _ = run(capsys, "status", "--json")
+    pending = [k for k in json.loads(before)["keysets"][0]["keys"] if k["state"] == "pending"]
     code, out, _ = run(capsys, "rotate", "--now")
     assert code == 0
-    assert out.startswith("EMERGENCY ROTATION of keyset default")
+    first, second = out.splitlines()[:2]
+    assert re.fullmatch(
+        rf"EMERGENCY ROTATION of keyset default: {re.escape(pending[0]['kid'])} signs from \S+Z, "
+        r"an exception to publish_ahead \(1d\)",
+        first,
+    )
+    published = pending[0]["created_at"].split(".")[0].removesuffix("Z") + "Z"
+    assert second.startswith(f"  it was published at {published}, ") or second.startswith(
+        "  it was published just now: "
+    )
 
 
 def test_revoke_active_hands_over_and_drops_it_from_the_jwks(
@@ -109,7 +127,17 @@ def test_revoke_active_hands_over_and_drops_it_from_the_jwks(
     kid = json.loads(out)["kid"]
     code, out, _ = run(capsys, "revoke", kid)
     assert code == 0
-    assert f"key.revoked {kid}" in out
+    lines = out.splitlines()
+    assert re.fullmatch(  # who may reject what: see the notices' tests below
+        rf"REVOKED the active key {re.escape(kid)} of keyset default: \S+ signs from \S+Z, an "
+        r"exception to publish_ahead \(1d\)",
+        lines[0],
+    )
+    assert lines[1].startswith("  it was published at ") or lines[1].startswith(
+        "  it was published just now: "
+    )
+    assert lines[2].startswith(f"  tokens signed with {kid} are rejected by verifiers ")
+    assert f"key.revoked {kid}" in lines[3]
     _, out, _ = run(capsys, "jwks")
     assert kid not in {k["kid"] for k in json.loads(out)["keys"]}
     _, out, _ = run(capsys, "signing-key")
@@ -170,11 +198,82 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "signing-key" in out
 
 
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every parser of the command line by its prog name: ``keyrotd``, ``keyrotd rotate`` ..."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    todo = [build_parser()]
+    while todo:
+        parser = todo.pop()
+        found[parser.prog] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += action.choices.values()
+    return found
+
+
+def test_the_parsers_cover_every_command_of_the_contract() -> None:
+    commands = {prog.removeprefix("keyrotd ") for prog in parsers()} - {"keyrotd"}
+    assert commands >= {"run", "status", "rotate", "revoke", "jwks", "signing-key", "inspect",
+                        "check-config"}  # fmt: skip
+
+
+@pytest.mark.parametrize("prog", sorted(parsers()))
+def test_every_argument_of_every_command_has_a_line_of_help(
+    prog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = parsers()[prog]
+    arguments = [a for a in parser._actions if not isinstance(a, argparse._SubParsersAction)]
+    for action in arguments:
+        name = "/".join(action.option_strings) or action.metavar or action.dest
+        assert action.help and action.help != argparse.SUPPRESS, f"{prog}: {name} has no help"
+        assert action.help.strip() == action.help and "\n" not in action.help
+    code, out, _ = run(capsys, *prog.split()[1:], "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    for action in arguments:
+        assert str(action.help) % {"default": action.default, "prog": prog} in flat
+
+
 def test_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "rotate", "--bogus")
     assert code == 2
     assert err.count("\n") == 1
     assert "unrecognized arguments: --bogus" in err
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def test_the_packaged_example_is_config_keyrotd_toml() -> None:
+    """The example ships inside the package; ``config/keyrotd.toml`` is the same file (copy it
+    over ``keyrotd/example.toml`` after changing it)."""
+    shipped = importlib.resources.files("keyrotd").joinpath("example.toml").read_bytes()
+    assert shipped == (REPOSITORY / "config" / "keyrotd.toml").read_bytes(), (
+        "run `cp config/keyrotd.toml keyrotd/example.toml`"
+    )
+    pyproject = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
+    assert "example.toml" in pyproject["tool"]["setuptools"]["package-data"]["keyrotd"]
+
+
+def test_check_config_example_prints_it_even_beside_a_broken_config(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_config(in_tmp, "[server]\nlisen = '127.0.0.1:1'\n")
+    code, _, err = run(capsys, "check-config")
+    assert code == 2
+    assert err.endswith("(see `keyrotd check-config --example`)\n")  # the hint works:
+    code, out, err = run(capsys, "check-config", "--example")
+    assert (code, err) == (0, "")
+    assert out == (REPOSITORY / "config" / "keyrotd.toml").read_text()
+    example = in_tmp / "example.toml"
+    example.write_text(out)
+    code, out, _ = run(capsys, "--config", str(example), "check-config")
+    assert (code, out.splitlines()[0]) == (0, f"configuration OK ({example})")
+
+
+def test_no_error_hint_names_a_file_pip_does_not_install() -> None:
+    sources = (REPOSITORY / "keyrotd").rglob("*.py")
+    assert [path for path in sources if "config/keyrotd.toml" in path.read_text()] == []
 
 
 def test_check_config(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -208,21 +307,30 @@ def test_bad_configuration_exits_2_with_one_line(
         assert "Traceback" not in err
 
 
-def status_as_unprivileged_user(config: str) -> tuple[int, str]:
-    """``keyrotd status`` in this (spawned) process, as nobody when started as root."""
+def main_as_unprivileged_user(argv: list[str]) -> tuple[int, str, str]:
+    """``main(argv)`` in this (spawned) process, as nobody when started as root: exit code,
+    stdout and stderr. The first argument pair is ``--config PATH``."""
     if os.geteuid() == 0:
         # The interpreter's own files may not be readable by nobody: import everything first.
         import keyrotd.commands
+        import keyrotd.inspection
         import keyrotd.storage.file  # noqa: F401
 
         with contextlib.redirect_stdout(io.StringIO()):
-            main(["--config", config, "check-config"])
+            main([*argv[:2], "check-config"])
         os.setgid(65534)
         os.setuid(65534)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(["--config", config, "status"])
-    return code, err.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_unprivileged(*argv: str) -> tuple[int, str, str]:
+    """``keyrotd ARGV`` in a spawned process, as nobody when the tests run as root."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        return pool.submit(main_as_unprivileged_user, list(argv)).result(timeout=60)
 
 
 @pytest.fixture
@@ -234,16 +342,20 @@ def open_dir() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-def test_unreadable_storage_directory_exits_2_naming_it(open_dir: Path) -> None:
+def unreadable_store(open_dir: Path) -> tuple[Path, Path]:
+    """A store directory the (unprivileged) user cannot read, and a config naming it."""
     store = open_dir / "store"
     store.mkdir(mode=0o700)
     config = write_config(open_dir, f'[storage]\npath = "{store}"\n')
     config.chmod(0o644)
     if os.geteuid() != 0:
         store.chmod(0o000)
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-        code, err = pool.submit(status_as_unprivileged_user, str(config)).result(timeout=60)
+    return store, config
+
+
+def test_unreadable_storage_directory_exits_2_naming_it(open_dir: Path) -> None:
+    store, config = unreadable_store(open_dir)
+    code, _, err = run_unprivileged("--config", str(config), "status")
     assert code == 2, err
     assert err.count("\n") == 1
     assert str(store) in err
@@ -276,7 +388,7 @@ def test_console_script_in_an_empty_directory(tmp_path: Path) -> None:
     exe = shutil.which("keyrotd", path=os.path.dirname(sys.executable))
     assert exe is not None, "the console script is installed with the package"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
-    for command in (["rotate"], ["jwks"], ["signing-key"]):
+    for command in (["check-config", "--example"], ["rotate"], ["jwks"], ["signing-key"]):
         result = subprocess.run(
             [exe, *command], cwd=tmp_path, capture_output=True, text=True, env=env, check=False
         )
@@ -315,3 +427,89 @@ def test_file_backend_commands_import_nothing_heavy(argv: list[str], tmp_path: P
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+# -- who may reject what after an emergency (literal times) ----------------------------------------
+
+T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
+POLICY = Policy(timedelta(days=1), timedelta(hours=12), timedelta(hours=1), timedelta(minutes=5))
+REFRESH, MAX_AGE = timedelta(seconds=30), timedelta(minutes=5)
+
+
+def emergency(
+    command: Rotate | Revoke | None, at: timedelta, successor_at: timedelta | None
+) -> tuple[list[str], str, str]:
+    """Key A active since T0, a successor B published at T0 + ``successor_at`` (or none), then
+    ``command`` at T0 + ``at``: the notices, A's and the new signing key's kids."""
+    first, second = generate_key("ES256"), generate_key("ES256")
+    keyset = plan(Keyset("default"), POLICY, T0, fresh=(first,)).keyset
+    if successor_at is not None:
+        keyset = plan(keyset, POLICY, T0 + successor_at, fresh=(second,)).keyset
+        assert keyset.pending[0].kid == second.kid
+    result = plan(keyset, POLICY, T0 + at, command or Revoke(first.kid), fresh=(second,))
+    assert result.keyset.active is not None and result.keyset.active.kid == second.kid
+    lines = handover_notices(result.keyset, result.transitions, POLICY, REFRESH, MAX_AGE)
+    return lines, first.kid, second.kid
+
+
+def test_rotate_now_says_who_may_reject_the_successor_published_3m12s_ago() -> None:
+    lines, _, b = emergency(Rotate(now=True), timedelta(hours=12, minutes=3, seconds=12),
+                            timedelta(hours=12))  # fmt: skip
+    assert lines == [
+        f"EMERGENCY ROTATION of keyset default: {b} signs from 2026-03-01T12:03:12Z, an "
+        "exception to publish_ahead (12h)",
+        "  it was published at 2026-03-01T12:00:00Z, 3m12s ago: verifiers whose JWKS was fetched "
+        "before 2026-03-01T12:00:30Z (a daemon serves a change within refresh_interval, 30s) may "
+        "reject tokens signed with it until they refetch; those that honour Cache-Control "
+        "(max-age 5m) have refetched by 2026-03-01T12:05:30Z",
+    ]
+
+
+def test_rotate_now_with_a_successor_published_long_ago() -> None:
+    lines, _, _ = emergency(Rotate(now=True), timedelta(hours=23), timedelta(hours=12))
+    assert lines[1] == (
+        "  it was published at 2026-03-01T12:00:00Z, 11h ago: verifiers whose JWKS was fetched "
+        "before 2026-03-01T12:00:30Z (a daemon serves a change within refresh_interval, 30s) may "
+        "reject tokens signed with it until they refetch; those that honour Cache-Control "
+        "(max-age 5m) hold it already"
+    )
+
+
+def test_rotate_now_without_a_successor_publishes_one_that_nobody_has_yet() -> None:
+    lines, _, b = emergency(Rotate(now=True), timedelta(hours=3), None)
+    assert lines == [
+        f"EMERGENCY ROTATION of keyset default: {b} signs from 2026-03-01T03:00:00Z, an "
+        "exception to publish_ahead (12h)",
+        "  it was published just now: verifiers whose JWKS was fetched before "
+        "2026-03-01T03:00:30Z (a daemon serves a change within refresh_interval, 30s) may "
+        "reject tokens signed with it until they refetch; those that honour Cache-Control "
+        "(max-age 5m) have refetched by 2026-03-01T03:05:30Z",
+    ]
+
+
+def test_revoking_the_active_key_a_moment_after_its_successor_was_published() -> None:
+    lines, a, b = emergency(None, timedelta(hours=12, seconds=2), timedelta(hours=12))
+    assert lines == [
+        f"REVOKED the active key {a} of keyset default: {b} signs from 2026-03-01T12:00:02Z, an "
+        "exception to publish_ahead (12h)",
+        "  it was published at 2026-03-01T12:00:00Z, 2s ago: verifiers whose JWKS was fetched "
+        "before 2026-03-01T12:00:30Z (a daemon serves a change within refresh_interval, 30s) may "
+        "reject tokens signed with it until they refetch; those that honour Cache-Control "
+        "(max-age 5m) have refetched by 2026-03-01T12:05:30Z",
+        f"  tokens signed with {a} are rejected by verifiers whose JWKS was fetched after "
+        "2026-03-01T12:00:32Z; a verifier holding an older copy accepts them until it refetches "
+        "(by 2026-03-01T12:05:32Z if it honours Cache-Control)",
+    ]
+
+
+def test_revoking_a_retired_key_says_only_who_rejects_its_tokens() -> None:
+    first, second = generate_key("ES256"), generate_key("ES256")
+    keyset = plan(Keyset("default"), POLICY, T0, fresh=(first,)).keyset
+    keyset = plan(keyset, POLICY, T0 + timedelta(hours=12), fresh=(second,)).keyset
+    keyset = plan(keyset, POLICY, T0 + timedelta(days=1)).keyset  # A retires
+    result = plan(keyset, POLICY, T0 + timedelta(days=1, minutes=10), Revoke(first.kid))
+    assert handover_notices(result.keyset, result.transitions, POLICY, REFRESH, MAX_AGE) == [
+        f"  tokens signed with {first.kid} are rejected by verifiers whose JWKS was fetched after "
+        "2026-03-02T00:10:30Z; a verifier holding an older copy accepts them until it refetches "
+        "(by 2026-03-02T00:15:30Z if it honours Cache-Control)",
+    ]

@@ -17,6 +17,7 @@ import pytest
 from faults.helpers import ManualClock  # tests/faults, on sys.path as "faults"
 
 from keyrotd import KeyrotdError
+from keyrotd.cli import main as cli
 from keyrotd.client import Issuer, Schedule, parse_signing_key
 from keyrotd.config import load_settings
 from keyrotd.errors import TokenError
@@ -374,21 +375,88 @@ def test_from_config_with_an_unknown_keyset(config: Path, manager: KeysetManager
         Issuer.from_config(str(config), keyset="other", background=False, environ={})
 
 
+def test_from_config_without_the_file_names_it_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyrotdError) as error:
+        Issuer.from_config("keyrotd.toml", keyset="default", background=False, environ={})
+    assert str(error.value) == (
+        f'Issuer.from_config: no configuration file "keyrotd.toml" in {tmp_path}: pass the path '
+        "of the file the daemon runs with, or call Issuer.from_config() to find it as the CLI "
+        "does ($KEYROTD_CONFIG, else ./keyrotd.toml, else the built-in defaults)"
+    )
+    absent = tmp_path / "etc" / "keyrotd.toml"
+    with pytest.raises(
+        KeyrotdError, match=f'^Issuer.from_config: no configuration file "{absent}": '
+    ):
+        Issuer.from_config(absent, background=False, environ={})
+
+
+def test_from_config_without_a_path_finds_the_file_as_the_cli_does(
+    config: Path, manager: KeysetManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(config.parent)  # ./keyrotd.toml
+    active = manager.view().active
+    assert active is not None
+    with Issuer.from_config(background=False, environ={}) as issuer:
+        assert issuer.signing_key()["kid"] == active.kid
+
+
+def two_keysets(tmp_path: Path) -> Path:
+    """A store whose first keyset is "api" (a keyset named "default" comes second)."""
+    path = tmp_path / "two.toml"
+    path.write_text(
+        f'[storage]\npath = "{tmp_path / "two"}"\n'
+        '[[keysets]]\nname = "api"\nalgorithm = "ES256"\n'
+        '[[keysets]]\nname = "default"\nalgorithm = "ES256"\n'
+    )
+    for name in ("api", "default"):
+        assert cli(["--config", str(path), "rotate", "--keyset", name]) == 0
+    return path
+
+
+def active_kid(config: Path, keyset: str) -> str:
+    settings = load_settings(str(config), environ={})
+    storage = open_storage(settings.storage)
+    try:
+        active = KeysetManager(storage, KeysetSpec.from_settings(settings.keyset(keyset))).view()
+    finally:
+        storage.close()
+    assert active.active is not None
+    return active.active.kid
+
+
+def test_from_config_without_keyset_takes_the_first_keyset_as_the_cli_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = two_keysets(tmp_path)
+    capsys.readouterr()
+    assert cli(["--config", str(config), "signing-key"]) == 0
+    cli_kid = json.loads(capsys.readouterr().out)["kid"]
+    with Issuer.from_config(config, background=False, environ={}) as issuer:
+        assert issuer.signing_key()["kid"] == cli_kid == active_kid(config, "api")
+        assert cli_kid != active_kid(config, "default")
+
+
 # -- from_url against a fake daemon ------------------------------------------------------------
 
 
 class FakeDaemon:
-    """A real HTTP server answering GET /keysets/default/signing-key as the daemon does."""
+    """A real HTTP server answering GET /signing-key and /keysets/default/signing-key (its first
+    keyset) as the daemon does; ``requested`` lists the paths asked for."""
 
     def __init__(self, token: str = "s3cret") -> None:
         self.token = token
         self.body: Callable[[], object] = lambda: {}
         self.status = 200
+        self.requested: list[str] = []
         daemon = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path != "/keysets/default/signing-key":
+                daemon.requested.append(self.path)
+                if self.path not in ("/signing-key", "/keysets/default/signing-key"):
                     self.send_error(404)
                     return
                 if self.headers.get("Authorization") != f"Bearer {daemon.token}":
@@ -455,6 +523,26 @@ def test_from_url_follows_the_endpoint_schedule(
         verify(token, public_jwks(schedule))
 
 
+def test_from_url_without_keyset_reads_the_first_keyset_endpoint(fake_daemon: FakeDaemon) -> None:
+    schedule = schedule_of()
+    fake_daemon.body = lambda: response(schedule, token_lifetime=60)
+    with Issuer.from_url(fake_daemon.url, token="s3cret", background=False) as issuer:
+        assert issuer.source == f"{fake_daemon.url}/signing-key"
+        assert issuer.signing_key()["kid"] == schedule.active["kid"]
+    with Issuer.from_url(
+        fake_daemon.url, keyset="default", token="s3cret", background=False
+    ) as issuer:
+        assert issuer.source == f"{fake_daemon.url}/keysets/default/signing-key"
+    assert fake_daemon.requested == ["/signing-key", "/keysets/default/signing-key"]
+
+
+def test_from_url_accepts_a_sub_second_publish_ahead_sent_as_0(fake_daemon: FakeDaemon) -> None:
+    """The daemon sends whole seconds rounded down: publish_ahead 0.5s arrives as 0."""
+    fake_daemon.body = lambda: response(schedule_of(), token_lifetime=60, publish_ahead=0)
+    with Issuer.from_url(fake_daemon.url, token="s3cret", background=False) as issuer:
+        assert issuer.refresh_interval == timedelta(seconds=0.1)
+
+
 def test_from_url_needs_the_lifetime_limit(fake_daemon: FakeDaemon, clock: ManualClock) -> None:
     schedule = schedule_of()
     fake_daemon.body = lambda: response(schedule)
@@ -485,7 +573,7 @@ def test_from_url_takes_the_lower_of_the_given_and_served_limits(
 def test_from_url_with_a_wrong_token(fake_daemon: FakeDaemon) -> None:
     with pytest.raises(KeyrotdError) as error:
         Issuer.from_url(fake_daemon.url, token="wrong", token_lifetime=60)
-    assert error.value.message.endswith("/keysets/default/signing-key: HTTP 401 Unauthorized")
+    assert error.value.message == f"{fake_daemon.url}/signing-key: HTTP 401 Unauthorized"
     assert error.value.hint == "check the admin token (the daemon's server.admin_token_file)"
 
 
@@ -583,9 +671,11 @@ def test_issuers_follow_ten_rotations_of_a_running_daemon_across_a_restart(
     url = f"http://127.0.0.1:{daemon.port}"
     # a verifier caching the JWKS for the daemon's jwks_max_age (0.5s)
     jwks = jwt.PyJWKClient(f"{url}/keysets/default/jwks.json", lifespan=0.5)
-    from_url = Issuer.from_url(url, token=TOKEN)
+    from_url = Issuer.from_url(url, keyset="default", token=TOKEN)
     from_config = Issuer.from_config(str(daemon.config))
-    assert from_url.refresh_interval == from_config.refresh_interval == timedelta(seconds=0.375)
+    assert from_config.refresh_interval == timedelta(seconds=0.375)  # publish_ahead 1.5s / 4
+    # the daemon may send publish_ahead in whole seconds, rounded down: a shorter interval
+    assert timedelta(seconds=0.25) <= from_url.refresh_interval <= from_config.refresh_interval
     kids: dict[str, set[str]] = {"url": set(), "config": set()}
 
     def sign_and_verify(seconds: float, *, verify_now: bool = True) -> list[str]:
@@ -616,3 +706,24 @@ def test_issuers_follow_ten_rotations_of_a_running_daemon_across_a_restart(
             jwt.decode(token, key, algorithms=["ES256"], audience="api", leeway=1)
         sign_and_verify(12)
     assert len(kids["url"]) >= 11 and len(kids["config"]) >= 11  # ten rotations at least
+
+
+def test_from_url_without_keyset_signs_with_the_first_keyset_of_a_running_daemon(
+    tmp_path: Path,
+) -> None:
+    from daemon.harness import TOKEN, make_daemon  # tests/daemon, on sys.path as "daemon"
+
+    keysets: list[dict[str, object]] = [
+        {"name": "api", "algorithm": "ES256"},
+        {"name": "default", "algorithm": "ES256"},
+    ]
+    daemon = make_daemon(tmp_path, keysets=keysets, log_level="warning").start()
+    try:
+        url = f"http://127.0.0.1:{daemon.port}"
+        with Issuer.from_url(url, token=TOKEN, background=False) as issuer:
+            token = issuer.sign({"sub": "alice"})
+            jwks = daemon.get("/keysets/api/jwks.json").json()
+            assert jwt.get_unverified_header(token)["kid"] == active_kid(daemon.config, "api")
+            verify(token, jwks)
+    finally:
+        daemon.stop()

@@ -164,17 +164,17 @@ def test_section_as_json_merges_with_the_file(in_tmp: Path) -> None:
         (
             {"KEYROTD_SERVER__LISEN": "x"},
             "KEYROTD_SERVER__LISEN: unknown setting server.lisen: "
-            "remove it or check the spelling (see config/keyrotd.toml)",
+            "remove it or check the spelling (see `keyrotd check-config --example`)",
         ),
         (
             {"KEYROTD_FOO": "1"},
             "KEYROTD_FOO: unknown setting foo: "
-            "remove it or check the spelling (see config/keyrotd.toml)",
+            "remove it or check the spelling (see `keyrotd check-config --example`)",
         ),
         (
             {"KEYROTD_SERVER__LISTEN__PORT": "1"},
             "KEYROTD_SERVER__LISTEN__PORT: unknown setting server.listen.port: "
-            "remove it or check the spelling (see config/keyrotd.toml)",
+            "remove it or check the spelling (see `keyrotd check-config --example`)",
         ),
         (
             {"KEYROTD_KEYSETS__0__NAME": "a"},
@@ -193,7 +193,7 @@ def test_section_as_json_merges_with_the_file(in_tmp: Path) -> None:
         (
             {"KEYROTD_KEYSETS": '[{"nmae": "a"}]'},
             "KEYROTD_KEYSETS: unknown setting keysets[0].nmae: "
-            "remove it or check the spelling (see config/keyrotd.toml)",
+            "remove it or check the spelling (see `keyrotd check-config --example`)",
         ),
         (
             {"KEYROTD_KEYSETS": "default"},
@@ -323,7 +323,7 @@ def test_keyset_lookup() -> None:
 
 # --- file errors ---------------------------------------------------------------------------------
 
-UNKNOWN = "remove it or check the spelling (see config/keyrotd.toml)"
+UNKNOWN = "remove it or check the spelling (see `keyrotd check-config --example`)"
 
 
 @pytest.mark.parametrize(
@@ -398,7 +398,7 @@ UNKNOWN = "remove it or check the spelling (see config/keyrotd.toml)"
         (
             'server = "x"\n',
             "keyrotd.toml: server: must be a table: "
-            "write it as a [section] (see config/keyrotd.toml)",
+            "write it as a [section] (see `keyrotd check-config --example`)",
         ),
         (
             '[keysets]\nname = "a"\n',
@@ -408,11 +408,12 @@ UNKNOWN = "remove it or check the spelling (see config/keyrotd.toml)"
         (
             '[server]\nlisten = "127.0.0.1:80\n',
             "keyrotd.toml:2: invalid TOML: Illegal character '\\n': "
-            "fix the syntax (see config/keyrotd.toml)",
+            "fix the syntax (see `keyrotd check-config --example`)",
         ),
         (
             "[server]\nlisten =\n",
-            "keyrotd.toml:2: invalid TOML: Invalid value: fix the syntax (see config/keyrotd.toml)",
+            "keyrotd.toml:2: invalid TOML: Invalid value: fix the syntax "
+            "(see `keyrotd check-config --example`)",
         ),
     ],
 )

@@ -25,6 +25,7 @@ import pytest
 from faults.helpers import ManualClock  # tests/faults, on sys.path as "faults"
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cli import open_dir, run_unprivileged, unreadable_store  # noqa: F401 (a fixture)
 
 from keyrotd.cli import main
 from keyrotd.config import load_settings
@@ -258,9 +259,9 @@ def crafted(world: World) -> dict[str, tuple[str, list[str], str, str]]:
         "expired": (sign(c, fresh(iat=now() - 3600, exp=now() - 600)), [], "expired token",
                     "beyond the clock_skew of 5m"),
         "not yet valid": (sign(c, fresh(nbf=now() + 600)), [], "expired token",
-                          "the token is not valid before"),
+                          "not yet valid: its nbf is "),
         "issued in the future": (sign(c, fresh(iat=now() + 600, exp=now() + 900)), [],
-                                 "expired token", "in the future"),
+                                 "expired token", "not yet valid: it was issued at "),
         "wrong audience": (good, ["--audience", "web"], "audience mismatch",
                            "aud is api; expected web"),
         "no audience": (sign(c, {"exp": now() + 60}), ["--audience", "api"], "audience mismatch",
@@ -295,6 +296,19 @@ def test_each_cause_is_named_with_exit_1(world: World, case: str) -> None:
     audience = extra[1] if extra[:1] == ["--audience"] else None
     issuer = extra[1] if extra[:1] == ["--issuer"] else None
     assert not pyjwt_accepts(world, token, audience, issuer)
+
+
+@pytest.mark.parametrize("case", ["not yet valid", "issued in the future"])
+def test_a_token_from_the_future_is_an_expired_token_not_yet_valid(world: World, case: str) -> None:
+    token, *_ = crafted(world)[case]
+    code, out, _ = run(world, token)
+    lines = out.splitlines()
+    assert code == 1
+    assert lines[0] == "invalid: expired token"
+    assert lines[1].startswith("  not yet valid: ")
+    assert re.search(r", (10m|9m5\ds) from now, beyond the clock_skew of 5m$", lines[1])
+    _, out, _ = run(world, token, "--json")
+    assert json.loads(out)["detail"].startswith("not yet valid: ")
 
 
 def test_the_cases_cover_every_cause(world: World) -> None:
@@ -452,6 +466,8 @@ def static_jwks(world: World, tmp_path_factory: pytest.TempPathFactory) -> Itera
     directory = tmp_path_factory.mktemp("static")
     keys = [{k: v for k, v in key.items() if k != "alg"} for key in world.jwks["keys"]]
     (directory / "jwks.json").write_text(json.dumps({"keys": keys}))
+    (directory / "not-a-jwks.json").write_text(json.dumps({"issuer": "https://auth.example"}))
+    (directory / "not-json.txt").write_text("<html>a login page</html>")
     handler = functools.partial(Quiet, directory=str(directory))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
@@ -499,10 +515,67 @@ def test_jwks_url_uses_five_minutes_of_leeway(world: World, static_jwks: str) ->
     assert run(world, outside, "--jwks-url", url)[0] == 1
 
 
-def test_jwks_url_that_is_not_a_jwks(world: World, static_jwks: str) -> None:
-    code, out, err = run(world, "x.y.z", "--jwks-url", f"{static_jwks}/missing.json")
-    assert (code, out) == (1, "")
-    assert err.startswith(f"keyrotd: {static_jwks}/missing.json: HTTP 404") and err.count("\n") == 1
+# -- exit 3: the keys to judge by cannot be read ---------------------------------------------------
+
+
+def assert_cannot_read_keys(code: int, out: str, err: str, *names: str) -> None:
+    """Exit 3, nothing on stdout, one line on stderr naming each of ``names``, no traceback."""
+    assert (code, out) == (3, ""), err
+    assert err.startswith("keyrotd: ") and err.count("\n") == 1, err
+    assert all(name in err for name in names), err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("path", "phrase"),
+    [
+        ("missing.json", "HTTP 404"),
+        ("not-a-jwks.json", "not a JWKS (no list of keys)"),
+        ("not-json.txt", "is not JSON"),
+    ],
+)
+def test_jwks_url_that_serves_no_jwks_exits_3(
+    world: World, static_jwks: str, path: str, phrase: str
+) -> None:
+    url = f"{static_jwks}/{path}"
+    assert_cannot_read_keys(*run(world, "x.y.z", "--jwks-url", url), url, phrase)
+
+
+def test_unreachable_jwks_url_exits_3(world: World) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
+    url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    server.server_close()  # nothing listens there any more
+    code, out, err = run(world, sign(world.keys["C"], fresh()), "--jwks-url", url)
+    assert_cannot_read_keys(code, out, err, url, "cannot fetch the JWKS", "Connection refused")
+
+
+def inspect_with(config: Path, *argv: str) -> tuple[int, str, str]:
+    return run(World(config, datetime.now(UTC), {}, {}), *argv)
+
+
+def test_storage_without_the_keyset_document_exits_3(tmp_path: Path) -> None:
+    config = tmp_path / "keyrotd.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "nowhere"}"\n')
+    document = tmp_path / "nowhere" / "default.json"
+    code, out, err = inspect_with(config, "x.y.z")
+    assert_cannot_read_keys(code, out, err, f"keyset default has no document at {document}")
+
+
+def test_a_corrupt_keyset_document_exits_3_and_is_left_alone(tmp_path: Path) -> None:
+    config = tmp_path / "keyrotd.toml"
+    config.write_text(f'[storage]\npath = "{tmp_path / "data"}"\n')
+    assert main(["--config", str(config), "rotate"]) == 0
+    document = tmp_path / "data" / "default.json"
+    document.write_bytes(b"garbage")
+    code, out, err = inspect_with(config, "x.y.z")
+    assert_cannot_read_keys(code, out, err, str(document), "keyrotd never overwrites it")
+    assert document.read_bytes() == b"garbage"
+
+
+def test_unreadable_storage_exits_3(open_dir: Path) -> None:  # noqa: F811 (the fixture)
+    store, config = unreadable_store(open_dir)
+    code, out, err = run_unprivileged("--config", str(config), "inspect", "x.y.z")
+    assert_cannot_read_keys(code, out, err, f"permission denied on {store}")
 
 
 def test_jwks_url_must_be_http(world: World) -> None:

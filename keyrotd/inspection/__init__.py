@@ -2,8 +2,10 @@
 
 :func:`run_inspect` reads the token (argument or stdin), the keys (the keyset from storage, live
 keys and history; or a JWKS over HTTP), runs :func:`~keyrotd.inspection.checks.inspect_token` and
-prints the verdict. Exit 0 for a valid token, 1 with the cause otherwise; configuration and usage
-errors are raised as :class:`~keyrotd.errors.KeyrotdError` (exit 2). It never prints key material.
+prints the verdict. Exit 0 for a valid token, 1 with the cause otherwise, 3
+(:class:`KeysUnavailableError`) when the keys to judge by cannot be read: the URL is unreachable,
+answers non-2xx or serves no JWKS; the keyset's document is missing, unreadable or corrupt.
+Configuration and usage errors stay exit 2. It never prints key material.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from keyrotd.errors import KeyrotdError
+from keyrotd.errors import KeyrotdError, UsageError
 from keyrotd.inspection.checks import MAX_TOKEN, inspect_token
 from keyrotd.inspection.verdict import (
     CAUSES,
@@ -22,16 +24,19 @@ from keyrotd.inspection.verdict import (
     KnownKey,
     Verdict,
 )
+from keyrotd.lifecycle import view
 from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from keyrotd.config import Settings
+    from keyrotd.model import Keyset
 
 __all__ = [
     "CAUSES",
     "KeySource",
+    "KeysUnavailableError",
     "KnownKey",
     "Verdict",
     "inspect_token",
@@ -40,6 +45,16 @@ __all__ = [
 ]
 
 JWKS_TIMEOUT = 10.0
+
+
+class KeysUnavailableError(KeyrotdError):
+    """``inspect`` could not read the keys to judge the token by (exit 3)."""
+
+    exit_code = 3
+
+    @classmethod
+    def of(cls, error: KeyrotdError) -> KeysUnavailableError:
+        return cls(error.message, error.hint)
 
 
 def run_inspect(settings: Settings, args: argparse.Namespace) -> int:
@@ -79,7 +94,7 @@ def keyset_source(settings: Settings, name: str | None, now: datetime) -> KeySou
     chosen = settings.keyset(name)
     storage = open_storage(settings.storage)
     try:
-        keyset = KeysetManager(storage, KeysetSpec.from_settings(chosen)).view(now)
+        keyset = _stored_keyset(KeysetManager(storage, KeysetSpec.from_settings(chosen)), now)
         elsewhere: dict[str, str] = {}
         for other in settings.keysets:
             if other.name == chosen.name:
@@ -95,15 +110,38 @@ def keyset_source(settings: Settings, name: str | None, now: datetime) -> KeySou
     return KeySource.of_keyset(keyset, chosen.policy, elsewhere)
 
 
+def _stored_keyset(manager: KeysetManager, now: datetime) -> Keyset:
+    """The keyset as readers see it at ``now``; a document that is missing, unreadable or
+    corrupt is a :class:`KeysUnavailableError`."""
+    try:
+        loaded = manager.load()
+    except KeyrotdError as exc:
+        raise KeysUnavailableError.of(exc) from None
+    if loaded.version is None:
+        raise KeysUnavailableError(
+            f"keyset {manager.name} has no document at {loaded.location}",
+            "check that storage is configured as for the daemon that issues the tokens "
+            "(--config, storage.path or storage.secret_prefix and region)",
+        )
+    return view(loaded.keyset, manager.spec.policy, now)
+
+
 def jwks_source(url: str) -> KeySource:
     """The keys of a JWKS fetched over HTTP(S); the leeway is :data:`DEFAULT_SKEW`."""
     from keyrotd.client import get_json
 
-    document = get_json(url, timeout=JWKS_TIMEOUT, what="JWKS")
+    try:
+        document = get_json(url, timeout=JWKS_TIMEOUT, what="JWKS")
+    except UsageError:
+        raise  # not an http(s) URL: the command line is wrong (exit 2)
+    except KeyrotdError as exc:
+        raise KeysUnavailableError.of(exc) from None
     try:
         return KeySource.of_jwks(document, url, DEFAULT_SKEW)
     except ValueError as exc:
-        raise KeyrotdError(f"{url}: {exc}", "give the URL of a JWKS, e.g. …/jwks.json") from None
+        raise KeysUnavailableError(
+            f"{url}: {exc}", "give the URL of a JWKS, e.g. …/jwks.json"
+        ) from None
 
 
 def render(verdict: Verdict) -> str:

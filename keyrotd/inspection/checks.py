@@ -200,7 +200,7 @@ def _check_times(claims: Mapping[str, Any], now: datetime, skew: timedelta) -> N
     if nbf is not None and nbf > current + leeway:
         fail(
             EXPIRED_TOKEN,
-            f"the token is not valid before {when(nbf)}, {span_seconds(nbf - current)} from now, "
+            f"not yet valid: its nbf is {when(nbf)}, {span_seconds(nbf - current)} from now, "
             f"{beyond}",
             "it is used before its nbf: the issuer's clock runs ahead of this machine's (check "
             "NTP on both), or the issuer post-dates its tokens",
@@ -208,8 +208,8 @@ def _check_times(claims: Mapping[str, Any], now: datetime, skew: timedelta) -> N
     if iat is not None and iat > current + leeway:
         fail(
             EXPIRED_TOKEN,
-            f"the token was issued at {when(iat)}, {span_seconds(iat - current)} in the future, "
-            f"{beyond}",
+            f"not yet valid: it was issued at {when(iat)}, {span_seconds(iat - current)} from "
+            f"now, {beyond}",
             "the issuer's clock runs ahead of this machine's: check NTP on both",
         )
 
