@@ -45,7 +45,10 @@ from keyrotd.lifecycle import Command, Revoke, Rotate
 from keyrotd.manager import Outcome
 
 _UNSAFE_MODE: Final = stat.S_IWGRP | stat.S_IRWXO
-_FIX: Final = "chmod 600 (or 640) the file, owned by the user running keyrotd"
+_FIX: Final = (
+    "chmod 600 (or 640) the file, owned by the user running keyrotd; a container secret: mount it "
+    "with mode=0400,uid=<the user id keyrotd runs as> (10001 in the image)"
+)
 
 Run = Callable[[str, Command], Outcome]
 """Apply an admin command to a keyset (blocking: run it in a worker thread)."""

@@ -244,4 +244,5 @@ def test_default_secret_mode_is_refused_with_a_clear_error(podman: Podman, image
     logs = podman.run("logs", name)
     assert exit_code == "2", logs.stdout + logs.stderr
     assert "/run/secrets/admin.token" in logs.stderr, logs.stderr
+    assert f"mode=0400,uid=<the user id keyrotd runs as> ({UID}" in logs.stderr, logs.stderr
     assert token not in logs.stdout + logs.stderr
