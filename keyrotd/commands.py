@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -19,6 +20,7 @@ from keyrotd.manager import KeysetManager, KeysetSpec, Outcome, utc_now
 from keyrotd.model import Key, Keyset
 from keyrotd.secretfiles import check_files
 from keyrotd.storage import Storage, open_storage
+from keyrotd.timeline import render_status
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -133,13 +135,25 @@ def print_transitions(name: str, transitions: tuple[Transition, ...]) -> None:
 def cmd_status(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
     chosen = [settings.keyset(args.keyset)] if args.keyset else list(settings.keysets)
     now = utc_now()
-    reports = [status_report(ks, storage, now) for ks in chosen]
     if args.json:
-        emit({"now": iso(now), "keysets": reports})
+        emit({"now": iso(now), "keysets": [status_report(ks, storage, now) for ks in chosen]})
         return 0
-    for report in reports:
-        print_status(report)
+    width = shutil.get_terminal_size().columns
+    for ks in chosen:
+        keyset, location = status_view(ks, storage, now)
+        text = render_status(
+            keyset, ks.policy, now, width, algorithm=ks.algorithm, location=location
+        )
+        sys.stdout.write(text)
     return 0
+
+
+def status_view(ks: KeysetSettings, storage: Storage, now: datetime) -> tuple[Keyset, str]:
+    """The keyset as readers see it at ``now``, and where it is stored."""
+    from keyrotd.lifecycle import view
+
+    loaded = KeysetManager(storage, KeysetSpec.from_settings(ks)).load()
+    return view(loaded.keyset, ks.policy, now), loaded.location
 
 
 def status_report(ks: KeysetSettings, storage: Storage, now: datetime) -> dict[str, object]:
@@ -169,29 +183,6 @@ def key_report(key: Key) -> dict[str, object]:
         value = getattr(key, name)
         report[name] = iso(value) if value else None
     return report
-
-
-def print_status(report: dict[str, object]) -> None:
-    print(f"keyset {report['name']} ({report['algorithm']}) at {report['location']}")
-    keys = report["keys"]
-    assert isinstance(keys, list)
-    if not keys:
-        print("  no keys yet: run `keyrotd rotate` or start `keyrotd run`")
-    for key in keys:
-        when = {
-            "pending": f"activates {key['activates_at']}",
-            "active": f"active since {key['activates_at']}",
-            "retired": f"retired {key['retired_at']}, leaves the JWKS {key['expires_at']}",
-        }.get(key["state"], "")
-        print(
-            f"  {key['state']:<8} {key['kid']}  {key['alg']}  published {key['created_at']}  {when}"
-        )
-    history = report["history"]
-    assert isinstance(history, list)
-    if history:
-        print(f"  history: {len(history)} keys out of the JWKS (kid and times in --json)")
-    if report["next_transition"]:
-        print(f"  next transition: {report['next_transition']} (in {report['next_transition_in']})")
 
 
 def check_config(settings: Settings) -> int:
