@@ -68,8 +68,13 @@ class App:
         options: Options,
         executor: Executor,
         alive: Callable[[], bool],
+        *,
+        public: bool = True,
     ) -> None:
         self.board = board
+        # public=False: the admin listener's app, 404 but for the admin endpoints (the public
+        # listener's app then runs without options.admin, so it answers 404 for those)
+        self.public = public
         self.metrics = metrics
         self.options = options
         self.executor = executor
@@ -124,6 +129,8 @@ class App:
     def route(self, scope: Scope) -> Response | Awaitable[Response]:
         path: str = scope["path"]
         method: str = scope["method"]
+        if not self.public:
+            return self.admin_route(path, scope)
         if path == "/.well-known/jwks.json":
             order = self.board.snapshot.order
             return self.jwks(order[0], method, scope["headers"]) if order else not_found()
@@ -131,15 +138,20 @@ class App:
             parts = path.split("/")[2:]
             if len(parts) == 2 and parts[1] == "jwks.json":
                 return self.jwks(parts[0], method, scope["headers"])
-            admin = self.options.admin
-            if admin is None:
-                return not_found()
-            found = admin_endpoints.route(admin, self.board, self.executor, parts, scope)
-            return not_found() if found is None else found
+            return self.admin_route(path, scope)
         handler = self.plain.get(path)
         if handler is None:
             return not_found()
         return handler() if method in GET else not_allowed(GET)
+
+    def admin_route(self, path: str, scope: Scope) -> Response | Awaitable[Response]:
+        """The admin endpoints (404 for anything else, and for all without ``options.admin``)."""
+        admin = self.options.admin
+        if admin is None or not path.startswith("/keysets/"):
+            return not_found()
+        parts = path.split("/")[2:]
+        found = admin_endpoints.route(admin, self.board, self.executor, parts, scope)
+        return not_found() if found is None else found
 
     def jwks(self, name: str, method: str, headers: Headers) -> Response:
         if method not in GET:
