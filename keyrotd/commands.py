@@ -179,6 +179,10 @@ def print_status(report: dict[str, object]) -> None:
 
 
 def check_config(settings: Settings) -> int:
+    if settings.server.tls is not None:  # as `run` does at start (CONTRACT section 2)
+        from keyrotd.daemon.tls import check_tls_pair
+
+        check_tls_pair(*settings.server.tls, utc_now())
     source = settings.config_file or "built-in defaults"
     print(f"configuration OK ({source})")
     for ks in settings.keysets:

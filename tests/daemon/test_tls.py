@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from keyrotd.cli import main
 from keyrotd.config import load_settings
 from keyrotd.daemon.tls import check_tls_pair
 from keyrotd.errors import ConfigError
@@ -336,3 +337,18 @@ def test_one_file_of_the_pair_alone_is_a_config_error_naming_both(tmp_path: Path
         load_settings(None, environ)
     assert "tls_key_file is set without tls_cert_file" in str(raised.value)
     assert "server.tls_cert_file and server.tls_key_file" in str(raised.value)
+
+
+def test_check_config_refuses_a_broken_pair_as_run_does(
+    ca: TestCA, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "keyrotd.toml"
+    config.write_text(
+        f'[server]\ntls_cert_file = "{ca.cert_file}"\ntls_key_file = "{ca.key_file}"\n'
+    )
+    assert main(["check-config", "--config", str(config)]) == 0
+    _garbage_key(ca)
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "server.tls_key_file" in err
+    assert MARKER not in err
