@@ -17,20 +17,15 @@ import tempfile
 from pathlib import Path
 
 from daemon_tools import Nginx, Wrk, make_daemon, median_of, wrk
+from http_jwks import compare
 
 from tests.daemon.test_tls import TestCA
 
 KEYSETS: list[dict[str, object]] = [
     {"name": "main", "algorithm": "RS256", "rotation_period": "1h", "publish_ahead": "1h"}
 ]
-MODES = {"keep-alive": None, "close": {"Connection": "close"}}
-
-
-def compare(label: str, ours: Wrk, nginx: Wrk) -> None:
-    ratio = ours.requests_per_second / nginx.requests_per_second
-    print(f"  {label:<10} nginx   {nginx.line()}")
-    print(f"  {label:<10} keyrotd {ours.line()}")
-    print(f"  {label:<10} ratio   {ratio:.2f}x nginx")
+MODES = {"alive": None, "close": {"Connection": "close"}}
+"""Kept-alive connections, and a TLS handshake per request."""
 
 
 def main() -> int:

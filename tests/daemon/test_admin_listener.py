@@ -14,7 +14,7 @@ import pytest
 
 from .conftest import DaemonFactory
 from .harness import TOKEN, Daemon, Reply, UnixConnection, exchange, free_port, wait_for
-from .test_tls import TestCA, served_serial
+from .test_tls import TestCA, plain_http_answer, served_serial
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 ADMIN_PATHS = [
@@ -56,13 +56,7 @@ def test_admin_on_a_tcp_port_speaks_https_and_nothing_else(
         assert over_https(admin_port, ca.file, "GET", path).status == 404, path
     for method, path in ADMIN_PATHS:
         assert daemon.request(method, path, headers=BEARER).status == 404, path
-    with socket.create_connection(("127.0.0.1", admin_port), timeout=5) as plain:
-        plain.sendall(b"GET /keysets/main/signing-key HTTP/1.1\r\nHost: x\r\n\r\n")
-        try:
-            answer = plain.recv(4096)
-        except (ConnectionResetError, TimeoutError):
-            answer = b""
-    assert not answer.startswith(b"HTTP/")
+    assert not plain_http_answer(admin_port).startswith(b"HTTP/")
     # a renewal reaches the admin listener too
     ca.issue(0x78)
     daemon.send(signal.SIGHUP)

@@ -158,14 +158,18 @@ def test_https_is_verified_against_the_ca_and_tls_1_2_is_enough(
     assert events[-1] == "daemon.stopped"
 
 
-def test_plain_http_to_the_https_listener_gets_no_http_answer(https_daemon: Daemon) -> None:
-    with socket.create_connection(("127.0.0.1", https_daemon.port), timeout=5) as plain:
+def plain_http_answer(port: int) -> bytes:
+    """What a plain HTTP request to ``port`` gets back (nothing, from a TLS listener)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
         plain.sendall(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         try:
-            answer = plain.recv(4096)
+            return plain.recv(4096)
         except (ConnectionResetError, TimeoutError):
-            answer = b""
-    assert not answer.startswith(b"HTTP/")
+            return b""
+
+
+def test_plain_http_to_the_https_listener_gets_no_http_answer(https_daemon: Daemon) -> None:
+    assert not plain_http_answer(https_daemon.port).startswith(b"HTTP/")
     https_daemon.check_alive()
 
 
