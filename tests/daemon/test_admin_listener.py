@@ -14,6 +14,7 @@ import pytest
 
 from .conftest import DaemonFactory
 from .harness import TOKEN, Daemon, Reply, UnixConnection, exchange, free_port, wait_for
+from .test_service import NotifySocket
 from .test_tls import TestCA, plain_http_answer, served_serial
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -142,3 +143,19 @@ def test_an_admin_port_in_use_is_refused(daemon_factory: DaemonFactory) -> None:
     text = daemon.log_text()
     assert f"cannot listen on 127.0.0.1:{port}" in text
     assert "server.admin_listen" in text
+
+
+def test_ready_once_both_listeners_answer(unix_daemon: tuple[Daemon, Path], tmp_path: Path) -> None:
+    daemon, path = unix_daemon
+    notify = NotifySocket(str(tmp_path / "notify.sock"))
+    try:
+        daemon.env["NOTIFY_SOCKET"] = str(tmp_path / "notify.sock")
+        daemon.start(wait=False)
+        notify.receive_until("READY=1")
+        assert over_unix(path, "GET", "/keysets/main/signing-key").status == 200
+        assert daemon.get("/readyz").status == 200
+        daemon.send(signal.SIGTERM)
+        notify.receive_until("STOPPING=1")
+        assert daemon.stop() == 0
+    finally:
+        notify.sock.close()

@@ -8,6 +8,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -356,3 +357,22 @@ def test_check_config_refuses_a_broken_pair_as_run_does(
     err = capsys.readouterr().err
     assert "server.tls_key_file" in err
     assert MARKER not in err
+
+
+def test_renewals_with_an_idle_kept_alive_client_and_then_a_prompt_stop(
+    https_daemon: Daemon, ca: TestCA
+) -> None:
+    context = ssl.create_default_context(cafile=ca.file)
+    idle = http.client.HTTPSConnection("127.0.0.1", https_daemon.port, timeout=5, context=context)
+    try:
+        idle.request("GET", "/healthz")
+        assert idle.getresponse().read()  # the connection stays open, idle, on the old worker
+        for serial in (0x6006, 0x7007):
+            ca.issue(serial)
+            https_daemon.send(signal.SIGHUP)
+            wait_for(lambda s=serial: served_serial(https_daemon.port, ca.file) == s, 10, "renewal")
+        started = time.monotonic()
+        assert https_daemon.stop(timeout=5) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        idle.close()
