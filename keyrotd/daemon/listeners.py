@@ -123,7 +123,7 @@ class Listeners:
         except RuntimeError as exc:  # granian reports a failed bind as a RuntimeError
             if listener.bound:
                 raise
-            raise cannot_listen(listener, str(exc)) from None
+            raise cannot_listen(listener, _first_line(str(exc))) from None
         finally:
             self.stop()
 
@@ -177,6 +177,11 @@ def clear_stale_socket(path: Path, listener: Listener) -> None:
         else:
             raise cannot_listen(listener, "a process is listening on it")
     path.unlink()
+
+
+def _first_line(reason: str) -> str:
+    """granian's bind error without the Rust backtrace it may carry (``RUST_BACKTRACE``)."""
+    return (reason.split("Stack backtrace:")[0].strip().splitlines() or [reason])[0]
 
 
 def cannot_listen(listener: Listener, reason: str) -> KeyrotdError:

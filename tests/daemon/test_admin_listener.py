@@ -159,3 +159,18 @@ def test_ready_once_both_listeners_answer(unix_daemon: tuple[Daemon, Path], tmp_
         assert daemon.stop() == 0
     finally:
         notify.sock.close()
+
+
+def test_a_socket_that_cannot_be_bound_is_one_line_naming_the_setting(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "no-such-directory" / "admin.sock"
+    server = {"admin_listen": f"unix:{path}"}
+    # granian's bind error carries a Rust backtrace with RUST_BACKTRACE set: not in our line
+    daemon = daemon_factory(server=server, env={"RUST_BACKTRACE": "1"}).start(wait=False)
+    assert daemon.process is not None
+    assert daemon.process.wait(30) == 1
+    refusal = [line for line in daemon.log_text().splitlines() if "cannot listen" in line]
+    assert len(refusal) == 1
+    assert refusal[0].endswith("change server.admin_listen")
+    assert "backtrace" not in daemon.log_text().lower()
