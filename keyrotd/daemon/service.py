@@ -17,6 +17,7 @@ new configuration is refused (see ``tls``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -88,7 +89,7 @@ class Daemon:
         both = Options(max_age=int(settings.server.jwks_max_age.total_seconds()), admin=admin)
         if not settings.server.admin_listen:
             return both, None
-        return Options(max_age=both.max_age), both
+        return dataclasses.replace(both, admin=None), both
 
     def _listeners(self, tls: tuple[Path, Path] | None) -> Listeners:
         server = self.settings.server
