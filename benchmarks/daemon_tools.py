@@ -6,8 +6,10 @@ Needs nginx and wrk for the HTTP benchmarks:  apt-get install -y nginx wrk
 
 from __future__ import annotations
 
+import http.client
 import re
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -79,10 +81,24 @@ def median_of(results: list[Wrk]) -> Wrk:
 
 
 class Nginx:
-    """nginx serving ``files`` (name -> bytes) on a free loopback port, from a temp prefix."""
+    """nginx serving ``files`` (name -> bytes) on a free loopback port, from a temp prefix;
+    HTTPS only (TLS 1.2+) with ``tls`` (certificate chain file, key file)."""
 
-    def __init__(self, workdir: Path, files: dict[str, bytes], workers: str = "auto") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        files: dict[str, bytes],
+        workers: str = "auto",
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.port = free_port()
+        self.scheme = "http" if tls is None else "https"
+        listen = f"listen 127.0.0.1:{self.port};"
+        if tls is not None:
+            listen = (
+                f"listen 127.0.0.1:{self.port} ssl; ssl_certificate {tls[0]}; "
+                f"ssl_certificate_key {tls[1]}; ssl_protocols TLSv1.2 TLSv1.3;"
+            )
         root = workdir / "nginx-root"
         root.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
@@ -109,7 +125,7 @@ http {{
     uwsgi_temp_path {workdir}/nginx-uwsgi;
     scgi_temp_path {workdir}/nginx-scgi;
     server {{
-        listen 127.0.0.1:{self.port};
+        {listen}
         root {root};
         add_header Cache-Control "public, max-age=300";
     }}
@@ -123,11 +139,17 @@ http {{
         )
         wait_for(self._answers, 10, "nginx to answer")
 
-    def _answers(self) -> bool:
-        import http.client
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.scheme == "http":
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        unverified = ssl._create_unverified_context()  # loopback: our own nginx, just started
+        return http.client.HTTPSConnection(
+            "127.0.0.1", self.port, timeout=timeout, context=unverified
+        )
 
+    def _answers(self) -> bool:
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+            connection = self._connection(1)
             connection.request("GET", "/")
             connection.getresponse().read()
             return True
@@ -135,13 +157,11 @@ http {{
             return False
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{name}"
 
     def etag(self, name: str, expected: bytes) -> str:
         """The ETag nginx gives ``name``, after checking it serves exactly ``expected``."""
-        import http.client
-
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        connection = self._connection(5)
         connection.request("GET", f"/{name}")
         response = connection.getresponse()
         body = response.read()

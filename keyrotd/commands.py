@@ -186,6 +186,10 @@ def key_report(key: Key) -> dict[str, object]:
 
 
 def check_config(settings: Settings) -> int:
+    if settings.server.tls is not None:  # as `run` does at start (CONTRACT section 2)
+        from keyrotd.daemon.tls import check_tls_pair
+
+        check_tls_pair(*settings.server.tls, utc_now())
     print(f"configuration OK ({settings.source})")
     for ks in settings.keysets:
         p = ks.policy

@@ -27,6 +27,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
@@ -119,6 +120,19 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host, port
 
 
+def split_admin_listen(value: str) -> tuple[str, int] | Path:
+    """``server.admin_listen``: a unix socket path (``unix:/PATH``) or a ``host:port``."""
+    if value.startswith("unix:"):
+        path = value[len("unix:") :]
+        if not path.startswith("/") or "\0" in path or path.endswith("/"):
+            raise InvalidValueError(
+                f"{quote(value)} is not unix:/PATH",
+                'use an absolute path, e.g. "unix:/run/keyrotd/admin.sock"',
+            )
+        return Path(path)
+    return split_listen(value)
+
+
 def _is_ipv6(host: str) -> bool:
     try:
         ipaddress.IPv6Address(host)
@@ -162,6 +176,9 @@ class ServerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     listen: str = "127.0.0.1:8080"
+    tls_cert_file: OptionalPath = None
+    tls_key_file: OptionalPath = None
+    admin_listen: str = ""
     admin_token_file: OptionalPath = None
     admin_clients_file: OptionalPath = None
     refresh_interval: Duration = timedelta(seconds=30)
@@ -172,6 +189,40 @@ class ServerSettings(BaseModel):
     def _valid_listen(cls, value: str) -> str:
         split_listen(value)
         return value
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _valid_admin_listen(cls, value: str) -> str:
+        if value:
+            split_admin_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair_and_listeners(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise InvalidValueError(
+                f"{given} is set without {missing}",
+                "set both server.tls_cert_file and server.tls_key_file, or neither",
+            )
+        admin = split_admin_listen(self.admin_listen) if self.admin_listen else None
+        if isinstance(admin, tuple) and admin[1] == self.port:
+            raise InvalidValueError(
+                f"admin_listen ({self.admin_listen}) uses the port of listen ({self.listen})",
+                'give the admin listener its own port or a "unix:/PATH" socket',
+            )
+        return self
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The certificate chain and key files, when the listeners speak HTTPS."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file, self.tls_key_file
 
     @property
     def host(self) -> str:

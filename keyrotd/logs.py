@@ -12,7 +12,17 @@ import sys
 from datetime import UTC, datetime
 from typing import Final, TextIO
 
-FIELDS: Final = ("event", "keyset", "kid", "at", "exception", "error", "attempt", "path")
+FIELDS: Final = (
+    "event",
+    "keyset",
+    "kid",
+    "at",
+    "exception",
+    "error",
+    "attempt",
+    "path",
+    "listener",
+)
 
 
 class JsonFormatter(logging.Formatter):

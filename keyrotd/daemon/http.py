@@ -71,8 +71,13 @@ class App:
         options: Options,
         executor: Executor,
         alive: Callable[[], bool],
+        *,
+        public: bool = True,
     ) -> None:
         self.board = board
+        # public=False: the admin listener's app, 404 but for the admin endpoints (the public
+        # listener's app then runs without options.admin, so it answers 404 for those)
+        self.public = public
         self.metrics = metrics
         self.options = options
         self.executor = executor
@@ -126,6 +131,8 @@ class App:
     def route(self, scope: Scope) -> Response | Awaitable[Response]:
         path: str = scope["path"]
         method: str = scope["method"]
+        if not self.public:
+            return self.admin_route(path, scope)
         if path == "/.well-known/jwks.json":
             order = self.board.snapshot.order
             return self.jwks(order[0], method, scope["headers"]) if order else not_found()
@@ -138,19 +145,28 @@ class App:
             parts = path.split("/")[2:]
             if len(parts) == 2 and parts[1] == "jwks.json":
                 return self.jwks(parts[0], method, scope["headers"])
-            return self.admin(parts, scope)
+            return self.admin_route(path, scope)
         if path == "/signing-key":  # the first keyset's
-            order = self.board.snapshot.order
-            return self.admin([order[0], "signing-key"], scope) if order else not_found()
+            return self.admin_route(path, scope)
         handler = self.plain.get(path)
         if handler is None:
             return not_found()
         return handler() if method in GET else not_allowed(GET)
 
-    def admin(self, parts: list[str], scope: Scope) -> Response | Awaitable[Response]:
-        """``/keysets/{parts...}``: an admin endpoint, which exists only with an admin token."""
+    def admin_route(self, path: str, scope: Scope) -> Response | Awaitable[Response]:
+        """The admin endpoints: ``/keysets/{name}/...`` and ``/signing-key`` (the first
+        keyset's). 404 for anything else, and for all without ``options.admin``."""
         admin = self.options.admin
         if admin is None:
+            return not_found()
+        if path == "/signing-key":
+            order = self.board.snapshot.order
+            if not order:
+                return not_found()
+            parts = [order[0], "signing-key"]
+        elif path.startswith("/keysets/"):
+            parts = path.split("/")[2:]
+        else:
             return not_found()
         found = admin_endpoints.route(admin, self.board, self.executor, parts, scope)
         return not_found() if found is None else found

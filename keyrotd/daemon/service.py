@@ -2,41 +2,44 @@
 
 - the scheduler (APScheduler's background thread and its workers) reads and writes storage and
   publishes immutable snapshots to the board;
-- granian's *embedded* server runs the raw app (RSGI) on this process's asyncio loop (main thread),
-  reading the board without locks; admin writes go to a small thread pool;
+- granian's *embedded* servers (``listeners``: the public one, and the admin one when
+  ``server.admin_listen`` is set) run the raw app (RSGI) on this process's asyncio loop (main
+  thread), reading the board without locks; admin writes go to a small thread pool;
 - the loop also handles the signals (SIGTERM/SIGINT stop, SIGHUP reload) and sd_notify.
 
-Start: load the admin token (refuse a bad one), open storage, start the scheduler (its first job
-loads — and bootstraps — every keyset), bind. ``READY=1`` once the bind and the first load of
-every keyset succeeded. Stop: ``STOPPING=1``, stop accepting, let the write in progress finish,
-exit 0.
+Start: check the TLS pair and load the admin token (refuse bad ones), open storage, start the
+scheduler (its first job loads — and bootstraps — every keyset), bind. ``READY=1`` once every
+listener is bound and the first load of every keyset succeeded. Stop: ``STOPPING=1``, stop
+accepting, let the write in progress finish, exit 0. SIGHUP re-reads the TLS files even when the
+new configuration is refused (see ``tls``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
-import socket
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Final
-
-from granian.constants import Interfaces
-from granian.log import LogLevels
-from granian.server.embed import Server
 
 from keyrotd import logs
 from keyrotd.config import Settings, load_settings
 from keyrotd.daemon.admin import Admin, load_admin_token
 from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
+from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.scheduling import Rotator
 from keyrotd.daemon.state import Board
 from keyrotd.daemon.systemd import Notifier, Readiness
-from keyrotd.errors import KeyrotdError
+from keyrotd.daemon.tls import TlsCopies, TlsPair, check_tls_pair
+from keyrotd.errors import ConfigError, KeyrotdError
+from keyrotd.manager import utc_now
 from keyrotd.storage import open_storage
 
 log = logging.getLogger("keyrotd.daemon")
@@ -49,6 +52,15 @@ class Daemon:
     def __init__(self, settings: Settings, config_path: str | None) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.tls_files = settings.server.tls
+        """The TLS files it started with: they stay in use while a reload is refused."""
+        self.tls_pair: TlsPair | None = (
+            None if self.tls_files is None else check_tls_pair(*self.tls_files, utc_now())
+        )
+        self.tls_copies: TlsCopies | None = None
+        self.listeners: Listeners | None = None
+        self._reload_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics = Metrics(lambda: self.board.snapshot)
         self.notifier = Notifier(on_drop=self.metrics.notify_dropped)
         self.readiness = Readiness(
@@ -60,74 +72,92 @@ class Daemon:
             self.storage, self.board, self.metrics, settings.server.refresh_interval
         )
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")
-        self.app = App(
-            self.board,
-            self.metrics,
-            self._options(settings),
-            self.admin_pool,
-            lambda: self.rotator.alive,
+        public, admin = self._options(settings)
+        alive = lambda: self.rotator.alive  # noqa: E731
+        self.app = App(self.board, self.metrics, public, self.admin_pool, alive)
+        self.admin_app = (
+            None
+            if admin is None
+            else App(self.board, self.metrics, admin, self.admin_pool, alive, public=False)
         )
 
-    def _options(self, settings: Settings) -> Options:
+    def _options(self, settings: Settings) -> tuple[Options, Options | None]:
+        """The public app's options, and the admin app's when ``admin_listen`` is set."""
         token_file = settings.server.admin_token_file
         admin = (
             None
             if token_file is None
             else Admin(load_admin_token(token_file), self.rotator.command)
         )
-        return Options(
+        both = Options(
             max_age=int(settings.server.jwks_max_age.total_seconds()),
             admin=admin,
             issuers=issuer_routes(settings.keysets),
         )
+        if not settings.server.admin_listen:
+            return both, None
+        return dataclasses.replace(both, admin=None), both
+
+    def _listeners(self, tls: tuple[Path, Path] | None) -> Listeners:
+        server = self.settings.server
+        made = [make_listener(PUBLIC, server.listen, self.app, tls)]
+        if self.admin_app is not None:
+            made.append(make_listener(ADMIN, server.admin_listen, self.admin_app, tls))
+        return Listeners(made, on_bound=self.readiness.bound)
 
     def run(self) -> int:
-        server = self.settings.server
         # until the loop takes over: remember a stop request, ignore a reload request
         early_stop: list[int] = []
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda received, _frame: early_stop.append(received))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        http = Server(
-            self.app,
-            address=server.host,
-            port=server.port,
-            interface=Interfaces.RSGI,
-            backlog=1024,
-            log_level=LogLevels.error,
-            websockets=False,
-        )
+        tls = None
+        if self.tls_pair is not None:
+            self.tls_copies = TlsCopies()
+            tls = self.tls_copies.install(self.tls_pair)
+        try:
+            listeners = self._listeners(tls)
+        except ssl.SSLError as exc:  # granian's own OpenSSL check of the copies
+            self._close_tls()
+            raise tls_refused(exc) from None
         # granian's constructor re-runs logging.dictConfig: install keyrotd's handlers after it
         logs.configure(self.settings.logging.format, self.settings.logging.level)
         adopt_library_loggers()
-        http.on_startup(self.readiness.bound)
+        addresses = " and ".join(f"{x.name} {x.address}" for x in listeners.all)
         log.info(
-            "keyrotd starting: %d keysets, listening on %s",
+            "keyrotd starting: %d keysets, listening on %s%s",
             len(self.settings.keysets),
-            server.listen,
+            addresses,
+            " (HTTPS)" if tls else "",
             extra={"event": "daemon.starting"},
         )
-        check_port_free(server.host, server.port, server.listen)
+        try:
+            listeners.check_free()
+        except KeyrotdError:
+            self._close_tls()
+            raise
+        self.listeners = listeners
         self.rotator.start(self.settings.keysets)
         clean = False
         try:
-            asyncio.run(self._serve(http, early_stop))
+            asyncio.run(self._serve(listeners, early_stop))
             clean = True
-        except RuntimeError as exc:  # granian reports a failed bind as a RuntimeError
-            if self.readiness.is_bound:
-                raise
-            raise _cannot_listen(server.listen, str(exc)) from None
         finally:
             # The loop's handlers are gone: a second SIGTERM must not cut the last write short
             # (_stop_jobs is bounded by STOP_TIMEOUT anyway).
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_IGN)
+            self._close_tls()
             self._stop_jobs(clean)
         log.info("keyrotd stopped", extra={"event": "daemon.stopped"})
         return 0
 
-    async def _serve(self, http: Server, early_stop: list[int]) -> None:
-        loop = asyncio.get_running_loop()
+    def _close_tls(self) -> None:
+        if self.tls_copies is not None:
+            self.tls_copies.close()
+
+    async def _serve(self, listeners: Listeners, early_stop: list[int]) -> None:
+        loop = self._loop = asyncio.get_running_loop()
 
         def stop(signum: int) -> None:
             log.info(
@@ -135,7 +165,7 @@ class Daemon:
             )
             self.app.stopping = True
             self.notifier.notify("STOPPING=1", "STATUS=stopping")
-            http.stop()  # type: ignore[no-untyped-call]
+            listeners.stop()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop, signum)
@@ -146,7 +176,7 @@ class Daemon:
             loop.call_soon(stop, early_stop[0])
         watchdog = loop.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
         try:
-            await http.serve()
+            await listeners.serve()
         finally:
             if watchdog is not None:
                 watchdog.cancel()
@@ -177,28 +207,39 @@ class Daemon:
 
     # -- SIGHUP ----------------------------------------------------------------------------
     def reload(self) -> None:
-        """Load the configuration again; a bad one is logged and the running one kept."""
-        self.readiness.reloading()
+        """Load the configuration again (a bad one is logged and the running one kept), and the
+        TLS pair in any case."""
+        with self._reload_lock:  # SIGHUPs in quick succession: one reload after the other
+            self.readiness.reloading()
+            new = self._reload_settings()
+            self._renew_tls(new or self.settings)
+            self.readiness.reloaded()
+
+    def _reload_settings(self) -> Settings | None:
         try:
             new = load_settings(self.config_path)
-            options = self._options(new)
+            public, admin = self._options(new)
         except Exception as exc:
             self.metrics.reloads.labels("failed").inc()
             log.error(
                 "configuration reload failed, keeping the running one", extra={"error": str(exc)}
             )
-            self.readiness.reloaded()
-            return
+            return None
         old = self.settings
         for part, what in (
             (old.storage != new.storage, "storage"),
             (old.server.listen != new.server.listen, "server.listen"),
+            (old.server.admin_listen != new.server.admin_listen, "server.admin_listen"),
+            ((old.server.tls is None) != (new.server.tls is None), "TLS on or off"),
         ):
             if part:
                 log.warning("reload: a change of %s takes effect at the next restart", what)
         logs.configure(new.logging.format, new.logging.level)
         adopt_library_loggers()
-        self.app.options = options
+        if (admin is None) == (self.admin_app is None):  # else: takes effect at the restart
+            self.app.options = public
+            if self.admin_app is not None and admin is not None:
+                self.admin_app.options = admin
         self.rotator.configure(new.keysets, new.server.refresh_interval)
         self.settings = new
         self.metrics.reloads.labels("ok").inc()
@@ -207,25 +248,47 @@ class Daemon:
             len(new.keysets),
             extra={"event": "config.reloaded", "path": str(new.config_file or "")},
         )
-        self.readiness.reloaded()
+        return new
+
+    def _renew_tls(self, settings: Settings) -> None:
+        """Re-read the TLS files (``settings``' while TLS stays on, else those it started with)
+        and serve a new pair that passes the checks; a broken one is logged, the old one kept."""
+        copies, served, loop, listeners = self.tls_copies, self.tls_pair, self._loop, self.listeners
+        if copies is None or served is None or loop is None or listeners is None:
+            return
+        files = settings.server.tls or self.tls_files
+        assert files is not None  # TLS was on at the start: tls_pair is set
+        try:
+            pair = check_tls_pair(*files, utc_now())
+            if pair == served:
+                return
+            listeners.renew_tls(*copies.install(pair), loop)
+        except (KeyrotdError, ssl.SSLError) as exc:
+            error = str(exc) if isinstance(exc, KeyrotdError) else str(tls_refused(exc))
+            for listener in listeners.tls:
+                log.error(
+                    "TLS reload failed on the %s listener, it keeps its certificate: %s",
+                    listener.name,
+                    error,
+                    extra={"event": "tls.reload_failed", "listener": listener.name, "error": error},
+                )
+            return
+        self.tls_pair = pair
+        for listener in listeners.tls:
+            log.info(
+                "TLS certificate renewed on the %s listener: %s",
+                listener.name,
+                pair.describe(),
+                extra={"event": "tls.reloaded", "listener": listener.name},
+            )
 
 
-def check_port_free(host: str, port: int, listen: str) -> None:
-    """Refuse a port in use, even by another keyrotd: granian binds with SO_REUSEPORT, which
-    would let two daemons share one port silently."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as exc:
-        raise _cannot_listen(listen, exc.strerror or str(exc)) from None
-
-
-def _cannot_listen(listen: str, reason: str) -> KeyrotdError:
-    return KeyrotdError(
-        f"cannot listen on {listen} ({reason})",
-        "stop the process using it (another keyrotd?) or change server.listen",
+def tls_refused(exc: ssl.SSLError) -> ConfigError:
+    """granian's OpenSSL load of the (already checked) copies failed: say why, in one line."""
+    return ConfigError(
+        f"the TLS pair (server.tls_cert_file, server.tls_key_file) is refused by OpenSSL "
+        f"({exc.reason or type(exc).__name__})",
+        "check that the certificate and key are a current, matching pair",
     )
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -79,6 +80,8 @@ class Daemon:
     process: subprocess.Popen[bytes] | None = None
     runs: int = 0
     log_files: list[Path] = field(default_factory=list)
+    ca_file: Path | None = None
+    """Set: the daemon speaks HTTPS, verified against this CA (for 127.0.0.1)."""
 
     @property
     def data(self) -> Path:
@@ -156,14 +159,15 @@ class Daemon:
         body: bytes | None = None,
         timeout: float = 10.0,
     ) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            connection.request(method, path, body=body, headers=dict(headers or {}))
-            response = connection.getresponse()
-            data = response.read()
-            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
-        finally:
-            connection.close()
+        connection: http.client.HTTPConnection
+        if self.ca_file is None:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        else:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            connection = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=timeout, context=context
+            )
+        return exchange(connection, method, path, headers, body)
 
     def get(self, path: str, **kwargs: Any) -> Reply:
         return self.request("GET", path, **kwargs)
@@ -185,6 +189,37 @@ class Daemon:
         return self.request(method, path, headers={"Authorization": f"Bearer {token}"})
 
 
+def exchange(
+    connection: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+) -> Reply:
+    """One request on ``connection``, which is closed afterwards."""
+    try:
+        connection.request(method, path, body=body, headers=dict(headers or {}))
+        response = connection.getresponse()
+        data = response.read()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+    finally:
+        connection.close()
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (the admin listener's ``unix:/PATH``)."""
+
+    def __init__(self, socket_path: Path, timeout: float = 10.0) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(str(self.socket_path))
+        self.sock = sock
+
+
 def make_daemon(
     workdir: Path,
     *,
@@ -193,6 +228,7 @@ def make_daemon(
     admin: bool = True,
     log_level: str = "info",
     env: Mapping[str, str] | None = None,
+    ca_file: Path | None = None,
 ) -> Daemon:
     """Write a config (fast policy by default) and a token file; the daemon is not started."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -224,4 +260,4 @@ def make_daemon(
         if not k.startswith(("KEYROTD_", "NOTIFY_SOCKET", "WATCHDOG_"))
     }
     clean_env.update(env or {})
-    return Daemon(workdir=workdir, config=config, port=port, env=clean_env)
+    return Daemon(workdir=workdir, config=config, port=port, env=clean_env, ca_file=ca_file)

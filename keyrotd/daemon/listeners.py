@@ -1,0 +1,191 @@
+"""The daemon's listeners: the public one (``server.listen``) and, with ``server.admin_listen``,
+the admin one, each a granian embedded server on the one asyncio loop.
+
+- TCP listeners speak HTTPS only (TLS 1.2+) when a TLS pair is configured; the admin unix socket
+  is plain HTTP, created 0660 (granian sets the mode at bind). A stale socket file from a previous
+  run is removed first; a live one, or a path that is not a socket, is refused.
+- ``on_bound`` runs once every listener is bound (``READY=1`` waits for it).
+- Any listener ending (stop, failed bind, dead worker) stops the others.
+- :meth:`Listeners.renew_tls` points the TLS listeners at a new pair of (private, checked) files
+  and respawns their workers; the old worker keeps serving until the new one has started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from granian.constants import Interfaces, SSLProtocols
+from granian.log import LogLevels
+from granian.server.embed import Server
+
+from keyrotd.config import split_admin_listen
+from keyrotd.daemon.http import App
+from keyrotd.errors import ConfigError, KeyrotdError
+
+PUBLIC: Final = "public"
+ADMIN: Final = "admin"
+SOCKET_MODE: Final = 0o660
+RESPAWN_INTERVAL: Final = 0.25
+"""Seconds the old worker keeps serving after the new one started, at a TLS renewal."""
+
+_SETTING: Final = {PUBLIC: "server.listen", ADMIN: "server.admin_listen"}
+
+
+@dataclass
+class Listener:
+    name: str
+    """``public`` or ``admin``: the ``listener`` of ``tls.*`` log events."""
+    address: str
+    """As configured: ``host:port`` or ``unix:/PATH``."""
+    server: Server
+    tls: bool
+    bound: bool = field(default=False)
+
+    @property
+    def socket_path(self) -> Path | None:
+        where = split_admin_listen(self.address)
+        return where if isinstance(where, Path) else None
+
+
+def make_listener(name: str, address: str, app: App, tls: tuple[Path, Path] | None) -> Listener:
+    """A granian server for ``app`` on ``address``; HTTPS with ``tls`` unless a unix socket."""
+    where = split_admin_listen(address)
+    uds, (host, port) = (where, ("127.0.0.1", 0)) if isinstance(where, Path) else (None, where)
+    cert, key = (None, None) if tls is None or uds is not None else tls
+    server = Server(
+        app,
+        address=host,
+        port=port,
+        uds=uds,
+        interface=Interfaces.RSGI,
+        backlog=1024,
+        log_level=LogLevels.error,
+        websockets=False,
+        ssl_cert=cert,
+        ssl_key=key,
+        ssl_protocol_min=SSLProtocols.tls12,
+    )
+    server.uds_permissions = SOCKET_MODE
+    server.respawn_interval = RESPAWN_INTERVAL
+    return Listener(name, address, server, tls=cert is not None)
+
+
+class Listeners:
+    def __init__(self, listeners: list[Listener], on_bound: Callable[[], None]) -> None:
+        self.all = listeners
+        self._on_bound = on_bound
+        self._lock = threading.Lock()
+        for listener in listeners:
+            listener.server.on_startup(functools.partial(self._bound, listener))
+
+    @property
+    def tls(self) -> list[Listener]:
+        return [listener for listener in self.all if listener.tls]
+
+    def check_free(self) -> None:
+        """Refuse a port in use or a socket path taken (before anything is bound)."""
+        for listener in self.all:
+            path = listener.socket_path
+            if path is None:
+                host, port = split_admin_listen(listener.address)  # type: ignore[misc]
+                check_port_free(host, port, listener)
+            else:
+                clear_stale_socket(path, listener)
+
+    def _bound(self, listener: Listener) -> None:
+        with self._lock:
+            listener.bound = True
+            done = all(other.bound for other in self.all)
+        if done:
+            self._on_bound()
+
+    async def serve(self) -> None:
+        """Serve until every listener stopped; a failed bind is a :class:`KeyrotdError`."""
+        results = await asyncio.gather(
+            *(self._serve_one(listener) for listener in self.all), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _serve_one(self, listener: Listener) -> None:
+        try:
+            await listener.server.serve()
+        except RuntimeError as exc:  # granian reports a failed bind as a RuntimeError
+            if listener.bound:
+                raise
+            raise cannot_listen(listener, _first_line(str(exc))) from None
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop every listener (on the loop's thread)."""
+        for listener in self.all:
+            if not listener.server.interrupt_signal:
+                listener.server.stop()  # type: ignore[no-untyped-call]
+
+    def renew_tls(self, cert: Path, key: Path, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve ``cert``/``key`` on every TLS listener (from any thread). granian checks the
+        pair with OpenSSL first: an ``ssl.SSLError`` leaves every listener on its old pair."""
+        for listener in self.tls:
+            listener.server.build_ssl_context(cert, key, None, SSLProtocols.tls12, None, [], False)
+        for listener in self.tls:
+            loop.call_soon_threadsafe(listener.server.reload)
+
+
+def check_port_free(host: str, port: int, listener: Listener) -> None:
+    """Refuse a port in use, even by another keyrotd: granian binds with SO_REUSEPORT, which
+    would let two daemons share one port silently."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise cannot_listen(listener, exc.strerror or str(exc)) from None
+
+
+def clear_stale_socket(path: Path, listener: Listener) -> None:
+    """Remove the socket file a previous run left at ``path``; refuse a live socket or any other
+    kind of file there."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise cannot_listen(listener, exc.strerror or str(exc)) from None
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(
+            f"{_SETTING[listener.name]}: {path} exists and is not a socket",
+            "remove that file or choose another socket path",
+        )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            if exc.errno != errno.ECONNREFUSED:
+                raise cannot_listen(listener, exc.strerror or str(exc)) from None
+        else:
+            raise cannot_listen(listener, "a process is listening on it")
+    path.unlink()
+
+
+def _first_line(reason: str) -> str:
+    """granian's bind error without the Rust backtrace it may carry (``RUST_BACKTRACE``)."""
+    return (reason.split("Stack backtrace:")[0].strip().splitlines() or [reason])[0]
+
+
+def cannot_listen(listener: Listener, reason: str) -> KeyrotdError:
+    return KeyrotdError(
+        f"cannot listen on {listener.address} ({reason})",
+        f"stop the process using it (another keyrotd?) or change {_SETTING[listener.name]}",
+    )
