@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Final, TextIO
 
 FIELDS: Final = ("event", "keyset", "kid", "at", "exception", "error", "attempt", "path")
+AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count")
+"""The fields of ``admin.request`` events (``keyrotd.daemon.audit``)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,7 +25,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in FIELDS:
+        for name in (*FIELDS, *AUDIT_FIELDS):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value

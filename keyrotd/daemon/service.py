@@ -6,7 +6,7 @@
   reading the board without locks; admin writes go to a small thread pool;
 - the loop also handles the signals (SIGTERM/SIGINT stop, SIGHUP reload) and sd_notify.
 
-Start: load the admin token (refuse a bad one), open storage, start the scheduler (its first job
+Start: load the admin clients (refuse bad files), open storage, start the scheduler (its first job
 loads — and bootstraps — every keyset), bind. ``READY=1`` once the bind and the first load of
 every keyset succeeded. Stop: ``STOPPING=1``, stop accepting, let the write in progress finish,
 exit 0.
@@ -20,7 +20,9 @@ import os
 import signal
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Final
 
 from granian.constants import Interfaces
@@ -29,7 +31,8 @@ from granian.server.embed import Server
 
 from keyrotd import logs
 from keyrotd.config import Settings, load_settings
-from keyrotd.daemon.admin import Admin, load_admin_token
+from keyrotd.daemon.admin import Admin, Clients
+from keyrotd.daemon.audit import Audit
 from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.metrics import Metrics
@@ -60,6 +63,8 @@ class Daemon:
             self.storage, self.board, self.metrics, settings.server.refresh_interval
         )
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")
+        self.clients = Clients.load(*admin_files(settings))
+        self.audit = Audit(self.metrics, time.monotonic)
         self.app = App(
             self.board,
             self.metrics,
@@ -69,12 +74,8 @@ class Daemon:
         )
 
     def _options(self, settings: Settings) -> Options:
-        token_file = settings.server.admin_token_file
-        admin = (
-            None
-            if token_file is None
-            else Admin(load_admin_token(token_file), self.rotator.command)
-        )
+        configured = any(path is not None for path in admin_files(settings))
+        admin = Admin(self.clients, self.rotator.command, self.audit) if configured else None
         return Options(
             max_age=int(settings.server.jwks_max_age.total_seconds()),
             admin=admin,
@@ -122,6 +123,7 @@ class Daemon:
             # (_stop_jobs is bounded by STOP_TIMEOUT anyway).
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_IGN)
+            self.audit.flush()  # the refusals its timer had yet to report
             self._stop_jobs(clean)
         log.info("keyrotd stopped", extra={"event": "daemon.stopped"})
         return 0
@@ -187,8 +189,10 @@ class Daemon:
             log.error(
                 "configuration reload failed, keeping the running one", extra={"error": str(exc)}
             )
+            self.clients.reload(*admin_files(self.settings))  # re-read even so (CONTRACT 8)
             self.readiness.reloaded()
             return
+        self.clients.reload(*admin_files(new))  # before the new options can enable the endpoints
         old = self.settings
         for part, what in (
             (old.storage != new.storage, "storage"),
@@ -208,6 +212,11 @@ class Daemon:
             extra={"event": "config.reloaded", "path": str(new.config_file or "")},
         )
         self.readiness.reloaded()
+
+
+def admin_files(settings: Settings) -> tuple[Path | None, Path | None]:
+    """``server.admin_token_file`` and ``server.admin_clients_file``: the admin clients."""
+    return settings.server.admin_token_file, settings.server.admin_clients_file
 
 
 def check_port_free(host: str, port: int, listen: str) -> None:
