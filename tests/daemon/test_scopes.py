@@ -122,6 +122,7 @@ def test_the_clients_file_is_reread_when_the_configuration_is_refused(
     daemon = scoped_daemon(daemon_factory)
     token = add_client(daemon, "ci", "signing-key:a")
     daemon.start()
+    assert daemon.admin("GET", "/keysets/a/signing-key", token).status == 200
     assert client_command(daemon, "remove", "ci")[0] == 0
     config = daemon.config.read_text()
     daemon.config.write_text(config + "[nonsense]\n")  # an unknown section: refused
