@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import socketserver
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -458,9 +461,11 @@ class FakeDaemon:
         *,
         tls: ssl.SSLContext | None = None,
         unix: Path | None = None,
+        keyset: str = "default",
     ) -> None:
         """HTTPS with ``tls``; on the unix socket ``unix`` (``url`` is then ``unix:PATH``)."""
         self.token = token
+        self.keyset = keyset
         self.body: Callable[[], object] = lambda: {}
         self.status = 200
         self.requested: list[str] = []
@@ -469,7 +474,7 @@ class FakeDaemon:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 daemon.requested.append(self.path)
-                if self.path not in ("/signing-key", "/keysets/default/signing-key"):
+                if self.path not in ("/signing-key", f"/keysets/{daemon.keyset}/signing-key"):
                     self.send_error(404)
                     return
                 if self.headers.get("Authorization") != f"Bearer {daemon.token}":
@@ -921,3 +926,79 @@ def test_from_url_does_not_follow_a_redirect_with_the_token(fake_daemon: FakeDae
     finally:
         server.shutdown()
         server.server_close()
+
+
+def node_issuer(tmp_path: Path) -> Path:
+    """The Node issuer of docs/issuers.md, as a file."""
+    doc = (Path(__file__).parent.parent / "docs" / "issuers.md").read_text()
+    script = tmp_path / "issuer.mjs"
+    script.write_text(doc.split("```js\n", 1)[1].split("```", 1)[0])
+    return script
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_node_issuer_of_the_docs_signs_with_a_scoped_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/issuers.md's script with a ``signing-key:api`` token: over TCP to a running daemon,
+    and (relaying that daemon's answer) over a unix socket and over HTTPS with its CA file; each
+    token verifies with PyJWT against the daemon's JWKS. Without the CA file HTTPS fails."""
+    from daemon.harness import make_daemon  # tests/daemon, on sys.path as "daemon"
+
+    keysets: list[dict[str, object]] = [
+        {"name": "web", "algorithm": "RS256"},
+        {"name": "api", "algorithm": "PS256"},
+    ]
+    server = {"admin_clients_file": tmp_path / "clients.toml"}
+    daemon = make_daemon(tmp_path / "d", keysets=keysets, server=server, log_level="warning")
+    assert (
+        cli(["--config", str(daemon.config), "client", "add", "n", "--scope", "signing-key:api"])
+        == 0
+    )
+    token = capsys.readouterr().out.splitlines()[-1]
+    token_file = tmp_path / "issuer.token"
+    token_file.write_text(token + "\n")
+    script = node_issuer(tmp_path)
+    ca_file, context = make_ca(tmp_path, "keyrotd")
+    relays = [
+        FakeDaemon(token, unix=tmp_path / "admin.sock", keyset="api"),
+        FakeDaemon(token, tls=context, keyset="api"),
+    ]
+    daemon.start()
+    try:
+        for relay in relays:
+            relay.body = lambda: daemon.admin("GET", "/keysets/api/signing-key", token).json()
+
+        def run(url: str, **env: str) -> subprocess.CompletedProcess[str]:
+            environ = {"PATH": os.environ["PATH"], "KEYROTD_URL": url, "KEYSET": "api"}
+            environ["KEYROTD_TOKEN_FILE"] = str(token_file)
+            return subprocess.run(
+                ["node", str(script)],
+                env={**environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        jwks = jwt.PyJWKSet.from_dict(daemon.get("/keysets/api/jwks.json").json())
+        for url, env in (
+            (f"http://127.0.0.1:{daemon.port}", {}),
+            (relays[0].url, {}),
+            (relays[1].url, {"KEYROTD_CA_FILE": str(ca_file)}),
+        ):
+            done = run(url, **env)
+            assert done.returncode == 0, (url, done.stderr)
+            signed = done.stdout.strip()
+            key = jwks[jwt.get_unverified_header(signed)["kid"]]
+            claims = jwt.decode(signed, key, algorithms=["PS256"], audience="api")
+            assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 3600
+            assert token not in done.stdout + done.stderr
+        refused = run(relays[1].url)  # no CA file: the system's CAs do not know this one
+        assert refused.returncode != 0 and "certificate" in refused.stderr
+        other = run(f"http://127.0.0.1:{daemon.port}", KEYSET="web")
+        assert other.returncode != 0 and "HTTP 403" in other.stderr
+    finally:
+        for relay in relays:
+            relay.close()
+        daemon.stop()
