@@ -53,6 +53,15 @@ def scoped_daemon(daemon_factory: DaemonFactory, *, admin: bool = True) -> Daemo
     return daemon
 
 
+def running_with_ci(daemon_factory: DaemonFactory) -> tuple[Daemon, str]:
+    """A started :func:`scoped_daemon` with the client ``ci`` (``signing-key:a``), and its token."""
+    daemon = scoped_daemon(daemon_factory)
+    token = add_client(daemon, "ci", "signing-key:a")
+    daemon.start()
+    assert daemon.admin("GET", "/keysets/a/signing-key", token).status == 200
+    return daemon, token
+
+
 def reload(daemon: Daemon, expect: str) -> None:
     """SIGHUP, then wait until the log has one more ``expect`` line."""
     before = daemon.log_text().count(expect)
@@ -97,10 +106,7 @@ def test_clients_alone_enable_the_endpoints(daemon_factory: DaemonFactory) -> No
 
 
 def test_a_removed_client_gets_401_after_sighup(daemon_factory: DaemonFactory) -> None:
-    daemon = scoped_daemon(daemon_factory)
-    token = add_client(daemon, "ci", "signing-key:a")
-    daemon.start()
-    assert daemon.admin("GET", "/keysets/a/signing-key", token).status == 200
+    daemon, token = running_with_ci(daemon_factory)
 
     clients = daemon.workdir / "clients.toml"
     assert stat.S_IMODE(clients.stat().st_mode) == 0o600
@@ -119,10 +125,7 @@ def test_a_removed_client_gets_401_after_sighup(daemon_factory: DaemonFactory) -
 def test_the_clients_file_is_reread_when_the_configuration_is_refused(
     daemon_factory: DaemonFactory,
 ) -> None:
-    daemon = scoped_daemon(daemon_factory)
-    token = add_client(daemon, "ci", "signing-key:a")
-    daemon.start()
-    assert daemon.admin("GET", "/keysets/a/signing-key", token).status == 200
+    daemon, token = running_with_ci(daemon_factory)
     assert client_command(daemon, "remove", "ci")[0] == 0
     config = daemon.config.read_text()
     daemon.config.write_text(config + "[nonsense]\n")  # an unknown section: refused
@@ -132,9 +135,7 @@ def test_the_clients_file_is_reread_when_the_configuration_is_refused(
 
 
 def test_a_refused_clients_file_keeps_the_clients_in_force(daemon_factory: DaemonFactory) -> None:
-    daemon = scoped_daemon(daemon_factory)
-    token = add_client(daemon, "ci", "signing-key:a")
-    daemon.start()
+    daemon, token = running_with_ci(daemon_factory)
     clients = daemon.workdir / "clients.toml"
     good = clients.read_text()
     clients.write_text(good.replace("scopes", "scope"))  # an unknown key: refused
