@@ -129,7 +129,6 @@ def route(
     if request is None:
         return None
     client = admin.clients.registry.authenticate(header(scope["headers"], b"authorization"))
-    answer = decide(admin, board, executor, request, client, scope)
     entry = Entry(
         client=UNKNOWN if client is None else client.name,
         remote=remote_of(scope),
@@ -139,6 +138,11 @@ def route(
         status=0,
         kid=None if request.kid is None else shown(request.kid),
     )
+    try:
+        answer = decide(admin, board, executor, request, client, scope)
+    except Exception:
+        admin.audit.record(replace(entry, status=500))  # http answers a bare 500
+        raise
     if isinstance(answer, Response):
         admin.audit.record(replace(entry, status=answer.status))
         return answer
