@@ -67,6 +67,7 @@ class Operator:
         self.key = os.urandom(32)
         key_file = tmp_path / "storage.key"
         key_file.write_text(base64.b64encode(self.key).decode())
+        key_file.chmod(0o600)  # the file rule of CONTRACT 2 refuses a world-readable key
         self.config = tmp_path / "keyrotd.toml"
         self.config.write_text(CONFIG.format(store=self.store, key_file=key_file, fmt=fmt, alg=alg))
         self.capsys = capsys
