@@ -9,11 +9,16 @@ Two sources::
 
     Issuer.from_config("keyrotd.toml", keyset="default")     # reads storage directly
     Issuer.from_url("http://127.0.0.1:8080", keyset="default", token=ADMIN_TOKEN)
+    Issuer.from_url("https://keyrotd.internal:8443", token=CLIENT_TOKEN, ca_file="ca.pem")
+    Issuer.from_url("unix:/run/keyrotd/admin.sock", token=CLIENT_TOKEN)
 
 Without ``keyset=`` both take the first keyset of the daemon's configuration, as the CLI does;
 ``from_config()`` without a path finds the configuration as the CLI does. The URL source reads
-``GET /keysets/{name}/signing-key``, or ``GET /signing-key`` without ``keyset=``. Its lifetime
-limit comes from the
+``GET /keysets/{name}/signing-key``, or ``GET /signing-key`` without ``keyset=``, with the
+token as a bearer token: the admin token, or a client's with the ``signing-key`` scope of the
+keyset (``keyrotd client add NAME --scope signing-key:KEYSET``). ``https://`` trusts the system's
+CAs, or only ``ca_file`` when given; ``unix:/PATH`` talks plain HTTP over the daemon's admin unix
+socket (``server.admin_listen``). Redirects are not followed. Its lifetime limit comes from the
 response's ``token_lifetime`` (seconds) when the daemon sends it, else from the ``token_lifetime``
 argument; without either it refuses to start. ``publish_ahead`` (seconds) in the response, when
 present, sets the refresh interval as for storage; else it is ``refresh_interval`` (default 30s).
@@ -21,11 +26,14 @@ present, sets the refresh interval as for storage; else it is ``refresh_interval
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
 import os
 import secrets
+import socket
+import ssl
 import threading
 import urllib.error
 import urllib.parse
@@ -178,6 +186,7 @@ class Issuer:
         keyset: str | None = None,
         *,
         token: str,
+        ca_file: str | os.PathLike[str] | None = None,
         token_lifetime: float | timedelta | None = None,
         refresh_interval: float | timedelta | None = None,
         timeout: float = 5.0,
@@ -185,17 +194,19 @@ class Issuer:
         background: bool = True,
     ) -> Issuer:
         """Read the schedule from a daemon's ``/keysets/{keyset}/signing-key`` endpoint, or
-        without ``keyset`` from ``/signing-key`` (its first keyset)."""
-        base = url.rstrip("/")
-        endpoint = (
-            f"{base}/signing-key"
+        without ``keyset`` from ``/signing-key`` (its first keyset). ``url`` is
+        ``http(s)://HOST:PORT`` or ``unix:/PATH``; ``ca_file`` (PEM) is the CA to trust for
+        ``https://``."""
+        path = (
+            "/signing-key"
             if keyset is None
-            else f"{base}/keysets/{urllib.parse.quote(keyset, safe='')}/signing-key"
+            else f"/keysets/{urllib.parse.quote(keyset, safe='')}/signing-key"
         )
+        endpoint = Endpoint.of_daemon(url, path, ca_file)
         lifetime = None if token_lifetime is None else _duration(token_lifetime, "token_lifetime")
         return cls(
             lambda: fetch_signing_key(endpoint, token, timeout),
-            source=endpoint,
+            source=str(endpoint),
             token_lifetime=lifetime,
             refresh_interval=refresh_interval,
             clock=clock,
@@ -378,16 +389,80 @@ def schedule_of(keyset: Keyset, policy: Policy, where: str) -> Schedule:
     )
 
 
-def fetch_signing_key(endpoint: str, token: str, timeout: float) -> Schedule:
-    """``GET endpoint`` with the admin token, parsed into a :class:`Schedule`."""
+@dataclass(frozen=True)
+class Endpoint:
+    """A URL to GET: ``http(s)://...`` (``ca_file``: the CA to trust for https), or a request
+    ``path`` on the unix socket ``socket``."""
+
+    url: str
+    socket: str | None = None
+    ca_file: str | None = None
+
+    def __str__(self) -> str:
+        return self.url if self.socket is None else f"unix:{self.socket} {self.url}"
+
+    @classmethod
+    def of_daemon(
+        cls, base: str, path: str, ca_file: str | os.PathLike[str] | None = None
+    ) -> Endpoint:
+        """``path`` on the daemon at ``base``: ``http(s)://HOST:PORT[/PREFIX]`` or
+        ``unix:/PATH``."""
+        ca = None if ca_file is None else os.fspath(ca_file)
+        if ca is not None and not base.startswith("https://"):
+            raise UsageError(
+                f"ca_file is for https:// URLs, not {base!r}",
+                "use the daemon's https:// URL (server.tls_cert_file is set), or leave ca_file "
+                "out for http:// and unix:/PATH",
+            )
+        if base.startswith("unix:"):
+            socket_path = base.removeprefix("unix:")
+            if not socket_path.startswith("/"):
+                raise UsageError(
+                    f"{base!r} is not a unix socket URL",
+                    "write unix:/PATH with the absolute path of server.admin_listen's socket",
+                )
+            return cls(path, socket=socket_path)
+        return cls(base.rstrip("/") + path, ca_file=ca)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix stream socket (the daemon's admin socket)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: the bearer token must go to the daemon only."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def fetch_signing_key(endpoint: Endpoint, token: str, timeout: float) -> Schedule:
+    """``GET endpoint`` with the bearer token, parsed into a :class:`Schedule`."""
     data = get_json(
         endpoint,
         timeout=timeout,
         what="signing-key response",
         headers={"Authorization": f"Bearer {token}"},
         status_hints={
-            401: "check the admin token (the daemon's server.admin_token_file)",
-            403: "give this client the signing-key scope for the keyset (keyrotd client add)",
+            401: "check the token: the daemon's server.admin_token_file, or one that `keyrotd "
+            "client add` printed for a client still in server.admin_clients_file "
+            "(keyrotd client list)",
+            403: "give this client the signing-key scope for the keyset (keyrotd client add "
+            "NAME --scope signing-key:KEYSET)",
             404: "check the keyset name, that the daemon sets server.admin_token_file or "
             "admin_clients_file, and that the URL is server.admin_listen when that is set",
         },
@@ -401,37 +476,74 @@ def fetch_signing_key(endpoint: str, token: str, timeout: float) -> Schedule:
 
 
 def get_json(
-    url: str,
+    url: str | Endpoint,
     *,
     timeout: float,
     what: str,
     headers: Mapping[str, str] | None = None,
     status_hints: Mapping[int, str] | None = None,
 ) -> object:
-    """``GET url`` (http or https only) and its JSON body (at most 1 MiB); every failure is a
-    :class:`KeyrotdError` naming the URL."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{url!r} is not an http(s) URL", "use e.g. http://127.0.0.1:8080")
-    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
-        url, headers={"Accept": "application/json", **(headers or {})}
-    )
+    """``GET url`` (an http or https URL, or an :class:`Endpoint`) and its JSON body (at most
+    1 MiB); every failure is a :class:`KeyrotdError` naming the URL."""
+    endpoint = url if isinstance(url, Endpoint) else Endpoint(url)
+    if endpoint.socket is None:
+        parts = urllib.parse.urlsplit(endpoint.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(
+                f"{endpoint.url!r} is not an http(s) URL", "use e.g. http://127.0.0.1:8080"
+            )
+    sent = {"Accept": "application/json", **(headers or {})}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            body = response.read(_MAX_RESPONSE + 1)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        hint = (status_hints or {}).get(exc.code, f"check the URL; it should serve a {what}")
-        raise KeyrotdError(f"{url}: HTTP {exc.code} {exc.reason}", hint) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise KeyrotdError(f"{url}: cannot fetch the {what} ({reason})", "is it up?") from None
+        status, reason, body = _get(endpoint, sent, timeout)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        cause = getattr(exc, "reason", exc)
+        raise KeyrotdError(f"{endpoint}: cannot fetch the {what} ({cause})", "is it up?") from None
+    if not 200 <= status < 300:
+        hint = (status_hints or {}).get(status, f"check the URL; it should serve a {what}")
+        raise KeyrotdError(f"{endpoint}: HTTP {status} {reason}", hint)
     if len(body) > _MAX_RESPONSE:
-        raise KeyrotdError(f"{url}: the {what} is larger than 1 MiB", "check the URL")
+        raise KeyrotdError(f"{endpoint}: the {what} is larger than 1 MiB", "check the URL")
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
-        raise KeyrotdError(f"{url}: the {what} is not JSON", "check the URL") from None
+        raise KeyrotdError(f"{endpoint}: the {what} is not JSON", "check the URL") from None
+
+
+def _get(endpoint: Endpoint, headers: Mapping[str, str], timeout: float) -> tuple[int, str, bytes]:
+    """Status, reason and body (at most 1 MiB and a byte) of ``GET endpoint``."""
+    if endpoint.socket is not None:
+        connection = _UnixConnection(endpoint.socket, timeout)
+        try:
+            connection.request("GET", endpoint.url, headers=dict(headers))
+            response = connection.getresponse()
+            return response.status, response.reason, response.read(_MAX_RESPONSE + 1)
+        finally:
+            connection.close()
+    handlers: list[urllib.request.BaseHandler] = []
+    if endpoint.ca_file is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=_trusting(endpoint.ca_file)))
+    if "Authorization" in headers:
+        handlers.append(_NoRedirect())
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(endpoint.url, headers=dict(headers))  # noqa: S310
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, response.reason, response.read(_MAX_RESPONSE + 1)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code, str(exc.reason), b""
+
+
+def _trusting(ca_file: str) -> ssl.SSLContext:
+    """A client context that trusts only the CA certificates in ``ca_file``."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(
+            f"cannot read ca_file {ca_file} ({reason})",
+            "give the PEM file of the CA that signed the daemon's certificate",
+        ) from None
 
 
 def parse_signing_key(data: object) -> Schedule:

@@ -23,6 +23,8 @@ FIELDS: Final = (
     "path",
     "listener",
 )
+AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count")
+"""The fields of ``admin.request`` events (``keyrotd.daemon.audit``)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -33,7 +35,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in FIELDS:
+        for name in (*FIELDS, *AUDIT_FIELDS):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import socketserver
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -442,12 +447,25 @@ def test_from_config_without_keyset_takes_the_first_keyset_as_the_cli_does(
 # -- from_url against a fake daemon ------------------------------------------------------------
 
 
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
 class FakeDaemon:
     """A real HTTP server answering GET /signing-key and /keysets/default/signing-key (its first
     keyset) as the daemon does; ``requested`` lists the paths asked for."""
 
-    def __init__(self, token: str = "s3cret") -> None:
+    def __init__(
+        self,
+        token: str = "s3cret",
+        *,
+        tls: ssl.SSLContext | None = None,
+        unix: Path | None = None,
+        keyset: str = "default",
+    ) -> None:
+        """HTTPS with ``tls``; on the unix socket ``unix`` (``url`` is then ``unix:PATH``)."""
         self.token = token
+        self.keyset = keyset
         self.body: Callable[[], object] = lambda: {}
         self.status = 200
         self.requested: list[str] = []
@@ -456,7 +474,7 @@ class FakeDaemon:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 daemon.requested.append(self.path)
-                if self.path not in ("/signing-key", "/keysets/default/signing-key"):
+                if self.path not in ("/signing-key", f"/keysets/{daemon.keyset}/signing-key"):
                     self.send_error(404)
                     return
                 if self.headers.get("Authorization") != f"Bearer {daemon.token}":
@@ -475,8 +493,17 @@ class FakeDaemon:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server: socketserver.TCPServer | socketserver.UnixStreamServer
+        if unix is not None:
+            self.server = UnixHTTPServer(str(unix), Handler)
+            self.url = f"unix:{unix}"
+        else:
+            self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            port = self.server.server_address[1]
+            self.url = f"http://127.0.0.1:{port}"
+            if tls is not None:
+                self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+                self.url = f"https://localhost:{port}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
@@ -574,7 +601,10 @@ def test_from_url_with_a_wrong_token(fake_daemon: FakeDaemon) -> None:
     with pytest.raises(KeyrotdError) as error:
         Issuer.from_url(fake_daemon.url, token="wrong", token_lifetime=60)
     assert error.value.message == f"{fake_daemon.url}/signing-key: HTTP 401 Unauthorized"
-    assert error.value.hint == "check the admin token (the daemon's server.admin_token_file)"
+    assert error.value.hint == (
+        "check the token: the daemon's server.admin_token_file, or one that `keyrotd client "
+        "add` printed for a client still in server.admin_clients_file (keyrotd client list)"
+    )
 
 
 def test_from_url_with_an_unknown_keyset(fake_daemon: FakeDaemon) -> None:
@@ -594,6 +624,112 @@ def test_from_url_when_nothing_listens() -> None:
     server.server_close()
     with pytest.raises(KeyrotdError, match="cannot fetch the signing-key response"):
         Issuer.from_url(f"http://127.0.0.1:{port}", token="t", token_lifetime=60, timeout=2)
+
+
+def make_ca(tmp_path: Path, name: str) -> tuple[Path, ssl.SSLContext]:
+    """A CA (its PEM file) and a server context for ``localhost`` with a certificate it signed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def certificate(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, Any] | None
+    ) -> x509.Certificate:
+        now = datetime.now(UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (issuer or (subject,))[0])])
+            )
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(hours=1))
+        )
+        if issuer is None:
+            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost")]), False
+            )
+        return builder.sign(key if issuer is None else issuer[1], hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate(f"{name} CA", ca_key, None)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = certificate("localhost", server_key, (f"{name} CA", ca_key))
+    ca_file = tmp_path / f"{name}-ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain = tmp_path / f"{name}-server.pem"
+    chain.write_bytes(
+        server.public_bytes(serialization.Encoding.PEM)
+        + server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return ca_file, context
+
+
+def test_from_url_over_https_trusts_the_ca_file(tmp_path: Path) -> None:
+    ca_file, context = make_ca(tmp_path, "keyrotd")
+    other_ca, _ = make_ca(tmp_path, "other")
+    daemon = FakeDaemon(tls=context)
+    try:
+        daemon.body = lambda: response(schedule_of(), token_lifetime=60)
+        with Issuer.from_url(
+            daemon.url, token="s3cret", ca_file=ca_file, background=False
+        ) as issuer:
+            assert issuer.source == f"{daemon.url}/signing-key"
+            issuer.sign({"sub": "alice"})
+        for trusted in (None, other_ca):  # the system's CAs, another CA: not this certificate
+            with pytest.raises(KeyrotdError, match="CERTIFICATE_VERIFY_FAILED"):
+                Issuer.from_url(
+                    daemon.url, token="s3cret", ca_file=trusted, token_lifetime=60, timeout=5
+                )
+        assert daemon.requested == ["/signing-key"]
+    finally:
+        daemon.close()
+
+
+def test_from_url_refuses_a_ca_file_without_https(tmp_path: Path) -> None:
+    ca_file, _ = make_ca(tmp_path, "keyrotd")
+    for url in ("http://127.0.0.1:1", f"unix:{tmp_path / 'admin.sock'}"):
+        with pytest.raises(KeyrotdError, match="ca_file is for https:// URLs") as error:
+            Issuer.from_url(url, token="t", ca_file=ca_file, token_lifetime=60)
+        assert error.value.exit_code == 2
+    with pytest.raises(KeyrotdError, match="cannot read ca_file"):
+        Issuer.from_url("https://localhost:1", token="t", ca_file=tmp_path / "none.pem")
+
+
+def test_from_url_over_a_unix_socket(tmp_path: Path) -> None:
+    socket_path = tmp_path / "admin.sock"
+    daemon = FakeDaemon(unix=socket_path)
+    try:
+        schedule = schedule_of()
+        daemon.body = lambda: response(schedule, token_lifetime=60)
+        with Issuer.from_url(f"unix:{socket_path}", token="s3cret", background=False) as issuer:
+            assert issuer.source == f"unix:{socket_path} /signing-key"
+            assert issuer.signing_key()["kid"] == schedule.active["kid"]
+        with Issuer.from_url(
+            f"unix:{socket_path}", keyset="default", token="s3cret", background=False
+        ) as issuer:
+            verify(issuer.sign({"sub": "alice"}), public_jwks(schedule))
+        with pytest.raises(KeyrotdError) as error:
+            Issuer.from_url(f"unix:{socket_path}", token="wrong", token_lifetime=60)
+        assert error.value.message == f"unix:{socket_path} /signing-key: HTTP 401 Unauthorized"
+        assert daemon.requested == ["/signing-key", "/keysets/default/signing-key", "/signing-key"]
+    finally:
+        daemon.close()
+    with pytest.raises(KeyrotdError, match="cannot fetch the signing-key response"):
+        Issuer.from_url(f"unix:{tmp_path / 'gone.sock'}", token="t", token_lifetime=60)
+    with pytest.raises(KeyrotdError, match="unix:/PATH"):
+        Issuer.from_url("unix:relative.sock", token="t", token_lifetime=60)
 
 
 @pytest.mark.parametrize(
@@ -726,4 +862,143 @@ def test_from_url_without_keyset_signs_with_the_first_keyset_of_a_running_daemon
             assert jwt.get_unverified_header(token)["kid"] == active_kid(daemon.config, "api")
             verify(token, jwks)
     finally:
+        daemon.stop()
+
+
+def test_from_url_with_a_scoped_client_token_signs_for_its_keyset_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``signing-key:api`` client (``keyrotd client add``) of a running daemon: its issuer's
+    tokens verify with PyJWT against the served JWKS; another keyset is refused (403)."""
+    from daemon.harness import make_daemon  # tests/daemon, on sys.path as "daemon"
+
+    keysets: list[dict[str, object]] = [
+        {"name": "api", "algorithm": "ES256"},
+        {"name": "web", "algorithm": "RS256"},
+    ]
+    clients = tmp_path / "clients.toml"
+    server = {"admin_clients_file": clients}
+    daemon = make_daemon(tmp_path, keysets=keysets, server=server, log_level="warning")
+    add = ["--config", str(daemon.config), "client", "add", "issuer-api"]
+    assert cli([*add, "--scope", "signing-key:api"]) == 0
+    token = capsys.readouterr().out.splitlines()[-1]
+    daemon.start()
+    try:
+        url = f"http://127.0.0.1:{daemon.port}"
+        jwks = daemon.get("/keysets/api/jwks.json").json()
+        for keyset in ("api", None):  # api is the first keyset: /signing-key too
+            with Issuer.from_url(url, keyset, token=token, background=False) as issuer:
+                signed = issuer.sign({"sub": "alice", "aud": "api"})
+                assert jwt.get_unverified_header(signed)["kid"] == active_kid(daemon.config, "api")
+                key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(signed)["kid"]]
+                claims = jwt.decode(signed, key, algorithms=["ES256"], audience="api")
+                assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 3600
+        with pytest.raises(KeyrotdError) as refused:
+            Issuer.from_url(url, "web", token=token, background=False)
+        assert refused.value.message == f"{url}/keysets/web/signing-key: HTTP 403 Forbidden"
+        assert "signing-key:KEYSET" in refused.value.hint
+    finally:
+        daemon.stop()
+
+
+def test_from_url_does_not_follow_a_redirect_with_the_token(fake_daemon: FakeDaemon) -> None:
+    """The bearer token goes to the daemon only: a redirect elsewhere is an error."""
+    target = fake_daemon.url
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"{target}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        fake_daemon.body = lambda: response(schedule_of(), token_lifetime=60)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(KeyrotdError, match="HTTP 302"):
+            Issuer.from_url(url, token="s3cret", background=False)
+        assert fake_daemon.requested == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def node_issuer(tmp_path: Path) -> Path:
+    """The Node issuer of docs/issuers.md, as a file."""
+    doc = (Path(__file__).parent.parent / "docs" / "issuers.md").read_text()
+    script = tmp_path / "issuer.mjs"
+    script.write_text(doc.split("```js\n", 1)[1].split("```", 1)[0])
+    return script
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_node_issuer_of_the_docs_signs_with_a_scoped_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/issuers.md's script with a ``signing-key:api`` token: over TCP to a running daemon,
+    and (relaying that daemon's answer) over a unix socket and over HTTPS with its CA file; each
+    token verifies with PyJWT against the daemon's JWKS. Without the CA file HTTPS fails."""
+    from daemon.harness import make_daemon  # tests/daemon, on sys.path as "daemon"
+
+    keysets: list[dict[str, object]] = [
+        {"name": "web", "algorithm": "RS256"},
+        {"name": "api", "algorithm": "PS256"},
+    ]
+    server = {"admin_clients_file": tmp_path / "clients.toml"}
+    daemon = make_daemon(tmp_path / "d", keysets=keysets, server=server, log_level="warning")
+    assert (
+        cli(["--config", str(daemon.config), "client", "add", "n", "--scope", "signing-key:api"])
+        == 0
+    )
+    token = capsys.readouterr().out.splitlines()[-1]
+    token_file = tmp_path / "issuer.token"
+    token_file.write_text(token + "\n")
+    script = node_issuer(tmp_path)
+    ca_file, context = make_ca(tmp_path, "keyrotd")
+    relays = [
+        FakeDaemon(token, unix=tmp_path / "admin.sock", keyset="api"),
+        FakeDaemon(token, tls=context, keyset="api"),
+    ]
+    daemon.start()
+    try:
+        for relay in relays:
+            relay.body = lambda: daemon.admin("GET", "/keysets/api/signing-key", token).json()
+
+        def run(url: str, **env: str) -> subprocess.CompletedProcess[str]:
+            environ = {"PATH": os.environ["PATH"], "KEYROTD_URL": url, "KEYSET": "api"}
+            environ["KEYROTD_TOKEN_FILE"] = str(token_file)
+            return subprocess.run(
+                ["node", str(script)],
+                env={**environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        jwks = jwt.PyJWKSet.from_dict(daemon.get("/keysets/api/jwks.json").json())
+        for url, env in (
+            (f"http://127.0.0.1:{daemon.port}", {}),
+            (relays[0].url, {}),
+            (relays[1].url, {"KEYROTD_CA_FILE": str(ca_file)}),
+        ):
+            done = run(url, **env)
+            assert done.returncode == 0, (url, done.stderr)
+            signed = done.stdout.strip()
+            key = jwks[jwt.get_unverified_header(signed)["kid"]]
+            claims = jwt.decode(signed, key, algorithms=["PS256"], audience="api")
+            assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 3600
+            assert token not in done.stdout + done.stderr
+        refused = run(relays[1].url)  # no CA file: the system's CAs do not know this one
+        assert refused.returncode != 0 and "certificate" in refused.stderr
+        other = run(f"http://127.0.0.1:{daemon.port}", KEYSET="web")
+        assert other.returncode != 0 and "HTTP 403" in other.stderr
+    finally:
+        for relay in relays:
+            relay.close()
         daemon.stop()

@@ -1,26 +1,34 @@
-"""The authenticated endpoints: the bearer token and the signing-key, rotate and revoke actions.
+"""The authenticated endpoints: scoped clients, the signing-key, rotate and revoke actions.
 
+    GET  /signing-key                      the first keyset's (``http`` maps it here)
     GET  /keysets/{name}/signing-key       {"active": private JWK, "next": ..., "next_activates_at"}
     POST /keysets/{name}/rotate[?now=true]
     POST /keysets/{name}/keys/{kid}/revoke
 
-They exist only when ``server.admin_token_file`` is set. The token is read from that file at start
-and on every reload (surrounding whitespace stripped); a missing, unreadable or empty file, or one
-that others may read or anyone but its owner (and group, for reading) may write, refuses the start
-with a :class:`ConfigError`. Tokens are compared with :func:`hmac.compare_digest`. Rotate and
-revoke write storage: they run in a worker thread, never on the event loop.
+They exist only when ``server.admin_token_file`` or ``server.admin_clients_file`` is set. The
+:class:`Clients` holder keeps the registry in force (``keyrotd.clients``: the admin token is the
+client ``admin`` with every scope); SIGHUP builds a new one from the files and swaps it in, or
+logs one ``clients.reload_failed`` line and keeps the old one. A request is checked in this
+order: 405 wrong method, 401 no known token, 413 a body, 403 outside the client's scopes (an
+unknown keyset too, unless the scope is ``*``), 404 unknown keyset. Every one is audited
+(``audit``). Rotate and revoke write storage: they run in a worker thread, never on the event
+loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final
 from urllib.parse import parse_qs
 
+from keyrotd.clients import Action, Client, Registry, load_registry
+from keyrotd.daemon.audit import UNKNOWN, Audit, Entry, remote_of, shown
 from keyrotd.daemon.responses import (
     GET,
     JSON,
@@ -37,56 +45,146 @@ from keyrotd.daemon.responses import (
     unauthorized,
 )
 from keyrotd.daemon.state import Board, rfc3339
-from keyrotd.errors import KeyNotFoundError, KeyrotdError
+from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError
 from keyrotd.lifecycle import Command, Revoke, Rotate
 from keyrotd.manager import Outcome
 from keyrotd.secretfiles import load_admin_token as load_admin_token  # its home moved there
 
+log = logging.getLogger("keyrotd.daemon")
+
 Run = Callable[[str, Command], Outcome]
 """Apply an admin command to a keyset (blocking: run it in a worker thread)."""
+Answer = Response | Awaitable[Response]
+_ALLOWED: Final[dict[Action, tuple[str, ...]]] = {
+    "signing-key": GET,
+    "rotate": POST,
+    "revoke": POST,
+}
+
+
+class Clients:
+    """The registry in force. Requests read :attr:`registry`; a reload replaces it with one
+    attribute write (no lock on the HTTP path)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    @classmethod
+    def load(cls, token_file: Path | None, clients_file: Path | None) -> Clients:
+        """From the two settings; a bad file is a :class:`ConfigError` (the start is refused)."""
+        return cls(load_registry(token_file, clients_file))
+
+    def reload(self, token_file: Path | None, clients_file: Path | None) -> None:
+        """Read the files again; a refused one is logged (one line) and the old registry kept."""
+        try:
+            registry = load_registry(token_file, clients_file)
+        except ConfigError as exc:
+            log.error(
+                "admin clients not reloaded, keeping the %d in force",
+                len(self.registry.clients),
+                extra={"event": "clients.reload_failed", "error": str(exc)},
+            )
+            return
+        if registry != self.registry:
+            log.info(
+                "admin clients reloaded: %s",
+                ", ".join(client.name for client in registry.clients) or "none",
+                extra={"event": "clients.reloaded"},
+            )
+        self.registry = registry
 
 
 @dataclass(frozen=True)
 class Admin:
-    """The admin token and what the admin endpoints run."""
+    """The clients, what the admin endpoints run, and their audit trail."""
 
-    token: bytes
+    clients: Clients
     run: Run
+    audit: Audit
 
-    def authorized(self, value: bytes | None) -> bool:
-        if value is None:
-            return False
-        scheme, _, given = value.partition(b" ")
-        # compare_digest even on a wrong scheme, so that timing says nothing about the token
-        same = hmac.compare_digest(given.strip(), self.token)
-        return same and scheme.lower() == b"bearer"
+
+@dataclass(frozen=True)
+class Request:
+    """An admin endpoint, as the path names it."""
+
+    action: Action
+    keyset: str
+    kid: str | None = None
+
+    @classmethod
+    def of(cls, parts: list[str]) -> Request | None:
+        """``/keysets/{parts...}`` split after ``keysets``; None: not an admin endpoint."""
+        if len(parts) == 2 and parts[1] in ("signing-key", "rotate"):
+            return cls("signing-key" if parts[1] == "signing-key" else "rotate", parts[0])
+        if len(parts) == 4 and parts[1] == "keys" and parts[3] == "revoke":
+            return cls("revoke", parts[0], parts[2])
+        return None
 
 
 def route(
     admin: Admin, board: Board, executor: Executor, parts: list[str], scope: Scope
-) -> Response | Awaitable[Response] | None:
+) -> Answer | None:
     """Answer ``/keysets/{name}/...`` admin paths (split after ``keysets``); None: not one."""
-    action = "/".join(["", *parts[1:]]) if len(parts) in (2, 4) else ""
-    if action == "/signing-key":
-        allowed: tuple[str, ...] = GET
-    elif action == "/rotate" or (len(parts) == 4 and parts[1] == "keys" and parts[3] == "revoke"):
-        allowed = POST
-    else:
+    request = Request.of(parts)
+    if request is None:
         return None
-    headers = scope["headers"]
+    client = admin.clients.registry.authenticate(header(scope["headers"], b"authorization"))
+    entry = Entry(
+        client=UNKNOWN if client is None else client.name,
+        remote=remote_of(scope),
+        method=shown(scope["method"]),
+        keyset=shown(request.keyset),
+        action=request.action,
+        status=0,
+        kid=None if request.kid is None else shown(request.kid),
+    )
+    try:
+        answer = decide(admin, board, executor, request, client, scope)
+    except Exception:
+        admin.audit.record(replace(entry, status=500))  # http answers a bare 500
+        raise
+    if isinstance(answer, Response):
+        admin.audit.record(replace(entry, status=answer.status))
+        return answer
+    return _audited(admin.audit, entry, answer)
+
+
+async def _audited(audit: Audit, entry: Entry, answer: Awaitable[Response]) -> Response:
+    try:
+        response = await answer
+    except Exception:
+        audit.record(replace(entry, status=500))  # http answers a bare 500
+        raise
+    audit.record(replace(entry, status=response.status))
+    return response
+
+
+def decide(
+    admin: Admin,
+    board: Board,
+    executor: Executor,
+    request: Request,
+    client: Client | None,
+    scope: Scope,
+) -> Answer:
+    """The answer to an admin request (see the module docstring for the order of checks)."""
+    allowed = _ALLOWED[request.action]
     if scope["method"] not in allowed:
         return not_allowed(allowed)
-    if not admin.authorized(header(headers, b"authorization")):
+    if client is None:
         return unauthorized()
-    if too_large(headers):
+    if too_large(scope["headers"]):
         return error(413, f"request bodies are ignored; send at most {MAX_BODY} bytes")
-    name = parts[0]
+    name = request.keyset
+    if not client.allows(request.action, name):
+        scope_needed = f"{request.action}:{name}"
+        return error(403, f"client {client.name} does not have the scope {scope_needed}")
     if name not in board.snapshot.order:
         return error(404, f"unknown keyset {name}")
-    if parts[1] == "signing-key":
+    if request.action == "signing-key":
         return signing_key(board, name)
-    if len(parts) == 4:
-        return command(admin, executor, name, Revoke(parts[2]))
+    if request.kid is not None:
+        return command(admin, executor, name, Revoke(request.kid))
     query = parse_qs(scope["query_string"].decode("latin-1"))
     now = query.get("now", ["false"])[-1].lower()
     if now not in ("true", "false", "1", "0"):

@@ -6,7 +6,8 @@
     GET <issuer path>/.well-known/jwks.json        that keyset's JWKS (see ``discovery``)
     GET /healthz  /readyz  /metrics
     GET /signing-key                               the first keyset's (admin)
-    and the admin endpoints (see ``admin``) when ``server.admin_token_file`` is set.
+    and the admin endpoints (see ``admin``) when ``server.admin_token_file`` or
+    ``server.admin_clients_file`` is set.
 
 No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and one
 ``response_bytes`` call (about 2 µs of Python; see benchmarks/). Responses to GET also answer HEAD.
@@ -109,6 +110,7 @@ class App:
             "method": scope.method,
             "path": unquote(path) if "%" in path else path,
             "query_string": scope.query_string.encode("latin-1"),
+            "client": scope.client,  # "ip:port" (TCP), the peer's socket path (unix): audit
             "headers": [
                 (k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()
             ],

@@ -124,6 +124,12 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self._admin_requests = Counter(
+            "keyrotd_admin_requests",
+            "Requests to the admin endpoints by client (or unknown), action and HTTP status",
+            ["client", "action", "code"],
+            registry=self.registry,
+        )
         info = Gauge("keyrotd_build_info", "keyrotd version", ["version"], registry=self.registry)
         info.labels(__version__).set(1)
         ProcessCollector(namespace="keyrotd", registry=self.registry)  # keyrotd_process_*
@@ -142,6 +148,9 @@ class Metrics:
 
     def notify_dropped(self) -> None:
         self._notify_dropped.inc()
+
+    def admin_request(self, client: str, action: str, status: int) -> None:
+        self._admin_requests.labels(client, action, str(status)).inc()
 
     def watch(self, keyset: str) -> None:
         """Show the counters of ``keyset`` at zero before anything happened."""

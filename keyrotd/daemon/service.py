@@ -7,11 +7,11 @@
   thread), reading the board without locks; admin writes go to a small thread pool;
 - the loop also handles the signals (SIGTERM/SIGINT stop, SIGHUP reload) and sd_notify.
 
-Start: check the TLS pair and load the admin token (refuse bad ones), open storage, start the
-scheduler (its first job loads — and bootstraps — every keyset), bind. ``READY=1`` once every
+Start: check the TLS pair and load the admin clients (refuse bad files), open storage, start
+the scheduler (its first job loads — and bootstraps — every keyset), bind. ``READY=1`` once every
 listener is bound and the first load of every keyset succeeded. Stop: ``STOPPING=1``, stop
-accepting, let the write in progress finish, exit 0. SIGHUP re-reads the TLS files even when the
-new configuration is refused (see ``tls``).
+accepting, let the write in progress finish, exit 0. SIGHUP re-reads the TLS files and the admin
+clients even when the new configuration is refused (see ``tls`` and ``admin``).
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ import os
 import signal
 import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
 from keyrotd import logs
 from keyrotd.config import Settings, load_settings
-from keyrotd.daemon.admin import Admin, load_admin_token
+from keyrotd.daemon.admin import Admin, Clients
+from keyrotd.daemon.audit import Audit
 from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener
@@ -72,6 +74,8 @@ class Daemon:
             self.storage, self.board, self.metrics, settings.server.refresh_interval
         )
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")
+        self.clients = Clients.load(*admin_files(settings))
+        self.audit = Audit(self.metrics, time.monotonic)
         public, admin = self._options(settings)
         alive = lambda: self.rotator.alive  # noqa: E731
         self.app = App(self.board, self.metrics, public, self.admin_pool, alive)
@@ -83,12 +87,8 @@ class Daemon:
 
     def _options(self, settings: Settings) -> tuple[Options, Options | None]:
         """The public app's options, and the admin app's when ``admin_listen`` is set."""
-        token_file = settings.server.admin_token_file
-        admin = (
-            None
-            if token_file is None
-            else Admin(load_admin_token(token_file), self.rotator.command)
-        )
+        configured = any(path is not None for path in admin_files(settings))
+        admin = Admin(self.clients, self.rotator.command, self.audit) if configured else None
         both = Options(
             max_age=int(settings.server.jwks_max_age.total_seconds()),
             admin=admin,
@@ -147,6 +147,7 @@ class Daemon:
             # (_stop_jobs is bounded by STOP_TIMEOUT anyway).
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_IGN)
+            self.audit.flush()  # the refusals its timer had yet to report
             self._close_tls()
             self._stop_jobs(clean)
         log.info("keyrotd stopped", extra={"event": "daemon.stopped"})
@@ -224,7 +225,9 @@ class Daemon:
             log.error(
                 "configuration reload failed, keeping the running one", extra={"error": str(exc)}
             )
+            self.clients.reload(*admin_files(self.settings))  # re-read even so (CONTRACT 8)
             return None
+        self.clients.reload(*admin_files(new))  # before the new options can enable the endpoints
         old = self.settings
         for part, what in (
             (old.storage != new.storage, "storage"),
@@ -290,6 +293,11 @@ def tls_refused(exc: ssl.SSLError) -> ConfigError:
         f"({exc.reason or type(exc).__name__})",
         "check that the certificate and key are a current, matching pair",
     )
+
+
+def admin_files(settings: Settings) -> tuple[Path | None, Path | None]:
+    """``server.admin_token_file`` and ``server.admin_clients_file``: the admin clients."""
+    return settings.server.admin_token_file, settings.server.admin_clients_file
 
 
 def adopt_library_loggers() -> None:

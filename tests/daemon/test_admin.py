@@ -1,4 +1,5 @@
-"""The authenticated endpoints: bearer token checks, 404 when disabled, the three actions."""
+"""The authenticated endpoints: bearer token checks, 404 when disabled, the three actions
+(scoped clients: test_scopes; the audit trail: test_audit)."""
 
 from __future__ import annotations
 
@@ -46,13 +47,18 @@ def test_admin_routes_refuse_a_missing_or_wrong_token(
         assert TOKEN not in reply.body.decode()
 
 
-def test_admin_routes_do_not_exist_without_a_token_file(daemon_factory: DaemonFactory) -> None:
+def test_admin_routes_do_not_exist_without_a_token_or_clients_file(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """Neither server.admin_token_file nor server.admin_clients_file: 404, as for any unknown
+    path, with nothing to audit."""
     daemon = daemon_factory(admin=False).start()
     for method, path in ADMIN_ROUTES:
         reply = daemon.admin(method, path)
         assert reply.status == 404, path
         assert reply.json() == {"error": "not found"}
         assert "www-authenticate" not in reply.headers
+    assert not [e for e in daemon.log_events() if str(e.get("event")).startswith("admin.")]
 
 
 def test_admin_wrong_method_is_405(daemon: Daemon) -> None:

@@ -10,10 +10,13 @@ hex and decimal forms (``helpers.secret_needles``).
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import io
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -285,12 +288,19 @@ def every_algorithm_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         for alg in ALGORITHMS
     )
     config = directory / "keyrotd.toml"
+    clients = directory / "clients.toml"
     config.write_text(
         f'[storage]\npath = "{directory / "store"}"\n'
         f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_token_file = "{token}"\n'
+        f'admin_clients_file = "{clients}"\n'
         'refresh_interval = "1s"\njwks_max_age = "1s"\n[logging]\nlevel = "debug"\n' + keysets
     )
+    add = ["--config", str(config), "client", "add", "issuer", "--scope", "signing-key:*"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*add, "--scope", "rotate:ES256"]) == 0
     daemon = start_daemon(config, port, log_path=directory / "daemon.log")
+    daemon.client_token = out.getvalue().splitlines()[-1]  # type: ignore[attr-defined]
     yield daemon
     assert daemon.stop() == 0
 
@@ -396,3 +406,64 @@ def test_the_right_token_is_accepted(every_algorithm_daemon: Daemon) -> None:
             "/keysets/ES256/signing-key", {"Authorization": authorization}
         )
         assert reply.status == 200
+
+
+def token_needles(*tokens: str) -> dict[str, str]:
+    """A token in clear, base64 and as its SHA-256 (hex: what the clients file holds)."""
+    needles: dict[str, str] = {}
+    for index, token in enumerate(tokens):
+        needles[token] = f"token {index}"
+        needles[base64.b64encode(token.encode()).decode().rstrip("=")] = f"token {index} (base64)"
+        needles[hashlib.sha256(token.encode()).hexdigest()] = f"token {index} sha256 (hex)"
+    return needles
+
+
+def test_no_token_hash_or_key_in_audit_lines_client_list_or_the_clients_file(
+    every_algorithm_daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scoped client's allowed and refused requests, and refused ones without a token: the
+    audit lines (every log line) hold no token, no token hash and no private value; nor does
+    ``client list``; the clients file holds the client's hash and nothing else secret."""
+    daemon = every_algorithm_daemon
+    token: str = daemon.client_token  # type: ignore[attr-defined]
+    auth = {"Authorization": f"Bearer {token}"}
+    private: list[dict[str, str]] = []
+    for alg in ALGORITHMS:
+        reply = daemon.get(f"/keysets/{alg}/signing-key", auth)
+        assert reply.status == 200, reply.body
+        body = reply.json()
+        assert isinstance(body, dict)
+        private += [jwk for jwk in (body["active"], body["next"]) if jwk]
+    kid = private[0]["kid"]
+    time.sleep(1.1)  # the refusals of the tests before are out of the audit's 1 s window
+    for method, path, headers, status in (
+        ("POST", "/keysets/ES256/rotate", auth, 200),
+        ("POST", "/keysets/RS256/rotate", auth, 403),
+        ("POST", f"/keysets/{ALGORITHMS[0]}/keys/{kid}/revoke", auth, 403),
+        ("GET", "/keysets/ES256/signing-key", {"Authorization": f"Bearer {token}x"}, 401),
+        ("GET", "/keysets/ES256/signing-key", {"Authorization": f"Basic {ADMIN_TOKEN}"}, 401),
+    ):
+        assert daemon.request(method, path, headers).status == status, (method, path)
+
+    config = daemon.log_path.parent / "keyrotd.toml"
+    assert main(["--config", str(config), "client", "list"]) == 0
+    listed, errors = capsys.readouterr()
+    assert listed == "issuer signing-key:*,rotate:ES256\n" and errors == ""
+
+    secrets = {**secret_needles(private), **token_needles(token, ADMIN_TOKEN)}
+    logs = daemon.logs()
+    audited = [e for e in daemon.log_events() if e.get("event") == "admin.request"]
+    assert {e["client"] for e in audited} >= {"issuer", "unknown"}
+    assert {e["status"] for e in audited} >= {200, 401, 403}
+    assert find_secrets(logs, secrets) == []
+    assert "Bearer" not in logs and "authorization" not in logs.lower()
+    assert find_secrets(listed, secrets) == []
+
+    clients_file = daemon.log_path.parent / "clients.toml"
+    assert mode(clients_file) == 0o600
+    content = clients_file.read_text()
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    assert find_secrets(content, secrets) == [token_needles(token)[digest]]  # its hash only
+    assert find_secrets(content, secret_needles(private)) == []
+    for member in ("d", "p", "q", "dp", "dq", "qi", "k"):
+        assert f'"{member}"' not in content and f"{member} =" not in content
