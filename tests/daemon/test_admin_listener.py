@@ -19,6 +19,7 @@ from .test_tls import TestCA, plain_http_answer, served_serial
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 ADMIN_PATHS = [
+    ("GET", "/signing-key"),
     ("GET", "/keysets/main/signing-key"),
     ("POST", "/keysets/main/rotate"),
     ("POST", "/keysets/main/keys/somekid/revoke"),
@@ -87,6 +88,7 @@ def test_admin_on_a_unix_socket_0660_and_a_clean_stop(unix_daemon: tuple[Daemon,
     assert stat.S_ISSOCK(path.stat().st_mode)
     assert stat.S_IMODE(path.stat().st_mode) == 0o660
     assert over_unix(path, "GET", "/keysets/main/signing-key").status == 200
+    assert over_unix(path, "GET", "/signing-key").status == 200  # the first keyset's
     assert over_unix(path, "GET", "/keysets/main/signing-key", token=False).status == 401
     assert over_unix(path, "POST", "/keysets/main/rotate").status == 200
     for target in PUBLIC_PATHS:
