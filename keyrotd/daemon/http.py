@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
-from urllib.parse import unquote
 
 from keyrotd.daemon import admin as admin_endpoints
 from keyrotd.daemon.admin import Admin
@@ -105,10 +104,9 @@ class App:
         (its scope rebuilt as ASGI gives it), for less work per request than ASGI's messages."""
         if scope.proto != "http":
             return
-        path = scope.path
         request = {
             "method": scope.method,
-            "path": unquote(path) if "%" in path else path,
+            "path": scope.path,  # granian decoded it already (as ASGI's ``path`` is): never twice
             "query_string": scope.query_string.encode("latin-1"),
             "client": scope.client,  # "ip:port" (TCP), the peer's socket path (unix): audit
             "headers": [

@@ -159,3 +159,13 @@ def test_metrics_are_prometheus_text_named_keyrotd(daemon: Daemon) -> None:
     assert "keyrotd_ready 1.0" in text
     assert "keyrotd_process_resident_memory_bytes" in text
     assert all(line.startswith(("keyrotd_", "# ")) for line in text.splitlines())
+
+
+def test_a_path_is_percent_decoded_once(daemon: Daemon) -> None:
+    """granian hands the app a decoded path: decoding it again would make ``%2561`` an ``a``
+    (path confusion in front of a proxy that filters on the decoded path)."""
+    name = daemon.get("/.well-known/jwks.json")
+    assert name.status == 200
+    assert daemon.get("/keysets/m%61in/jwks.json").body == name.body  # %61 is "a"
+    twice = daemon.get("/keysets/m%2561in/jwks.json")  # %25 is "%": the keyset "m%61in"
+    assert twice.status == 404, twice.body
