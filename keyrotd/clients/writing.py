@@ -15,10 +15,12 @@ import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from keyrotd import atomic
+from keyrotd.atomic import own, replace_atomically
 from keyrotd.errors import ConfigError, KeyrotdError
 from keyrotd.secretfiles import UNSAFE_MODE, permission_hint, read_secret_file
 
@@ -26,7 +28,7 @@ NEW_FILE_MODE: Final = 0o600
 LOCK_TIMEOUT: Final = 10.0
 _KEPT_BITS: Final = 0o750 & ~UNSAFE_MODE
 
-Owner = tuple[int, int] | None
+Owner = atomic.Owner | None
 """The uid and gid to give new files (root only), or None to leave them to the process."""
 
 
@@ -72,7 +74,7 @@ def _safe_mode(path: Path) -> int:
 def _locked(lock_path: Path, owner: Owner) -> Iterator[None]:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, NEW_FILE_MODE)
     try:
-        _own(fd, NEW_FILE_MODE, owner)
+        own(fd, NEW_FILE_MODE, owner)
         deadline = time.monotonic() + LOCK_TIMEOUT
         while True:
             try:
@@ -91,29 +93,6 @@ def _locked(lock_path: Path, owner: Owner) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _own(fd: int, mode: int, owner: Owner) -> None:
-    if owner is not None:
-        os.fchown(fd, *owner)
-    os.fchmod(fd, mode)  # after fchown, which may clear bits; and whatever the umask
-
-
 def _replace(path: Path, content: bytes, mode: int, owner: Owner) -> None:
     temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(temp, flags, NEW_FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _own(file.fileno(), mode, owner)
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    replace_atomically(path, temp, content, mode, owner)

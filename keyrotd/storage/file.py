@@ -30,13 +30,13 @@ import fcntl
 import os
 import re
 import secrets
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from keyrotd.atomic import Owner, own, replace_atomically
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
 from keyrotd.secretfiles import load_encryption_key
@@ -63,8 +63,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_DOCUMENT_SIZE", "FileStorage", "load_encryption_key"]
 
 MAX_DOCUMENT_SIZE: Final = 1024 * 1024
-Owner = tuple[int, int]
-"""A uid and a gid."""
 _MAX_FILE_SIZE: Final = 2 * MAX_DOCUMENT_SIZE  # a sealed 1 MiB document is about 1.34 MiB
 _SUFFIX: Final = ".json"
 _DIR_MODE: Final = 0o700
@@ -131,7 +129,8 @@ class FileStorage:
                 current = self._open(keyset, path)
                 revision = _check_version(path, current, expected_version)
                 sealed = seal(keyset, revision, data, self._key)
-                _replace_atomically(path, sealed, owner)
+                temp = path.with_name(_temp_name(keyset))
+                replace_atomically(path, temp, sealed, _FILE_MODE, owner)
                 self._verified[keyset] = (sealed, Opened(revision=revision, data=data))
         return str(revision)
 
@@ -253,21 +252,12 @@ def _owner_for(directory: Path) -> Owner | None:
     return info.st_uid, info.st_gid
 
 
-def _own(fd: int, owner: Owner | None) -> None:
-    """Give the open file ``fd`` to ``owner``, and make it 0600."""
-    info = os.fstat(fd)
-    if owner is not None and (info.st_uid, info.st_gid) != owner:
-        os.fchown(fd, *owner)
-    if stat.S_IMODE(info.st_mode) != _FILE_MODE:
-        os.fchmod(fd, _FILE_MODE)
-
-
 @contextmanager
 def _exclusive_lock(lock_path: Path, timeout: float, owner: Owner | None) -> Iterator[None]:
     """Hold ``flock(LOCK_EX)`` on ``lock_path``; give up after ``timeout`` seconds."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
     try:
-        _own(fd, owner)
+        own(fd, _FILE_MODE, owner)
         _acquire(fd, lock_path, timeout)
         yield
     finally:
@@ -319,31 +309,3 @@ def _remove_stale_temp_files(directory: Path, keyset: str) -> None:
         if stale.fullmatch(name):
             with suppress(FileNotFoundError):
                 os.unlink(directory / name)
-
-
-def _replace_atomically(target: Path, content: bytes, owner: Owner | None) -> None:
-    """Write a 0600 temp file beside ``target`` (given to ``owner`` before anything is in it),
-    fsync, rename over it, fsync the directory."""
-    temp = target.with_name(_temp_name(target.name.removesuffix(_SUFFIX)))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(temp, flags, _FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _own(file.fileno(), owner)
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
