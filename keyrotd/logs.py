@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Final, TextIO
 
 FIELDS: Final = ("event", "keyset", "kid", "at", "exception", "error", "attempt", "path")
+PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # CONTRACT 9 events
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,7 +24,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in FIELDS:
+        for name in (*FIELDS, *PROPAGATION_FIELDS):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value

@@ -199,6 +199,16 @@ class Keyset:
     def retired(self) -> tuple[Key, ...]:
         return tuple(k for k in self.keys if k.state is KeyState.RETIRED)
 
+    @property
+    def successor(self) -> Key | None:
+        """The next signing key: the earliest scheduled pending key, else one awaiting
+        confirmation (no ``activates_at`` until confirmed: issuers hold it, never switch to it)."""
+        upcoming = sorted(
+            (k for k in self.keys if k.state is KeyState.PENDING and k.private_jwk is not None),
+            key=lambda k: (k.activates_at is None, k.activates_at or k.created_at, k.created_at),
+        )
+        return upcoming[0] if upcoming else None
+
     def find(self, kid: str) -> Key | None:
         """The live key or history entry with this kid."""
         return next((k for k in (*self.keys, *self.history) if k.kid == kid), None)

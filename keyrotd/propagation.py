@@ -95,3 +95,52 @@ def confirmation_delay(key: Key) -> timedelta | None:
     if progress is None or progress.confirmed_at is None:
         return None
     return progress.confirmed_at - key.created_at
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def held_report(pending: tuple[Key, ...], now: datetime) -> dict[str, object] | None:
+    """``status --json`` ``held``: the successor held past its schedule, the URLs lacking it."""
+    holding = next((k for k in pending if held(k, now)), None)
+    if holding is None or holding.propagation is None:
+        return None
+    return {"kid": holding.kid, "lacking": list(holding.propagation.lacking)}
+
+
+def progress_report(key: Key) -> dict[str, object] | None:
+    """A successor's propagation for ``status --json`` (None for a key published by time alone)."""
+    progress = key.propagation
+    if progress is None:
+        return None
+    return {
+        "scheduled_at": _iso(progress.scheduled_at),
+        "confirmed_at": _iso(progress.confirmed_at) if progress.confirmed_at else None,
+        "urls": [
+            {
+                "url": u.url,
+                "first_seen": _iso(u.first_seen) if u.first_seen else None,
+                "lacking_since": _iso(u.lacking_since) if u.lacking_since else None,
+            }
+            for u in progress.urls
+        ],
+        "summary": summary(key),
+    }
+
+
+def summary(key: Key) -> str:
+    """One line for ``status``: "seen at 2/3 URLs, missing at <url> since <time>"."""
+    progress = key.propagation
+    if progress is None:
+        return ""
+    seen = sum(u.lacking_since is None for u in progress.urls)
+    line = f"seen at {seen}/{len(progress.urls)} URLs"
+    missing = [u for u in progress.urls if u.lacking_since is not None]
+    if missing:
+        line += ", " + ", ".join(
+            f"missing at {u.url} since {_iso(u.lacking_since)}" for u in missing if u.lacking_since
+        )
+    if key.activates_at is not None and progress.confirmed_at is not None:
+        line += f"; confirmed {_iso(progress.confirmed_at)}, activates {_iso(key.activates_at)}"
+    return line

@@ -30,6 +30,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from keyrotd.config import KeysetSettings
 from keyrotd.daemon.clock import ClockWatch
 from keyrotd.daemon.metrics import Metrics
+from keyrotd.daemon.observer import Observer
 from keyrotd.daemon.runner import SPARE_LEAD, KeysetRunner
 from keyrotd.daemon.state import Board
 from keyrotd.lifecycle import Command, next_transition
@@ -71,12 +72,14 @@ class Rotator:
             executors={"default": ThreadPoolExecutor(8)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 4},
         )
+        self.observer = Observer(self, board, metrics.registry, clock)
 
     # -- life --------------------------------------------------------------------------------
     def start(self, keysets: Iterable[KeysetSettings]) -> None:
         self.configure(tuple(keysets), self.refresh_interval)
         self._scheduler.start()
         self._clock_watch.start()
+        self.observer.start()
 
     def shutdown(self) -> None:
         """Stop scheduling; wait for the jobs in progress (a write is never cut short).
@@ -85,6 +88,7 @@ class Rotator:
         that adds a job then waits for that lock: a deadlock. So jobs stop adding jobs first.
         """
         self._clock_watch.stop()
+        self.observer.stop()
         with self._jobs_lock:
             self._stopping = True
         self._scheduler.shutdown(wait=True)
