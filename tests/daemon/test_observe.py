@@ -8,13 +8,21 @@ copy it fetched first (as a CDN that ignores the origin's Cache-Control would), 
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -22,7 +30,7 @@ import pytest
 from keyrotd.client import Issuer
 
 from .conftest import DaemonFactory
-from .harness import TOKEN, Daemon, wait_for
+from .harness import TOKEN, Daemon, free_port, wait_for
 
 
 class StuckCache:
@@ -192,3 +200,210 @@ def test_an_unreachable_observed_url_holds_and_is_counted(daemon_factory: Daemon
     failures = [e for e in daemon.log_events() if e.get("event") == "observe.failed"]
     assert failures and failures[0]["url"] == url and "unreachable" in failures[0]["error"]
     assert kid(signing_key(daemon)["active"]) == first
+
+
+# -- end to end through a real caching proxy ---------------------------------------------------
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+PERIOD = 3.0
+"""rotation_period = publish_ahead: each successor is published as its predecessor activates."""
+VERIFIER_CACHE = 1.0
+PROXY_KEEPS = 2 * PERIOD
+"""nginx keeps each answer twice as long as publish_ahead, whatever keyrotd's Cache-Control says."""
+
+
+class Nginx:
+    """nginx with proxy_cache in front of the daemon, told to ignore the origin's headers."""
+
+    def __init__(self, workdir: Path, origin_port: int) -> None:
+        assert NGINX is not None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
+        temp = " ".join(
+            f"{name}_temp_path {workdir / name};"
+            for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        config = workdir / "nginx.conf"
+        config.write_text(
+            f"""daemon off;
+master_process off;
+pid {workdir / "nginx.pid"};
+error_log {workdir / "error.log"} warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    {temp}
+    proxy_cache_path {workdir / "cache"} keys_zone=jwks:1m;
+    server {{
+        listen 127.0.0.1:{self.port};
+        location / {{
+            proxy_pass http://127.0.0.1:{origin_port};
+            proxy_cache jwks;
+            proxy_cache_lock on;
+            proxy_ignore_headers Cache-Control Expires;
+            proxy_cache_valid 200 {int(PROXY_KEEPS)}s;
+        }}
+    }}
+}}
+"""
+        )
+        self.process = subprocess.Popen(
+            [NGINX, "-p", str(workdir), "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, 10, "nginx to listen")
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True  # nginx answers (502 until the daemon listens)
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(5)
+
+
+class StrictVerifier:
+    """Keeps each JWKS for VERIFIER_CACHE and never refetches early, even on an unknown kid."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.keys: dict[str, Any] = {}
+        self.fetched = -math.inf
+
+    def verify(self, token: str) -> None:
+        if time.monotonic() - self.fetched >= VERIFIER_CACHE:
+            with urllib.request.urlopen(self.url, timeout=2) as answer:
+                document = json.loads(answer.read())
+            self.keys = {k["kid"]: jwt.PyJWK(k) for k in document["keys"]}
+            self.fetched = time.monotonic()
+        kid = jwt.get_unverified_header(token)["kid"]
+        if kid not in self.keys:
+            raise jwt.InvalidTokenError(f"unknown kid {kid}")
+        jwt.decode(token, self.keys[kid].key, algorithms=["ES256"])
+
+
+@dataclass
+class Traffic:
+    """What the issuer signed and the verifiers said, and when nginx first served each kid."""
+
+    first_signed: dict[str, float] = field(default_factory=dict)
+    first_served: dict[str, float] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)
+    signed: int = 0
+
+
+def run_traffic(daemon: Daemon, proxy: Nginx, rotations: int, budget: float) -> Traffic:
+    """Sign every 100 ms from the signing-key endpoint and verify each token through nginx,
+    until ``rotations`` new kids signed (or ``budget`` seconds)."""
+    traffic = Traffic()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            with urllib.request.urlopen(proxy.url, timeout=2) as answer:
+                for key in json.loads(answer.read())["keys"]:
+                    traffic.first_served.setdefault(key["kid"], time.time())
+            stop.wait(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    pyjwt = jwt.PyJWKClient(proxy.url, cooldown_duration=VERIFIER_CACHE)
+    strict = StrictVerifier(proxy.url)
+    deadline = time.monotonic() + budget
+    with Issuer.from_url(f"http://127.0.0.1:{daemon.port}", token=TOKEN) as issuer:
+        while len(traffic.first_signed) <= rotations and time.monotonic() < deadline:
+            token = issuer.sign({"sub": "alice"})
+            kid = jwt.get_unverified_header(token)["kid"]
+            traffic.first_signed.setdefault(kid, time.time())
+            traffic.signed += 1
+            for name, verify in (
+                (
+                    "PyJWKClient",
+                    lambda t: jwt.decode(
+                        t, pyjwt.get_signing_key_from_jwt(t).key, algorithms=["ES256"]
+                    ),
+                ),
+                ("strict", strict.verify),
+            ):
+                try:
+                    verify(token)
+                except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
+                    traffic.rejected.append(f"{name}: {kid}: {exc}")
+            time.sleep(0.1)
+    stop.set()
+    watcher.join(5)
+    return traffic
+
+
+@pytest.fixture
+def behind_nginx(
+    daemon_factory: DaemonFactory, tmp_path: Path
+) -> Iterator[Callable[[bool], tuple[Daemon, Nginx]]]:
+    if NGINX is None:
+        pytest.skip("nginx is not installed (.ci/run installs it)")
+    made: list[Nginx] = []
+
+    def start(observe: bool) -> tuple[Daemon, Nginx]:
+        daemon = daemon_factory(
+            keysets=[
+                {
+                    "name": "main",
+                    "algorithm": "ES256",
+                    "rotation_period": f"{PERIOD:g}s",
+                    "publish_ahead": f"{PERIOD:g}s",
+                    "token_lifetime": "2s",
+                    "clock_skew": "0s",
+                    "verifier_cache": f"{VERIFIER_CACHE:g}s",
+                }
+            ]
+        )
+        proxy = Nginx(tmp_path / "nginx", daemon.port)
+        made.append(proxy)
+        if observe:
+            daemon.config.write_text(
+                daemon.config.read_text() + f"observe = [{json.dumps(proxy.url)}]\n"
+            )
+        return daemon.start(), proxy
+
+    yield start
+    for proxy in made:
+        proxy.close()
+
+
+def test_without_observe_a_caching_proxy_makes_verifiers_reject_tokens(
+    behind_nginx: Callable[[bool], tuple[Daemon, Nginx]],
+) -> None:
+    daemon, proxy = behind_nginx(False)
+    traffic = run_traffic(daemon, proxy, rotations=3, budget=20)
+    print(f"without observe: {len(traffic.rejected)} of {traffic.signed} verifications rejected")
+    assert traffic.rejected, "time alone was enough this time: the proxy test cannot fail"
+
+
+def test_with_observe_no_token_is_rejected_through_a_caching_proxy(
+    behind_nginx: Callable[[bool], tuple[Daemon, Nginx]],
+) -> None:
+    daemon, proxy = behind_nginx(True)
+    traffic = run_traffic(daemon, proxy, rotations=3, budget=45)
+    print(f"with observe: {len(traffic.rejected)} of {traffic.signed} verifications rejected")
+    assert len(traffic.first_signed) >= 4, f"only {len(traffic.first_signed) - 1} rotations"
+    assert traffic.rejected == []
+    holds = [e for e in daemon.log_events() if e.get("event") == "key.activation_held"]
+    assert holds
+    first_kid = min(traffic.first_signed, key=traffic.first_signed.__getitem__)
+    margins = {
+        kid: signed - traffic.first_served[kid]
+        for kid, signed in traffic.first_signed.items()
+        if kid != first_kid
+    }
+    print(
+        f"holds: {len(holds)}; first signed after nginx served it (s): {sorted(margins.values())}"
+    )
+    # the watcher polls every 0.1 s: it may see a new copy up to that much late
+    assert all(margin >= VERIFIER_CACHE - 0.1 for margin in margins.values()), margins
