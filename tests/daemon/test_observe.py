@@ -213,9 +213,10 @@ PROXY_KEEPS = 2 * PERIOD
 
 
 class Nginx:
-    """nginx with proxy_cache in front of the daemon, told to ignore the origin's headers."""
+    """nginx with proxy_cache in front of a daemon: told to ignore the origin's headers and keep
+    every answer ``PROXY_KEEPS``, or (``honour_origin``) as config/nginx-jwks.conf does."""
 
-    def __init__(self, workdir: Path, origin_port: int) -> None:
+    def __init__(self, workdir: Path, origin_port: int, *, honour_origin: bool = False) -> None:
         assert NGINX is not None
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -223,6 +224,12 @@ class Nginx:
         temp = " ".join(
             f"{name}_temp_path {workdir / name};"
             for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        caching = (
+            "proxy_cache_revalidate on;"
+            if honour_origin
+            else "proxy_ignore_headers Cache-Control Expires; "
+            f"proxy_cache_valid 200 {int(PROXY_KEEPS)}s;"
         )
         config = workdir / "nginx.conf"
         config.write_text(
@@ -241,8 +248,7 @@ http {{
             proxy_pass http://127.0.0.1:{origin_port};
             proxy_cache jwks;
             proxy_cache_lock on;
-            proxy_ignore_headers Cache-Control Expires;
-            proxy_cache_valid 200 {int(PROXY_KEEPS)}s;
+            {caching}
         }}
     }}
 }}
