@@ -413,3 +413,25 @@ def test_with_observe_no_token_is_rejected_through_a_caching_proxy(
     )
     # the watcher polls every 0.1 s: it may see a new copy up to that much late
     assert all(margin >= VERIFIER_CACHE - 0.1 for margin in margins.values()), margins
+
+
+def test_each_observed_url_is_watched_until_it_drops_a_revoked_kid(
+    gated: tuple[Daemon, StuckCache],
+) -> None:
+    daemon, cache = gated
+    revoked = kid(signing_key(daemon)["active"])
+    cache.answer()  # the stuck cache holds a copy with the kid
+    reply = daemon.admin("POST", f"/keysets/main/keys/{revoked}/revoke")
+    assert reply.status == 200
+    time.sleep(2.5)  # the stuck cache keeps serving the revoked kid: nothing is reported
+    assert not [e for e in daemon.log_events() if e.get("event") == "key.revocation_seen"]
+    cache.stuck = False
+    [seen] = wait_for(
+        lambda: [e for e in daemon.log_events() if e.get("event") == "key.revocation_seen"],
+        10,
+        "key.revocation_seen",
+    )
+    assert seen["kid"] == revoked and seen["url"] == cache.url
+    assert seen["delay"] >= 2.5
+    count = 'keyrotd_revocation_propagation_seconds_count{keyset="main"}'
+    assert metric(daemon, count) == 1.0
