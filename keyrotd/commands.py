@@ -95,6 +95,8 @@ def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace) -
             f"{mgr.name}: {pending[0].kid} is published and activates at "
             f"{iso(pending[0].activates_at)}"
         )
+    elif pending and pending[0].awaiting:
+        print(f"{mgr.name}: {pending[0].kid} is published and awaits confirmation (observe)")
     elif not outcome.transitions:
         print(f"{mgr.name}: nothing to do")
     return 0

@@ -208,6 +208,12 @@ def _issuer_url(value: str) -> str:
 def _observe_urls(value: tuple[str, ...]) -> tuple[str, ...]:
     """Each an http(s) URL (a query is allowed: verifiers fetch what they are given), no repeats."""
     for url in value:
+        if "@" in urlsplit(url).netloc:  # not repeated: it would show the password
+            raise InvalidValueError(
+                "an observed URL holds a user name or password (keysets[].observe)",
+                "observe public JWKS URLs, as verifiers fetch them: without credentials (they "
+                "would show in logs and metrics)",
+            )
         if not url or not _is_http_url(url, bare=False):
             raise InvalidValueError(
                 f"{quote(url)} is not an http(s) URL (keysets[].observe)",

@@ -8,13 +8,18 @@ downtime (time passing with nothing run) interleave at random.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_lifecycle import T0, check_document, step
 
+from keyrotd.config import KeysetSettings, load_settings
+from keyrotd.errors import KeyrotdError
 from keyrotd.lifecycle import TICK, Command, Observed, Rotate, Transition, view
 from keyrotd.model import Keyset, Policy
 from keyrotd.propagation import ANNOUNCE_SLACK, Answer, Poll
@@ -277,3 +282,32 @@ def test_replicas_agree_on_the_time_the_first_confirmer_wrote(
         if key.activates_at is not None:
             written.append(key.activates_at)
     assert len(set(written)) <= 1
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("urls", "problem"),
+    [
+        (["ftp://cdn.example/jwks.json"], "is not an http(s) URL (keysets[].observe)"),
+        ([""], "is not an http(s) URL (keysets[].observe)"),
+        ([A, A], "a URL is listed twice (keysets[].observe)"),
+        (["https://user:secret@cdn.example/j"], "holds a user name or password"),
+    ],
+)
+def test_bad_observe_urls_are_refused_naming_the_setting(
+    urls: list[str], problem: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "keyrotd.toml"
+    config.write_text(f'[[keysets]]\nname = "k"\nobserve = {json.dumps(urls)}\n')
+    with pytest.raises(KeyrotdError) as caught:
+        load_settings(str(config), {})
+    assert problem in str(caught.value)
+    assert "secret" not in str(caught.value)  # a password in a URL is not repeated
+
+
+def test_observe_urls_reach_the_policy() -> None:
+    settings = KeysetSettings(observe=[A, B], verifier_cache="7s")
+    assert settings.policy.observe == (A, B)
+    assert settings.policy.verifier_cache == 7 * SECOND

@@ -44,6 +44,8 @@ MAX_BODY: Final = 1024 * 1024
 MAX_REDIRECTS: Final = 3
 LONGEST_WAIT: Final = 5.0
 """Seconds one answer may take at most (less with a shorter ``refresh_interval``)."""
+STOP_WAIT: Final = 2.0
+"""Longest wait at shutdown for a poll to finish its write (the daemon's stop allows 4 s)."""
 _CACHE_LIFETIME: Final = re.compile(r"(?:^|[\s,])(?:max-age|s-maxage)\s*=\s*\"?(\d+)", re.I)
 DELAY_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 
@@ -56,7 +58,17 @@ class _AtMostThreeRedirects(urllib.request.HTTPRedirectHandler):
     max_redirections = MAX_REDIRECTS
 
 
-_OPENER: Final = urllib.request.build_opener(_AtMostThreeRedirects())
+# http(s) only: a redirect elsewhere (file:, ftp:) finds no handler and fails as unreachable
+_OPENER: Final = urllib.request.OpenerDirector()
+for _handler in (
+    urllib.request.ProxyHandler(),
+    urllib.request.HTTPHandler(),
+    urllib.request.HTTPSHandler(),
+    urllib.request.HTTPDefaultErrorHandler(),
+    _AtMostThreeRedirects(),
+    urllib.request.HTTPErrorProcessor(),
+):
+    _OPENER.add_handler(_handler)
 
 
 def cache_lifetime(headers: Message) -> timedelta:
@@ -170,8 +182,11 @@ class Observer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop polling; let a confirmation being written finish (bounded: see STOP_WAIT)."""
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._thread is not None:
+            self._thread.join(STOP_WAIT)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.rotator.refresh_interval.total_seconds()):
@@ -200,7 +215,7 @@ class Observer:
         answers = self._fetch_all(name, urls)
         poll = Poll(self.clock(), answers, self.rotator.refresh_interval)  # all received by now
         keyset = stored
-        if any(k.awaiting for k in stored.pending):
+        if any(k.awaiting for k in stored.pending) and not self._stop.is_set():
             outcome = self.rotator.command(name, Observed(poll))
             keyset = outcome.keyset
             for transition in outcome.transitions:

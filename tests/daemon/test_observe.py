@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import jwt
 import pytest
 
 from keyrotd.client import Issuer
+from keyrotd.daemon.observer import ObserveError, fetch
 
 from .conftest import DaemonFactory
 from .harness import TOKEN, Daemon, free_port, wait_for
@@ -93,13 +94,13 @@ def gated(daemon_factory: DaemonFactory) -> Iterator[tuple[Daemon, StuckCache]]:
     cache.close()
 
 
-def signing_key(daemon: Daemon) -> dict[str, object]:
+def signing_key(daemon: Daemon) -> dict[str, Any]:
     reply = daemon.admin("GET", "/signing-key")
     assert reply.status == 200
     return reply.json()  # type: ignore[no-any-return]
 
 
-def status(daemon: Daemon) -> dict[str, object]:
+def status(daemon: Daemon) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "keyrotd.cli", "status", "--json", "--config", str(daemon.config)],
         capture_output=True,
@@ -137,10 +138,10 @@ def test_a_successor_is_held_until_the_observed_url_serves_it(
     held = wait_for(
         lambda: (s := status(daemon))["held"] and s, 20, "the successor to be held", every=0.3
     )
-    successor = held["held"]["kid"]  # type: ignore[index]
+    successor = held["held"]["kid"]
     assert held["held"] == {"kid": successor, "lacking": [cache.url]}
     assert held["next_activates_at"] is None
-    [pending] = [k for k in held["keys"] if k["state"] == "pending"]  # type: ignore[attr-defined]
+    [pending] = [k for k in held["keys"] if k["state"] == "pending"]
     assert pending["activates_at"] is None
     assert pending["propagation"]["summary"].startswith(f"seen at 0/1 URLs, missing at {cache.url}")
     # issuers accept a successor without a time, and keep signing with the active key
@@ -435,3 +436,81 @@ def test_each_observed_url_is_watched_until_it_drops_a_revoked_kid(
     assert seen["delay"] >= 2.5
     count = 'keyrotd_revocation_propagation_seconds_count{keyset="main"}'
     assert metric(daemon, count) == 1.0
+
+
+# -- fetching an observed URL as a verifier would ----------------------------------------------
+
+
+class Origin:
+    """A local HTTP server answering each path from ``routes``: (status, headers, body)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.seen_headers: list[dict[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.seen_headers.append(dict(self.headers))
+                code, headers, body = outer.routes.get(self.path, (404, {}, b""))
+                self.send_response(code)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    server = Origin()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+JWKS = json.dumps({"keys": [{"kid": "a", "kty": "EC"}, {"kid": "b", "kty": "EC"}]}).encode()
+
+
+def test_fetch_reads_the_kids_and_the_longest_cache_lifetime(origin: Origin) -> None:
+    cache = {"Cache-Control": "public, max-age=5, s-maxage=60"}
+    origin.routes["/j"] = (200, cache, JWKS)
+    answer = fetch(origin.base + "/j", timeout=2)
+    assert answer.kids == frozenset({"a", "b"})
+    assert answer.max_age == timedelta(seconds=60)
+    sent = {k.lower() for k in origin.seen_headers[-1]}
+    assert not sent & {"cache-control", "pragma"}  # no cache-busting
+
+
+def test_fetch_follows_three_redirects_and_no_more(origin: Origin) -> None:
+    origin.routes["/j"] = (200, {}, JWKS)
+    for n in range(4):
+        target = "/j" if n == 0 else f"/r{n - 1}"
+        origin.routes[f"/r{n}"] = (302, {"Location": target}, b"")
+    assert fetch(origin.base + "/r2", timeout=2).kids == frozenset({"a", "b"})  # 3 redirects
+    with pytest.raises(ObserveError, match="HTTP 302"):
+        fetch(origin.base + "/r3", timeout=2)  # 4
+
+
+@pytest.mark.parametrize(
+    ("route", "problem"),
+    [
+        ((500, {}, b"oops"), "HTTP 500"),
+        ((200, {}, b"<html>"), "not JSON"),
+        ((200, {}, b'{"kid": "a"}'), "not a JWKS"),
+        ((200, {}, b" " * (1024 * 1024 + 1)), "larger than 1 MiB"),
+        ((302, {"Location": "file:///etc/passwd"}, b""), "HTTP 302"),  # not followed
+    ],
+)
+def test_fetch_refuses_what_is_not_a_jwks(
+    origin: Origin, route: tuple[int, dict[str, str], bytes], problem: str
+) -> None:
+    origin.routes["/j"] = route
+    with pytest.raises(ObserveError, match=problem):
+        fetch(origin.base + "/j", timeout=2)

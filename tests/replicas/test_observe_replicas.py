@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from typing import Any
 
 import pytest
 from daemon.harness import Daemon, wait_for
-from daemon.test_observe import NGINX, Nginx
+from daemon.test_observe import NGINX, Nginx, signing_key, status
 from storage.moto_server import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR, REGION
 
 from .cluster import MotoServer, make_replicas
@@ -79,24 +77,6 @@ def replicas(tmp_path: Path) -> Iterator[tuple[list[Daemon], list[str]]]:
                     daemon.stop()
             proxy.close()
             moto.stop()
-
-
-def signing_key(daemon: Daemon) -> dict[str, Any]:
-    reply = daemon.admin("GET", "/signing-key")
-    assert reply.status == 200, reply
-    return reply.json()  # type: ignore[no-any-return]
-
-
-def status(daemon: Daemon) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "keyrotd.cli", "status", "--json", "--config", str(daemon.config)],
-        capture_output=True,
-        check=True,
-        env=daemon.env,
-        cwd=daemon.workdir,
-    )
-    [keyset] = json.loads(done.stdout)["keysets"]
-    return keyset  # type: ignore[no-any-return]
 
 
 def awaiting(report: dict[str, Any], url: str) -> dict[str, Any] | None:
