@@ -190,7 +190,9 @@ def print_status(report: dict[str, object]) -> None:
         print("  no keys yet: run `keyrotd rotate` or start `keyrotd run`")
     for key in keys:
         when = {
-            "pending": f"activates {key['activates_at']}",
+            "pending": f"activates {key['activates_at']}"
+            if key["activates_at"]
+            else f"awaiting confirmation: {key['propagation']['summary']}",
             "active": f"active since {key['activates_at']}",
             "retired": f"retired {key['retired_at']}, leaves the JWKS {key['expires_at']}",
         }.get(key["state"], "")

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_lifecycle import T0, check_document, step
 
+from keyrotd.cli import main
 from keyrotd.config import KeysetSettings, load_settings
 from keyrotd.errors import KeyrotdError
 from keyrotd.lifecycle import TICK, Command, Observed, Rotate, Transition, view
@@ -336,3 +337,27 @@ def test_observe_urls_reach_the_policy() -> None:
     settings = KeysetSettings(observe=[A, B], verifier_cache="7s")
     assert settings.policy.observe == (A, B)
     assert settings.policy.verifier_cache == 7 * SECOND
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+def test_status_shows_an_awaiting_successor_and_the_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "keyrotd.toml"
+    config.write_text(
+        f'[storage]\npath = "{tmp_path / "data"}"\n[[keysets]]\nname = "k"\n'
+        f'algorithm = "ES256"\nobserve = ["{A}"]\n'
+    )
+    assert main(["--config", str(config), "rotate"]) == 0  # the first key, then a successor
+    assert main(["--config", str(config), "rotate"]) == 0
+    out = capsys.readouterr().out
+    assert "is published and awaits confirmation (observe)" in out
+    assert main(["--config", str(config), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "activates None" not in out
+    assert f"awaiting confirmation: seen at 0/1 URLs, missing at {A} since " in out
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    [report] = json.loads(capsys.readouterr().out)["keysets"]
+    assert report["next_activates_at"] is None and report["held"] is None
