@@ -10,6 +10,9 @@ APScheduler 3 drops a job that runs later than ``misfire_grace_time`` (one secon
 after its time, silently: a busy machine would skip a rotation. Every job here has
 ``misfire_grace_time=None`` (run however late) and ``coalesce=True`` (once, not once per miss).
 
+With ``keysets[].observe`` set, :class:`~keyrotd.daemon.observer.Observer` polls those URLs in a
+thread of its own and confirms successors through :meth:`Rotator.command` (CONTRACT section 9).
+
 Each keyset syncs in its own jobs, so a slow or failing keyset never stops the others; a failed
 sync is retried with a backoff (up to ``refresh_interval``).
 """
