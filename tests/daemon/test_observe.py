@@ -33,6 +33,39 @@ from keyrotd.daemon.observer import ObserveError, fetch
 from .conftest import DaemonFactory
 from .harness import TOKEN, Daemon, free_port, wait_for
 
+Route = tuple[int, dict[str, str], bytes]
+"""An HTTP answer: status, headers, body."""
+
+
+class Origin:
+    """A local HTTP server answering each path from ``routes``, else from ``fallback``."""
+
+    def __init__(self, fallback: Callable[[], Route] = lambda: (404, {}, b"")) -> None:
+        self.routes: dict[str, Route] = {}
+        self.seen_headers: list[dict[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.seen_headers.append(dict(self.headers))
+                code, headers, body = outer.routes.get(self.path) or fallback()
+                self.send_response(code)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
 
 class StuckCache:
     """A caching front for the daemon's JWKS that can be held on its first copy."""
@@ -41,26 +74,9 @@ class StuckCache:
         self.origin = origin
         self.stuck = True
         self.copy: bytes | None = None
-        self.requests = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requests += 1
-                body = outer.answer()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Cache-Control", "public, max-age=2")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        cached = {"Content-Type": "application/json", "Cache-Control": "public, max-age=2"}
+        self.server = Origin(lambda: (200, cached, self.answer()))
+        self.url = f"{self.server.base}/jwks.json"
 
     def answer(self) -> bytes:
         if self.copy is None or not self.stuck:
@@ -68,8 +84,7 @@ class StuckCache:
         return self.copy
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture
@@ -441,38 +456,11 @@ def test_each_observed_url_is_watched_until_it_drops_a_revoked_kid(
 # -- fetching an observed URL as a verifier would ----------------------------------------------
 
 
-class Origin:
-    """A local HTTP server answering each path from ``routes``: (status, headers, body)."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
-        self.seen_headers: list[dict[str, str]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.seen_headers.append(dict(self.headers))
-                code, headers, body = outer.routes.get(self.path, (404, {}, b""))
-                self.send_response(code)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def origin() -> Iterator[Origin]:
     server = Origin()
     yield server
-    server.server.shutdown()
-    server.server.server_close()
+    server.close()
 
 
 JWKS = json.dumps({"keys": [{"kid": "a", "kty": "EC"}, {"kid": "b", "kty": "EC"}]}).encode()
@@ -508,9 +496,7 @@ def test_fetch_follows_three_redirects_and_no_more(origin: Origin) -> None:
         ((302, {"Location": "file:///etc/passwd"}, b""), "HTTP 302"),  # not followed
     ],
 )
-def test_fetch_refuses_what_is_not_a_jwks(
-    origin: Origin, route: tuple[int, dict[str, str], bytes], problem: str
-) -> None:
+def test_fetch_refuses_what_is_not_a_jwks(origin: Origin, route: Route, problem: str) -> None:
     origin.routes["/j"] = route
     with pytest.raises(ObserveError, match=problem):
         fetch(origin.base + "/j", timeout=2)
