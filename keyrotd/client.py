@@ -375,11 +375,7 @@ def schedule_of(keyset: Keyset, policy: Policy, where: str) -> Schedule:
             f"keyset {keyset.name} has no active key ({where})",
             "start `keyrotd run`, or run `keyrotd rotate` once",
         )
-    upcoming = sorted(
-        (k for k in keyset.pending if k.activates_at is not None and k.private_jwk is not None),
-        key=lambda k: (k.activates_at, k.created_at),
-    )
-    successor = upcoming[0] if upcoming else None
+    successor = keyset.successor
     return Schedule(
         active=active.private(),
         next=successor.private() if successor else None,
@@ -553,8 +549,9 @@ def parse_signing_key(data: object) -> Schedule:
     active = _private_jwk(data.get("active"), "active")
     upcoming = data.get("next")
     at = data.get("next_activates_at")
-    if (upcoming is None) != (at is None):
-        raise ValueError("next and next_activates_at must both be set or both be null")
+    if upcoming is None and at is not None:
+        # next without a time is a successor awaiting confirmation (CONTRACT 9): held, not used
+        raise ValueError("next_activates_at is set but next is null (both, or next alone)")
     return Schedule(
         active=active,
         next=None if upcoming is None else _private_jwk(upcoming, "next"),

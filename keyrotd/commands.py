@@ -18,6 +18,7 @@ from keyrotd.handover import handover_notices
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
 from keyrotd.manager import KeysetManager, KeysetSpec, Outcome, utc_now
 from keyrotd.model import Key, Keyset
+from keyrotd.propagation import held_report, progress_report
 from keyrotd.secretfiles import check_files
 from keyrotd.storage import Storage, open_storage
 from keyrotd.timeline import render_status
@@ -96,6 +97,8 @@ def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace) -
             f"{mgr.name}: {pending[0].kid} is published and activates at "
             f"{iso(pending[0].activates_at)}"
         )
+    elif pending and pending[0].awaiting:
+        print(f"{mgr.name}: {pending[0].kid} is published and awaits confirmation (observe)")
     elif not outcome.transitions:
         print(f"{mgr.name}: nothing to do")
     return 0
@@ -163,6 +166,7 @@ def status_report(ks: KeysetSettings, storage: Storage, now: datetime) -> dict[s
 
     keyset = view(loaded.keyset, ks.policy, now)
     upcoming = next_transition(keyset, ks.policy)
+    successor = keyset.successor
     return {
         "name": ks.name,
         "algorithm": ks.algorithm,
@@ -173,6 +177,11 @@ def status_report(ks: KeysetSettings, storage: Storage, now: datetime) -> dict[s
         "history": [key_report(k) for k in keyset.history],
         "next_transition": iso(upcoming) if upcoming else None,
         "next_transition_in": format_duration(upcoming - now) if upcoming else None,
+        # CONTRACT 9: null until the successor is confirmed; the hold, if any
+        "next_activates_at": iso(successor.activates_at)
+        if successor and successor.activates_at
+        else None,
+        "held": held_report(keyset.pending, now),
     }
 
 
@@ -182,6 +191,8 @@ def key_report(key: Key) -> dict[str, object]:
     for name in times:
         value = getattr(key, name)
         report[name] = iso(value) if value else None
+    if key.propagation is not None:
+        report["propagation"] = progress_report(key)
     return report
 
 

@@ -256,6 +256,26 @@ def _issuer_url(value: str) -> str:
     return _http_url(value, bare=True)
 
 
+def _observe_urls(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Each an http(s) URL (a query is allowed: verifiers fetch what they are given), no repeats."""
+    for url in value:
+        if "@" in urlsplit(url).netloc:  # not repeated: it would show the password
+            raise InvalidValueError(
+                "an observed URL holds a user name or password (keysets[].observe)",
+                "observe public JWKS URLs, as verifiers fetch them: without credentials (they "
+                "would show in logs and metrics)",
+            )
+        if not url or not _is_http_url(url, bare=False):
+            raise InvalidValueError(
+                f"{quote(url)} is not an http(s) URL (keysets[].observe)",
+                "list the public JWKS URLs verifiers fetch, e.g. "
+                "https://cdn.example.com/.well-known/jwks.json",
+            )
+    if len(set(value)) != len(value):
+        raise InvalidValueError("a URL is listed twice (keysets[].observe)", "list each URL once")
+    return value
+
+
 def _not_bool(value: object) -> object:
     if isinstance(value, bool):
         raise InvalidValueError(f"{quote(value)} is not a key size", "use 2048, 3072 or 4096")
@@ -293,6 +313,9 @@ class KeysetSettings(BaseModel):
     verifier_cache: Duration = timedelta(seconds=30)
     """The longest a verifier keeps a JWKS without refetching on an unknown kid, whatever
     ``max-age`` says (node ``jose``: 30 s; see docs/verifiers.md)."""
+    observe: Annotated[tuple[str, ...], AfterValidator(_observe_urls)] = ()
+    """Public JWKS URLs verifiers fetch: a successor activates only once all serve it
+    (CONTRACT section 9, docs/propagation.md)."""
 
     @property
     def policy(self) -> Policy:
@@ -301,6 +324,9 @@ class KeysetSettings(BaseModel):
             publish_ahead=self.publish_ahead,
             token_lifetime=self.token_lifetime,
             clock_skew=self.clock_skew,
+            observe=self.observe,
+            # the planner holds a successor for it only when it observes URLs
+            verifier_cache=self.verifier_cache if self.observe else timedelta(0),
         )
 
 

@@ -12,12 +12,16 @@ The schedule (CONTRACT section 3):
 - when a pending key activates the active one retires; it stays in the JWKS for
   ``token_lifetime + clock_skew`` (G3), then expires into the bounded history;
 - exceptions to G2, each reported with ``exception`` set: the first key of a keyset, ``rotate
-  --now`` and revoking the active key.
+  --now`` and revoking the active key;
+- with ``policy.observe`` a successor is published *awaiting confirmation*: no ``activates_at``
+  until an :class:`Observed` poll confirms it (``keyrotd.propagation``, CONTRACT section 9); until
+  then it is held, however late, and the active key keeps signing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
@@ -25,8 +29,11 @@ from typing import Final, Literal
 from keyrotd.errors import KeyNotFoundError
 from keyrotd.keys import NewKey
 from keyrotd.model import HISTORY_LIMIT, Key, Keyset, KeyState, Policy
+from keyrotd.propagation import Poll, awaiting, observe
 
-EventName = Literal["key.created", "key.activated", "key.retired", "key.expired", "key.revoked"]
+EventName = Literal[
+    "key.created", "key.activated", "key.retired", "key.expired", "key.revoked", "key.confirmed"
+]
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,14 @@ class Postpone:
     by: timedelta
 
 
-Command = Tick | Rotate | Revoke | Republish | Postpone
+@dataclass(frozen=True)
+class Observed:
+    """The ``observe`` URLs were polled: record what they served, confirm who they all served."""
+
+    poll: Poll
+
+
+Command = Tick | Rotate | Revoke | Republish | Postpone | Observed
 TICK: Final = Tick()
 FIRST_KEY: Final = "first key of a new keyset"
 
@@ -132,20 +146,23 @@ class _Planner:
         self.keys.remove(key)
         self.history = [*self.history, entry][-HISTORY_LIMIT:]
 
-    def new_key(self, activates_at: datetime) -> Key:
+    def new_key(self, activates_at: datetime, *, gated: bool = False) -> Key:
+        """A new pending key; ``gated``: a successor, awaiting confirmation if URLs are observed."""
         if self.used >= len(self.fresh):
             self.used += 1
             raise _OutOfKeys
         made = self.fresh[self.used]
         self.used += 1
+        observed = self.policy.observe if gated else ()
         key = Key(
             kid=made.kid,
             alg=made.alg,
             state=KeyState.PENDING,
             created_at=self.now,
-            activates_at=activates_at,
+            activates_at=None if observed else activates_at,
             public_jwk=made.public_jwk,
             private_jwk=made.private_jwk,
+            propagation=awaiting(activates_at, observed, self.now) if observed else None,
         )
         self.keys.append(key)
         self._emit("key.created", key.kid, self.now)
@@ -172,6 +189,7 @@ class _Planner:
     def expire(self, key: Key) -> None:
         assert key.expires_at is not None
         entry = key.replace(state=KeyState.EXPIRED, drop_private=True, drop_public=True)
+        entry = dataclasses.replace(entry, propagation=None)
         self._to_history(key, entry)
         self._emit("key.expired", key.kid, key.expires_at)
 
@@ -183,7 +201,7 @@ class _Planner:
             drop_private=True,
             drop_public=True,
         )
-        self._to_history(key, entry)
+        self._to_history(key, dataclasses.replace(entry, propagation=None))
         self._emit("key.revoked", key.kid, self.now)
 
     # -- steps ---------------------------------------------------------------------------
@@ -227,7 +245,7 @@ class _Planner:
         assert active.activates_at is not None
         period_end = active.activates_at + self.policy.rotation_period
         if self.now >= period_end - self.policy.publish_ahead:
-            self.new_key(max(self.now + self.policy.publish_ahead, period_end))
+            self.new_key(max(self.now + self.policy.publish_ahead, period_end), gated=True)
 
     def rotate(self, emergency: bool) -> None:
         pending = self.pending()
@@ -236,30 +254,46 @@ class _Planner:
             self.activate(key, self.now, "rotate --now")
         elif pending:
             first = pending[0]
-            assert first.activates_at is not None
             soonest = max(first.created_at + self.policy.publish_ahead, self.now)
-            if first.activates_at > soonest:
-                self._swap(first, dataclasses.replace(first, activates_at=soonest))
+            self._reschedule(first, lambda at: min(at, soonest))
         else:
-            self.new_key(self.now + self.policy.publish_ahead)
+            self.new_key(self.now + self.policy.publish_ahead, gated=True)
+
+    def _reschedule(self, key: Key, when: Callable[[datetime], datetime]) -> None:
+        """Move a pending key's scheduled time; a confirmed activation time never moves (CONTRACT
+        9), an awaiting successor's time-based schedule does."""
+        progress = key.propagation
+        if progress is None:
+            assert key.activates_at is not None
+            self._swap(key, dataclasses.replace(key, activates_at=when(key.activates_at)))
+        elif key.awaiting:
+            moved = dataclasses.replace(progress, scheduled_at=when(progress.scheduled_at))
+            self._swap(key, dataclasses.replace(key, propagation=moved))
 
     def republish(self, kids: frozenset[str]) -> None:
         for key in self.pending():
             if key.kid in kids and key.created_at < self.now:
-                assert key.activates_at is not None
                 soonest = self.now + self.policy.publish_ahead
-                later = dataclasses.replace(
-                    key, created_at=self.now, activates_at=max(key.activates_at, soonest)
-                )
-                self._swap(key, later)
+                self._reschedule(key, lambda at: max(at, soonest))  # noqa: B023 (called at once)
+                redated = next(k for k in self.keys if k.kid == key.kid)
+                self._swap(redated, dataclasses.replace(redated, created_at=self.now))
 
     def postpone(self, by: timedelta) -> None:
         jump_began = self.now - by
         for key in list(self.keys):
-            if key.state is KeyState.PENDING and key.activates_at and key.activates_at > jump_began:
-                self._swap(key, dataclasses.replace(key, activates_at=key.activates_at + by))
+            scheduled = key.scheduled_at
+            if key.state is KeyState.PENDING and scheduled and scheduled > jump_began:
+                self._reschedule(key, lambda at: at + by)
             elif key.state is KeyState.RETIRED and key.expires_at and key.expires_at > jump_began:
                 self._swap(key, dataclasses.replace(key, expires_at=key.expires_at + by))
+
+    def observed(self, poll: Poll) -> None:
+        for key in self.pending():
+            seen = observe(key, poll, self.policy.verifier_cache, self.now)
+            if seen != key:
+                self._swap(key, seen)
+                if seen.activates_at is not None:
+                    self._emit("key.confirmed", key.kid, poll.at)
 
     def revoke_kid(self, kid: str) -> None:
         key = next((k for k in self.keys if k.kid == kid), None)
@@ -300,6 +334,8 @@ def plan(
             work.rotate(command.now)
         elif isinstance(command, Revoke):
             work.revoke_kid(command.kid)
+        elif isinstance(command, Observed):
+            work.observed(command.poll)
         work.materialize()
         work.ensure_successor()
     except _OutOfKeys:

@@ -25,6 +25,7 @@ FIELDS: Final = (
 )
 AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count")
 """The fields of ``admin.request`` events (``keyrotd.daemon.audit``)."""
+PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # CONTRACT 9 events
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,7 +36,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for name in (*FIELDS, *AUDIT_FIELDS):
+        for name in (*FIELDS, *AUDIT_FIELDS, *PROPAGATION_FIELDS):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value

@@ -57,12 +57,18 @@ LIVE_STATES: Final = frozenset({KeyState.PENDING, KeyState.ACTIVE, KeyState.RETI
 
 @dataclass(frozen=True)
 class Policy:
-    """The timing rules of one keyset (see CONTRACT section 2)."""
+    """The timing rules of one keyset (see CONTRACT section 2).
+
+    With ``observe`` set, a successor is published *awaiting confirmation* (CONTRACT section 9):
+    it activates only once every URL was seen serving it, ``verifier_cache`` at least after.
+    """
 
     rotation_period: timedelta
     publish_ahead: timedelta
     token_lifetime: timedelta
     clock_skew: timedelta
+    observe: tuple[str, ...] = ()
+    verifier_cache: timedelta = timedelta(0)
 
     @property
     def retention(self) -> timedelta:
@@ -71,12 +77,42 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class UrlProgress:
+    """What one observed URL served of an awaiting successor."""
+
+    url: str
+    first_seen: datetime | None = None
+    """When a poll first received the kid from this URL."""
+    lacking_since: datetime | None = None
+    """Since when its answers lack the kid (None: the last poll received it)."""
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """An awaiting successor's progress (CONTRACT section 9), kept in the document so that a
+    restart, the CLI and every replica see the same: the schedule it would have had by time
+    alone, each URL's progress, the largest ``max-age`` of an answer lacking it, and, once every
+    URL of one poll served it, when that poll was received (``confirmed_at``, T)."""
+
+    scheduled_at: datetime
+    urls: tuple[UrlProgress, ...]
+    max_age_lacking: timedelta = timedelta(0)
+    confirmed_at: datetime | None = None
+
+    @property
+    def lacking(self) -> tuple[str, ...]:
+        return tuple(u.url for u in self.urls if u.lacking_since is not None)
+
+
+@dataclass(frozen=True)
 class Key:
     """One signing key and its lifecycle times.
 
     ``activates_at`` is the scheduled activation of a pending key and the actual activation of an
-    active or retired one. ``expires_at`` is when a retired key leaves the JWKS. The private JWK is
-    held by pending and active keys only and never appears in ``repr``.
+    active or retired one; it is None for a successor awaiting confirmation (``propagation``),
+    whose activation time is not announced until it is confirmed. ``expires_at`` is when a
+    retired key leaves the JWKS. The private JWK is held by pending and active keys only and never
+    appears in ``repr``.
     """
 
     kid: str
@@ -89,6 +125,19 @@ class Key:
     revoked_at: datetime | None = None
     public_jwk: Jwk | None = None
     private_jwk: Jwk | None = field(default=None, repr=False)
+    propagation: Propagation | None = None
+
+    @property
+    def awaiting(self) -> bool:
+        """A pending successor whose activation time is not confirmed yet."""
+        return self.state is KeyState.PENDING and self.activates_at is None
+
+    @property
+    def scheduled_at(self) -> datetime | None:
+        """When it would activate by time alone (its ``activates_at`` without observation)."""
+        if self.propagation is not None:
+            return self.propagation.scheduled_at
+        return self.activates_at
 
     @property
     def in_jwks(self) -> bool:
@@ -149,6 +198,16 @@ class Keyset:
     @property
     def retired(self) -> tuple[Key, ...]:
         return tuple(k for k in self.keys if k.state is KeyState.RETIRED)
+
+    @property
+    def successor(self) -> Key | None:
+        """The next signing key: the earliest scheduled pending key, else one awaiting
+        confirmation (no ``activates_at`` until confirmed: issuers hold it, never switch to it)."""
+        upcoming = sorted(
+            (k for k in self.keys if k.state is KeyState.PENDING and k.private_jwk is not None),
+            key=lambda k: (k.activates_at is None, k.activates_at or k.created_at, k.created_at),
+        )
+        return upcoming[0] if upcoming else None
 
     def find(self, kid: str) -> Key | None:
         """The live key or history entry with this kid."""

@@ -16,6 +16,7 @@ from typing import Final
 
 from keyrotd.lifecycle import next_transition
 from keyrotd.model import Key, Keyset, KeyState, Policy
+from keyrotd.propagation import summary
 
 PUBLISHED: Final = "."
 SIGNING: Final = "#"
@@ -164,12 +165,17 @@ def _row_prefix(key: Key) -> str:
 
 def key_line(key: Key) -> str:
     """The full kid (for ``revoke``) and the times the document holds."""
+    awaiting = key.state is KeyState.PENDING and key.propagation is not None
     when = {
-        KeyState.PENDING: f"activates {_maybe(key.activates_at)}",
+        KeyState.PENDING: f"activates {stamp(key.activates_at)}"
+        if key.activates_at is not None
+        else "awaiting confirmation",
         KeyState.ACTIVE: f"active since {_maybe(key.activates_at)}",
         KeyState.RETIRED: f"retired {_maybe(key.retired_at)}, leaves the JWKS "
         f"{_maybe(key.expires_at)}",
     }.get(key.state, "")
+    if awaiting:  # observed (CONTRACT 9): "seen at 2/3 URLs, missing at <url> since <time>"
+        when += f": {summary(key)}"
     return f"{key.state.value:<{_STATE_WIDTH}} {key.kid}  {key.alg}  {when}".rstrip()
 
 

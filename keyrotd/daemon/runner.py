@@ -135,7 +135,7 @@ class KeysetRunner:
     def key_needed_at(self, keyset: Keyset) -> datetime:
         """When the planner will next need a fresh key (a successor becomes due)."""
         policy = self.settings.policy
-        pending = [k.activates_at for k in keyset.pending if k.activates_at is not None]
+        pending = [k.scheduled_at for k in keyset.pending if k.scheduled_at is not None]
         active = keyset.active
         start = max(pending) if pending else (active.activates_at if active else None)
         if start is None:

@@ -10,6 +10,9 @@ APScheduler 3 drops a job that runs later than ``misfire_grace_time`` (one secon
 after its time, silently: a busy machine would skip a rotation. Every job here has
 ``misfire_grace_time=None`` (run however late) and ``coalesce=True`` (once, not once per miss).
 
+With ``keysets[].observe`` set, :class:`~keyrotd.daemon.observer.Observer` polls those URLs in a
+thread of its own and confirms successors through :meth:`Rotator.command` (CONTRACT section 9).
+
 Each keyset syncs in its own jobs, so a slow or failing keyset never stops the others; a failed
 sync is retried with a backoff (up to ``refresh_interval``).
 """
@@ -30,6 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from keyrotd.config import KeysetSettings
 from keyrotd.daemon.clock import ClockWatch
 from keyrotd.daemon.metrics import Metrics
+from keyrotd.daemon.observer import Observer
 from keyrotd.daemon.runner import SPARE_LEAD, KeysetRunner
 from keyrotd.daemon.state import Board
 from keyrotd.lifecycle import Command, next_transition
@@ -71,12 +75,14 @@ class Rotator:
             executors={"default": ThreadPoolExecutor(8)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 4},
         )
+        self.observer = Observer(self, board, metrics.registry, clock)
 
     # -- life --------------------------------------------------------------------------------
     def start(self, keysets: Iterable[KeysetSettings]) -> None:
         self.configure(tuple(keysets), self.refresh_interval)
         self._scheduler.start()
         self._clock_watch.start()
+        self.observer.start()
 
     def shutdown(self) -> None:
         """Stop scheduling; wait for the jobs in progress (a write is never cut short).
@@ -85,6 +91,7 @@ class Rotator:
         that adds a job then waits for that lock: a deadlock. So jobs stop adding jobs first.
         """
         self._clock_watch.stop()
+        self.observer.stop()
         with self._jobs_lock:
             self._stopping = True
         self._scheduler.shutdown(wait=True)

@@ -97,18 +97,14 @@ class Published:
 
     def max_age(self, now: float, cap: int) -> int:
         """Seconds a client may cache the JWKS: within ``cap`` and before the next change."""
-        return max(0, min(cap, math.floor(self.changes_at - now)))
+        return max(0, math.floor(min(cap, self.changes_at - now)))  # changes_at may be NEVER
 
     def signing_key(self) -> bytes:
         """The admin ``signing-key`` response: active private JWK, next one and its activation."""
         active = self.keyset.active
         if active is None or active.private_jwk is None:
             raise LookupError(f"keyset {self.name} has no active key")
-        upcoming = sorted(
-            (k for k in self.keyset.pending if k.activates_at and k.private_jwk is not None),
-            key=lambda k: (k.activates_at, k.created_at),
-        )
-        successor = upcoming[0] if upcoming else None
+        successor = self.keyset.successor
         policy = self.settings.policy
         return compact_json(
             {

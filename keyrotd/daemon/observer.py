@@ -1,0 +1,307 @@
+"""The ``observe`` poller (CONTRACT section 9): look at the JWKS the way verifiers get it.
+
+Every ``refresh_interval`` one thread of its own GETs each keyset's observed URLs (plain GET, no
+cache-busting; bounded time, size and redirects), hands the answers to the planner
+(``lifecycle.Observed``, through the keyset's runner: compare-and-swap), and reports:
+
+- ``key.activation_held`` once per hold of a successor past its scheduled time, again when the
+  URLs lacking it change; the gauge ``keyrotd_activation_held{keyset}``;
+- ``key.revocation_seen`` per URL once it stops serving a revoked kid, with the delay;
+- ``keyrotd_observe_errors_total{keyset,url}`` and one log line per failed answer.
+
+Serving never waits on any of it: the HTTP side only reads the board.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime, timedelta
+from email.message import Message
+from typing import IO, TYPE_CHECKING, Final
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from keyrotd.daemon.state import Board, Snapshot, rfc3339
+from keyrotd.lifecycle import Observed
+from keyrotd.model import Keyset, KeyState
+from keyrotd.propagation import Answer, Poll, confirmation_delay, held
+
+if TYPE_CHECKING:
+    from keyrotd.daemon.scheduling import Rotator
+
+log = logging.getLogger("keyrotd.daemon")
+
+MAX_BODY: Final = 1024 * 1024
+MAX_REDIRECTS: Final = 3
+LONGEST_WAIT: Final = 5.0
+"""Seconds one answer may take at most (less with a shorter ``refresh_interval``)."""
+STOP_WAIT: Final = 2.0
+"""Longest wait at shutdown for a poll to finish its write (the daemon's stop allows 4 s)."""
+_CACHE_LIFETIME: Final = re.compile(r"(?:^|[\s,])(?:max-age|s-maxage)\s*=\s*\"?(\d+)", re.I)
+DELAY_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class ObserveError(Exception):
+    """One answer that does not count as a JWKS (the message names why, never the body)."""
+
+
+class _AtMostThreeRedirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = MAX_REDIRECTS
+
+
+# http(s) only: a redirect elsewhere (file:, ftp:) finds no handler and fails as unreachable
+_OPENER: Final = urllib.request.OpenerDirector()
+for _handler in (
+    urllib.request.ProxyHandler(),
+    urllib.request.HTTPHandler(),
+    urllib.request.HTTPSHandler(),
+    urllib.request.HTTPDefaultErrorHandler(),
+    _AtMostThreeRedirects(),
+    urllib.request.HTTPErrorProcessor(),
+):
+    _OPENER.add_handler(_handler)
+
+
+def cache_lifetime(headers: Message) -> timedelta:
+    """The longest ``max-age``/``s-maxage`` in ``Cache-Control``, as sent (0 without one)."""
+    values = [
+        int(v) for h in headers.get_all("Cache-Control") or () for v in _CACHE_LIFETIME.findall(h)
+    ]
+    return timedelta(seconds=max(values, default=0))
+
+
+def fetch(url: str, timeout: float) -> Answer:
+    """GET ``url`` as a verifier would; the kids it serves and the cache lifetime it sent."""
+    request = urllib.request.Request(url, headers={"User-Agent": "keyrotd-observe"})  # noqa: S310
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            body = _read_bounded(response)
+            lifetime = cache_lifetime(response.headers)
+    except urllib.error.HTTPError as exc:
+        raise ObserveError(f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ObserveError(f"unreachable ({reason})") from None
+    return Answer(_kids(body), lifetime)
+
+
+def _read_bounded(response: IO[bytes]) -> bytes:
+    body = response.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise ObserveError("answer larger than 1 MiB")
+    return body
+
+
+def _kids(body: bytes) -> frozenset[str]:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ObserveError("not JSON") from None
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+        raise ObserveError("not a JWKS (no keys array)")
+    return frozenset(k["kid"] for k in keys if isinstance(k.get("kid"), str))
+
+
+class _HeldGauge(Collector):
+    """``keyrotd_activation_held{keyset}``, computed from the board at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], clock: Callable[[], datetime]) -> None:
+        self._snapshot, self._clock = snapshot, clock
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "keyrotd_activation_held",
+            "1 while a successor is held past its scheduled time awaiting confirmation",
+            labels=["keyset"],
+        )
+        snap, now = self._snapshot(), self._clock()
+        for name in snap.order:
+            published = snap.published.get(name)
+            if published is not None:
+                holding = any(held(k, now) for k in published.keyset.pending)
+                gauge.add_metric([name], 1.0 if holding else 0.0)
+        yield gauge
+
+
+class Observer:
+    """The poller thread of one daemon (see the module docstring)."""
+
+    def __init__(
+        self,
+        rotator: Rotator,
+        board: Board,
+        registry: CollectorRegistry,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.rotator = rotator
+        self.board = board
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="keyrotd-observe")
+        self._started = clock()
+        self._holds: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._revocations: dict[str, dict[tuple[str, str], bool]] = {}
+        """Per keyset, (kid, url) -> True while the URL still serves the revoked kid, False once
+        it was reported gone (or was gone before this daemon looked)."""
+        self.errors = Counter(
+            "keyrotd_observe_errors",
+            "Observed URLs that failed to answer with a JWKS",
+            ["keyset", "url"],
+            registry=registry,
+        )
+        self.propagation = Histogram(
+            "keyrotd_propagation_seconds",
+            "Seconds from a successor's publication until every observed URL served it",
+            ["keyset"],
+            buckets=DELAY_BUCKETS,
+            registry=registry,
+        )
+        self.revocation = Histogram(
+            "keyrotd_revocation_propagation_seconds",
+            "Seconds from a revocation until an observed URL stopped serving the kid",
+            ["keyset"],
+            buckets=DELAY_BUCKETS,
+            registry=registry,
+        )
+        registry.register(_HeldGauge(lambda: board.snapshot, clock))
+
+    # -- life ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="keyrotd-observer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling; let a confirmation being written finish (bounded: see STOP_WAIT)."""
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._thread is not None:
+            self._thread.join(STOP_WAIT)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.rotator.refresh_interval.total_seconds()):
+            for name, runner in list(self.rotator.runners.items()):
+                if self._stop.is_set():
+                    return
+                try:
+                    self.poll(name, runner.settings.observe)
+                except Exception as exc:  # one keyset's problem stops neither the others nor us
+                    log.error(
+                        "keyset %s: observing failed",
+                        name,
+                        extra={"keyset": name, "error": str(exc) or type(exc).__name__},
+                    )
+
+    # -- one poll -----------------------------------------------------------------------------
+    def poll(self, name: str, configured: tuple[str, ...]) -> None:
+        published = self.board.snapshot.published.get(name)
+        if published is None:
+            return
+        stored = published.stored
+        awaited = [u.url for k in stored.pending if k.propagation for u in k.propagation.urls]
+        urls = tuple(dict.fromkeys((*configured, *awaited)))  # the document's URLs count too
+        if not urls:
+            return
+        answers = self._fetch_all(name, urls)
+        poll = Poll(self.clock(), answers, self.rotator.refresh_interval)  # all received by now
+        keyset = stored
+        if any(k.awaiting for k in stored.pending) and not self._stop.is_set():
+            outcome = self.rotator.command(name, Observed(poll))
+            keyset = outcome.keyset
+            for transition in outcome.transitions:
+                key = keyset.find(transition.kid)
+                delay = confirmation_delay(key) if key else None
+                if transition.event == "key.confirmed" and delay is not None:
+                    self.propagation.labels(name).observe(delay.total_seconds())
+        self._report_hold(name, keyset, poll.at)
+        self._watch_revocations(name, keyset, poll)
+
+    def _fetch_all(self, name: str, urls: tuple[str, ...]) -> Mapping[str, Answer]:
+        timeout = min(LONGEST_WAIT, max(0.5, self.rotator.refresh_interval.total_seconds()))
+        futures = {url: self._pool.submit(fetch, url, timeout) for url in urls}
+        wait(futures.values(), timeout=2 * timeout + 1)
+        answers: dict[str, Answer] = {}
+        for url, future in futures.items():
+            try:
+                answers[url] = future.result(timeout=0)
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, ObserveError) else "no answer in time"
+                self.errors.labels(name, url).inc()
+                log.warning(
+                    "keyset %s: observed URL %s: %s",
+                    name,
+                    url,
+                    reason,
+                    extra={"event": "observe.failed", "keyset": name, "url": url, "error": reason},
+                )
+                answers[url] = Answer(None)
+        return answers
+
+    def _report_hold(self, name: str, keyset: Keyset, now: datetime) -> None:
+        holding = [k for k in keyset.pending if held(k, now)]
+        if not holding:
+            self._holds.pop(name, None)
+            return
+        key = holding[0]
+        assert key.propagation is not None
+        lacking = key.propagation.lacking
+        if self._holds.get(name) == (key.kid, lacking):
+            return
+        self._holds[name] = (key.kid, lacking)
+        reason = "awaiting " + ", ".join(lacking) if lacking else "confirmed, activating at "
+        if not lacking and key.activates_at is not None:
+            reason += rfc3339(key.activates_at)
+        log.warning(
+            "key.activation_held %s kid=%s: the active key keeps signing (%s)",
+            name,
+            key.kid,
+            reason,
+            extra={
+                "event": "key.activation_held",
+                "keyset": name,
+                "kid": key.kid,
+                "urls": list(lacking),
+            },
+        )
+
+    def _watch_revocations(self, name: str, keyset: Keyset, poll: Poll) -> None:
+        watched = self._revocations.setdefault(name, {})
+        for entry in keyset.history:
+            if entry.state is not KeyState.REVOKED or entry.revoked_at is None:
+                continue
+            for url, answer in poll.answers.items():
+                state = watched.get((entry.kid, url))
+                if state is False or answer.kids is None:
+                    continue
+                if entry.kid in answer.kids:
+                    watched[(entry.kid, url)] = True
+                    continue
+                watched[(entry.kid, url)] = False
+                if state is None and entry.revoked_at < self._started:
+                    continue  # gone before this daemon looked: its delay is unknown
+                delay = max(0.0, (poll.at - entry.revoked_at).total_seconds())
+                self.revocation.labels(name).observe(delay)
+                log.info(
+                    "key.revocation_seen %s kid=%s gone from %s after %.1fs",
+                    name,
+                    entry.kid,
+                    url,
+                    delay,
+                    extra={
+                        "event": "key.revocation_seen",
+                        "keyset": name,
+                        "kid": entry.kid,
+                        "url": url,
+                        "delay": round(delay, 3),
+                    },
+                )

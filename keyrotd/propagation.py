@@ -1,0 +1,146 @@
+"""The propagation rule (CONTRACT section 9), pure: observations are inputs, like ``now``.
+
+A daemon polls each ``observe`` URL the way a verifier would and hands the planner one
+:class:`Poll` (``lifecycle.Observe``): per URL the kids it served (None: unreachable or not a
+JWKS) and the ``max-age``/``s-maxage`` it advertised. For an awaiting successor:
+
+- each URL's first-seen time, whether it lacks the kid now (and since when), and the largest
+  max-age of any answer that lacked it are recorded;
+- at the first poll in which every URL served the kid (received at T) the successor is confirmed,
+  and its activation time is fixed at max(scheduled time, T + H, W + ``refresh_interval``), with
+  H = max(``verifier_cache``, that largest max-age) and W the plan's ``now`` (the write follows
+  it at once; ``ANNOUNCE_SLACK`` covers the difference). It never changes afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from keyrotd.model import Key, Propagation, UrlProgress
+
+ANNOUNCE_SLACK: Final = timedelta(seconds=1)
+"""Added to ``refresh_interval``: a confirmation is written a moment after it was planned."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One URL's answer to one poll: the kids served (None: an error) and its cache lifetime."""
+
+    kids: frozenset[str] | None
+    max_age: timedelta = timedelta(0)
+
+    def serves(self, kid: str) -> bool:
+        return self.kids is not None and kid in self.kids
+
+
+@dataclass(frozen=True)
+class Poll:
+    """The answers of one poll of every observed URL, all received by ``at``."""
+
+    at: datetime
+    answers: Mapping[str, Answer]
+    refresh_interval: timedelta = timedelta(0)
+
+
+def awaiting(scheduled_at: datetime, urls: tuple[str, ...], since: datetime) -> Propagation:
+    """A new successor's progress: no URL has served it yet."""
+    return Propagation(scheduled_at, tuple(UrlProgress(u, lacking_since=since) for u in urls))
+
+
+def observe(key: Key, poll: Poll, verifier_cache: timedelta, now: datetime) -> Key:
+    """``key`` after ``poll``: progress recorded and, if every URL served it, confirmed."""
+    progress = key.propagation
+    if progress is None or not key.awaiting or poll.at < key.created_at:
+        return key
+    urls = tuple(_seen(u, poll.answers.get(u.url), key.kid, poll.at) for u in progress.urls)
+    lacking_ages = [
+        a.max_age for u in progress.urls if not (a := _answer(poll, u.url)).serves(key.kid)
+    ]
+    updated = dataclasses.replace(
+        progress, urls=urls, max_age_lacking=max([progress.max_age_lacking, *lacking_ages])
+    )
+    if updated.lacking:
+        return dataclasses.replace(key, propagation=updated)
+    hold = max(verifier_cache, updated.max_age_lacking)
+    activates_at = max(
+        updated.scheduled_at, poll.at + hold, now + poll.refresh_interval + ANNOUNCE_SLACK
+    )
+    confirmed = dataclasses.replace(updated, confirmed_at=poll.at)
+    return dataclasses.replace(key, propagation=confirmed, activates_at=activates_at)
+
+
+def _answer(poll: Poll, url: str) -> Answer:
+    return poll.answers.get(url) or Answer(None)
+
+
+def _seen(progress: UrlProgress, answer: Answer | None, kid: str, at: datetime) -> UrlProgress:
+    if answer is not None and answer.serves(kid):
+        return UrlProgress(progress.url, progress.first_seen or at, None)
+    return UrlProgress(progress.url, progress.first_seen, progress.lacking_since or at)
+
+
+def held(key: Key, now: datetime) -> bool:
+    """A pending successor whose time-based schedule has passed while it is not active."""
+    scheduled = key.scheduled_at
+    return key.propagation is not None and scheduled is not None and now >= scheduled
+
+
+def confirmation_delay(key: Key) -> timedelta | None:
+    """From publication to confirmation (``keyrotd_propagation_seconds``)."""
+    progress = key.propagation
+    if progress is None or progress.confirmed_at is None:
+        return None
+    return progress.confirmed_at - key.created_at
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def held_report(pending: tuple[Key, ...], now: datetime) -> dict[str, object] | None:
+    """``status --json`` ``held``: the successor held past its schedule, the URLs lacking it."""
+    holding = next((k for k in pending if held(k, now)), None)
+    if holding is None or holding.propagation is None:
+        return None
+    return {"kid": holding.kid, "lacking": list(holding.propagation.lacking)}
+
+
+def progress_report(key: Key) -> dict[str, object] | None:
+    """A successor's propagation for ``status --json`` (None for a key published by time alone)."""
+    progress = key.propagation
+    if progress is None:
+        return None
+    return {
+        "scheduled_at": _iso(progress.scheduled_at),
+        "confirmed_at": _iso(progress.confirmed_at) if progress.confirmed_at else None,
+        "urls": [
+            {
+                "url": u.url,
+                "first_seen": _iso(u.first_seen) if u.first_seen else None,
+                "lacking_since": _iso(u.lacking_since) if u.lacking_since else None,
+            }
+            for u in progress.urls
+        ],
+        "summary": summary(key),
+    }
+
+
+def summary(key: Key) -> str:
+    """One line for ``status``: "seen at 2/3 URLs, missing at <url> since <time>"."""
+    progress = key.propagation
+    if progress is None:
+        return ""
+    seen = sum(u.lacking_since is None for u in progress.urls)
+    line = f"seen at {seen}/{len(progress.urls)} URLs"
+    missing = [u for u in progress.urls if u.lacking_since is not None]
+    if missing:
+        line += ", " + ", ".join(
+            f"missing at {u.url} since {_iso(u.lacking_since)}" for u in missing if u.lacking_since
+        )
+    if key.activates_at is not None and progress.confirmed_at is not None:
+        line += f"; confirmed {_iso(progress.confirmed_at)}, activates {_iso(key.activates_at)}"
+    return line
