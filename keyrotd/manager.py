@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 from keyrotd.errors import ConflictError, StorageError
@@ -30,23 +30,19 @@ from keyrotd.lifecycle import (
 )
 from keyrotd.model import Keyset, Policy, from_json, to_json
 from keyrotd.storage.interface import Storage
+from keyrotd.times import CLOCK_JUMP as CLOCK_JUMP  # re-exported while callers move
+from keyrotd.times import Clock as Clock
+from keyrotd.times import utc_now as utc_now
 
 if TYPE_CHECKING:
     from keyrotd.config import KeysetSettings
 
 log = logging.getLogger("keyrotd")
 
-Clock = Callable[[], datetime]
 KeyFactory = Callable[[str, int], NewKey]
 
-CLOCK_JUMP: Final = timedelta(seconds=0.5)
-"""A wall clock that ran this much ahead of the monotonic clock between two writes jumped."""
 PUBLICATION_SLACK: Final = timedelta(seconds=1)
 """A write that returns later than this after the plan's ``now`` re-dates the keys it created."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
