@@ -24,7 +24,7 @@ import jwt
 import pytest
 
 from keyrotd.cli import build_parser, main
-from keyrotd.handover import handover_notices
+from keyrotd.cli.handover import handover_notices
 from keyrotd.keys import PRIVATE_MEMBERS, generate_key
 from keyrotd.lifecycle import Revoke, Rotate, plan
 from keyrotd.model import ALGORITHMS, Keyset, Policy
@@ -312,7 +312,7 @@ def main_as_unprivileged_user(argv: list[str]) -> tuple[int, str, str]:
     stdout and stderr. The first argument pair is ``--config PATH``."""
     if os.geteuid() == 0:
         # The interpreter's own files may not be readable by nobody: import everything first.
-        import keyrotd.commands
+        import keyrotd.cli.commands
         import keyrotd.inspection
         import keyrotd.storage.file  # noqa: F401
 

@@ -139,30 +139,18 @@ CASES: dict[str, list[str]] = {
 }
 
 
-def run_at_now(store: Store, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+def run_at_now(store: Store, argv: list[str]) -> tuple[int, str]:
     """``keyrotd --config CONFIG ARGV`` in-process with the clock stopped at :data:`NOW`."""
-    import functools
-
-    import keyrotd.commands
-    import keyrotd.inspection
-
-    monkeypatch.setattr(keyrotd.commands, "utc_now", lambda: NOW)
-    monkeypatch.setattr(keyrotd.inspection, "utc_now", lambda: NOW)
-    monkeypatch.setattr(
-        keyrotd.commands, "KeysetManager", functools.partial(KeysetManager, clock=lambda: NOW)
-    )
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["--config", str(store.config), *argv])
+        code = main(["--config", str(store.config), *argv], clock=lambda: NOW)
     assert err.getvalue() == ""
     return code, out.getvalue().replace(str(store.directory), "<dir>")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_output_is_byte_for_byte_the_recorded_one(
-    name: str, store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    code, out = run_at_now(store, CASES[name], monkeypatch)
+def test_output_is_byte_for_byte_the_recorded_one(name: str, store: Store) -> None:
+    code, out = run_at_now(store, CASES[name])
     assert code == (
         0 if name in {"inspect-valid.json", "inspect-valid.txt"} or "inspect" not in name else 1
     )

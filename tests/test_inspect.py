@@ -12,6 +12,8 @@ import io
 import itertools
 import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -682,3 +684,25 @@ def test_arbitrary_claims_with_a_good_signature(
     """Past the signature check: the time, audience and issuer checks get arbitrary values."""
     code, out, err = run(world, sign(world.keys["C"], claims), *flat(options))
     check_outcome(code, out, err, options)
+
+
+GLUE = ("keyrotd.storage", "keyrotd.config", "keyrotd.manager", "keyrotd.cli", "keyrotd.commands")
+"""What the pure checker must not load: storage, configuration loading, the writer, the CLI."""
+
+
+def test_the_checker_imports_no_storage_config_manager_or_cli() -> None:
+    """``python -X importtime -c "import keyrotd.inspection"``: every module it loads, by name."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import keyrotd.inspection"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = [
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    ]
+    assert "keyrotd.inspection.checks" in loaded  # the probe sees the package's own modules
+    glue = [name for name in loaded if any(name == g or name.startswith(f"{g}.") for g in GLUE)]
+    assert glue == []

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from keyrotd.commands import iso
 from keyrotd.durations import format_duration
+from keyrotd.times import rfc3339
 
 _SAFE: Final = re.compile(r"[A-Za-z0-9_.:/@+=-]{1,100}")
 CENTURY: Final = 100 * 365.25 * 86400
@@ -54,13 +54,13 @@ def claim_time(claims: Mapping[str, Any], name: str) -> datetime | None:
 def when(timestamp: float) -> str:
     """A NumericDate as RFC 3339 to the second, or the number if no calendar holds it."""
     try:
-        return iso(datetime.fromtimestamp(timestamp, UTC).replace(microsecond=0))
+        return rfc3339(datetime.fromtimestamp(timestamp, UTC), "seconds")
     except (OverflowError, ValueError, OSError):
         return f"{timestamp:g} (seconds since 1970, beyond the calendar)"
 
 
 def iso_or(value: datetime | None) -> str:
-    return iso(value.replace(microsecond=0)) if value is not None else "an unrecorded time"
+    return rfc3339(value, "seconds") if value is not None else "an unrecorded time"
 
 
 def span(delta: timedelta) -> str:

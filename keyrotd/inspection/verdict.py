@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, NoReturn
 
-from keyrotd.commands import iso
 from keyrotd.model import HISTORY_LIMIT, Key, Keyset, Policy
+from keyrotd.times import rfc3339
 
 INCORRECT_FORMAT: Final = "incorrect format"
 UNKNOWN_KEY: Final = "unknown key"
@@ -58,7 +58,7 @@ class KnownKey:
         report: dict[str, object] = {"kid": self.kid, "alg": self.alg, "state": self.state}
         for name in times:
             value = getattr(self.record, name)
-            report[name] = iso(value) if value else None
+            report[name] = rfc3339(value) if value else None
         return report
 
 
@@ -137,7 +137,7 @@ class Verdict:
             "key_state": self.key.state if self.key else None,
             "key": self.key.report() if self.key else None,
             "source": self.source,
-            "checked_at": iso(self.checked_at),
+            "checked_at": rfc3339(self.checked_at),
         }
 
 

@@ -31,7 +31,7 @@ NOBODY = 65534
 
 LAUNCHER = """
 import os, sys
-import keyrotd.cli, keyrotd.commands, keyrotd.daemon.service, keyrotd.storage.file
+import keyrotd.cli, keyrotd.cli.commands, keyrotd.daemon.service, keyrotd.storage.file
 import keyrotd.daemon.http, keyrotd.daemon.admin, keyrotd.daemon.scheduling
 import apscheduler.triggers.date, apscheduler.triggers.interval, apscheduler.executors.pool
 import encodings.idna, json, email.utils, http.client, logging.config

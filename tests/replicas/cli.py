@@ -37,7 +37,7 @@ from keyrotd.lifecycle import Transition
 FORK_SERVER = """
 import contextlib, io, json, os, sys, time, traceback
 from datetime import datetime
-import boto3, keyrotd.cli, keyrotd.commands, keyrotd.keys, keyrotd.manager, keyrotd.storage.aws
+import boto3, keyrotd.cli, keyrotd.cli.commands, keyrotd.keys, keyrotd.manager, keyrotd.storage.aws
 
 ROLES = ("@newest", "@active", "@oldest")
 

@@ -1,4 +1,5 @@
-"""The operator commands behind the CLI. Each works directly on storage (G6-safe)."""
+"""The operator commands behind the CLI, at the time the clock tells; each works directly on
+storage (G6-safe)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,24 @@ from datetime import datetime
 from importlib.resources import files
 
 from keyrotd import logs
+from keyrotd.cli.handover import handover_notices
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError
-from keyrotd.handover import handover_notices
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
-from keyrotd.manager import KeysetManager, KeysetSpec, Outcome, utc_now
+from keyrotd.manager import KeysetManager, KeysetSpec, Outcome
 from keyrotd.model import Key, Keyset
 from keyrotd.propagation import held_report, progress_report
 from keyrotd.secretfiles import check_files
 from keyrotd.storage import Storage, open_storage
 from keyrotd.timeline import render_status
+from keyrotd.times import Clock, rfc3339
+
+Command = Callable[[Settings, Storage, argparse.Namespace, Clock], int]
+"""A storage command: the settings, the open storage, the arguments, the clock."""
 
 
-def dispatch(args: argparse.Namespace) -> int:
+def dispatch(args: argparse.Namespace, clock: Clock) -> int:
     if args.command == "check-config" and args.example:
         return print_example()  # whatever the configuration: the hints of its errors point here
     settings = load_settings(args.config)
@@ -38,21 +43,21 @@ def dispatch(args: argparse.Namespace) -> int:
     level = "warning" if settings.logging.level in {"debug", "info"} else settings.logging.level
     logs.configure(settings.logging.format, level)
     if args.command == "check-config":
-        return check_config(settings)
+        return check_config(settings, clock)
     if args.command == "inspect":
-        from keyrotd.inspection import run_inspect
+        from keyrotd.cli.inspect import run_inspect
 
-        return run_inspect(settings, args)
+        return run_inspect(settings, args, clock)
     storage = open_storage(settings.storage)
     try:
-        handler: Callable[[Settings, Storage, argparse.Namespace], int] = COMMANDS[args.command]
-        return handler(settings, storage, args)
+        handler: Command = COMMANDS[args.command]
+        return handler(settings, storage, args, clock)
     finally:
         storage.close()
 
 
-def manager(settings: Settings, storage: Storage, name: str | None) -> KeysetManager:
-    return KeysetManager(storage, KeysetSpec.from_settings(settings.keyset(name)))
+def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetManager:
+    return KeysetManager(storage, KeysetSpec.from_settings(settings.keyset(name)), clock)
 
 
 def emit(data: object) -> None:
@@ -67,16 +72,18 @@ def require_keys(keyset: Keyset, location: str) -> None:
         )
 
 
-def cmd_jwks(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
-    mgr = manager(settings, storage, args.keyset)
+def cmd_jwks(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    mgr = manager(settings, storage, args.keyset, clock)
     keyset = mgr.view()
     require_keys(keyset, storage.location(mgr.name))
     emit(keyset.jwks())
     return 0
 
 
-def cmd_signing_key(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
-    mgr = manager(settings, storage, args.keyset)
+def cmd_signing_key(
+    settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock
+) -> int:
+    mgr = manager(settings, storage, args.keyset, clock)
     keyset = mgr.view()
     require_keys(keyset, storage.location(mgr.name))
     active = keyset.active
@@ -86,26 +93,26 @@ def cmd_signing_key(settings: Settings, storage: Storage, args: argparse.Namespa
     return 0
 
 
-def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
-    mgr = manager(settings, storage, args.keyset)
+def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    mgr = manager(settings, storage, args.keyset, clock)
     outcome = mgr.apply(Rotate(now=args.now))
     print_handover(settings, mgr, outcome)
     print_transitions(mgr.name, outcome.transitions)
-    pending = outcome.keyset.pending
-    if pending and pending[0].activates_at is not None:
+    successor = outcome.keyset.successor
+    if successor and successor.activates_at is not None:
         print(
-            f"{mgr.name}: {pending[0].kid} is published and activates at "
-            f"{iso(pending[0].activates_at)}"
+            f"{mgr.name}: {successor.kid} is published and activates at "
+            f"{rfc3339(successor.activates_at)}"
         )
-    elif pending and pending[0].awaiting:
-        print(f"{mgr.name}: {pending[0].kid} is published and awaits confirmation (observe)")
+    elif successor and successor.awaiting:
+        print(f"{mgr.name}: {successor.kid} is published and awaits confirmation (observe)")
     elif not outcome.transitions:
         print(f"{mgr.name}: nothing to do")
     return 0
 
 
-def cmd_revoke(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
-    mgr = manager(settings, storage, args.keyset)
+def cmd_revoke(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    mgr = manager(settings, storage, args.keyset, clock)
     outcome = mgr.apply(Revoke(args.kid))
     if not any(t.event == "key.revoked" for t in outcome.transitions):
         entry = outcome.keyset.find(args.kid)
@@ -132,14 +139,14 @@ def print_handover(settings: Settings, mgr: KeysetManager, outcome: Outcome) -> 
 def print_transitions(name: str, transitions: tuple[Transition, ...]) -> None:
     for t in transitions:
         note = f" (exception to publish-ahead: {t.exception})" if t.exception else ""
-        print(f"{name}: {t.event} {t.kid} at {iso(t.at)}{note}")
+        print(f"{name}: {t.event} {t.kid} at {rfc3339(t.at)}{note}")
 
 
-def cmd_status(settings: Settings, storage: Storage, args: argparse.Namespace) -> int:
+def cmd_status(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
     chosen = [settings.keyset(args.keyset)] if args.keyset else list(settings.keysets)
-    now = utc_now()
+    now = clock()
     if args.json:
-        emit({"now": iso(now), "keysets": [status_report(ks, storage, now) for ks in chosen]})
+        emit({"now": rfc3339(now), "keysets": [status_report(ks, storage, now) for ks in chosen]})
         return 0
     width = shutil.get_terminal_size().columns
     for ks in chosen:
@@ -172,13 +179,13 @@ def status_report(ks: KeysetSettings, storage: Storage, now: datetime) -> dict[s
         "algorithm": ks.algorithm,
         "location": loaded.location,
         "version": loaded.version,
-        "updated_at": iso(keyset.updated_at) if keyset.updated_at else None,
+        "updated_at": rfc3339(keyset.updated_at) if keyset.updated_at else None,
         "keys": [key_report(k) for k in keyset.keys],
         "history": [key_report(k) for k in keyset.history],
-        "next_transition": iso(upcoming) if upcoming else None,
+        "next_transition": rfc3339(upcoming) if upcoming else None,
         "next_transition_in": format_duration(upcoming - now) if upcoming else None,
         # CONTRACT 9: null until the successor is confirmed; the hold, if any
-        "next_activates_at": iso(successor.activates_at)
+        "next_activates_at": rfc3339(successor.activates_at)
         if successor and successor.activates_at
         else None,
         "held": held_report(keyset.pending, now),
@@ -190,17 +197,17 @@ def key_report(key: Key) -> dict[str, object]:
     report: dict[str, object] = {"kid": key.kid, "alg": key.alg, "state": key.state.value}
     for name in times:
         value = getattr(key, name)
-        report[name] = iso(value) if value else None
+        report[name] = rfc3339(value) if value else None
     if key.propagation is not None:
         report["propagation"] = progress_report(key)
     return report
 
 
-def check_config(settings: Settings) -> int:
+def check_config(settings: Settings, clock: Clock) -> int:
     if settings.server.tls is not None:  # as `run` does at start (CONTRACT section 2)
         from keyrotd.daemon.tls import check_tls_pair
 
-        check_tls_pair(*settings.server.tls, utc_now())
+        check_tls_pair(*settings.server.tls, clock())
     print(f"configuration OK ({settings.source})")
     for ks in settings.keysets:
         p = ks.policy
@@ -219,11 +226,7 @@ def print_example() -> int:
     return 0
 
 
-def iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
-COMMANDS: dict[str, Callable[[Settings, Storage, argparse.Namespace], int]] = {
+COMMANDS: dict[str, Command] = {
     "jwks": cmd_jwks,
     "signing-key": cmd_signing_key,
     "rotate": cmd_rotate,

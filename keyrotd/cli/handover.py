@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from keyrotd.durations import format_duration
 from keyrotd.lifecycle import FIRST_KEY, Transition
 from keyrotd.model import Keyset, Policy
+from keyrotd.times import rfc3339
 
 
 def handover_notices(
@@ -78,4 +79,5 @@ def _seconds(duration: timedelta) -> timedelta:
 
 
 def _iso(value: datetime) -> str:
-    return value.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    """To the second, as every notice writes a time."""
+    return rfc3339(value, "seconds")

@@ -1,22 +1,17 @@
-"""The ``keyrotd`` command line: ``main(argv) -> exit code``, testable in-process.
+"""The ``keyrotd`` argument parser: every command, its options and their help.
 
-Exit codes: 0 success, 1 failure (or an invalid token for ``inspect``), 2 usage or configuration
-error, 3 ``inspect`` could not read the keys to judge by (URL or storage). Every error is one line
-on stderr; the traceback only with ``--debug``. Heavy modules (boto3, the scheduler, the HTTP
-server) are imported by the commands that need them.
+``--config`` and ``--debug`` are accepted before and after the command; a usage error is a
+:class:`UsageError` (exit 2, one line); a kid that starts with '-' is moved after ``--``.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
-import traceback
-from collections.abc import Sequence
 from typing import NoReturn
 
 from keyrotd import __version__
-from keyrotd.errors import KeyrotdError, UsageError
+from keyrotd.errors import UsageError
 
 _DASH_KID = re.compile(r"-[A-Za-z0-9_-]{42}")
 """A kid (43 base64url characters) that starts with '-', which argparse takes for an option."""
@@ -106,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the commented example configuration (every setting) instead",
     )
-    from keyrotd.client_commands import add_client_parser  # issue 11: scoped admin clients
+    from keyrotd.cli.client_commands import add_client_parser  # issue 11: scoped admin clients
 
     add_client_parser(command("client", "manage the scoped admin clients"), _common)
     return parser
@@ -126,43 +121,3 @@ def kid_after_double_dash(argv: list[str]) -> list[str]:
     rest = list(argv)
     rest.remove(kids[0])
     return [*rest, "--", kids[0]]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args_list = kid_after_double_dash(list(sys.argv[1:] if argv is None else argv))
-    debug = "--debug" in args_list
-    try:
-        args = build_parser().parse_args(args_list)
-        if args.command == "client":  # issue 11: keyrotd.client_commands, not storage
-            from keyrotd.client_commands import dispatch as client_dispatch
-
-            return client_dispatch(args)
-        from keyrotd import commands
-
-        return commands.dispatch(args)
-    except KeyrotdError as exc:
-        if debug:
-            traceback.print_exc()
-        print(f"keyrotd: {_one_line(str(exc))}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except SystemExit as exc:  # --help and --version
-        return exc.code if isinstance(exc.code, int) else 0
-    except Exception as exc:  # the last resort: still one line unless --debug
-        if debug:
-            traceback.print_exc()
-        print(
-            f"keyrotd: internal error ({type(exc).__name__}): {_one_line(str(exc))}"
-            " (run with --debug for the traceback and report it)",
-            file=sys.stderr,
-        )
-        return 1
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The ``keyrotd`` command line: ``main(argv, clock) -> exit code``, testable in-process.
+
+Exit codes: 0 success, 1 failure (or an invalid token for ``inspect``), 2 usage or configuration
+error, 3 ``inspect`` could not read the keys to judge by (URL or storage). Every error is one line
+on stderr; the traceback only with ``--debug``. Heavy modules (boto3, the scheduler, the HTTP
+server) are imported by the commands that need them. The package: :mod:`~keyrotd.cli.parser`
+(the arguments), :mod:`~keyrotd.cli.commands` (the operator commands),
+:mod:`~keyrotd.cli.inspect` (``inspect``'s reading of the token and the keys),
+:mod:`~keyrotd.cli.client_commands` (``client``), :mod:`~keyrotd.cli.handover` (emergency
+notices).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+from keyrotd.cli.parser import build_parser, kid_after_double_dash
+from keyrotd.errors import KeyrotdError
+from keyrotd.times import Clock, utc_now
+
+__all__ = ["build_parser", "kid_after_double_dash", "main"]
+
+
+def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
+    """Run ``keyrotd ARGV`` (default ``sys.argv[1:]``) at the time ``clock`` tells."""
+    args_list = kid_after_double_dash(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in args_list
+    try:
+        args = build_parser().parse_args(args_list)
+        if args.command == "client":  # issue 11: keyrotd.cli.client_commands, not storage
+            from keyrotd.cli.client_commands import dispatch as client_dispatch
+
+            return client_dispatch(args)
+        from keyrotd.cli import commands
+
+        return commands.dispatch(args, clock)
+    except KeyrotdError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"keyrotd: {_one_line(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except Exception as exc:  # the last resort: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(
+            f"keyrotd: internal error ({type(exc).__name__}): {_one_line(str(exc))}"
+            " (run with --debug for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

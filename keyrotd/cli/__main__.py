@@ -1,0 +1,7 @@
+"""``python -m keyrotd.cli``: what the ``keyrotd`` console script runs."""
+
+import sys
+
+from keyrotd.cli import main
+
+sys.exit(main())
