@@ -16,6 +16,7 @@ from keyrotd.cli.handover import handover_notices
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError
+from keyrotd.inspection.verdict import lifecycle_report
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
 from keyrotd.manager import KeysetManager, KeysetSpec, Outcome
 from keyrotd.model import Key, Keyset
@@ -193,11 +194,8 @@ def status_report(ks: KeysetSettings, storage: Storage, now: datetime) -> dict[s
 
 
 def key_report(key: Key) -> dict[str, object]:
-    times = ("created_at", "activates_at", "retired_at", "expires_at", "revoked_at")
-    report: dict[str, object] = {"kid": key.kid, "alg": key.alg, "state": key.state.value}
-    for name in times:
-        value = getattr(key, name)
-        report[name] = rfc3339(value) if value else None
+    """As ``inspect`` reports a key, and its propagation while it awaits confirmation."""
+    report = lifecycle_report(key)
     if key.propagation is not None:
         report["propagation"] = progress_report(key)
     return report

@@ -54,12 +54,16 @@ class KnownKey:
         if self.record is None:
             kty = self.jwk.get("kty") if self.jwk else None
             return {"kid": self.kid, "alg": self.alg, "kty": kty, "state": None}
-        times = ("created_at", "activates_at", "retired_at", "expires_at", "revoked_at")
-        report: dict[str, object] = {"kid": self.kid, "alg": self.alg, "state": self.state}
-        for name in times:
-            value = getattr(self.record, name)
-            report[name] = rfc3339(value) if value else None
-        return report
+        return lifecycle_report(self.record)
+
+
+def lifecycle_report(key: Key) -> dict[str, object]:
+    """kid, alg, state and the lifecycle times in RFC 3339 (None when unset): no key material."""
+    report: dict[str, object] = {"kid": key.kid, "alg": key.alg, "state": key.state.value}
+    for name in ("created_at", "activates_at", "retired_at", "expires_at", "revoked_at"):
+        value = getattr(key, name)
+        report[name] = rfc3339(value) if value else None
+    return report
 
 
 @dataclass(frozen=True)
