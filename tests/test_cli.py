@@ -313,6 +313,7 @@ def main_as_unprivileged_user(argv: list[str]) -> tuple[int, str, str]:
     if os.geteuid() == 0:
         # The interpreter's own files may not be readable by nobody: import everything first.
         import keyrotd.cli.commands
+        import keyrotd.cli.inspect
         import keyrotd.inspection
         import keyrotd.storage.file  # noqa: F401
 
