@@ -1,7 +1,7 @@
 """Durations as operators write them: ``90s``, ``15m``, ``24h``, ``7d``, ``1h30m``, ``PT1H``, ``30``
 
 Also home of :class:`InvalidValueError`, the ``ValueError`` that the configuration validators raise
-so that :mod:`keyrotd.config` can phrase it as one line: what is wrong, then how to fix it.
+so that :mod:`keyrotd.config.messages` can phrase it as one line: what is wrong, then the fix.
 """
 
 from __future__ import annotations

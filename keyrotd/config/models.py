@@ -1,0 +1,233 @@
+"""The frozen models of the configuration: storage, server, logging, keysets and the whole.
+
+``Settings()`` alone is the embedded defaults: it never reads the environment
+(:func:`keyrotd.config.loading.load_settings` adds the file and the variables). Each field's own
+rule is in :mod:`keyrotd.config.fields`; the rules across fields are here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Final
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PrivateAttr,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from keyrotd.config.fields import (
+    AdminListen,
+    Algorithm,
+    EndpointUrl,
+    IssuerUrl,
+    KeysetName,
+    Listen,
+    LogFormat,
+    LogLevel,
+    ObserveUrls,
+    OptionalPath,
+    Region,
+    RsaKeySize,
+    SecretPrefix,
+    SettingPath,
+    StorageType,
+    issuer_path,
+    split_admin_listen,
+    split_listen,
+)
+from keyrotd.durations import Duration, InvalidValueError, quote
+from keyrotd.errors import UsageError
+from keyrotd.model import Policy
+
+ENV_PREFIX: Final = "KEYROTD_"
+
+
+class StorageSettings(BaseModel):
+    """Where keysets are stored: ``file`` (a directory) or ``aws`` (Secrets Manager)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: StorageType = "file"
+    path: SettingPath = Path("./keyrotd-data")
+    encryption_key_file: OptionalPath = None
+    secret_prefix: SecretPrefix = "keyrotd/"  # noqa: S105 - a name prefix, not a secret
+    region: Region = ""
+    endpoint_url: EndpointUrl = ""
+    kms_key_id: str = ""
+
+
+class ServerSettings(BaseModel):
+    """The daemon's HTTP listener and how fresh the JWKS it serves is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: Listen = "127.0.0.1:8080"
+    tls_cert_file: OptionalPath = None
+    tls_key_file: OptionalPath = None
+    admin_listen: AdminListen = ""
+    admin_token_file: OptionalPath = None
+    admin_clients_file: OptionalPath = None
+    refresh_interval: Duration = timedelta(seconds=30)
+    jwks_max_age: Duration = timedelta(minutes=5)
+
+    @model_validator(mode="after")
+    def _tls_pair_and_listeners(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file")
+                if self.tls_key_file is None
+                else ("tls_key_file", "tls_cert_file")
+            )
+            raise InvalidValueError(
+                f"{given} is set without {missing}",
+                "set both server.tls_cert_file and server.tls_key_file, or neither",
+            )
+        admin = split_admin_listen(self.admin_listen) if self.admin_listen else None
+        if isinstance(admin, tuple) and admin[1] == self.port:
+            raise InvalidValueError(
+                f"admin_listen ({self.admin_listen}) uses the port of listen ({self.listen})",
+                'give the admin listener its own port or a "unix:/PATH" socket',
+            )
+        return self
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The certificate chain and key files, when the listeners speak HTTPS."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file, self.tls_key_file
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+class LoggingSettings(BaseModel):
+    """Log format and threshold (both case-insensitive on input)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: LogFormat = "json"
+    level: LogLevel = "info"
+
+
+class KeysetSettings(BaseModel):
+    """One keyset: its name, algorithm and rotation policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: KeysetName = "default"
+    algorithm: Algorithm = "RS256"
+    rsa_key_size: RsaKeySize = 2048
+    rotation_period: Duration = timedelta(hours=24)
+    publish_ahead: Duration = timedelta(hours=24)
+    token_lifetime: Duration = timedelta(hours=1)
+    clock_skew: Duration = timedelta(minutes=5)
+    issuer: IssuerUrl = ""
+    verifier_cache: Duration = timedelta(seconds=30)
+    """The longest a verifier keeps a JWKS without refetching on an unknown kid, whatever
+    ``max-age`` says (node ``jose``: 30 s; see docs/verifiers.md)."""
+    observe: ObserveUrls = ()
+    """Public JWKS URLs verifiers fetch: a successor activates only once all serve it
+    (CONTRACT section 9, docs/propagation.md)."""
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            rotation_period=self.rotation_period,
+            publish_ahead=self.publish_ahead,
+            token_lifetime=self.token_lifetime,
+            clock_skew=self.clock_skew,
+            observe=self.observe,
+            # the planner holds a successor for it only when it observes URLs
+            verifier_cache=self.verifier_cache if self.observe else timedelta(0),
+        )
+
+
+def _issuers_at_paths_of_their_own(
+    keysets: tuple[KeysetSettings, ...],
+) -> tuple[KeysetSettings, ...]:
+    """Two issuers at one path would serve one discovery document and one JWKS for both. The
+    first keyset holds the bare path even without an issuer: its JWKS is /.well-known/jwks.json."""
+    holders = {"": keysets[0].name} if keysets else {}
+    for keyset in keysets:
+        if not keyset.issuer:
+            continue
+        path = issuer_path(keyset.issuer)
+        holder = holders.setdefault(path, keyset.name)
+        if holder != keyset.name:
+            shown = quote(path) if path else "no path"
+            raise InvalidValueError(
+                f"keysets {quote(holder)} and {quote(keyset.name)} would serve their discovery "
+                f"and JWKS at the same issuer path ({shown}) (keysets[].issuer)",
+                "give each issuer a path of its own, e.g. https://auth.example.com/"
+                f"{keyset.name} (an issuer without a path belongs to the first keyset)",
+            )
+    return keysets
+
+
+def _default_keysets_if_empty(value: object) -> object:
+    """No keysets (none in the file, or ``[]``) means the one keyset ``default``."""
+    return (KeysetSettings(),) if isinstance(value, list | tuple) and not value else value
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    storage: StorageSettings = StorageSettings()
+    server: ServerSettings = ServerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    keysets: Annotated[
+        tuple[KeysetSettings, ...],
+        BeforeValidator(_default_keysets_if_empty),
+        AfterValidator(_issuers_at_paths_of_their_own),
+    ] = (KeysetSettings(),)
+    _config_file: Path | None = PrivateAttr(default=None)
+    _overrides: tuple[str, ...] = PrivateAttr(default=())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values given: :func:`load_settings` adds the file and the environment."""
+        return (init_settings,)
+
+    @property
+    def config_file(self) -> Path | None:
+        """The file the settings were loaded from; ``None`` when there was none."""
+        return self._config_file
+
+    @property
+    def source(self) -> str:
+        """Where the values came from: the file (or the built-in defaults) and any variables."""
+        base = "built-in defaults" if self._config_file is None else str(self._config_file)
+        return f"{base}, overridden by {', '.join(self._overrides)}" if self._overrides else base
+
+    def keyset(self, name: str | None = None) -> KeysetSettings:
+        """The keyset called ``name``; the first one when ``name`` is ``None``."""
+        if name is None:
+            return self.keysets[0]
+        for keyset in self.keysets:
+            if keyset.name == name:
+                return keyset
+        known = ", ".join(keyset.name for keyset in self.keysets)
+        raise UsageError(f"unknown keyset {quote(name)}", f"use one of: {known}")
