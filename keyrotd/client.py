@@ -26,20 +26,14 @@ present, sets the refresh interval as for storage; else it is ``refresh_interval
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import math
 import os
 import secrets
-import socket
-import ssl
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self
@@ -47,9 +41,12 @@ from typing import Any, Final, Self
 from joserfc.jwk import Key
 
 from keyrotd.durations import format_duration
-from keyrotd.errors import ConfigError, KeyrotdError, TokenError, UsageError
-from keyrotd.manager import Clock, utc_now
-from keyrotd.model import ALGORITHMS, Jwk, Keyset, Policy, utc
+from keyrotd.errors import ConfigError, KeyrotdError, TokenError
+from keyrotd.fetching import Endpoint
+from keyrotd.fetching import get_json as get_json  # re-exported until inspection imports fetching
+from keyrotd.model import Jwk
+from keyrotd.schedule import Schedule, parse_signing_key, schedule_of
+from keyrotd.times import Clock, utc_now
 from keyrotd.tokens import import_key, sign_compact
 
 __all__ = ["Issuer", "Schedule"]
@@ -61,18 +58,6 @@ SHORTEST_REFRESH: Final = timedelta(seconds=0.1)
 """The background refresh runs at most this often, whatever ``publish_ahead``."""
 ISSUER_CLAIMS: Final = frozenset({"iat", "exp", "nbf"})
 """Claims the issuer sets itself: ``lifetime=`` and ``not_before=`` control them."""
-_MAX_RESPONSE: Final = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """What an issuer needs to know: the active private JWK, the next one and when it activates."""
-
-    active: Jwk = field(repr=False)
-    next: Jwk | None = field(default=None, repr=False)
-    next_activates_at: datetime | None = None
-    token_lifetime: timedelta | None = None
-    publish_ahead: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -367,85 +352,6 @@ def _duration(value: float | timedelta, name: str, shortest: float = 1.0) -> tim
 # -- sources ------------------------------------------------------------------------------------
 
 
-def schedule_of(keyset: Keyset, policy: Policy, where: str) -> Schedule:
-    """The schedule of a keyset as readers see it: its active key and the earliest pending one."""
-    active = keyset.active
-    if active is None:
-        raise KeyrotdError(
-            f"keyset {keyset.name} has no active key ({where})",
-            "start `keyrotd run`, or run `keyrotd rotate` once",
-        )
-    successor = keyset.successor
-    return Schedule(
-        active=active.private(),
-        next=successor.private() if successor else None,
-        next_activates_at=successor.activates_at if successor else None,
-        token_lifetime=policy.token_lifetime,
-        publish_ahead=policy.publish_ahead,
-    )
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A URL to GET: ``http(s)://...`` (``ca_file``: the CA to trust for https), or a request
-    ``path`` on the unix socket ``socket``."""
-
-    url: str
-    socket: str | None = None
-    ca_file: str | None = None
-
-    def __str__(self) -> str:
-        return self.url if self.socket is None else f"unix:{self.socket} {self.url}"
-
-    @classmethod
-    def of_daemon(
-        cls, base: str, path: str, ca_file: str | os.PathLike[str] | None = None
-    ) -> Endpoint:
-        """``path`` on the daemon at ``base``: ``http(s)://HOST:PORT[/PREFIX]`` or
-        ``unix:/PATH``."""
-        ca = None if ca_file is None else os.fspath(ca_file)
-        if ca is not None and not base.startswith("https://"):
-            raise UsageError(
-                f"ca_file is for https:// URLs, not {base!r}",
-                "use the daemon's https:// URL (server.tls_cert_file is set), or leave ca_file "
-                "out for http:// and unix:/PATH",
-            )
-        if base.startswith("unix:"):
-            socket_path = base.removeprefix("unix:")
-            if not socket_path.startswith("/"):
-                raise UsageError(
-                    f"{base!r} is not a unix socket URL",
-                    "write unix:/PATH with the absolute path of server.admin_listen's socket",
-                )
-            return cls(path, socket=socket_path)
-        return cls(base.rstrip("/") + path, ca_file=ca)
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP over a unix stream socket (the daemon's admin socket)."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an error: the bearer token must go to the daemon only."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def fetch_signing_key(endpoint: Endpoint, token: str, timeout: float) -> Schedule:
     """``GET endpoint`` with the bearer token, parsed into a :class:`Schedule`."""
     data = get_json(
@@ -469,118 +375,3 @@ def fetch_signing_key(endpoint: Endpoint, token: str, timeout: float) -> Schedul
         raise KeyrotdError(
             f"{endpoint}: not a signing-key response ({exc})", "check that the URL is the daemon's"
         ) from None
-
-
-def get_json(
-    url: str | Endpoint,
-    *,
-    timeout: float,
-    what: str,
-    headers: Mapping[str, str] | None = None,
-    status_hints: Mapping[int, str] | None = None,
-) -> object:
-    """``GET url`` (an http or https URL, or an :class:`Endpoint`) and its JSON body (at most
-    1 MiB); every failure is a :class:`KeyrotdError` naming the URL."""
-    endpoint = url if isinstance(url, Endpoint) else Endpoint(url)
-    if endpoint.socket is None:
-        parts = urllib.parse.urlsplit(endpoint.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(
-                f"{endpoint.url!r} is not an http(s) URL", "use e.g. http://127.0.0.1:8080"
-            )
-    sent = {"Accept": "application/json", **(headers or {})}
-    try:
-        status, reason, body = _get(endpoint, sent, timeout)
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
-        cause = getattr(exc, "reason", exc)
-        raise KeyrotdError(f"{endpoint}: cannot fetch the {what} ({cause})", "is it up?") from None
-    if not 200 <= status < 300:
-        hint = (status_hints or {}).get(status, f"check the URL; it should serve a {what}")
-        raise KeyrotdError(f"{endpoint}: HTTP {status} {reason}", hint)
-    if len(body) > _MAX_RESPONSE:
-        raise KeyrotdError(f"{endpoint}: the {what} is larger than 1 MiB", "check the URL")
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise KeyrotdError(f"{endpoint}: the {what} is not JSON", "check the URL") from None
-
-
-def _get(endpoint: Endpoint, headers: Mapping[str, str], timeout: float) -> tuple[int, str, bytes]:
-    """Status, reason and body (at most 1 MiB and a byte) of ``GET endpoint``."""
-    if endpoint.socket is not None:
-        connection = _UnixConnection(endpoint.socket, timeout)
-        try:
-            connection.request("GET", endpoint.url, headers=dict(headers))
-            response = connection.getresponse()
-            return response.status, response.reason, response.read(_MAX_RESPONSE + 1)
-        finally:
-            connection.close()
-    handlers: list[urllib.request.BaseHandler] = []
-    if endpoint.ca_file is not None:
-        handlers.append(urllib.request.HTTPSHandler(context=_trusting(endpoint.ca_file)))
-    if "Authorization" in headers:
-        handlers.append(_NoRedirect())
-    opener = urllib.request.build_opener(*handlers)
-    request = urllib.request.Request(endpoint.url, headers=dict(headers))  # noqa: S310
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return response.status, response.reason, response.read(_MAX_RESPONSE + 1)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return exc.code, str(exc.reason), b""
-
-
-def _trusting(ca_file: str) -> ssl.SSLContext:
-    """A client context that trusts only the CA certificates in ``ca_file``."""
-    try:
-        return ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise ConfigError(
-            f"cannot read ca_file {ca_file} ({reason})",
-            "give the PEM file of the CA that signed the daemon's certificate",
-        ) from None
-
-
-def parse_signing_key(data: object) -> Schedule:
-    """Validate the endpoint's JSON; any problem is a ``ValueError`` saying which member."""
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    active = _private_jwk(data.get("active"), "active")
-    upcoming = data.get("next")
-    at = data.get("next_activates_at")
-    if upcoming is None and at is not None:
-        # next without a time is a successor awaiting confirmation (CONTRACT 9): held, not used
-        raise ValueError("next_activates_at is set but next is null (both, or next alone)")
-    return Schedule(
-        active=active,
-        next=None if upcoming is None else _private_jwk(upcoming, "next"),
-        next_activates_at=None if at is None else _timestamp(at),
-        token_lifetime=_optional_seconds(data.get("token_lifetime"), "token_lifetime"),
-        # whole seconds rounded down: a sub-second publish_ahead arrives as 0
-        publish_ahead=_optional_seconds(data.get("publish_ahead"), "publish_ahead", zero=True),
-    )
-
-
-def _private_jwk(value: object, member: str) -> Jwk:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ValueError(f"{member} is not a JWK")
-    if not value.get("kid") or value.get("alg") not in ALGORITHMS or "d" not in value:
-        raise ValueError(f"{member} is not a private JWK with kid and a supported alg")
-    return value
-
-
-def _timestamp(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("next_activates_at is not an RFC 3339 string")
-    return utc(datetime.fromisoformat(value))
-
-
-def _optional_seconds(value: object, member: str, *, zero: bool = False) -> timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"{member} is not a positive number of seconds")
-    if value == 0 and not zero:
-        raise ValueError(f"{member} is not a positive number of seconds")
-    return timedelta(seconds=value)

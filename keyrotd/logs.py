@@ -12,6 +12,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Final, TextIO
 
+from keyrotd.times import rfc3339
+
 FIELDS: Final = (
     "event",
     "keyset",
@@ -31,7 +33,7 @@ PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # CONTRACT 9 events
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+            "ts": rfc3339(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from keyrotd.model import Key, Propagation, UrlProgress
+from keyrotd.times import rfc3339
 
 ANNOUNCE_SLACK: Final = timedelta(seconds=1)
 """Added to ``refresh_interval``: a confirmation is written a moment after it was planned."""
@@ -97,10 +98,6 @@ def confirmation_delay(key: Key) -> timedelta | None:
     return progress.confirmed_at - key.created_at
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
 def held_report(pending: tuple[Key, ...], now: datetime) -> dict[str, object] | None:
     """``status --json`` ``held``: the successor held past its schedule, the URLs lacking it."""
     holding = next((k for k in pending if held(k, now)), None)
@@ -115,13 +112,13 @@ def progress_report(key: Key) -> dict[str, object] | None:
     if progress is None:
         return None
     return {
-        "scheduled_at": _iso(progress.scheduled_at),
-        "confirmed_at": _iso(progress.confirmed_at) if progress.confirmed_at else None,
+        "scheduled_at": rfc3339(progress.scheduled_at),
+        "confirmed_at": rfc3339(progress.confirmed_at) if progress.confirmed_at else None,
         "urls": [
             {
                 "url": u.url,
-                "first_seen": _iso(u.first_seen) if u.first_seen else None,
-                "lacking_since": _iso(u.lacking_since) if u.lacking_since else None,
+                "first_seen": rfc3339(u.first_seen) if u.first_seen else None,
+                "lacking_since": rfc3339(u.lacking_since) if u.lacking_since else None,
             }
             for u in progress.urls
         ],
@@ -139,8 +136,11 @@ def summary(key: Key) -> str:
     missing = [u for u in progress.urls if u.lacking_since is not None]
     if missing:
         line += ", " + ", ".join(
-            f"missing at {u.url} since {_iso(u.lacking_since)}" for u in missing if u.lacking_since
+            f"missing at {u.url} since {rfc3339(u.lacking_since)}"
+            for u in missing
+            if u.lacking_since
         )
     if key.activates_at is not None and progress.confirmed_at is not None:
-        line += f"; confirmed {_iso(progress.confirmed_at)}, activates {_iso(key.activates_at)}"
+        confirmed, activates = rfc3339(progress.confirmed_at), rfc3339(key.activates_at)
+        line += f"; confirmed {confirmed}, activates {activates}"
     return line

@@ -17,6 +17,7 @@ from typing import Final
 from keyrotd.lifecycle import next_transition
 from keyrotd.model import Key, Keyset, KeyState, Policy
 from keyrotd.propagation import summary
+from keyrotd.times import rfc3339
 
 PUBLISHED: Final = "."
 SIGNING: Final = "#"
@@ -84,7 +85,8 @@ def render_status(
         lines.append(f"{_INDENT}history: {count} keys out of the JWKS (kid and times in --json)")
     if upcoming is not None:
         lines.append(
-            f"{_INDENT}next transition: {stamp(upcoming)} (in {human_duration(upcoming - now)}): "
+            f"{_INDENT}next transition: {rfc3339(upcoming, 'seconds')} "
+            f"(in {human_duration(upcoming - now)}): "
             f"{what_happens(keyset, upcoming)}"
         )
     return "\n".join(lines) + "\n"
@@ -99,8 +101,8 @@ def key_spans(key: Key, keyset: Keyset, policy: Policy) -> tuple[Span, ...]:
         return (Span(key.created_at, activates, PUBLISHED), Span(activates, None, SIGNING))
     retires = key.retired_at
     if retires is None:
-        successors = [k.activates_at for k in keyset.pending if k.activates_at is not None]
-        retires = min(successors, default=None)
+        successor = keyset.successor
+        retires = None if successor is None else successor.activates_at
     expires = key.expires_at
     if expires is None and retires is not None:
         expires = retires + policy.retention
@@ -167,7 +169,7 @@ def key_line(key: Key) -> str:
     """The full kid (for ``revoke``) and the times the document holds."""
     awaiting = key.state is KeyState.PENDING and key.propagation is not None
     when = {
-        KeyState.PENDING: f"activates {stamp(key.activates_at)}"
+        KeyState.PENDING: f"activates {rfc3339(key.activates_at, 'seconds')}"
         if key.activates_at is not None
         else "awaiting confirmation",
         KeyState.ACTIVE: f"active since {_maybe(key.activates_at)}",
@@ -188,13 +190,9 @@ def what_happens(keyset: Keyset, at: datetime) -> str:
     return "a successor is published"
 
 
-def stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def short_stamp(moment: datetime) -> str:
     return moment.strftime("%m-%d %H:%M")
 
 
 def _maybe(moment: datetime | None) -> str:
-    return stamp(moment) if moment is not None else "(not yet known)"
+    return rfc3339(moment, "seconds") if moment is not None else "(not yet known)"

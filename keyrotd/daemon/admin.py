@@ -44,11 +44,12 @@ from keyrotd.daemon.responses import (
     too_large,
     unauthorized,
 )
-from keyrotd.daemon.state import Board, rfc3339
+from keyrotd.daemon.state import Board
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError
 from keyrotd.lifecycle import Command, Revoke, Rotate
 from keyrotd.manager import Outcome
 from keyrotd.secretfiles import load_admin_token as load_admin_token  # its home moved there
+from keyrotd.times import rfc3339
 
 log = logging.getLogger("keyrotd.daemon")
 
@@ -216,12 +217,8 @@ async def command(admin: Admin, executor: Executor, name: str, action: Command) 
 
 def outcome_json(name: str, outcome: Outcome) -> dict[str, object]:
     """The body of a rotate or revoke response: what changed, and the next activation."""
-    pending = sorted(
-        (k for k in outcome.keyset.pending if k.activates_at is not None),
-        key=lambda k: (k.activates_at, k.created_at),
-    )
     active = outcome.keyset.active
-    upcoming = pending[0] if pending else None
+    upcoming = outcome.keyset.successor
     return {
         "keyset": name,
         "transitions": [

@@ -7,7 +7,9 @@ the monotonic clock from a thread that sleeps on the monotonic clock, and report
 jobs can be scheduled again from the new wall time.
 
 A forward jump cannot be undone that way: keyrotd's schedule is in wall-clock time, shared with
-issuers and other replicas, so what was due within the jump is due now. It is logged.
+issuers and other replicas. It is logged, and the manager postpones what fell due within the jump
+by its size (``times.forward_jump``, ``lifecycle.Postpone``), so G2 and G3 hold in elapsed time;
+until then the served view stays at the elapsed time (``state.Board.current``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from keyrotd.times import CLOCK_JUMP
+
 CHECK_EVERY: Final = 1.0
 """Seconds (monotonic) between two comparisons of the clocks."""
-JUMP: Final = 0.5
-"""A difference between the clocks' progress above this many seconds is a jump."""
+JUMP: Final = CLOCK_JUMP.total_seconds()
+"""A difference between the clocks' progress above this many seconds is a jump, either way."""
 
 
 class ClockWatch:

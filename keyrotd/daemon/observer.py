@@ -30,10 +30,11 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from keyrotd.daemon.state import Board, Snapshot, rfc3339
+from keyrotd.daemon.state import Board, Snapshot
 from keyrotd.lifecycle import Observed
 from keyrotd.model import Keyset, KeyState
 from keyrotd.propagation import Answer, Poll, confirmation_delay, held
+from keyrotd.times import rfc3339
 
 if TYPE_CHECKING:
     from keyrotd.daemon.scheduling import Rotator

@@ -41,8 +41,8 @@ from keyrotd.daemon.state import Board
 from keyrotd.daemon.systemd import Notifier, Readiness
 from keyrotd.daemon.tls import TlsCopies, TlsPair, check_tls_pair
 from keyrotd.errors import ConfigError, KeyrotdError
-from keyrotd.manager import utc_now
 from keyrotd.storage import open_storage
+from keyrotd.times import utc_now
 
 log = logging.getLogger("keyrotd.daemon")
 

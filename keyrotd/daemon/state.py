@@ -24,23 +24,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from keyrotd.config import KeysetSettings
 from keyrotd.daemon.responses import compact_json, strong_etag
 from keyrotd.lifecycle import next_transition, view
-from keyrotd.manager import CLOCK_JUMP
 from keyrotd.model import Keyset, KeyState
+from keyrotd.schedule import schedule_of, signing_key_body
+from keyrotd.times import CLOCK_JUMP, forward_jump
 
 NEVER: Final = math.inf
-
-
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-CLOCK_JUMP_SECONDS: Final = CLOCK_JUMP.total_seconds()
 
 
 def _epoch(value: datetime | None) -> float:
@@ -104,20 +98,8 @@ class Published:
         active = self.keyset.active
         if active is None or active.private_jwk is None:
             raise LookupError(f"keyset {self.name} has no active key")
-        successor = self.keyset.successor
-        policy = self.settings.policy
-        return compact_json(
-            {
-                "active": dict(active.private()),
-                "next": dict(successor.private()) if successor else None,
-                "next_activates_at": rfc3339(successor.activates_at)
-                if successor and successor.activates_at
-                else None,
-                # whole seconds (rounded down): integer decoders (Go, serde) refuse 3600.0
-                "token_lifetime": math.floor(policy.token_lifetime.total_seconds()),
-                "publish_ahead": math.floor(policy.publish_ahead.total_seconds()),
-            }
-        )
+        schedule = schedule_of(self.keyset, self.settings.policy, f"keyset {self.name}")
+        return compact_json(signing_key_body(schedule))
 
 
 @dataclass(frozen=True)
@@ -186,12 +168,17 @@ class Board:
         if published is None or now < published.recompute_at:
             return published
         # After a forward jump of the wall clock, what fell due within the jump is not due yet:
-        # view the keyset at the time elapsed since the last view until the manager has
-        # postponed the schedule by the jump and a new view is loaded.
+        # view the keyset at the time elapsed since the last view (less the margin, as the
+        # manager postpones by jump + CLOCK_JUMP) until the manager has postponed the schedule
+        # and a new view is loaded.
         mono = self._monotonic()
-        jump = (now - published.computed_wall) - (mono - published.computed_mono)
-        at = now - jump - CLOCK_JUMP_SECONDS if jump > CLOCK_JUMP_SECONDS else now
-        seen_at = datetime.fromtimestamp(at, UTC)
+        jump = forward_jump(
+            timedelta(seconds=now - published.computed_wall),
+            timedelta(seconds=mono - published.computed_mono),
+        )
+        seen_at = datetime.fromtimestamp(now, UTC)
+        if jump is not None:
+            seen_at -= jump + CLOCK_JUMP
         fresh = Published.compute(published.settings, published.stored, seen_at, mono)
         with self._lock:
             if self.snapshot.published.get(name) is published:  # nobody stored a newer one

@@ -1,0 +1,159 @@
+"""A bounded JSON GET over http(s) or a daemon's unix socket, every failure a KeyrotdError.
+
+:func:`get_json` serves the issuer (``keyrotd.client``) and ``keyrotd inspect --jwks-url``: an
+:class:`Endpoint` is a URL (optionally trusting one CA file) or a request path on a unix socket;
+the body is at most 1 MiB, and with an ``Authorization`` header redirects are refused so the
+bearer token goes to the daemon only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from keyrotd.errors import ConfigError, KeyrotdError, UsageError
+
+__all__ = ["Endpoint", "get_json"]
+
+_MAX_RESPONSE: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A URL to GET: ``http(s)://...`` (``ca_file``: the CA to trust for https), or a request
+    ``path`` on the unix socket ``socket``."""
+
+    url: str
+    socket: str | None = None
+    ca_file: str | None = None
+
+    def __str__(self) -> str:
+        return self.url if self.socket is None else f"unix:{self.socket} {self.url}"
+
+    @classmethod
+    def of_daemon(
+        cls, base: str, path: str, ca_file: str | os.PathLike[str] | None = None
+    ) -> Endpoint:
+        """``path`` on the daemon at ``base``: ``http(s)://HOST:PORT[/PREFIX]`` or
+        ``unix:/PATH``."""
+        ca = None if ca_file is None else os.fspath(ca_file)
+        if ca is not None and not base.startswith("https://"):
+            raise UsageError(
+                f"ca_file is for https:// URLs, not {base!r}",
+                "use the daemon's https:// URL (server.tls_cert_file is set), or leave ca_file "
+                "out for http:// and unix:/PATH",
+            )
+        if base.startswith("unix:"):
+            socket_path = base.removeprefix("unix:")
+            if not socket_path.startswith("/"):
+                raise UsageError(
+                    f"{base!r} is not a unix socket URL",
+                    "write unix:/PATH with the absolute path of server.admin_listen's socket",
+                )
+            return cls(path, socket=socket_path)
+        return cls(base.rstrip("/") + path, ca_file=ca)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix stream socket (the daemon's admin socket)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: the bearer token must go to the daemon only."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def get_json(
+    url: str | Endpoint,
+    *,
+    timeout: float,
+    what: str,
+    headers: Mapping[str, str] | None = None,
+    status_hints: Mapping[int, str] | None = None,
+) -> object:
+    """``GET url`` (an http or https URL, or an :class:`Endpoint`) and its JSON body (at most
+    1 MiB); every failure is a :class:`KeyrotdError` naming the URL."""
+    endpoint = url if isinstance(url, Endpoint) else Endpoint(url)
+    if endpoint.socket is None:
+        parts = urllib.parse.urlsplit(endpoint.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(
+                f"{endpoint.url!r} is not an http(s) URL", "use e.g. http://127.0.0.1:8080"
+            )
+    sent = {"Accept": "application/json", **(headers or {})}
+    try:
+        status, reason, body = _get(endpoint, sent, timeout)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        cause = getattr(exc, "reason", exc)
+        raise KeyrotdError(f"{endpoint}: cannot fetch the {what} ({cause})", "is it up?") from None
+    if not 200 <= status < 300:
+        hint = (status_hints or {}).get(status, f"check the URL; it should serve a {what}")
+        raise KeyrotdError(f"{endpoint}: HTTP {status} {reason}", hint)
+    if len(body) > _MAX_RESPONSE:
+        raise KeyrotdError(f"{endpoint}: the {what} is larger than 1 MiB", "check the URL")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise KeyrotdError(f"{endpoint}: the {what} is not JSON", "check the URL") from None
+
+
+def _get(endpoint: Endpoint, headers: Mapping[str, str], timeout: float) -> tuple[int, str, bytes]:
+    """Status, reason and body (at most 1 MiB and a byte) of ``GET endpoint``."""
+    if endpoint.socket is not None:
+        connection = _UnixConnection(endpoint.socket, timeout)
+        try:
+            connection.request("GET", endpoint.url, headers=dict(headers))
+            response = connection.getresponse()
+            return response.status, response.reason, response.read(_MAX_RESPONSE + 1)
+        finally:
+            connection.close()
+    handlers: list[urllib.request.BaseHandler] = []
+    if endpoint.ca_file is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=_trusting(endpoint.ca_file)))
+    if "Authorization" in headers:
+        handlers.append(_NoRedirect())
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(endpoint.url, headers=dict(headers))  # noqa: S310
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return response.status, response.reason, response.read(_MAX_RESPONSE + 1)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code, str(exc.reason), b""
+
+
+def _trusting(ca_file: str) -> ssl.SSLContext:
+    """A client context that trusts only the CA certificates in ``ca_file``."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(
+            f"cannot read ca_file {ca_file} ({reason})",
+            "give the PEM file of the CA that signed the daemon's certificate",
+        ) from None
