@@ -42,8 +42,7 @@ from joserfc.jwk import Key
 
 from keyrotd.durations import format_duration
 from keyrotd.errors import ConfigError, KeyrotdError, TokenError
-from keyrotd.fetching import Endpoint
-from keyrotd.fetching import get_json as get_json  # re-exported until inspection imports fetching
+from keyrotd.fetching import Endpoint, get_json
 from keyrotd.model import Jwk
 from keyrotd.schedule import Schedule, parse_signing_key, schedule_of
 from keyrotd.times import Clock, utc_now

@@ -111,7 +111,7 @@ def _stored_keyset(manager: KeysetManager, now: datetime) -> Keyset:
 
 def jwks_source(url: str) -> KeySource:
     """The keys of a JWKS fetched over HTTP(S); the leeway is :data:`DEFAULT_SKEW`."""
-    from keyrotd.client import get_json
+    from keyrotd.fetching import get_json
 
     try:
         document = get_json(url, timeout=JWKS_TIMEOUT, what="JWKS")
