@@ -21,6 +21,7 @@ other log line does.
 from __future__ import annotations
 
 import asyncio
+import encodings.unicode_escape  # noqa: F401 (loaded now: ``shown`` must not import on a request)
 import ipaddress
 import logging
 from collections import deque
