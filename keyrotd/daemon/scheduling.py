@@ -200,8 +200,11 @@ class Rotator:
     def _retry(self, name: str, error: Exception) -> None:
         """A temporary failure is tried again after the backoff; a permanent one waits for the
         next refresh (no tight loop on a tampered document or a denied permission)."""
+        if not is_temporary(error):
+            self._failures.pop(name, None)
+            return
         failures = self._failures[name] = self._failures.get(name, 0) + 1
-        if not is_temporary(error) or failures >= self.retry.attempts:
+        if failures >= self.retry.attempts:
             return
         delay = self.retry.capped(self.refresh_interval).delay(failures)
         self._at(f"transition:{name}", self.clock() + delay, self._transition, name)

@@ -55,7 +55,7 @@ def assert_once_per_refresh(lines: int, counted: float) -> None:
     refreshes = WINDOW / REFRESH
     # one per refresh; a retry loop (0.5 s, 1 s, ... beside the refresh) would log about twice
     assert refreshes - 1 <= lines <= refreshes + 1, lines
-    assert counted == lines
+    assert abs(counted - lines) <= 1  # one counted per line logged; read a moment apart
 
 
 def test_a_tampered_document_is_reported_once_per_refresh(daemon: Daemon) -> None:
