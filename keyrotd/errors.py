@@ -3,15 +3,24 @@
 Every error a user can meet is a :class:`KeyrotdError` with a human message and a hint saying
 what to do. ``main()`` catches it once and prints ``message`` and ``hint`` on one line.
 Exit codes: :class:`ConfigError` and :class:`UsageError` exit 2, everything else 1.
+
+Each kind declares ``temporary``: true when the same call may well succeed if tried again later
+(unreachable or throttled storage, a held lock, a lost compare-and-swap). The retries read it
+(:mod:`keyrotd.retries`): a temporary error is retried with a backoff; a permanent one (bad
+configuration, permission denied, a tampered document) is reported and left to an operator.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class KeyrotdError(Exception):
     """Base of every keyrotd error: ``message`` says what happened, ``hint`` how to fix it."""
 
     exit_code = 1
+    temporary: ClassVar[bool] = False
+    """Worth trying again later, unchanged (see the module docstring)."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -23,19 +32,22 @@ class KeyrotdError(Exception):
 
 
 class ConfigError(KeyrotdError):
-    """The configuration or the policy is invalid (exit 2)."""
+    """The configuration or the policy is invalid, or a file is not accessible (exit 2)."""
 
     exit_code = 2
+    temporary = False
 
 
 class UsageError(KeyrotdError):
     """The command line is invalid (exit 2)."""
 
     exit_code = 2
+    temporary = False
 
 
 class StorageError(KeyrotdError):
-    """A storage backend failed. ``temporary`` errors are worth retrying."""
+    """A storage backend failed; permanent unless a subclass says otherwise (access denied,
+    bad credentials, an unexpected answer)."""
 
     temporary = False
 
@@ -58,14 +70,28 @@ class CorruptDocumentError(StorageError):
     It is never overwritten: an operator must look at it.
     """
 
+    temporary = False
+
 
 class DocumentTooLargeError(StorageError):
     """A document exceeds the backend's size limit."""
+
+    temporary = False
 
 
 class KeyNotFoundError(KeyrotdError):
     """A kid that the keyset does not hold."""
 
+    temporary = False
+
 
 class TokenError(KeyrotdError):
     """An issuer refused to mint a token (for example a lifetime above ``token_lifetime``)."""
+
+    temporary = False
+
+
+def is_temporary(error: BaseException) -> bool:
+    """Whether ``error`` is worth retrying: a keyrotd error that says so; anything else (a bug,
+    an untranslated library error) is permanent."""
+    return isinstance(error, KeyrotdError) and error.temporary

@@ -1,234 +1,30 @@
-"""Applying the planner to storage: read, plan, generate keys outside the write, compare-and-swap.
-
-This is the only place that writes keyset documents. On a lost compare-and-swap it re-reads and
-re-plans (G6); key generation never happens while a storage lock is held (STYLE rule 2).
-"""
+"""The writer's old name: re-exports :mod:`keyrotd.keysets` (and the clock words it once held)
+until every caller imports them from their own module."""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import random
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Final
-
-from keyrotd.errors import ConflictError, StorageError
-from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle import (
-    FIRST_KEY,
-    TICK,
-    Command,
-    Postpone,
-    Republish,
-    Transition,
-    plan,
-    view,
+from keyrotd.keysets import (
+    PUBLICATION_SLACK,
+    KeyFactory,
+    KeysetManager,
+    KeysetSpec,
+    Loaded,
+    Outcome,
+    SyncFailed,
+    log_transition,
 )
-from keyrotd.model import Keyset, Policy, from_json, to_json
-from keyrotd.storage.interface import Storage
-from keyrotd.times import CLOCK_JUMP as CLOCK_JUMP  # re-exported while callers move
-from keyrotd.times import Clock as Clock
-from keyrotd.times import utc_now as utc_now
+from keyrotd.times import CLOCK_JUMP, Clock, utc_now
 
-if TYPE_CHECKING:
-    from keyrotd.config import KeysetSettings
-
-log = logging.getLogger("keyrotd")
-
-KeyFactory = Callable[[str, int], NewKey]
-
-PUBLICATION_SLACK: Final = timedelta(seconds=1)
-"""A write that returns later than this after the plan's ``now`` re-dates the keys it created."""
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A keyset as read from storage: ``version`` is None when it was never written."""
-
-    keyset: Keyset
-    version: str | None
-    location: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    keyset: Keyset
-    transitions: tuple[Transition, ...]
-    written: bool
-    attempts: int
-
-
-@dataclass(frozen=True)
-class KeysetSpec:
-    """What the manager needs to know of a keyset's configuration."""
-
-    name: str
-    algorithm: str
-    rsa_key_size: int
-    policy: Policy
-
-    @classmethod
-    def from_settings(cls, settings: KeysetSettings) -> KeysetSpec:
-        return cls(settings.name, settings.algorithm, settings.rsa_key_size, settings.policy)
-
-
-class KeysetManager:
-    """Reads, plans and writes one keyset on one storage."""
-
-    max_attempts = 50
-
-    def __init__(
-        self,
-        storage: Storage,
-        spec: KeysetSpec,
-        clock: Clock = utc_now,
-        key_factory: KeyFactory = generate_key,
-        monotonic: Callable[[], float] | None = None,
-    ) -> None:
-        """``monotonic`` (a long-lived daemon passes ``time.monotonic``) lets the manager notice a
-        forward jump of the wall clock between two writes and postpone what fell due within it."""
-        self.storage = storage
-        self.spec = spec
-        self.clock = clock
-        self.key_factory = key_factory
-        self.monotonic = monotonic
-        self._anchor: tuple[datetime, float] | None = None
-        self._parsed: tuple[bytes, Keyset] | None = None
-        """The last document read or written and its parsed form: the same bytes parse alike."""
-        self._anchor_lock = threading.Lock()
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def load(self) -> Loaded:
-        stored = self.storage.read(self.name)
-        if stored is None:
-            return Loaded(Keyset(self.name), None, self.storage.location(self.name))
-        parsed = self._parsed
-        if parsed is not None and parsed[0] == stored.data:
-            return Loaded(parsed[1], stored.version, stored.location)
-        keyset = from_json(stored.data, stored.location)
-        self._parsed = (stored.data, keyset)
-        return Loaded(keyset, stored.version, stored.location)
-
-    def view(self, now: datetime | None = None) -> Keyset:
-        """The keyset as readers see it now (due transitions applied in memory, nothing written)."""
-        return view(self.load().keyset, self.spec.policy, now or self.clock())
-
-    def apply(self, command: Command = TICK) -> Outcome:
-        """Plan ``command`` against the stored keyset and write the result (compare-and-swap).
-
-        A write that returns more than ``PUBLICATION_SLACK`` after the time it was planned with
-        made its new keys visible only then: a second write re-dates them (G2 under slow storage).
-        """
-        self._postpone_after_a_clock_jump()
-        outcome, planned_at = self._apply(command)
-        created = frozenset(t.kid for t in outcome.transitions if t.event == "key.created")
-        published_at = self.clock()
-        if created and published_at - planned_at > PUBLICATION_SLACK:
-            redated, _ = self._apply(Republish(created))
-            if redated.written:
-                log.warning(
-                    "keyset %s: the write took until %s; its new keys count as published then",
-                    self.name,
-                    published_at.isoformat().replace("+00:00", "Z"),
-                    extra={"keyset": self.name},
-                )
-                return dataclasses.replace(outcome, keyset=redated.keyset)
-        return outcome
-
-    def _postpone_after_a_clock_jump(self) -> None:
-        """Compare the wall clock's progress with the monotonic clock's since the last call; a
-        forward jump postpones the schedule by its size (``lifecycle.Postpone``)."""
-        if self.monotonic is None:
-            return
-        with self._anchor_lock:
-            wall, mono = self.clock(), self.monotonic()
-            anchor, self._anchor = self._anchor, (wall, mono)
-        if anchor is None:
-            return
-        jump = (wall - anchor[0]) - timedelta(seconds=mono - anchor[1])
-        if jump <= CLOCK_JUMP:
-            return
-        log.warning(
-            "keyset %s: the wall clock jumped %.1fs ahead of the monotonic clock; postponing "
-            "what fell due within the jump",
-            self.name,
-            jump.total_seconds(),
-            extra={"event": "clock.jumped", "keyset": self.name},
-        )
-        try:
-            # The two clocks are read a moment apart: postpone by a margin more, later is safe.
-            self._apply(Postpone(jump + CLOCK_JUMP))
-        except BaseException:
-            with self._anchor_lock:
-                self._anchor = anchor  # measure the jump again next time
-            raise
-
-    def _apply(self, command: Command) -> tuple[Outcome, datetime]:
-        """One read-plan-write loop, re-planned on every lost compare-and-swap."""
-        fresh: tuple[NewKey, ...] = ()
-        loaded: Loaded | None = None
-        for attempt in range(1, self.max_attempts + 1):
-            loaded = loaded or self.load()
-            now = self.clock()
-            result = plan(loaded.keyset, self.spec.policy, now, command, fresh)
-            if result.needs_keys > len(fresh):
-                fresh += self._generate(result.needs_keys - len(fresh))
-                continue  # time passed while generating: plan again (the write checks the version)
-            if not result.changed:
-                return Outcome(result.keyset, (), written=False, attempts=attempt), now
-            data = to_json(result.keyset)
-            try:
-                self.storage.write(self.name, data, loaded.version)
-            except ConflictError:
-                log.debug("keyset %s: lost a compare-and-swap, re-planning", self.name)
-                loaded = None
-                time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 (jitter, not crypto)
-                continue
-            self._parsed = (data, result.keyset)
-            for transition in result.transitions:
-                log_transition(self.name, transition)
-            return Outcome(result.keyset, result.transitions, written=True, attempts=attempt), now
-        raise self._gave_up()
-
-    def _gave_up(self) -> StorageError:
-        return StorageError(
-            f"keyset {self.name}: gave up after {self.max_attempts} conflicting writes",
-            "another writer keeps changing it; check for a runaway process",
-        )
-
-    def _generate(self, count: int) -> tuple[NewKey, ...]:
-        return tuple(
-            self.key_factory(self.spec.algorithm, self.spec.rsa_key_size) for _ in range(count)
-        )
-
-
-def log_transition(keyset: str, transition: Transition) -> None:
-    """One log line per lifecycle event (``key.created`` …): keyset and kid, no key material."""
-    extra = {
-        "event": transition.event,
-        "keyset": keyset,
-        "kid": transition.kid,
-        "at": transition.at.isoformat().replace("+00:00", "Z"),
-    }
-    if transition.exception:
-        extra["exception"] = transition.exception
-        # A new keyset's first key is expected; every other exception deserves attention.
-        level = logging.INFO if transition.exception == FIRST_KEY else logging.WARNING
-        log.log(
-            level,
-            "%s %s kid=%s (exception to publish-ahead: %s)",
-            transition.event,
-            keyset,
-            transition.kid,
-            transition.exception,
-            extra=extra,
-        )
-    else:
-        log.info("%s %s kid=%s", transition.event, keyset, transition.kid, extra=extra)
+__all__ = [
+    "CLOCK_JUMP",
+    "PUBLICATION_SLACK",
+    "Clock",
+    "KeyFactory",
+    "KeysetManager",
+    "KeysetSpec",
+    "Loaded",
+    "Outcome",
+    "SyncFailed",
+    "log_transition",
+    "utc_now",
+]

@@ -22,12 +22,14 @@ from typing import Final
 from keyrotd.config import KeysetSettings
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.state import Board
+from keyrotd.due import next_key_needed_at
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle import TICK, Command, plan
-from keyrotd.manager import Clock, KeysetManager, KeysetSpec, Outcome, utc_now
+from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome, SyncFailed
+from keyrotd.lifecycle import Command
 from keyrotd.model import Keyset
 from keyrotd.storage import Storage
+from keyrotd.times import Clock, utc_now
 
 log = logging.getLogger("keyrotd.daemon")
 
@@ -51,7 +53,6 @@ class KeysetRunner:
         self._spare_lock = threading.Lock()
         self._spare: tuple[tuple[str, int], NewKey] | None = None
         self._preparing = False
-        self._seen_document = False
         self.settings = settings
         # time.monotonic lets the manager notice a forward wall-clock jump and postpone by it.
         spec = KeysetSpec.from_settings(settings)
@@ -72,51 +73,43 @@ class KeysetRunner:
             self.manager.spec = KeysetSpec.from_settings(settings)
 
     def sync(self) -> Keyset:
-        """Re-read storage, write what is due, publish the result; failures are recorded, raised."""
+        """``manager.sync()`` and publish the result; failures are recorded, then raised (the
+        cause itself: the scheduler reads ``temporary`` on it)."""
         with self._lock:
             try:
-                loaded = self.manager.load()
-                if loaded.version is None and self._seen_document:
-                    raise StorageError(
-                        f"the document of keyset {self.name} disappeared from "
-                        f"{loaded.location}; refusing to start it afresh with new keys",
-                        "restore it from a backup (or restart keyrotd to create a new keyset)",
-                    )
-            except Exception as exc:
-                self.board.failed(self.name, self._failed("storage read", exc))
-                raise
-            self._seen_document = self._seen_document or loaded.version is not None
-            now = self.clock()
-            due = plan(loaded.keyset, self.settings.policy, now)
-            if not (due.changed or due.needs_keys):
-                self.board.loaded(self.settings, loaded.keyset, now)
-                return loaded.keyset
-            fallback = loaded.keyset if loaded.version is not None else None
-            return self._apply(TICK, fallback).keyset
+                outcome = self.manager.sync()
+            except SyncFailed as failed:
+                reason = self._failed(failed.stage, failed.cause)
+                self._publish_failure(reason, failed.read)
+                raise failed.cause from None
+            self._published(outcome)
+            return outcome.keyset
 
     def command(self, command: Command) -> Outcome:
         """An admin command (rotate, revoke) applied now."""
         with self._lock:
-            return self._apply(command)
+            try:
+                outcome = self.manager.apply(command)
+            except KeyNotFoundError:
+                raise
+            except Exception as exc:
+                self._publish_failure(self._failed("rotation", exc), None)
+                raise
+            self._published(outcome)
+            return outcome
 
-    def _apply(self, command: Command, fallback: Keyset | None = None) -> Outcome:
-        """``manager.apply`` and publish; on failure publish ``fallback`` (what was read)."""
-        try:
-            outcome = self.manager.apply(command)
-        except KeyNotFoundError:
-            raise
-        except Exception as exc:
-            reason = self._failed("rotation", exc)
-            if fallback is None:
-                self.board.failed(self.name, reason)
-            else:
-                self.board.loaded(self.settings, fallback, self.clock(), error=reason)
-            raise
-        self._seen_document = True
+    def _published(self, outcome: Outcome) -> None:
         for transition in outcome.transitions:
             self.metrics.transition(self.name, transition.event)
         self.board.loaded(self.settings, outcome.keyset, self.clock())
-        return outcome
+
+    def _publish_failure(self, reason: str, read: Keyset | None) -> None:
+        """Serve what was read with the error beside it, else mark the keyset failed (the board
+        keeps serving what it had)."""
+        if read is None:
+            self.board.failed(self.name, reason)
+        else:
+            self.board.loaded(self.settings, read, self.clock(), error=reason)
 
     def _failed(self, what: str, exc: Exception) -> str:
         """Count and log a failure; the reason as a human line (never key material)."""
@@ -134,13 +127,7 @@ class KeysetRunner:
     # -- keys -------------------------------------------------------------------------------
     def key_needed_at(self, keyset: Keyset) -> datetime:
         """When the planner will next need a fresh key (a successor becomes due)."""
-        policy = self.settings.policy
-        pending = [k.scheduled_at for k in keyset.pending if k.scheduled_at is not None]
-        active = keyset.active
-        start = max(pending) if pending else (active.activates_at if active else None)
-        if start is None:
-            return self.clock()
-        return start + policy.rotation_period - policy.publish_ahead
+        return next_key_needed_at(keyset, self.settings.policy) or self.clock()
 
     def prepare_spare(self) -> None:
         """Generate the spare key in a background thread, unless one is ready or on its way."""

@@ -13,8 +13,11 @@ after its time, silently: a busy machine would skip a rotation. Every job here h
 With ``keysets[].observe`` set, :class:`~keyrotd.daemon.observer.Observer` polls those URLs in a
 thread of its own and confirms successors through :meth:`Rotator.command` (CONTRACT section 9).
 
-Each keyset syncs in its own jobs, so a slow or failing keyset never stops the others; a failed
-sync is retried with a backoff (up to ``refresh_interval``).
+Each keyset syncs in its own jobs, so a slow or failing keyset never stops the others. A sync
+that failed on a temporary error (``KeyrotdError.temporary``: unreachable or throttled storage,
+a held lock) is retried with the backoff of :data:`keyrotd.retries.STORAGE`, never later than
+``refresh_interval``; a permanent one (permission denied, a tampered or corrupt document) is not
+retried: the next refresh meets it again, so it is logged and counted once per refresh.
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.observer import Observer
 from keyrotd.daemon.runner import SPARE_LEAD, KeysetRunner
 from keyrotd.daemon.state import Board
+from keyrotd.errors import is_temporary
+from keyrotd.keysets import Outcome
 from keyrotd.lifecycle import Command, next_transition
-from keyrotd.manager import Clock, Outcome, utc_now
 from keyrotd.model import Keyset
+from keyrotd.retries import STORAGE, Retry
 from keyrotd.storage import Storage
+from keyrotd.times import Clock, utc_now
 
 log = logging.getLogger("keyrotd.daemon")
 
-FIRST_RETRY: Final = timedelta(milliseconds=500)
 OVERDUE_RETRY: Final = timedelta(milliseconds=20)
 """A transition that is still due right after a successful sync is retried this soon."""
 
@@ -58,8 +63,10 @@ class Rotator:
         metrics: Metrics,
         refresh_interval: timedelta,
         clock: Clock = utc_now,
+        retry: Retry = STORAGE,
     ) -> None:
         self.storage = storage
+        self.retry = retry
         self.board = board
         self.metrics = metrics
         self.clock = clock
@@ -166,8 +173,8 @@ class Rotator:
             return
         try:
             keyset = runner.sync()
-        except Exception:  # recorded and logged by the runner
-            self._retry(name)
+        except Exception as error:  # recorded and logged by the runner
+            self._retry(name, error)
             return
         self._schedule(runner, keyset)
 
@@ -190,9 +197,16 @@ class Rotator:
             f"spare:{runner.name}", spare_at, lambda _name: runner.prepare_spare(), runner.name
         )
 
-    def _retry(self, name: str) -> None:
+    def _retry(self, name: str, error: Exception) -> None:
+        """A temporary failure is tried again after the backoff; a permanent one waits for the
+        next refresh (no tight loop on a tampered document or a denied permission)."""
+        if not is_temporary(error):
+            self._failures.pop(name, None)
+            return
         failures = self._failures[name] = self._failures.get(name, 0) + 1
-        delay = min(FIRST_RETRY * 2 ** min(failures - 1, 16), self.refresh_interval)
+        if failures >= self.retry.attempts:
+            return
+        delay = self.retry.capped(self.refresh_interval).delay(failures)
         self._at(f"transition:{name}", self.clock() + delay, self._transition, name)
 
     def _at(self, job_id: str, when: datetime, func: Callable[[str], None], name: str) -> None:

@@ -5,10 +5,12 @@ conditional: ``write`` succeeds only if the stored version is still ``expected_v
 ``expected_version=None``, if nothing is stored yet), else it raises :class:`ConflictError` and
 the caller re-reads and re-plans (G6).
 
-Errors: every failure is a :class:`StorageError`; the ones worth retrying (unreachable, throttled,
-a lost compare-and-swap) are :class:`TemporaryStorageError` or :class:`ConflictError`, whose
-``temporary`` attribute is true. A document that cannot be read back is a
-:class:`CorruptDocumentError` naming its location, and it is never overwritten.
+Errors: every failure is a :class:`StorageError`; each kind declares ``temporary``. The ones
+worth retrying (unreachable, throttled, a held lock, a lost compare-and-swap) are
+:class:`TemporaryStorageError` or :class:`ConflictError`; the writer re-plans after a conflict
+and the daemon retries the others with :mod:`keyrotd.retries`. Everything else is permanent and
+is reported, not retried: a document that cannot be read back is a :class:`CorruptDocumentError`
+naming its location, and it is never overwritten.
 """
 
 from __future__ import annotations
