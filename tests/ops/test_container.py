@@ -12,109 +12,27 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from daemon.harness import free_port, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
+from ops.containers import HOST_CA_BUNDLE, ROOT, ULIMITS, Podman, debian_image, needs_podman
+
 IMAGE = "localhost/keyrotd:ci"
 BASE = "localhost/keyrotd-base:ci"
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 UID = 10001
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which("podman") is None,
-        reason="podman is not installed (.ci/run installs podman, buildah, debootstrap, runc)",
-    ),
-]
-
-
-@dataclass(frozen=True)
-class Podman:
-    """podman with its own storage (vfs) and the runc runtime, which work on this machine."""
-
-    root: Path
-
-    def argv(self, *args: str) -> list[str]:
-        return [
-            "podman",
-            "--root",
-            str(self.root / "root"),
-            "--runroot",
-            str(self.root / "runroot"),
-            "--storage-driver",
-            "vfs",
-            "--runtime",
-            "runc",
-            *args,
-        ]
-
-    def run(
-        self, *args: str, check: bool = True, stdin: bytes | None = None, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            self.argv(*args),
-            input=stdin.decode() if stdin is not None else None,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"podman {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}"
-            )
-        return result
-
-
-@pytest.fixture(scope="module")
-def podman() -> Iterator[Podman]:
-    root = Path(tempfile.mkdtemp(prefix="keyrotd-podman-", dir="/var/tmp"))
-    try:
-        yield Podman(root)
-    finally:
-        subprocess.run(
-            Podman(root).argv("rm", "--all", "--force"), capture_output=True, check=False
-        )
-        shutil.rmtree(root, ignore_errors=True)
+pytestmark = [pytest.mark.slow, needs_podman]
 
 
 @pytest.fixture(scope="module")
 def image(podman: Podman) -> str:
-    debootstrap = shutil.which("debootstrap")
-    assert debootstrap, "debootstrap is needed to make the base image (apt-get install debootstrap)"
-    rootfs = podman.root / "rootfs"
-    subprocess.run(
-        [
-            debootstrap,
-            "--variant=minbase",
-            "--include=python3,python3-venv,ca-certificates",
-            "bookworm",
-            str(rootfs),
-        ],
-        capture_output=True,
-        check=True,
-        timeout=900,
-    )
-    tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True)
-    imported = subprocess.run(
-        podman.argv("import", "-", BASE), input=tar.stdout, capture_output=True, check=False
-    )
-    assert imported.returncode == 0, imported.stderr.decode()[-2000:]
-    shutil.rmtree(rootfs)
+    base = debian_image(podman, BASE, ["python3", "python3-venv", "ca-certificates"])
     # pip inside the build must trust what the host trusts (a TLS proxy's CA, if any)
     ca = ["-v", f"{HOST_CA_BUNDLE.parent}:/run/host-certs:ro"] if HOST_CA_BUNDLE.exists() else []
     pip_cert = f"/run/host-certs/{HOST_CA_BUNDLE.name}" if ca else ""
@@ -126,7 +44,7 @@ def image(podman: Podman) -> str:
         "chroot",
         "--pull=never",
         "--build-arg",
-        f"BASE={BASE}",
+        f"BASE={base}",
         "--build-arg",
         f"PIP_CERT={pip_cert}",
         *ca,
@@ -164,10 +82,7 @@ def jwks_when_up(port: int) -> dict[str, Any]:
 
 def run_options(port: int, volume: str) -> list[str]:
     return [
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
+        *ULIMITS,
         "-p",
         f"127.0.0.1:{port}:8080",
         "-v",
