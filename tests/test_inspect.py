@@ -22,10 +22,8 @@ from typing import Any
 
 import jwt
 import pytest
-from faults.helpers import ManualClock  # tests/faults, on sys.path as "faults"
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_cli import open_dir, run_unprivileged, unreadable_store  # noqa: F401 (a fixture)
 
 from keyrotd.cli import main
 from keyrotd.config import load_settings
@@ -36,6 +34,8 @@ from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Jwk
 from keyrotd.storage import open_storage
 from keyrotd.tokens import b64url_encode, import_key, json_part, sign_compact
+from tests.faults.helpers import ManualClock
+from tests.test_cli import open_dir, run_unprivileged, unreadable_store  # noqa: F401 (a fixture)
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from keyrotd.cli import main
+from tests.support.daemon import TOKEN, Daemon
+from tests.support.waiting import wait_for
 
 from .conftest import DaemonFactory
-from .harness import TOKEN, Daemon, wait_for
 
 KEYSETS: list[dict[str, object]] = [
     {"name": name, "algorithm": "ES256", "rotation_period": "1h", "publish_ahead": "1h"}

@@ -25,7 +25,9 @@ from typing import Any
 
 import jwt
 import pytest
-from daemon.harness import free_port, wait_for
+
+from tests.support.daemon import free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/keyrotd:ci"

@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from faults.test_races import TRANSITION
-
 from keyrotd.lifecycle import Transition
+from tests.faults.test_races import TRANSITION
 
 FORK_SERVER = """
 import contextlib, io, json, os, sys, time, traceback
