@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from tests.support.http import local_server
+
 
 def closed_port_url() -> str:
     """The URL of a local port that was free a moment ago (connections are refused)."""
@@ -69,17 +71,11 @@ class ScriptedEndpoint:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: the test asserts on ``requests``."""
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
         try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
+            with local_server(Handler) as url:
+                yield url
         finally:
             release.set()
-            server.shutdown()
-            server.server_close()
-            thread.join()
 
     def body(self, status: int, code: str) -> bytes:
         if status == 200:
@@ -135,13 +131,5 @@ class LossyProxy:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet."""
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+        with local_server(Handler) as url:
+            yield url
