@@ -29,7 +29,7 @@ from keyrotd.keys import generate_key
 from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import ALGORITHMS
 from keyrotd.storage import open_storage
-from tests.faults.helpers import ManualClock
+from tests.support.clock import ManualClock
 
 if TYPE_CHECKING:
     from tests.support.daemon import Daemon

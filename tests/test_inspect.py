@@ -34,7 +34,7 @@ from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Jwk
 from keyrotd.storage import open_storage
 from keyrotd.tokens import b64url_encode, import_key, json_part, sign_compact
-from tests.faults.helpers import ManualClock
+from tests.support.clock import ManualClock
 from tests.test_cli import open_dir, run_unprivileged, unreadable_store  # noqa: F401 (a fixture)
 
 HOUR = timedelta(hours=1)

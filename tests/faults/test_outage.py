@@ -35,10 +35,9 @@ from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Policy
 from keyrotd.storage import Storage, Versioned
 from keyrotd.storage.file import FileStorage
+from tests.support.clock import ManualClock
 from tests.support.daemon import NOBODY, Daemon, free_port, start_daemon
 from tests.support.http import metric
-
-from .helpers import ManualClock
 
 PUBLISH_AHEAD = 2.5
 RETENTION = 1.5

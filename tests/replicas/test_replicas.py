@@ -50,9 +50,10 @@ from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
 from keyrotd.model import Key, KeyState, Policy, from_json
 from keyrotd.storage.aws import AwsStorage, RetryPolicy
 from tests.daemon.test_rotation_e2e import KEYSET, MAX_AGE, PUBLISH_AHEAD, REFRESH, ROTATIONS
-from tests.faults.helpers import T0, ManualClock, activated
+from tests.faults.helpers import activated
 from tests.faults.test_races import Backend, Race
 from tests.storage.test_aws import ApiCalls
+from tests.support.clock import T0, ManualClock
 from tests.support.daemon import TOKEN, Daemon
 from tests.support.http import metric
 from tests.support.moto import (
