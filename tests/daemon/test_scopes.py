@@ -2,7 +2,7 @@
 (even when the rest of the new configuration is refused), a bad clients file keeps the old ones.
 
 Clients are made by ``keyrotd client add`` (in-process ``main``); the daemon is a real
-``keyrotd run`` subprocess reached over HTTP (``harness``).
+``keyrotd run`` subprocess reached over HTTP (``tests.support.daemon``).
 """
 
 from __future__ import annotations
