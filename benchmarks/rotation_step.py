@@ -26,8 +26,8 @@ from pathlib import Path
 from daemon_tools import percentile
 
 from keyrotd.keys import NewKey, generate_key
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import next_transition
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
 

@@ -138,7 +138,7 @@ class Issuer:
         """Read the keyset (default: the first one) from storage, as configured: ``path`` as
         ``--config``; without it ``$KEYROTD_CONFIG``, else ``./keyrotd.toml``, else defaults."""
         from keyrotd.config import load_settings
-        from keyrotd.manager import KeysetManager, KeysetSpec
+        from keyrotd.keysets import KeysetManager, KeysetSpec
         from keyrotd.storage import open_storage
 
         settings = load_settings(None if path is None else _config_file(path), environ)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 import pytest
-from faults.helpers import ManualClock  # tests/faults, on sys.path as "faults"
 
 from keyrotd import KeyrotdError
 from keyrotd.cli import main as cli
@@ -27,12 +26,13 @@ from keyrotd.client import Issuer, Schedule, parse_signing_key
 from keyrotd.config import load_settings
 from keyrotd.errors import TokenError
 from keyrotd.keys import generate_key
-from keyrotd.manager import KeysetManager, KeysetSpec
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.model import ALGORITHMS
 from keyrotd.storage import open_storage
+from tests.support.clock import ManualClock
 
 if TYPE_CHECKING:
-    from daemon.harness import Daemon
+    from tests.support.daemon import Daemon
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 NO_TIME_CHECKS = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
@@ -773,7 +773,7 @@ def test_a_garbage_response_is_an_error_naming_the_endpoint(fake_daemon: FakeDae
 @pytest.fixture
 def running_daemon(tmp_path: Path) -> Iterator[Daemon]:
     """``keyrotd run`` (tests/daemon/harness.py) rotating an ES256 keyset every 2s."""
-    from daemon.harness import make_daemon  # tests/daemon, on sys.path as "daemon"
+    from tests.support.daemon import make_daemon
 
     keyset = {
         "name": "default",
@@ -801,7 +801,7 @@ def test_issuers_follow_ten_rotations_of_a_running_daemon_across_a_restart(
     it for jwks_max_age: each new key is there before an issuer signs with it (G2). Midway
     the daemon stops for a while and restarts: the issuers keep signing with the keys they hold,
     and those tokens verify once it is back."""
-    from daemon.harness import TOKEN
+    from tests.support.daemon import TOKEN
 
     daemon = running_daemon
     url = f"http://127.0.0.1:{daemon.port}"
@@ -847,7 +847,7 @@ def test_issuers_follow_ten_rotations_of_a_running_daemon_across_a_restart(
 def test_from_url_without_keyset_signs_with_the_first_keyset_of_a_running_daemon(
     tmp_path: Path,
 ) -> None:
-    from daemon.harness import TOKEN, make_daemon  # tests/daemon, on sys.path as "daemon"
+    from tests.support.daemon import TOKEN, make_daemon
 
     keysets: list[dict[str, object]] = [
         {"name": "api", "algorithm": "ES256"},
@@ -870,7 +870,7 @@ def test_from_url_with_a_scoped_client_token_signs_for_its_keyset_only(
 ) -> None:
     """A ``signing-key:api`` client (``keyrotd client add``) of a running daemon: its issuer's
     tokens verify with PyJWT against the served JWKS; another keyset is refused (403)."""
-    from daemon.harness import make_daemon  # tests/daemon, on sys.path as "daemon"
+    from tests.support.daemon import make_daemon
 
     keysets: list[dict[str, object]] = [
         {"name": "api", "algorithm": "ES256"},
@@ -943,7 +943,7 @@ def test_the_node_issuer_of_the_docs_signs_with_a_scoped_token(
     """docs/issuers.md's script with a ``signing-key:api`` token: over TCP to a running daemon,
     and (relaying that daemon's answer) over a unix socket and over HTTPS with its CA file; each
     token verifies with PyJWT against the daemon's JWKS. Without the CA file HTTPS fails."""
-    from daemon.harness import make_daemon  # tests/daemon, on sys.path as "daemon"
+    from tests.support.daemon import make_daemon
 
     keysets: list[dict[str, object]] = [
         {"name": "web", "algorithm": "RS256"},

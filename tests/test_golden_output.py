@@ -27,8 +27,8 @@ from joserfc.jwk import OKPKey
 from keyrotd.cli import main
 from keyrotd.config import load_settings
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey, thumbprint
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import Revoke
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Jwk
 from keyrotd.storage import open_storage
 from keyrotd.tokens import import_key, sign_compact

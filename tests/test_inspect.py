@@ -24,20 +24,20 @@ from typing import Any
 
 import jwt
 import pytest
-from faults.helpers import ManualClock  # tests/faults, on sys.path as "faults"
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_cli import open_dir, run_unprivileged, unreadable_store  # noqa: F401 (a fixture)
 
 from keyrotd.cli import main
 from keyrotd.config import load_settings
 from keyrotd.inspection import CAUSES, KeySource, inspect_token
 from keyrotd.keys import generate_key
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import Revoke
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Jwk
 from keyrotd.storage import open_storage
 from keyrotd.tokens import b64url_encode, import_key, json_part, sign_compact
+from tests.support.clock import ManualClock
+from tests.test_cli import open_dir, run_unprivileged, unreadable_store  # noqa: F401 (a fixture)
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -686,7 +686,7 @@ def test_arbitrary_claims_with_a_good_signature(
     check_outcome(code, out, err, options)
 
 
-GLUE = ("keyrotd.storage", "keyrotd.config", "keyrotd.manager", "keyrotd.cli", "keyrotd.commands")
+GLUE = ("keyrotd.storage", "keyrotd.config", "keyrotd.keysets", "keyrotd.cli")
 """What the pure checker must not load: storage, configuration loading, the writer, the CLI."""
 
 

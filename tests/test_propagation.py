@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_lifecycle import T0, check_document, step
 
 from keyrotd.cli import main
 from keyrotd.config import KeysetSettings, load_settings
@@ -24,6 +23,7 @@ from keyrotd.errors import KeyrotdError
 from keyrotd.lifecycle import TICK, Command, Observed, Rotate, Transition, view
 from keyrotd.model import Keyset, Policy
 from keyrotd.propagation import ANNOUNCE_SLACK, Answer, Poll
+from tests.test_lifecycle import T0, check_document, step
 
 SECOND = timedelta(seconds=1)
 MINUTE = timedelta(minutes=1)

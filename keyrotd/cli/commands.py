@@ -17,8 +17,8 @@ from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError
 from keyrotd.inspection.verdict import lifecycle_report
+from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
-from keyrotd.manager import KeysetManager, KeysetSpec, Outcome
 from keyrotd.model import Key, Keyset
 from keyrotd.propagation import held_report, progress_report
 from keyrotd.secretfiles import check_files

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from keyrotd.errors import KeyrotdError, UsageError
 from keyrotd.inspection import DEFAULT_SKEW, MAX_TOKEN, KeySource, inspect_token, render
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import view
-from keyrotd.manager import KeysetManager, KeysetSpec
 
 if TYPE_CHECKING:
     from datetime import datetime

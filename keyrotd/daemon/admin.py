@@ -46,8 +46,8 @@ from keyrotd.daemon.responses import (
 )
 from keyrotd.daemon.state import Board
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError
+from keyrotd.keysets import Outcome
 from keyrotd.lifecycle import Command, Revoke, Rotate
-from keyrotd.manager import Outcome
 from keyrotd.secretfiles import load_admin_token as load_admin_token  # its home moved there
 from keyrotd.times import rfc3339
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .harness import Daemon, make_daemon
+from tests.support.daemon import Daemon, make_daemon
 
 DaemonFactory = Callable[..., Daemon]
 

@@ -8,8 +8,9 @@ from datetime import datetime
 
 import pytest
 
+from tests.support.daemon import TOKEN, Daemon
+
 from .conftest import DaemonFactory
-from .harness import TOKEN, Daemon
 
 ADMIN_ROUTES = (
     ("GET", "/signing-key"),

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.daemon import TOKEN, Daemon, free_port
+from tests.support.http import Reply, UnixConnection, exchange
+from tests.support.waiting import wait_for
+
 from .conftest import DaemonFactory
-from .harness import TOKEN, Daemon, Reply, UnixConnection, exchange, free_port, wait_for
 from .test_service import NotifySocket
 from .test_tls import TestCA, plain_http_answer, served_serial
 

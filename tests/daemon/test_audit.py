@@ -12,9 +12,10 @@ from typing import Any
 from keyrotd.daemon.audit import Audit, Entry, RefusalLimit, remote_of, shown
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.state import Board
+from tests.support.daemon import TOKEN, Daemon
+from tests.support.waiting import wait_for
 
 from .conftest import DaemonFactory
-from .harness import TOKEN, Daemon, wait_for
 from .test_scopes import KEYSETS, add_client, scoped_daemon
 
 FIELDS = {"client", "remote", "method", "keyset", "action", "status"}

@@ -18,8 +18,10 @@ import jwt
 import pytest
 from authlib.oidc.discovery import OpenIDProviderMetadata, get_well_known_url
 
+from tests.support.config import render_config
+from tests.support.daemon import Daemon
+
 from .conftest import DaemonFactory
-from .harness import Daemon, render_config
 
 KEYSETS: list[dict[str, object]] = [
     {"name": "root", "algorithm": "RS256", "issuer": "https://auth.example.com"},

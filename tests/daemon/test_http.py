@@ -8,12 +8,12 @@ import time
 from datetime import UTC, datetime
 
 from keyrotd.config import load_settings
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import next_transition, view
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.storage import open_storage
+from tests.support.daemon import Daemon
 
 from .conftest import DaemonFactory
-from .harness import Daemon
 
 
 def max_age(reply_headers: dict[str, str]) -> int:

@@ -29,9 +29,11 @@ import pytest
 
 from keyrotd.client import Issuer
 from keyrotd.daemon.observer import ObserveError, fetch
+from tests.support.daemon import TOKEN, Daemon, free_port
+from tests.support.http import metric
+from tests.support.waiting import wait_for
 
 from .conftest import DaemonFactory
-from .harness import TOKEN, Daemon, free_port, wait_for
 
 Route = tuple[int, dict[str, str], bytes]
 """An HTTP answer: status, headers, body."""
@@ -125,13 +127,6 @@ def status(daemon: Daemon) -> dict[str, Any]:
     )
     [keyset] = json.loads(done.stdout)["keysets"]
     return keyset  # type: ignore[no-any-return]
-
-
-def metric(daemon: Daemon, line_start: str) -> float | None:
-    for line in daemon.get("/metrics").body.decode().splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.split()[-1])
-    return None
 
 
 def kid(jwk: object) -> str:

@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from storage.moto_server import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR, ScriptedEndpoint
 
 from keyrotd.config import KeysetSettings
 from keyrotd.daemon.metrics import Metrics
@@ -22,9 +21,12 @@ from keyrotd.daemon.scheduling import Rotator
 from keyrotd.daemon.state import Board
 from keyrotd.retries import Retry
 from keyrotd.storage.file import FileStorage
+from tests.storage.endpoints import ScriptedEndpoint
+from tests.support.daemon import Daemon
+from tests.support.moto import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR
+from tests.support.waiting import wait_for
 
 from .conftest import DaemonFactory
-from .harness import Daemon, wait_for
 
 REFRESH = 1.0
 WINDOW = 5.0  # five refresh intervals

@@ -23,8 +23,10 @@ from typing import Any
 import jwt
 from jwt import PyJWKClient, PyJWKClientConnectionError
 
+from tests.support.daemon import TOKEN, Daemon
+from tests.support.waiting import wait_for
+
 from .conftest import DaemonFactory
-from .harness import TOKEN, Daemon, wait_for
 
 PUBLISH_AHEAD, REFRESH, MAX_AGE = 2.0, 0.5, 0.5
 LIFESPAN = PUBLISH_AHEAD - REFRESH - MAX_AGE  # the longest JWKS cache the policy allows

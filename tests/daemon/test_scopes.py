@@ -2,7 +2,7 @@
 (even when the rest of the new configuration is refused), a bad clients file keeps the old ones.
 
 Clients are made by ``keyrotd client add`` (in-process ``main``); the daemon is a real
-``keyrotd run`` subprocess reached over HTTP (``harness``).
+``keyrotd run`` subprocess reached over HTTP (``tests.support.daemon``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from keyrotd.cli import main
+from tests.support.daemon import TOKEN, Daemon
+from tests.support.waiting import wait_for
 
 from .conftest import DaemonFactory
-from .harness import TOKEN, Daemon, wait_for
 
 KEYSETS: list[dict[str, object]] = [
     {"name": name, "algorithm": "ES256", "rotation_period": "1h", "publish_ahead": "1h"}

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.config import render_config
+from tests.support.daemon import Daemon
+from tests.support.waiting import wait_for
+
 from .conftest import DaemonFactory
-from .harness import Daemon, render_config, wait_for
 
 
 class NotifySocket:

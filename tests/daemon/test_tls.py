@@ -24,9 +24,10 @@ from keyrotd.cli import main
 from keyrotd.config import load_settings
 from keyrotd.daemon.tls import check_tls_pair
 from keyrotd.errors import ConfigError
+from tests.support.daemon import Daemon
+from tests.support.waiting import wait_for
 
 from .conftest import DaemonFactory
-from .harness import Daemon, wait_for
 
 MARKER = "MARKER-not-a-key-3b9f"
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey

@@ -16,9 +16,9 @@ import pytest
 
 from keyrotd import KeyrotdError
 from keyrotd.client import Issuer
+from tests.support.daemon import free_port
 
 from .conftest import DaemonFactory
-from .harness import free_port
 from .test_scopes import KEYSETS, add_client, scoped_daemon
 from .test_tls import TestCA
 

@@ -20,12 +20,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import Transition
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Keyset, KeyState, Policy, from_json
 from keyrotd.storage.file import FileStorage
+from tests.support.clock import T0
 
-from .helpers import T0, History
+from .helpers import History
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 POLICY = Policy(

@@ -31,8 +31,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK, Command, Rotate
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
 

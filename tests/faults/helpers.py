@@ -12,27 +12,13 @@ import base64
 import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from keyrotd.keys import PRIVATE_MEMBERS
 from keyrotd.lifecycle import Transition, view
 from keyrotd.model import Key, Keyset, KeyState, Policy
 
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
-
-
-class ManualClock:
-    """A wall clock that tests move by hand, forwards or backwards."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
 
 
 def activated(key: Key) -> bool:

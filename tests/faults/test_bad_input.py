@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 import re
 import socket
@@ -29,12 +28,13 @@ from hypothesis import strategies as st
 
 from keyrotd.cli import main
 from keyrotd.keys import NewKey, generate_key
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import Rotate
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
+from tests.support.config import toml_value
+from tests.support.daemon import Daemon, free_port, start_daemon
 
-from .daemon import Daemon, free_port, start_daemon
 from .helpers import find_secrets, secret_needles
 
 TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=12)
@@ -131,20 +131,6 @@ ODD_VALUES = st.one_of(
     st.dictionaries(st.sampled_from(["a", "name"]), st.integers(), max_size=2),
     st.integers(),
 )
-
-
-def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return json.dumps(value, ensure_ascii=False)
 
 
 @st.composite
@@ -527,7 +513,7 @@ def test_generated_http_requests_get_no_500_and_no_secret(
 def test_the_daemon_survived_everything_and_logged_no_traceback(http_daemon: Daemon) -> None:
     assert http_daemon.get("/healthz").status == 200
     assert http_daemon.get("/.well-known/jwks.json").status == 200
-    logs = http_daemon.logs()
+    logs = http_daemon.log_text()
     assert "Traceback" not in logs
     assert find_secrets(logs, private_needles(http_daemon)) == []
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from keyrotd.cli import main
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK
-from keyrotd.manager import KeysetManager, KeysetSpec
 
 from .crash_harness import POLICY, CrashRun
 from .crash_worker import SELF_KILL_POINTS

@@ -30,14 +30,14 @@ from pathlib import Path
 
 import pytest
 
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Policy
 from keyrotd.storage import Storage, Versioned
 from keyrotd.storage.file import FileStorage
-
-from .daemon import NOBODY, Daemon, free_port, start_daemon
-from .helpers import ManualClock
+from tests.support.clock import ManualClock
+from tests.support.daemon import NOBODY, Daemon, free_port, start_daemon
+from tests.support.http import metric
 
 PUBLISH_AHEAD = 2.5
 RETENTION = 1.5
@@ -165,14 +165,6 @@ class Watcher:
         }
 
 
-def metric(daemon: Daemon, name: str) -> float:
-    total = 0.0
-    for line in daemon.get("/metrics").body.decode().splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def degraded(daemon: Daemon) -> object:
     """The keysets ``/readyz`` names as degraded (storage failing); it answers 200 all along."""
     reply = daemon.get("/readyz")
@@ -205,12 +197,12 @@ def outage_and_recovery(
 ) -> dict[str, float]:
     with Watcher(daemon) as watcher:
         signer = wait_for_fresh_activation(daemon)
-        failures_before = metric(daemon, "keyrotd_storage_failures_total")
+        failures_before = metric(daemon, "keyrotd_storage_failures_total") or 0.0
         start = time.monotonic()
         break_storage()  # type: ignore[operator]
         daemon.wait_for(lambda: degraded(daemon) == ["default"], OUTAGE, "/readyz degraded")
         time.sleep(max(0.0, start + OUTAGE - time.monotonic()))  # the outage itself
-        failures = metric(daemon, "keyrotd_storage_failures_total") - failures_before
+        failures = (metric(daemon, "keyrotd_storage_failures_total") or 0.0) - failures_before
         during = watcher.since(start)
         assert {p.signer for p in during} == {signer}, "G4: a key activated during the outage"
         slow_storage()  # type: ignore[operator]
@@ -297,14 +289,14 @@ def test_file_storage_unreadable_then_slow_for_longer_than_a_rotation(open_dir: 
         )
     finally:
         code = daemon.stop()
-    assert code == 0, daemon.logs()[-2000:]
-    assert "permission denied" in daemon.logs()
+    assert code == 0, daemon.log_text()[-2000:]
+    assert "permission denied" in daemon.log_text()
     report("file storage, daemon as nobody", figures)
 
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    from storage.moto_server import moto_endpoint
+    from tests.support.moto import moto_endpoint
 
     with moto_endpoint() as url:
         yield url
@@ -313,7 +305,7 @@ def moto_url() -> Iterator[str]:
 def test_aws_storage_down_then_slow_for_longer_than_a_rotation(
     moto_url: str, tmp_path: Path
 ) -> None:
-    from storage.moto_server import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR, REGION
+    from tests.support.moto import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR, REGION
 
     from .proxy import faulty_proxy
 
@@ -338,7 +330,7 @@ def test_aws_storage_down_then_slow_for_longer_than_a_rotation(
             )
         finally:
             code = daemon.stop()
-    assert code == 0, daemon.logs()[-2000:]
+    assert code == 0, daemon.log_text()[-2000:]
     report("AWS storage through a proxy", figures)
 
 

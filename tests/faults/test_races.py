@@ -28,13 +28,14 @@ from pathlib import Path
 
 import pytest
 
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK, Command, Rotate, Transition
-from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
 from keyrotd.model import Keyset, Policy, from_json
 from keyrotd.storage import Storage
 from keyrotd.storage.file import FileStorage
+from keyrotd.times import utc_now
+from tests.support.daemon import Daemon, free_port, start_daemon
 
-from .daemon import Daemon, free_port, start_daemon
 from .helpers import History
 
 POLICY = Policy(
@@ -81,7 +82,7 @@ def file_backend(tmp_path: Path) -> Backend:
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
     pytest.importorskip("moto")
-    from storage.moto_server import moto_endpoint  # tests/storage, on sys.path as "storage"
+    from tests.support.moto import moto_endpoint
 
     with moto_endpoint() as url:
         yield url
@@ -89,16 +90,14 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture
 def aws_backend(moto_url: str) -> Iterator[Backend]:
-    from storage.moto_server import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR, REGION
-
     from keyrotd.storage.aws import AwsStorage
+    from tests.support.moto import (
+        REGION,
+        fake_aws_environment,
+    )
 
     prefix = f"races-{uuid.uuid4().hex[:12]}/"
-    with pytest.MonkeyPatch.context() as patch:
-        for name in AWS_VARIABLES_TO_CLEAR:
-            patch.delenv(name, raising=False)
-        for name, value in AWS_TEST_ENVIRONMENT.items():
-            patch.setenv(name, value)
+    with fake_aws_environment():
         yield Backend(
             "aws",
             lambda: AwsStorage(secret_prefix=prefix, region=REGION, endpoint_url=moto_url),

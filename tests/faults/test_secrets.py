@@ -26,14 +26,14 @@ import pytest
 from keyrotd import logs
 from keyrotd.cli import main
 from keyrotd.errors import CorruptDocumentError, KeyrotdError
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK, Revoke, Rotate
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import ALGORITHMS, Keyset, from_json, to_json
 from keyrotd.storage.file import FileStorage
 from keyrotd.storage.sealing import seal
+from tests.support.daemon import Daemon, free_port, start_daemon
 
 from .crash_harness import POLICY
-from .daemon import Daemon, free_port, start_daemon
 from .helpers import find_secrets, secret_needles
 
 CONFIG = """
@@ -351,7 +351,7 @@ def test_no_private_member_over_http_in_metrics_or_in_daemon_logs(
     assert len({jwk["kid"] for jwk in private}) >= 3 * len(ALGORITHMS)
     leaks = {label: find_secrets(body, needles) for label, body in outputs.items()}
     assert {label: found for label, found in leaks.items() if found} == {}
-    logs = daemon.logs()
+    logs = daemon.log_text()
     assert "key.activated" in logs and "key.revoked" in logs
     assert find_secrets(logs, needles) == []
 
@@ -451,7 +451,7 @@ def test_no_token_hash_or_key_in_audit_lines_client_list_or_the_clients_file(
     assert listed == "issuer signing-key:*,rotate:ES256\n" and errors == ""
 
     secrets = {**secret_needles(private), **token_needles(token, ADMIN_TOKEN)}
-    logs = daemon.logs()
+    logs = daemon.log_text()
     audited = [e for e in daemon.log_events() if e.get("event") == "admin.request"]
     assert {e["client"] for e in audited} >= {"issuer", "unknown"}
     assert {e["status"] for e in audited} >= {200, 401, 403}

@@ -37,13 +37,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK, Command, Rotate
-from keyrotd.manager import CLOCK_JUMP, KeysetManager, KeysetSpec
 from keyrotd.model import Keyset, KeyState, Policy, from_json
 from keyrotd.storage.file import FileStorage
+from keyrotd.times import CLOCK_JUMP
+from tests.support.clock import T0, ManualClock
+from tests.support.daemon import Daemon, free_port, start_daemon
 
-from .daemon import Daemon, free_port, start_daemon
-from .helpers import SECOND, T0, History, ManualClock
+from .helpers import SECOND, History
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.containers import Podman
+from tests.ops.containers import Podman
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,10 @@ from typing import Any
 
 import jwt
 import pytest
-from daemon.harness import free_port, wait_for
 
-from ops.containers import HOST_CA_BUNDLE, ROOT, ULIMITS, Podman, debian_image, needs_podman
+from tests.ops.containers import HOST_CA_BUNDLE, ROOT, ULIMITS, Podman, debian_image, needs_podman
+from tests.support.daemon import free_port
+from tests.support.waiting import wait_for
 
 IMAGE = "localhost/keyrotd:ci"
 BASE = "localhost/keyrotd-base:ci"

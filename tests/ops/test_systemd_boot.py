@@ -23,9 +23,9 @@ from typing import Any
 
 import jwt
 import pytest
-from daemon.harness import wait_for
 
-from ops.containers import HOST_CA_BUNDLE, ROOT, ULIMITS, Podman, debian_image, needs_podman
+from tests.ops.containers import HOST_CA_BUNDLE, ROOT, ULIMITS, Podman, debian_image, needs_podman
+from tests.support.waiting import wait_for
 
 IMAGE = "localhost/keyrotd-systemd:ci"
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "systemd", "systemd-sysv", "procps")

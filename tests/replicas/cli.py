@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from faults.test_races import TRANSITION
-
 from keyrotd.lifecycle import Transition
+from tests.faults.test_races import TRANSITION
 
 FORK_SERVER = """
 import contextlib, io, json, os, sys, time, traceback
 from datetime import datetime
-import boto3, keyrotd.cli, keyrotd.cli.commands, keyrotd.keys, keyrotd.manager, keyrotd.storage.aws
+import boto3, keyrotd.cli, keyrotd.cli.commands, keyrotd.keys, keyrotd.keysets, keyrotd.storage.aws
 
 ROLES = ("@newest", "@active", "@oldest")
 

@@ -1,20 +1,15 @@
 """Three ``keyrotd run`` replicas on one moto server, and what the tests record of them.
 
-- :class:`MotoServer`: moto's ``ThreadedMotoServer`` on a fixed port of 127.0.0.1, so that it can
-  be stopped and started again at the same URL. moto keeps its state in process-wide backends,
-  not in the server object, so a server started again holds every secret and version it held
-  (the outage test checks the version id across a restart). Its werkzeug server closes the
-  connection after every answer, so a stopped server leaves no pooled connection behind: clients
-  get "connection refused" until it is back. The port is taken below the kernel's ephemeral
-  range, so that no outgoing connection can take it while the server is down.
-- :func:`make_replicas`: :class:`tests.daemon.harness.Daemon` processes with one configuration
+- moto's server is :class:`tests.support.moto.MotoServer` (the outage test checks the version id
+  across a restart of it).
+- :func:`make_replicas`: :class:`tests.support.daemon.Daemon` processes with one configuration
   each (AWS storage, their own port, the shared admin token), not started.
 - :class:`Recorder`: two threads that run as long as the replicas. One polls the JWKS of every
   keyset on every replica in rounds (one replica after the other, then a pause) and keeps every
   answer; the other reads every keyset's current document (``GetSecretValue`` of
   ``AWSCURRENT``, through keyrotd's own storage) and checks it, and its view at that instant,
-  with ``faults.helpers.History`` (one active key, at most one successor, G3, G5, recorded times
-  that never move).
+  with ``tests.faults.helpers.History`` (one active key, at most one successor, G3, G5,
+  recorded times that never move).
 - :func:`stored_versions` and :func:`check_versions`: every version moto holds of a secret, in the
   order they were put (moto never prunes them), each checked on its own: the documents of the
   writers that lost a compare-and-swap as well as the winners'.
@@ -22,8 +17,6 @@
 
 from __future__ import annotations
 
-import random
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,14 +25,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from daemon.harness import TOKEN, Daemon, free_port, render_config, wait_for
-from faults.helpers import History, check_document
-
 from keyrotd.errors import StorageError
 from keyrotd.lifecycle import Transition
-from keyrotd.manager import utc_now
 from keyrotd.model import Keyset, Policy, from_json
 from keyrotd.storage.aws import AwsStorage
+from keyrotd.times import utc_now
+from tests.faults.helpers import History, check_document
+from tests.support.config import render_config
+from tests.support.daemon import TOKEN, Daemon, free_port
 
 JWKS_POLL = 0.04
 """Pause between two rounds of JWKS requests (a round asks every keyset of every replica)."""
@@ -49,62 +42,6 @@ DOCUMENT_POLL = 0.2
 """Pause between two reads of the keyset documents (every version stored is checked anyway:
 these reads add the view at the instant of the read, and keep moto, which shares this process's
 interpreter, from being busy with the observer)."""
-
-
-# --- moto -----------------------------------------------------------------------------------------
-
-
-def quiet_port() -> int:
-    """A free local port below the ephemeral range (no outgoing connection will take it)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 0
-    if low <= 20000:
-        return free_port()
-    for _ in range(200):
-        port = random.randrange(20000, low)
-        if port_is_free(port):
-            return port
-    return free_port()
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-class MotoServer:
-    """moto's server on one fixed port that the tests can stop and start again."""
-
-    def __init__(self) -> None:
-        self.port = quiet_port()
-        self._server: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        import logging
-
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-        # ThreadedMotoServer.start waits forever if its thread cannot bind: check first.
-        wait_for(lambda: port_is_free(self.port), 10, f"port {self.port} to be free")
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
 
 
 # --- replicas -------------------------------------------------------------------------------------

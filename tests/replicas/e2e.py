@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from daemon.harness import Daemon, wait_for
-from daemon.test_rotation_e2e import KEYSET, ROTATIONS, Run, Verifier
+from tests.daemon.test_rotation_e2e import KEYSET, ROTATIONS, Run, Verifier
+from tests.support.daemon import Daemon
+from tests.support.waiting import wait_for
 
 NAME = str(KEYSET["name"])
 

@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon.harness import Daemon, wait_for
-from daemon.test_observe import NGINX, Nginx, signing_key, status
-from storage.moto_server import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR, REGION
 
-from .cluster import MotoServer, make_replicas
+from tests.daemon.test_observe import NGINX, Nginx, signing_key, status
+from tests.support.daemon import Daemon
+from tests.support.moto import (
+    REGION,
+    MotoServer,
+    fake_aws_environment,
+)
+from tests.support.waiting import wait_for
+
+from .cluster import make_replicas
 
 pytestmark = pytest.mark.slow
 
@@ -43,11 +49,7 @@ SERVER = {"refresh_interval": "1s", "jwks_max_age": "1s"}
 def replicas(tmp_path: Path) -> Iterator[tuple[list[Daemon], list[str]]]:
     if NGINX is None:
         pytest.skip("nginx is not installed (.ci/run installs it)")
-    with pytest.MonkeyPatch.context() as patch:
-        for name in AWS_VARIABLES_TO_CLEAR:
-            patch.delenv(name, raising=False)
-        for name, value in AWS_TEST_ENVIRONMENT.items():
-            patch.setenv(name, value)
+    with fake_aws_environment():
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYROTD_", "NOTIFY_"))}
         moto = MotoServer()
         moto.start()

@@ -43,25 +43,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon.harness import TOKEN, Daemon, wait_for
-from daemon.test_rotation_e2e import KEYSET, MAX_AGE, PUBLISH_AHEAD, REFRESH, ROTATIONS
-from faults.helpers import T0, ManualClock, activated
-from faults.test_races import Backend, Race
-from storage.moto_server import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR, REGION
-from storage.test_aws import ApiCalls
 
 from keyrotd.config import load_settings
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK, view
-from keyrotd.manager import KeysetManager, KeysetSpec, utc_now
 from keyrotd.model import Key, KeyState, Policy, from_json
 from keyrotd.storage.aws import AwsStorage, RetryPolicy
+from keyrotd.times import utc_now
+from tests.daemon.test_rotation_e2e import KEYSET, MAX_AGE, PUBLISH_AHEAD, REFRESH, ROTATIONS
+from tests.faults.helpers import activated
+from tests.faults.test_races import Backend, Race
+from tests.storage.test_aws import ApiCalls
+from tests.support.clock import T0, ManualClock
+from tests.support.daemon import TOKEN, Daemon
+from tests.support.http import metric
+from tests.support.moto import (
+    REGION,
+    MotoServer,
+    fake_aws_environment,
+)
+from tests.support.waiting import wait_for
 
 from . import e2e
 from .cli import CliForks
 from .cluster import (
     JWKS_TIMEOUT,
     Divergence,
-    MotoServer,
     Recorder,
     Round,
     check_versions,
@@ -139,11 +146,7 @@ class Cluster:
 def aws_environ() -> Iterator[dict[str, str]]:
     """moto's fake credentials and region in this module's environment; yields the environment
     of the replicas and CLI processes."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in AWS_VARIABLES_TO_CLEAR:
-            patch.delenv(name, raising=False)
-        for name, value in AWS_TEST_ENVIRONMENT.items():
-            patch.setenv(name, value)
+    with fake_aws_environment():
         yield {
             k: v
             for k, v in os.environ.items()
@@ -478,7 +481,8 @@ def signing_keys(replica: Daemon) -> tuple[str, str | None]:
 
 def test_replicas_ride_out_a_stopped_aws_endpoint(cluster: Cluster, moto: MotoServer) -> None:
     """moto's server is stopped right after an activation, before the successor is due, and
-    started again on the same port 5 s later (no proxy is needed: see ``cluster.MotoServer``)."""
+    started again on the same port 5 s later (no proxy is needed: see
+    ``tests.support.moto.MotoServer``)."""
     recorder, replicas, policy = cluster.recorder, cluster.replicas, cluster.policies[E2E]
     storage = cluster.observer
     seen: dict[str, str] = {}
@@ -564,7 +568,7 @@ def test_replicas_ride_out_a_stopped_aws_endpoint(cluster: Cluster, moto: MotoSe
         for n in range(REPLICAS)
     }
     assert min(ahead.values()) >= PUBLISH_AHEAD - REFRESH - TOLERANCE, ahead
-    failures = [metric(r, "keyrotd_storage_failures_total") for r in replicas]
+    failures = [(metric(r, "keyrotd_storage_failures_total") or 0.0) for r in replicas]
     assert all(count > 0 for count in failures)
     print(
         f"\nmoto stopped {OUTAGE:.0f}s (rotation period 3s), right after an activation: "
@@ -584,14 +588,6 @@ def readiness(replica: Daemon) -> tuple[int, list[str]]:
 
 def fmt(values: dict[int, float]) -> str:
     return "/".join(f"{values[n]:.1f}" for n in sorted(values))
-
-
-def metric(replica: Daemon, name: str) -> float:
-    total = 0.0
-    for line in replica.get("/metrics").body.decode().splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 # --- API calls per key lifecycle (for the README) -------------------------------------------------

@@ -30,21 +30,18 @@ from keyrotd.errors import (
     StorageError,
     TemporaryStorageError,
 )
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK, Rotate
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Policy, from_json
 from keyrotd.storage.aws import MAX_DOCUMENT_SIZE, STAGING_LABEL, AwsStorage, RetryPolicy
-
-from .contract import StorageContract, StorageFactory
-from .moto_server import (
-    AWS_TEST_ENVIRONMENT,
-    AWS_VARIABLES_TO_CLEAR,
+from tests.storage.endpoints import LossyProxy, ScriptedEndpoint, closed_port_url
+from tests.support.moto import (
     REGION,
-    LossyProxy,
-    ScriptedEndpoint,
-    closed_port_url,
+    fake_aws_environment,
     moto_endpoint,
 )
+
+from .contract import StorageContract, StorageFactory
 
 FAST_FAILURE = RetryPolicy(max_attempts=2, connect_timeout=0.5, read_timeout=0.5)
 """Two attempts and short timeouts: the fault tests finish in about a second."""
@@ -64,11 +61,7 @@ EVERY_CALL_KEYROTD_MAKES = {
 def aws_environment() -> Iterator[None]:
     """Fake credentials and region in the environment of this module's tests (spawned writers
     inherit them); other modules never see them."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in AWS_VARIABLES_TO_CLEAR:
-            patch.delenv(name, raising=False)
-        for name, value in AWS_TEST_ENVIRONMENT.items():
-            patch.setenv(name, value)
+    with fake_aws_environment():
         yield
 
 

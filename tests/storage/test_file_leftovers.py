@@ -13,8 +13,8 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK
-from keyrotd.manager import KeysetManager, KeysetSpec
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
 

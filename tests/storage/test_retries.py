@@ -27,14 +27,9 @@ from keyrotd.retries import COMPARE_AND_SWAP, STORAGE, Retry
 from keyrotd.storage import Storage
 from keyrotd.storage.aws import AwsStorage, RetryPolicy
 from keyrotd.storage.file import FileStorage
+from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
 
-from .moto_server import (
-    AWS_TEST_ENVIRONMENT,
-    AWS_VARIABLES_TO_CLEAR,
-    REGION,
-    ScriptedEndpoint,
-    moto_endpoint,
-)
+from .endpoints import ScriptedEndpoint
 
 POLICY = Policy(
     rotation_period=timedelta(hours=24),
@@ -52,11 +47,7 @@ NO_BOTOCORE_RETRY = RetryPolicy(max_attempts=1, connect_timeout=1, read_timeout=
 
 @pytest.fixture(scope="module")
 def aws_environment() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        for name in AWS_VARIABLES_TO_CLEAR:
-            patch.delenv(name, raising=False)
-        for name, value in AWS_TEST_ENVIRONMENT.items():
-            patch.setenv(name, value)
+    with fake_aws_environment():
         yield
 
 

@@ -1,11 +1,12 @@
-"""Local AWS endpoints for the Secrets Manager tests, reached over real HTTP (nothing patched).
+"""Local fake AWS endpoints for the faults moto cannot produce, reached over real HTTP.
 
-- :func:`moto_endpoint`: moto's server on 127.0.0.1 (a free port), the fake AWS for the
-  contract suite and the behaviour tests.
 - :class:`ScriptedEndpoint`: a tiny HTTP server answering every request with one canned error
-  (or not answering at all), counting the attempts; for the faults moto cannot produce
-  (throttling, 5xx, access denied, KMS failures, timeouts).
+  (or not answering at all), counting the attempts (throttling, 5xx, access denied, KMS
+  failures, timeouts).
+- :class:`LossyProxy`: forwards to moto but loses the answer of chosen calls.
 - :func:`closed_port_url`: an endpoint nothing listens on.
+
+moto's own server is :mod:`tests.support.moto`.
 """
 
 from __future__ import annotations
@@ -13,49 +14,13 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
-import logging
-import os
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-REGION = "us-east-1"
-
-AWS_TEST_ENVIRONMENT = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # moto's well-known fake credentials
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_CONFIG_FILE": os.devnull,  # never the developer's ~/.aws
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-AWS_VARIABLES_TO_CLEAR = (
-    "AWS_PROFILE",
-    "AWS_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
-    "AWS_MAX_ATTEMPTS",
-    "AWS_RETRY_MODE",
-    "AWS_CA_BUNDLE",
-)
-
-
-@contextmanager
-def moto_endpoint() -> Iterator[str]:
-    """Run moto's server in a thread on a free local port; yields its URL."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+from tests.support.http import local_server
 
 
 def closed_port_url() -> str:
@@ -106,17 +71,11 @@ class ScriptedEndpoint:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: the test asserts on ``requests``."""
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
         try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
+            with local_server(Handler) as url:
+                yield url
         finally:
             release.set()
-            server.shutdown()
-            server.server_close()
-            thread.join()
 
     def body(self, status: int, code: str) -> bytes:
         if status == 200:
@@ -172,13 +131,5 @@ class LossyProxy:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet."""
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+        with local_server(Handler) as url:
+            yield url

@@ -1,4 +1,15 @@
-"""``keyrotd run`` as a real subprocess, and a small HTTP client for it (http.client only)."""
+"""The one daemon launcher: ``keyrotd run`` as a real subprocess, reached over real HTTP.
+
+- :func:`make_daemon` writes a configuration (fast policy by default) and a token file in a work
+  directory; the :class:`Daemon` it returns is started with :meth:`Daemon.start` (restartable).
+- :func:`start_daemon` starts a daemon on a configuration the test wrote itself (it must set
+  ``server.listen`` to ``127.0.0.1:PORT`` with a port from :func:`free_port`), logging to
+  ``log_path``, and waits (bounded) until ``/readyz`` answers 200.
+
+``as_nobody=True`` runs it as uid/gid 65534: the launcher imports keyrotd and its daemon as root
+first (the interpreter may live under a directory only root can read), then drops privileges and
+calls ``keyrotd.cli.main``. Files it must read have to be readable by nobody.
+"""
 
 from __future__ import annotations
 
@@ -10,63 +21,41 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from keyrotd.lifecycle import Transition
+
+from .config import render_config
+from .http import Reply, exchange
+from .waiting import wait_for
 
 TOKEN = "test-admin-token-4f1c0e"
 START_TIMEOUT = 30.0
+NOBODY = 65534
+
+LAUNCHER = """
+import os, sys
+import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.inspect, keyrotd.daemon.service
+import keyrotd.storage.file, keyrotd.keysets, keyrotd.daemon.audit
+import keyrotd.daemon.http, keyrotd.daemon.admin, keyrotd.daemon.scheduling
+import apscheduler.triggers.date, apscheduler.triggers.interval, apscheduler.executors.pool
+import encodings.idna, json, email.utils, http.client, logging.config
+if os.environ.pop("KEYROTD_TEST_AS_NOBODY", "") == "1":
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+sys.exit(keyrotd.cli.main(sys.argv[1:]))
+"""
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def wait_for(
-    condition: Callable[[], T | None], timeout: float, what: str, every: float = 0.05
-) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
-def toml_value(value: object) -> str:
-    return json.dumps(str(value)) if isinstance(value, Path) else json.dumps(value)
-
-
-def render_config(
-    sections: Mapping[str, Mapping[str, object]], keysets: list[dict[str, object]]
-) -> str:
-    lines: list[str] = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
-    for keyset in keysets:
-        lines.append("[[keysets]]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in keyset.items()]
-    return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -82,22 +71,40 @@ class Daemon:
     log_files: list[Path] = field(default_factory=list)
     ca_file: Path | None = None
     """Set: the daemon speaks HTTPS, verified against this CA (for 127.0.0.1)."""
+    as_nobody: bool = False
+    log_path: Path | None = None
+    """Set: the one log file of every run (else ``daemon-N.log`` in the work directory)."""
+    json_logs_only: bool = True
+    """Whether every log line must be JSON (else a line that is not is kept as ``unparsed``)."""
+    stop_timeout: float = 10.0
 
     @property
     def data(self) -> Path:
         return self.workdir / "data"
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     # -- process -------------------------------------------------------------------------
     def start(self, wait: bool = True) -> Daemon:
         self.runs += 1
-        log_file = self.workdir / f"daemon-{self.runs}.log"
-        self.log_files.append(log_file)
+        log_file = self.log_path or self.workdir / f"daemon-{self.runs}.log"
+        if log_file not in self.log_files:
+            self.log_files.append(log_file)
+        env = dict(self.env)
+        if self.as_nobody:
+            env["KEYROTD_TEST_AS_NOBODY"] = "1"
+            command = [sys.executable, "-c", LAUNCHER, "--config", str(self.config), "run"]
+        else:
+            command = [sys.executable, "-m", "keyrotd.cli", "run", "--config", str(self.config)]
         with log_file.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "keyrotd.cli", "run", "--config", str(self.config)],
+                command,
+                stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env=env,
                 cwd=self.workdir,
             )
         if wait:
@@ -121,13 +128,25 @@ class Daemon:
                 f"keyrotd exited with {self.process.returncode}:\n{self.log_text()}"
             )
 
+    def wait_for(
+        self, condition: Callable[[], bool], timeout: float, what: str, pause: float = 0.05
+    ) -> None:
+        """Poll ``condition`` until true; fail after ``timeout`` seconds or if the daemon died."""
+
+        def alive_and_true() -> bool:
+            self.check_alive()
+            return condition()
+
+        wait_for(alive_and_true, timeout, what, every=pause)
+
     def send(self, signum: int) -> None:
         assert self.process is not None
         self.process.send_signal(signum)
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    def stop(self, signum: int = signal.SIGTERM, timeout: float | None = None) -> int:
         """Send ``signum`` and wait; the exit code (``kill`` on timeout, and fail)."""
         assert self.process is not None
+        timeout = self.stop_timeout if timeout is None else timeout
         if self.process.poll() is None:
             self.process.send_signal(signum)
         try:
@@ -147,8 +166,29 @@ class Daemon:
         return "".join(path.read_text(errors="replace") for path in self.log_files if path.exists())
 
     def log_events(self) -> list[dict[str, Any]]:
-        """Every log line, parsed (they are all JSON objects)."""
-        return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
+        """Every log line, parsed (JSON objects; see ``json_logs_only``)."""
+        events: list[dict[str, Any]] = []
+        for line in self.log_text().splitlines():
+            if not line.strip() and self.json_logs_only:
+                continue
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                if self.json_logs_only:
+                    raise
+                events.append({"unparsed": line})
+        return events
+
+    def transitions(self) -> list[Transition]:
+        """Every lifecycle transition the daemon wrote, from its JSON log lines."""
+        found = []
+        for event in self.log_events():
+            name = event.get("event")
+            if isinstance(name, str) and name.startswith("key."):
+                at = datetime.fromisoformat(str(event["at"]))
+                exception = event.get("exception")
+                found.append(Transition(name, str(event["kid"]), at, exception))
+        return found
 
     # -- HTTP ----------------------------------------------------------------------------
     def request(
@@ -169,8 +209,10 @@ class Daemon:
             )
         return exchange(connection, method, path, headers, body)
 
-    def get(self, path: str, **kwargs: Any) -> Reply:
-        return self.request("GET", path, **kwargs)
+    def get(
+        self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0
+    ) -> Reply:
+        return self.request("GET", path, headers, timeout=timeout)
 
     def wait_status(self, path: str, status: int, timeout: float = 20.0) -> Reply:
         """Poll ``GET path`` until it answers ``status``; that reply."""
@@ -187,37 +229,6 @@ class Daemon:
 
     def admin(self, method: str, path: str, token: str = TOKEN) -> Reply:
         return self.request(method, path, headers={"Authorization": f"Bearer {token}"})
-
-
-def exchange(
-    connection: http.client.HTTPConnection,
-    method: str,
-    path: str,
-    headers: Mapping[str, str] | None = None,
-    body: bytes | None = None,
-) -> Reply:
-    """One request on ``connection``, which is closed afterwards."""
-    try:
-        connection.request(method, path, body=body, headers=dict(headers or {}))
-        response = connection.getresponse()
-        data = response.read()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
-    finally:
-        connection.close()
-
-
-class UnixConnection(http.client.HTTPConnection):
-    """HTTP over a unix socket (the admin listener's ``unix:/PATH``)."""
-
-    def __init__(self, socket_path: Path, timeout: float = 10.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = socket_path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self.socket_path))
-        self.sock = sock
 
 
 def make_daemon(
@@ -261,3 +272,36 @@ def make_daemon(
     }
     clean_env.update(env or {})
     return Daemon(workdir=workdir, config=config, port=port, env=clean_env, ca_file=ca_file)
+
+
+def start_daemon(
+    config: Path,
+    port: int,
+    *,
+    log_path: Path,
+    as_nobody: bool = False,
+    environ: Mapping[str, str] | None = None,
+    wait_ready: bool = True,
+) -> Daemon:
+    """Start ``keyrotd run`` on the test's own ``config``; wait until ready unless told not to."""
+    env = {k: v for k, v in (environ or os.environ).items() if not k.startswith("KEYROTD_")}
+    daemon = Daemon(
+        workdir=log_path.parent,
+        config=config,
+        port=port,
+        env=env,
+        as_nobody=as_nobody,
+        log_path=log_path,
+        json_logs_only=False,
+        stop_timeout=15.0,
+    )
+    daemon.start(wait=False)
+    if wait_ready:
+        try:
+            daemon.wait_ready()
+        except AssertionError as error:
+            daemon.stop()
+            raise AssertionError(
+                f"{error}\n--- daemon log ---\n{daemon.log_text()[-3000:]}"
+            ) from None
+    return daemon
