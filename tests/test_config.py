@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from keyrotd.config import (
 )
 from keyrotd.errors import ConfigError, UsageError
 from keyrotd.model import Policy
+from tests.support.config import toml_value
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "keyrotd.toml"
 SHORT_POLICY = """
@@ -518,22 +518,6 @@ TOKENS = st.sampled_from(
         "\x00",
     ]
 )
-
-
-def toml_value(value: object) -> str:
-    """``value`` written as TOML (the test's own tiny writer)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        pairs = (f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items())
-        return "{" + ", ".join(pairs) + "}"
-    return json.dumps(value, ensure_ascii=False)
 
 
 def loads_or_fails_on_one_line(environ: dict[str, str]) -> None:
