@@ -363,6 +363,18 @@ def view(keyset: Keyset, policy: Policy, now: datetime) -> Keyset:
     return dataclasses.replace(keyset, keys=tuple(work.keys), history=tuple(work.history))
 
 
+def next_key_needed_at(keyset: Keyset, policy: Policy) -> datetime | None:
+    """The time a new successor becomes due: ``publish_ahead`` before the period of the last
+    scheduled key ends (the latest pending key's, else the active key's). None: a key is needed
+    now (nothing is scheduled yet)."""
+    pending = [k.scheduled_at for k in keyset.pending if k.scheduled_at is not None]
+    active = keyset.active
+    start = max(pending) if pending else (active.activates_at if active else None)
+    if start is None:
+        return None
+    return start + policy.rotation_period - policy.publish_ahead
+
+
 def next_transition(keyset: Keyset, policy: Policy) -> datetime | None:
     """When the keyset next changes by itself: an activation, an expiry or a successor due."""
     times: list[datetime] = []

@@ -2,10 +2,9 @@
 
 The admin token, the admin clients file and the storage encryption key are refused
 (:class:`ConfigError`, exit 2) unless each is a regular file with no permission for others and
-no group write (0600, 0640, 0400 and 0440 pass). :func:`check_files` runs every such check on a
-configuration: ``keyrotd run`` and ``keyrotd check-config`` call it first, so both refuse the
-same files with the same line, and every command that loads one of these files reads it through
-:func:`read_secret_file`.
+no group write (0600, 0640, 0400 and 0440 pass). Every command that loads one of these files
+reads it through :func:`read_secret_file`; ``keyrotd run`` and ``keyrotd check-config`` check
+them all first (``keyrotd.cli.preflight``), so both refuse the same files with the same line.
 
 A container secret is mounted 0444 by default (podman, docker): the hint says how to mount it
 0400 for keyrotd's user instead.
@@ -35,13 +34,10 @@ _ENCRYPTION_KEY: Final = "storage.encryption_key_file"
 
 
 def check_files(settings: Settings) -> None:
-    """Read every configured protected file as ``run`` does; the first problem is raised."""
+    """Read the admin token and encryption key files as ``run`` does; the first problem is
+    raised (the clients file and the TLS pair: ``keyrotd.cli.preflight``)."""
     if settings.server.admin_token_file is not None:
         load_admin_token(settings.server.admin_token_file)
-    if settings.server.admin_clients_file is not None:
-        from keyrotd.clients import load_registry  # here: it imports this module
-
-        load_registry(settings.server.admin_token_file, settings.server.admin_clients_file)
     if settings.storage.type == "file" and settings.storage.encryption_key_file is not None:
         load_encryption_key(settings.storage.encryption_key_file)
 

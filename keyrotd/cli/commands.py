@@ -13,6 +13,7 @@ from importlib.resources import files
 
 from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
+from keyrotd.cli.preflight import preflight
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError
@@ -21,7 +22,6 @@ from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
 from keyrotd.model import Key, Keyset
 from keyrotd.propagation import held_report, progress_report
-from keyrotd.secretfiles import check_files
 from keyrotd.storage import Storage, open_storage
 from keyrotd.timeline import render_status
 from keyrotd.times import Clock, rfc3339
@@ -35,7 +35,7 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
         return print_example()  # whatever the configuration: the hints of its errors point here
     settings = load_settings(args.config)
     if args.command in ("run", "check-config"):
-        check_files(settings)  # the same refusals, before anything is bound or read
+        preflight(settings, clock())  # the same refusals, before anything is bound or read
     if args.command == "run":
         from keyrotd.daemon import run_daemon
 
@@ -202,10 +202,6 @@ def key_report(key: Key) -> dict[str, object]:
 
 
 def check_config(settings: Settings, clock: Clock) -> int:
-    if settings.server.tls is not None:  # as `run` does at start (CONTRACT section 2)
-        from keyrotd.daemon.tls import check_tls_pair
-
-        check_tls_pair(*settings.server.tls, clock())
     print(f"configuration OK ({settings.source})")
     for ks in settings.keysets:
         p = ks.policy

@@ -22,11 +22,10 @@ from typing import Final
 from keyrotd.config import KeysetSettings
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.state import Board
-from keyrotd.due import next_key_needed_at
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, StorageError
 from keyrotd.keys import NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome, SyncFailed
-from keyrotd.lifecycle import Command
+from keyrotd.lifecycle import Command, next_key_needed_at
 from keyrotd.model import Keyset
 from keyrotd.storage import Storage
 from keyrotd.times import Clock, utc_now
