@@ -21,6 +21,7 @@ from keyrotd.keys import NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import plan
 from keyrotd.model import Keyset, Policy, from_json, to_json
+from keyrotd.retries import COMPARE_AND_SWAP
 from keyrotd.storage.file import FileStorage
 from keyrotd.storage.interface import Versioned
 
@@ -170,7 +171,7 @@ def test_the_attempts_are_bounded_and_giving_up_says_why() -> None:
     factory = CountingFactory(storage)
     with pytest.raises(StorageError) as raised:
         manager(storage, factory).apply()
-    assert KeysetManager.max_attempts == 50
+    assert COMPARE_AND_SWAP.attempts == 50  # the one setting the CAS loop is paced by
     assert storage.writes == 49  # the first of the 50 passes generated the successor
     assert raised.value.message == "keyset main: gave up after 50 conflicting writes"
     assert raised.value.hint == "another writer keeps changing it; check for a runaway process"
