@@ -1,4 +1,4 @@
-"""Behind the Issuer: the keys it holds, the daemon's signing-key source, its duration arguments."""
+"""Behind the Issuer: the keys it holds, its two sources (storage, a daemon), its durations."""
 
 from __future__ import annotations
 

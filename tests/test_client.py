@@ -22,12 +22,13 @@ import pytest
 
 from keyrotd import KeyrotdError
 from keyrotd.cli import main as cli
-from keyrotd.client import Issuer, Schedule, parse_signing_key
+from keyrotd.client import Issuer
 from keyrotd.config import load_settings
 from keyrotd.errors import TokenError
 from keyrotd.keys import generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.model import ALGORITHMS
+from keyrotd.schedule import Schedule, parse_signing_key
 from keyrotd.storage import open_storage
 from tests.support.clock import ManualClock
 
