@@ -6,7 +6,7 @@ import math
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -26,10 +26,12 @@ SHORTEST_REFRESH: Final = timedelta(seconds=0.1)
 
 @dataclass(frozen=True)
 class Signer:
+    """One private JWK and its imported key; neither shows in ``repr``."""
+
     kid: str
     alg: str
-    jwk: Jwk
-    key: Key
+    jwk: Jwk = field(repr=False)
+    key: Key = field(repr=False)
 
     @classmethod
     def of(cls, jwk: Jwk) -> Signer:

@@ -184,6 +184,18 @@ def test_switches_to_the_next_key_at_its_activation_time_without_a_round_trip(
     assert source.reads == 1
 
 
+def test_no_private_key_member_shows_in_the_repr_of_what_the_issuer_holds(
+    clock: ManualClock,
+) -> None:
+    schedule = schedule_of(activates_at=START + timedelta(seconds=30))
+    assert schedule.next is not None
+    with Issuer(CountingSource(schedule), source="test", clock=clock, background=False) as issuer:
+        held = repr(vars(issuer))
+    assert schedule.active["kid"] in held
+    for secret in (schedule.active["d"], schedule.next["d"]):
+        assert secret not in held
+
+
 def test_keeps_signing_with_the_held_keys_while_storage_is_unreachable(
     manager: KeysetManager, issuer: Issuer, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
