@@ -31,59 +31,31 @@ import math
 import os
 import secrets
 import threading
-import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Final, Self
 
-from joserfc.jwk import Key
-
 from keyrotd.durations import format_duration
-from keyrotd.errors import ConfigError, KeyrotdError, TokenError
-from keyrotd.fetching import Endpoint, get_json
-from keyrotd.model import Jwk
-from keyrotd.schedule import Schedule, parse_signing_key, schedule_of
+from keyrotd.errors import KeyrotdError, TokenError
+from keyrotd.issuing import (
+    Held,
+    background_refresh_interval,
+    duration,
+    fetch_signing_key,
+    signing_key_endpoint,
+    storage_source,
+)
+from keyrotd.schedule import Schedule, parse_signing_key
 from keyrotd.times import Clock, utc_now
-from keyrotd.tokens import import_key, sign_compact
+from keyrotd.tokens import sign_compact
 
-__all__ = ["Issuer", "Schedule"]
+__all__ = ["Issuer", "Schedule", "parse_signing_key"]
 
 log = logging.getLogger("keyrotd.client")
 
-DEFAULT_REFRESH: Final = timedelta(seconds=30)
-SHORTEST_REFRESH: Final = timedelta(seconds=0.1)
-"""The background refresh runs at most this often, whatever ``publish_ahead``."""
 ISSUER_CLAIMS: Final = frozenset({"iat", "exp", "nbf"})
 """Claims the issuer sets itself: ``lifetime=`` and ``not_before=`` control them."""
-
-
-@dataclass(frozen=True)
-class _Signer:
-    kid: str
-    alg: str
-    jwk: Jwk
-    key: Key
-
-    @classmethod
-    def of(cls, jwk: Jwk) -> _Signer:
-        return cls(jwk["kid"], jwk["alg"], jwk, import_key(jwk, jwk["alg"]))
-
-
-@dataclass(frozen=True)
-class _Held:
-    """A schedule with its keys imported, ready to sign from any thread."""
-
-    active: _Signer
-    next: _Signer | None
-    next_activates_at: datetime | None
-    token_lifetime: timedelta | None
-    fetched_at: datetime
-
-    def signer(self, now: datetime) -> _Signer:
-        due = self.next_activates_at is not None and now >= self.next_activates_at
-        return self.next if self.next is not None and due else self.active
 
 
 class Issuer:
@@ -114,7 +86,7 @@ class Issuer:
         first = fetch()
         self._held = self._install(first)
         self._limit()  # refuse to start without a known lifetime limit
-        self.refresh_interval = _refresh_interval(refresh_interval, first.publish_ahead)
+        self.refresh_interval = background_refresh_interval(refresh_interval, first.publish_ahead)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if background:
@@ -137,30 +109,18 @@ class Issuer:
     ) -> Issuer:
         """Read the keyset (default: the first one) from storage, as configured: ``path`` as
         ``--config``; without it ``$KEYROTD_CONFIG``, else ``./keyrotd.toml``, else defaults."""
-        from keyrotd.config import load_settings
-        from keyrotd.keysets import KeysetManager, KeysetSpec
-        from keyrotd.storage import open_storage
-
-        settings = load_settings(None if path is None else _config_file(path), environ)
-        spec = KeysetSpec.from_settings(settings.keyset(keyset))
-        storage = open_storage(settings.storage)
-        manager = KeysetManager(storage, spec, clock=clock)
-        where = storage.location(spec.name)
-
-        def fetch() -> Schedule:
-            return schedule_of(manager.view(), spec.policy, where)
-
+        source = storage_source(path, keyset, clock, environ)
         try:
             return cls(
-                fetch,
-                source=where,
+                source.fetch,
+                source=source.where,
                 refresh_interval=refresh_interval,
                 clock=clock,
                 background=background,
-                on_close=storage.close,
+                on_close=source.close,
             )
         except BaseException:
-            storage.close()
+            source.close()
             raise
 
     @classmethod
@@ -181,13 +141,8 @@ class Issuer:
         without ``keyset`` from ``/signing-key`` (its first keyset). ``url`` is
         ``http(s)://HOST:PORT`` or ``unix:/PATH``; ``ca_file`` (PEM) is the CA to trust for
         ``https://``."""
-        path = (
-            "/signing-key"
-            if keyset is None
-            else f"/keysets/{urllib.parse.quote(keyset, safe='')}/signing-key"
-        )
-        endpoint = Endpoint.of_daemon(url, path, ca_file)
-        lifetime = None if token_lifetime is None else _duration(token_lifetime, "token_lifetime")
+        endpoint = signing_key_endpoint(url, keyset, ca_file)
+        lifetime = None if token_lifetime is None else duration(token_lifetime, "token_lifetime")
         return cls(
             lambda: fetch_signing_key(endpoint, token, timeout),
             source=str(endpoint),
@@ -210,7 +165,7 @@ class Issuer:
         seconds, at most and by default ``token_lifetime``), ``nbf`` and a random ``jti`` when
         asked. The header holds ``kid``, ``alg`` and ``typ: JWT``."""
         limit = self._limit()
-        seconds = limit if lifetime is None else _duration(lifetime, "lifetime")
+        seconds = limit if lifetime is None else duration(lifetime, "lifetime")
         if seconds > limit:
             raise TokenError(
                 f"lifetime {format_duration(seconds)} is above the keyset's token_lifetime "
@@ -288,18 +243,12 @@ class Issuer:
         while not self._stop.wait(self.refresh_interval.total_seconds()):
             self.refresh()
 
-    def _current(self) -> _Held:
+    def _current(self) -> Held:
         with self._lock:
             return self._held
 
-    def _install(self, schedule: Schedule) -> _Held:
-        return _Held(
-            active=_Signer.of(schedule.active),
-            next=_Signer.of(schedule.next) if schedule.next is not None else None,
-            next_activates_at=schedule.next_activates_at,
-            token_lifetime=schedule.token_lifetime,
-            fetched_at=self._clock(),
-        )
+    def _install(self, schedule: Schedule) -> Held:
+        return Held.of(schedule, self._clock())
 
     def _limit(self) -> timedelta:
         known = [t for t in (self._current().token_lifetime, self._token_lifetime) if t]
@@ -309,68 +258,3 @@ class Issuer:
                 "pass token_lifetime= (the keyset's setting) to Issuer.from_url",
             )
         return min(known)
-
-
-def _config_file(path: str | os.PathLike[str]) -> str:
-    """``path`` if something is there; the Python API's own message when nothing is."""
-    name = os.fspath(path)
-    if not os.path.lexists(name):
-        where = "" if os.path.isabs(name) else f" in {os.getcwd()}"
-        raise ConfigError(
-            f'Issuer.from_config: no configuration file "{name}"{where}',
-            "pass the path of the file the daemon runs with, or call Issuer.from_config() to "
-            "find it as the CLI does ($KEYROTD_CONFIG, else ./keyrotd.toml, else the built-in "
-            "defaults)",
-        )
-    return name
-
-
-def _refresh_interval(
-    given: float | timedelta | None, publish_ahead: timedelta | None
-) -> timedelta:
-    if given is not None:
-        return _duration(given, "refresh_interval", shortest=0.01)
-    if publish_ahead is None:
-        return DEFAULT_REFRESH
-    return min(max(publish_ahead / 4, SHORTEST_REFRESH), DEFAULT_REFRESH)
-
-
-def _duration(value: float | timedelta, name: str, shortest: float = 1.0) -> timedelta:
-    """Seconds or a timedelta, at least ``shortest`` seconds."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TokenError(f"{name} {value!r} is not a duration", "give seconds or a timedelta")
-    if not math.isfinite(seconds) or seconds < shortest:
-        raise TokenError(f"{name} {value!r} is too short", f"give at least {shortest:g}s")
-    return timedelta(seconds=seconds)
-
-
-# -- sources ------------------------------------------------------------------------------------
-
-
-def fetch_signing_key(endpoint: Endpoint, token: str, timeout: float) -> Schedule:
-    """``GET endpoint`` with the bearer token, parsed into a :class:`Schedule`."""
-    data = get_json(
-        endpoint,
-        timeout=timeout,
-        what="signing-key response",
-        headers={"Authorization": f"Bearer {token}"},
-        status_hints={
-            401: "check the token: the daemon's server.admin_token_file, or one that `keyrotd "
-            "client add` printed for a client still in server.admin_clients_file "
-            "(keyrotd client list)",
-            403: "give this client the signing-key scope for the keyset (keyrotd client add "
-            "NAME --scope signing-key:KEYSET)",
-            404: "check the keyset name, that the daemon sets server.admin_token_file or "
-            "admin_clients_file, and that the URL is server.admin_listen when that is set",
-        },
-    )
-    try:
-        return parse_signing_key(data)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise KeyrotdError(
-            f"{endpoint}: not a signing-key response ({exc})", "check that the URL is the daemon's"
-        ) from None

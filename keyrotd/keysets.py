@@ -15,21 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final
 
 from keyrotd.errors import ConflictError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle import (
-    FIRST_KEY,
-    TICK,
-    Command,
-    Postpone,
-    Republish,
-    Transition,
-    plan,
-    view,
-)
+from keyrotd.lifecycle import TICK, Command, Postpone, Republish, plan, view
 from keyrotd.model import Keyset, Policy, from_json, to_json
+from keyrotd.outcomes import Loaded, Outcome, SyncFailed, log_transition
 from keyrotd.retries import COMPARE_AND_SWAP, Retry
 from keyrotd.storage.interface import Storage
 from keyrotd.times import CLOCK_JUMP, Clock, rfc3339, utc_now
@@ -37,42 +29,22 @@ from keyrotd.times import CLOCK_JUMP, Clock, rfc3339, utc_now
 if TYPE_CHECKING:
     from keyrotd.config import KeysetSettings
 
+__all__ = [
+    "KeyFactory",
+    "KeysetManager",
+    "KeysetSpec",
+    "Loaded",
+    "Outcome",
+    "SyncFailed",
+    "log_transition",
+]
+
 log = logging.getLogger("keyrotd")
 
 KeyFactory = Callable[[str, int], NewKey]
 
 PUBLICATION_SLACK: Final = timedelta(seconds=1)
 """A write that returns later than this after the plan's ``now`` re-dates the keys it created."""
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A keyset as read from storage: ``version`` is None when it was never written."""
-
-    keyset: Keyset
-    version: str | None
-    location: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    keyset: Keyset
-    transitions: tuple[Transition, ...]
-    written: bool
-    attempts: int
-
-
-class SyncFailed(Exception):
-    """``sync`` failed: ``stage`` says where, ``cause`` is the error, ``read`` the stored keyset
-    it had read (None: nothing stored, or the read itself failed). Never leaves the daemon."""
-
-    def __init__(
-        self, stage: Literal["storage read", "rotation"], cause: Exception, read: Keyset | None
-    ) -> None:
-        super().__init__(stage)
-        self.stage: Literal["storage read", "rotation"] = stage
-        self.cause = cause
-        self.read = read
 
 
 @dataclass(frozen=True)
@@ -256,28 +228,3 @@ class KeysetManager:
         return tuple(
             self.key_factory(self.spec.algorithm, self.spec.rsa_key_size) for _ in range(count)
         )
-
-
-def log_transition(keyset: str, transition: Transition) -> None:
-    """One log line per lifecycle event (``key.created`` …): keyset and kid, no key material."""
-    extra = {
-        "event": transition.event,
-        "keyset": keyset,
-        "kid": transition.kid,
-        "at": rfc3339(transition.at),
-    }
-    if transition.exception:
-        extra["exception"] = transition.exception
-        # A new keyset's first key is expected; every other exception deserves attention.
-        level = logging.INFO if transition.exception == FIRST_KEY else logging.WARNING
-        log.log(
-            level,
-            "%s %s kid=%s (exception to publish-ahead: %s)",
-            transition.event,
-            keyset,
-            transition.kid,
-            transition.exception,
-            extra=extra,
-        )
-    else:
-        log.info("%s %s kid=%s", transition.event, keyset, transition.kid, extra=extra)

@@ -22,12 +22,13 @@ import pytest
 
 from keyrotd import KeyrotdError
 from keyrotd.cli import main as cli
-from keyrotd.client import Issuer, Schedule, parse_signing_key
+from keyrotd.client import Issuer
 from keyrotd.config import load_settings
 from keyrotd.errors import TokenError
 from keyrotd.keys import generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.model import ALGORITHMS
+from keyrotd.schedule import Schedule, parse_signing_key
 from keyrotd.storage import open_storage
 from tests.support.clock import ManualClock
 
@@ -181,6 +182,19 @@ def test_switches_to_the_next_key_at_its_activation_time_without_a_round_trip(
         assert issuer.signing_key() == dict(schedule.next)
         verify(token, public_jwks(schedule))
     assert source.reads == 1
+
+
+def test_no_private_key_member_shows_in_the_repr_of_what_the_issuer_holds(
+    clock: ManualClock,
+) -> None:
+    schedule = schedule_of(activates_at=START + timedelta(seconds=30))
+    assert schedule.next is not None
+    with Issuer(CountingSource(schedule), source="test", clock=clock, background=False) as issuer:
+        held = repr(vars(issuer))
+    assert schedule.active["kid"] in held
+    keys = {"active": schedule.active, "next": schedule.next}
+    leaked = [name for name, jwk in keys.items() if jwk["d"] in held]  # names only, never the key
+    assert leaked == []
 
 
 def test_keeps_signing_with_the_held_keys_while_storage_is_unreachable(

@@ -1,0 +1,169 @@
+"""Behind the Issuer: the keys it holds, its two sources (storage, a daemon), its durations."""
+
+from __future__ import annotations
+
+import math
+import os
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
+
+from joserfc.jwk import Key
+
+from keyrotd.errors import ConfigError, KeyrotdError, TokenError
+from keyrotd.fetching import Endpoint, get_json
+from keyrotd.model import Jwk
+from keyrotd.schedule import Schedule, parse_signing_key, schedule_of
+from keyrotd.times import Clock
+from keyrotd.tokens import import_key
+
+DEFAULT_REFRESH: Final = timedelta(seconds=30)
+SHORTEST_REFRESH: Final = timedelta(seconds=0.1)
+"""The background refresh runs at most this often, whatever ``publish_ahead``."""
+
+
+@dataclass(frozen=True)
+class Signer:
+    """One private JWK and its imported key; neither shows in ``repr``."""
+
+    kid: str
+    alg: str
+    jwk: Jwk = field(repr=False)
+    key: Key = field(repr=False)
+
+    @classmethod
+    def of(cls, jwk: Jwk) -> Signer:
+        return cls(jwk["kid"], jwk["alg"], jwk, import_key(jwk, jwk["alg"]))
+
+
+@dataclass(frozen=True)
+class Held:
+    """A schedule with its keys imported, ready to sign from any thread."""
+
+    active: Signer
+    next: Signer | None
+    next_activates_at: datetime | None
+    token_lifetime: timedelta | None
+    fetched_at: datetime
+
+    @classmethod
+    def of(cls, schedule: Schedule, fetched_at: datetime) -> Held:
+        return cls(
+            active=Signer.of(schedule.active),
+            next=Signer.of(schedule.next) if schedule.next is not None else None,
+            next_activates_at=schedule.next_activates_at,
+            token_lifetime=schedule.token_lifetime,
+            fetched_at=fetched_at,
+        )
+
+    def signer(self, now: datetime) -> Signer:
+        due = self.next_activates_at is not None and now >= self.next_activates_at
+        return self.next if self.next is not None and due else self.active
+
+
+@dataclass(frozen=True)
+class StorageSource:
+    """``Issuer.from_config``'s source: read the schedule from storage, and release it."""
+
+    fetch: Callable[[], Schedule]
+    where: str
+    close: Callable[[], None]
+
+
+def storage_source(
+    path: str | os.PathLike[str] | None,
+    keyset: str | None,
+    clock: Clock,
+    environ: Mapping[str, str] | None,
+) -> StorageSource:
+    """The keyset (default: the first one) on the configured storage: ``path`` as ``--config``."""
+    from keyrotd.config import load_settings
+    from keyrotd.keysets import KeysetManager, KeysetSpec
+    from keyrotd.storage import open_storage
+
+    settings = load_settings(None if path is None else config_file(path), environ)
+    spec = KeysetSpec.from_settings(settings.keyset(keyset))
+    storage = open_storage(settings.storage)
+    manager = KeysetManager(storage, spec, clock=clock)
+    where = storage.location(spec.name)
+
+    def fetch() -> Schedule:
+        return schedule_of(manager.view(), spec.policy, where)
+
+    return StorageSource(fetch, where, storage.close)
+
+
+def signing_key_endpoint(
+    url: str, keyset: str | None, ca_file: str | os.PathLike[str] | None
+) -> Endpoint:
+    """The daemon's ``/keysets/{keyset}/signing-key``, or ``/signing-key`` without a keyset."""
+    path = (
+        "/signing-key"
+        if keyset is None
+        else f"/keysets/{urllib.parse.quote(keyset, safe='')}/signing-key"
+    )
+    return Endpoint.of_daemon(url, path, ca_file)
+
+
+def config_file(path: str | os.PathLike[str]) -> str:
+    """``path`` if something is there; the Python API's own message when nothing is."""
+    name = os.fspath(path)
+    if not os.path.lexists(name):
+        where = "" if os.path.isabs(name) else f" in {os.getcwd()}"
+        raise ConfigError(
+            f'Issuer.from_config: no configuration file "{name}"{where}',
+            "pass the path of the file the daemon runs with, or call Issuer.from_config() to "
+            "find it as the CLI does ($KEYROTD_CONFIG, else ./keyrotd.toml, else the built-in "
+            "defaults)",
+        )
+    return name
+
+
+def background_refresh_interval(
+    given: float | timedelta | None, publish_ahead: timedelta | None
+) -> timedelta:
+    if given is not None:
+        return duration(given, "refresh_interval", shortest=0.01)
+    if publish_ahead is None:
+        return DEFAULT_REFRESH
+    return min(max(publish_ahead / 4, SHORTEST_REFRESH), DEFAULT_REFRESH)
+
+
+def duration(value: float | timedelta, name: str, shortest: float = 1.0) -> timedelta:
+    """Seconds or a timedelta, at least ``shortest`` seconds."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TokenError(f"{name} {value!r} is not a duration", "give seconds or a timedelta")
+    if not math.isfinite(seconds) or seconds < shortest:
+        raise TokenError(f"{name} {value!r} is too short", f"give at least {shortest:g}s")
+    return timedelta(seconds=seconds)
+
+
+def fetch_signing_key(endpoint: Endpoint, token: str, timeout: float) -> Schedule:
+    """``GET endpoint`` with the bearer token, parsed into a :class:`Schedule`."""
+    data = get_json(
+        endpoint,
+        timeout=timeout,
+        what="signing-key response",
+        headers={"Authorization": f"Bearer {token}"},
+        status_hints={
+            401: "check the token: the daemon's server.admin_token_file, or one that `keyrotd "
+            "client add` printed for a client still in server.admin_clients_file "
+            "(keyrotd client list)",
+            403: "give this client the signing-key scope for the keyset (keyrotd client add "
+            "NAME --scope signing-key:KEYSET)",
+            404: "check the keyset name, that the daemon sets server.admin_token_file or "
+            "admin_clients_file, and that the URL is server.admin_listen when that is set",
+        },
+    )
+    try:
+        return parse_signing_key(data)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise KeyrotdError(
+            f"{endpoint}: not a signing-key response ({exc})", "check that the URL is the daemon's"
+        ) from None

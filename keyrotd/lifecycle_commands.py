@@ -1,0 +1,86 @@
+"""The planner's vocabulary: the commands it takes, the transitions and the plan it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+from keyrotd.model import Keyset
+from keyrotd.propagation import Poll
+
+EventName = Literal[
+    "key.created", "key.activated", "key.retired", "key.expired", "key.revoked", "key.confirmed"
+]
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Apply what is due at ``now``: activations, expiries, a successor when one is due."""
+
+
+@dataclass(frozen=True)
+class Rotate:
+    """``keyrotd rotate``: bring the next rotation forward; ``now`` is the emergency variant."""
+
+    now: bool = False
+
+
+@dataclass(frozen=True)
+class Revoke:
+    """``keyrotd revoke KID``: drop the key from the JWKS at once."""
+
+    kid: str
+
+
+@dataclass(frozen=True)
+class Republish:
+    """A slow write made ``kids`` visible only now, later than the time they were planned with:
+    count them as published now, and activating no sooner than ``publish_ahead`` after (G2)."""
+
+    kids: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Postpone:
+    """The wall clock jumped forward by ``by`` (measured against a monotonic clock).
+
+    What was scheduled after the jump began happens ``by`` later, so that keys still spend
+    ``publish_ahead`` in the JWKS before they sign and ``token_lifetime + clock_skew`` after they
+    stop, in elapsed time (G2, G3). Later is always safe: a key published or kept longer breaks
+    no token.
+    """
+
+    by: timedelta
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The ``observe`` URLs were polled: record what they served, confirm who they all served."""
+
+    poll: Poll
+
+
+Command = Tick | Rotate | Revoke | Republish | Postpone | Observed
+TICK: Final = Tick()
+FIRST_KEY: Final = "first key of a new keyset"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One lifecycle event. ``exception`` names the reason when G2 was bypassed on purpose."""
+
+    event: EventName
+    kid: str
+    at: datetime
+    exception: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    keyset: Keyset
+    transitions: tuple[Transition, ...]
+    changed: bool = False
+    """The document differs from the input and must be written."""
+    needs_keys: int = 0
+    """More fresh keys are needed: generate this many in all and plan again."""

@@ -1,0 +1,70 @@
+"""What the writer reports: what it read and wrote, how a sync failed, one log line an event."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from keyrotd.lifecycle import FIRST_KEY, Transition
+from keyrotd.model import Keyset
+from keyrotd.times import rfc3339
+
+log = logging.getLogger("keyrotd")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A keyset as read from storage: ``version`` is None when it was never written."""
+
+    keyset: Keyset
+    version: str | None
+    location: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one ``apply`` or ``sync`` did: the keyset after it, and whether it wrote."""
+
+    keyset: Keyset
+    transitions: tuple[Transition, ...]
+    written: bool
+    attempts: int
+
+
+class SyncFailed(Exception):
+    """``sync`` failed: ``stage`` says where, ``cause`` is the error, ``read`` the stored keyset
+    it had read (None: nothing stored, or the read itself failed). Never leaves the daemon."""
+
+    def __init__(
+        self, stage: Literal["storage read", "rotation"], cause: Exception, read: Keyset | None
+    ) -> None:
+        super().__init__(stage)
+        self.stage: Literal["storage read", "rotation"] = stage
+        self.cause = cause
+        self.read = read
+
+
+def log_transition(keyset: str, transition: Transition) -> None:
+    """One log line per lifecycle event (``key.created`` …): keyset and kid, no key material."""
+    extra = {
+        "event": transition.event,
+        "keyset": keyset,
+        "kid": transition.kid,
+        "at": rfc3339(transition.at),
+    }
+    if transition.exception:
+        extra["exception"] = transition.exception
+        # A new keyset's first key is expected; every other exception deserves attention.
+        level = logging.INFO if transition.exception == FIRST_KEY else logging.WARNING
+        log.log(
+            level,
+            "%s %s kid=%s (exception to publish-ahead: %s)",
+            transition.event,
+            keyset,
+            transition.kid,
+            transition.exception,
+            extra=extra,
+        )
+    else:
+        log.info("%s %s kid=%s", transition.event, keyset, transition.kid, extra=extra)

@@ -1,0 +1,218 @@
+"""The planner's working state: the queries, primitive changes and steps one ``plan`` call runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from keyrotd.errors import KeyNotFoundError
+from keyrotd.keys import NewKey
+from keyrotd.lifecycle_commands import FIRST_KEY, EventName, Transition
+from keyrotd.model import HISTORY_LIMIT, Key, Keyset, KeyState, Policy
+from keyrotd.propagation import Poll, awaiting, observe
+
+
+class OutOfKeys(Exception):
+    """The planner needs more fresh keys than it was given (``Plan.needs_keys``)."""
+
+
+class Planner:
+    """Mutable working state of one ``plan`` call; never escapes it."""
+
+    def __init__(self, keyset: Keyset, policy: Policy, now: datetime, fresh: tuple[NewKey, ...]):
+        self.name = keyset.name
+        self.keys = list(keyset.keys)
+        self.history = list(keyset.history)
+        self.policy = policy
+        self.now = now
+        self.fresh = list(fresh)
+        self.used = 0
+        self.transitions: list[Transition] = []
+
+    # -- queries -------------------------------------------------------------------------
+    def active(self) -> Key | None:
+        return next((k for k in self.keys if k.state is KeyState.ACTIVE), None)
+
+    def pending(self) -> list[Key]:
+        return sorted(
+            (k for k in self.keys if k.state is KeyState.PENDING),
+            key=lambda k: (k.activates_at or k.created_at, k.created_at),
+        )
+
+    # -- primitive changes ---------------------------------------------------------------
+    def _swap(self, old: Key, new: Key) -> None:
+        self.keys[self.keys.index(old)] = new
+
+    def _emit(self, event: EventName, kid: str, at: datetime, exception: str | None = None) -> None:
+        self.transitions.append(Transition(event, kid, at, exception))
+
+    def _to_history(self, key: Key, entry: Key) -> None:
+        self.keys.remove(key)
+        self.history = [*self.history, entry][-HISTORY_LIMIT:]
+
+    def new_key(self, activates_at: datetime, *, gated: bool = False) -> Key:
+        """A new pending key; ``gated``: a successor, awaiting confirmation if URLs are observed."""
+        if self.used >= len(self.fresh):
+            self.used += 1
+            raise OutOfKeys
+        made = self.fresh[self.used]
+        self.used += 1
+        observed = self.policy.observe if gated else ()
+        key = Key(
+            kid=made.kid,
+            alg=made.alg,
+            state=KeyState.PENDING,
+            created_at=self.now,
+            activates_at=None if observed else activates_at,
+            public_jwk=made.public_jwk,
+            private_jwk=made.private_jwk,
+            propagation=awaiting(activates_at, observed, self.now) if observed else None,
+        )
+        self.keys.append(key)
+        self._emit("key.created", key.kid, self.now)
+        return key
+
+    def activate(self, key: Key, at: datetime, exception: str | None = None) -> None:
+        """Make ``key`` the signing key at ``at``; the current one retires at the same instant."""
+        current = self.active()
+        if current is not None:
+            self.retire(current, at)
+        self._swap(key, key.replace(state=KeyState.ACTIVE, activates_at=at))
+        self._emit("key.activated", key.kid, at, exception)
+
+    def retire(self, key: Key, at: datetime) -> None:
+        retired = key.replace(
+            state=KeyState.RETIRED,
+            retired_at=at,
+            expires_at=at + self.policy.retention,
+            drop_private=True,
+        )
+        self._swap(key, retired)
+        self._emit("key.retired", key.kid, at)
+
+    def expire(self, key: Key) -> None:
+        assert key.expires_at is not None
+        entry = key.replace(state=KeyState.EXPIRED, drop_private=True, drop_public=True)
+        entry = dataclasses.replace(entry, propagation=None)
+        self._to_history(key, entry)
+        self._emit("key.expired", key.kid, key.expires_at)
+
+    def revoke(self, key: Key) -> None:
+        entry = key.replace(
+            state=KeyState.REVOKED,
+            revoked_at=self.now,
+            retired_at=self.now if key.state is KeyState.ACTIVE else None,
+            drop_private=True,
+            drop_public=True,
+        )
+        self._to_history(key, dataclasses.replace(entry, propagation=None))
+        self._emit("key.revoked", key.kid, self.now)
+
+    # -- steps ---------------------------------------------------------------------------
+    def materialize(self) -> None:
+        """Apply every scheduled activation and expiry up to ``now``, in time order."""
+        while True:
+            due: list[tuple[datetime, int, Key]] = []
+            for key in self.keys:
+                if key.state is KeyState.PENDING and key.activates_at is not None:
+                    due.append((key.activates_at, 0, key))
+                elif key.state is KeyState.RETIRED and key.expires_at is not None:
+                    due.append((key.expires_at, 1, key))
+            due = [d for d in due if d[0] <= self.now]
+            if not due:
+                return
+            at, kind, key = min(due, key=lambda d: (d[0], d[1], d[2].created_at))
+            if kind == 0:
+                self.activate(key, at)
+            else:
+                self.expire(key)
+
+    def ensure_active(self) -> None:
+        """G1: after bootstrap there is always exactly one active key."""
+        if self.active() is not None:
+            return
+        pending = self.pending()
+        if pending:
+            self.activate(
+                pending[0], self.now, "no active key: published successor activated early"
+            )
+            return
+        first = not self.history
+        key = self.new_key(self.now)
+        self.activate(key, self.now, FIRST_KEY if first else "no active key")
+
+    def ensure_successor(self) -> None:
+        """Publish a successor ``publish_ahead`` before the active key's period ends (G2, G4)."""
+        active = self.active()
+        if active is None or self.pending():
+            return
+        assert active.activates_at is not None
+        period_end = active.activates_at + self.policy.rotation_period
+        if self.now >= period_end - self.policy.publish_ahead:
+            self.new_key(max(self.now + self.policy.publish_ahead, period_end), gated=True)
+
+    def rotate(self, emergency: bool) -> None:
+        pending = self.pending()
+        if emergency:
+            key = pending[0] if pending else self.new_key(self.now)
+            self.activate(key, self.now, "rotate --now")
+        elif pending:
+            first = pending[0]
+            soonest = max(first.created_at + self.policy.publish_ahead, self.now)
+            self._reschedule(first, lambda at: min(at, soonest))
+        else:
+            self.new_key(self.now + self.policy.publish_ahead, gated=True)
+
+    def _reschedule(self, key: Key, when: Callable[[datetime], datetime]) -> None:
+        """Move a pending key's scheduled time; a confirmed activation time never moves (CONTRACT
+        9), an awaiting successor's time-based schedule does."""
+        progress = key.propagation
+        if progress is None:
+            assert key.activates_at is not None
+            self._swap(key, dataclasses.replace(key, activates_at=when(key.activates_at)))
+        elif key.awaiting:
+            moved = dataclasses.replace(progress, scheduled_at=when(progress.scheduled_at))
+            self._swap(key, dataclasses.replace(key, propagation=moved))
+
+    def republish(self, kids: frozenset[str]) -> None:
+        for key in self.pending():
+            if key.kid in kids and key.created_at < self.now:
+                soonest = self.now + self.policy.publish_ahead
+                self._reschedule(key, lambda at: max(at, soonest))  # noqa: B023 (called at once)
+                redated = next(k for k in self.keys if k.kid == key.kid)
+                self._swap(redated, dataclasses.replace(redated, created_at=self.now))
+
+    def postpone(self, by: timedelta) -> None:
+        jump_began = self.now - by
+        for key in list(self.keys):
+            scheduled = key.scheduled_at
+            if key.state is KeyState.PENDING and scheduled and scheduled > jump_began:
+                self._reschedule(key, lambda at: at + by)
+            elif key.state is KeyState.RETIRED and key.expires_at and key.expires_at > jump_began:
+                self._swap(key, dataclasses.replace(key, expires_at=key.expires_at + by))
+
+    def observed(self, poll: Poll) -> None:
+        for key in self.pending():
+            seen = observe(key, poll, self.policy.verifier_cache, self.now)
+            if seen != key:
+                self._swap(key, seen)
+                if seen.activates_at is not None:
+                    self._emit("key.confirmed", key.kid, poll.at)
+
+    def revoke_kid(self, kid: str) -> None:
+        key = next((k for k in self.keys if k.kid == kid), None)
+        if key is None:
+            if any(k.kid == kid for k in self.history):
+                return  # already out of the JWKS (revoked or expired): nothing to do
+            raise KeyNotFoundError(
+                f"keyset {self.name} has no key with kid {kid}",
+                "list the kids with `keyrotd status`",
+            )
+        if key.state is not KeyState.ACTIVE:
+            self.revoke(key)
+            return
+        pending = self.pending()
+        successor = pending[0] if pending else self.new_key(self.now)
+        self.revoke(key)
+        self.activate(successor, self.now, "revoke of the active key")
