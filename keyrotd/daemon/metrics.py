@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,6 +26,7 @@ from prometheus_client.registry import Collector
 from keyrotd import __version__
 from keyrotd.daemon.state import Snapshot
 from keyrotd.model import KeyState
+from keyrotd.propagation import held
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _LIVE = (KeyState.PENDING, KeyState.ACTIVE, KeyState.RETIRED)
@@ -81,6 +83,27 @@ class _BoardCollector(Collector):
             if math.isfinite(published.changes_at):
                 upcoming.add_metric([name], published.changes_at - now)
         yield from (ready, keys, age, upcoming, last_read, storage_up)
+
+
+class HeldGauge(Collector):
+    """``keyrotd_activation_held{keyset}`` (observe), from the board at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], clock: Callable[[], datetime]) -> None:
+        self._snapshot, self._clock = snapshot, clock
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "keyrotd_activation_held",
+            "1 while a successor is held past its scheduled time awaiting confirmation",
+            labels=["keyset"],
+        )
+        snap, now = self._snapshot(), self._clock()
+        for name in snap.order:
+            published = snap.published.get(name)
+            if published is not None:
+                holding = any(held(k, now) for k in published.keyset.pending)
+                gauge.add_metric([name], 1.0 if holding else 0.0)
+        yield gauge
 
 
 class Metrics:

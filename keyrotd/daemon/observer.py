@@ -14,23 +14,19 @@ Serving never waits on any of it: the HTTP side only reads the board.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from datetime import datetime, timedelta
-from email.message import Message
-from typing import IO, TYPE_CHECKING, Final
+from datetime import datetime
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import CollectorRegistry
 
-from keyrotd.daemon.state import Board, Snapshot
+from keyrotd.daemon.metrics import HeldGauge
+from keyrotd.daemon.observe_fetch import ObserveError, fetch
+from keyrotd.daemon.state import Board
 from keyrotd.lifecycle import Observed
 from keyrotd.model import Keyset, KeyState
 from keyrotd.propagation import Answer, Poll, confirmation_delay, held
@@ -41,97 +37,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keyrotd.daemon")
 
-MAX_BODY: Final = 1024 * 1024
-MAX_REDIRECTS: Final = 3
 LONGEST_WAIT: Final = 5.0
 """Seconds one answer may take at most (less with a shorter ``refresh_interval``)."""
 STOP_WAIT: Final = 2.0
 """Longest wait at shutdown for a poll to finish its write (the daemon's stop allows 4 s)."""
-_CACHE_LIFETIME: Final = re.compile(r"(?:^|[\s,])(?:max-age|s-maxage)\s*=\s*\"?(\d+)", re.I)
 DELAY_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
-
-
-class ObserveError(Exception):
-    """One answer that does not count as a JWKS (the message names why, never the body)."""
-
-
-class _AtMostThreeRedirects(urllib.request.HTTPRedirectHandler):
-    max_redirections = MAX_REDIRECTS
-
-
-# http(s) only: a redirect elsewhere (file:, ftp:) finds no handler and fails as unreachable
-_OPENER: Final = urllib.request.OpenerDirector()
-for _handler in (
-    urllib.request.ProxyHandler(),
-    urllib.request.HTTPHandler(),
-    urllib.request.HTTPSHandler(),
-    urllib.request.HTTPDefaultErrorHandler(),
-    _AtMostThreeRedirects(),
-    urllib.request.HTTPErrorProcessor(),
-):
-    _OPENER.add_handler(_handler)
-
-
-def cache_lifetime(headers: Message) -> timedelta:
-    """The longest ``max-age``/``s-maxage`` in ``Cache-Control``, as sent (0 without one)."""
-    values = [
-        int(v) for h in headers.get_all("Cache-Control") or () for v in _CACHE_LIFETIME.findall(h)
-    ]
-    return timedelta(seconds=max(values, default=0))
-
-
-def fetch(url: str, timeout: float) -> Answer:
-    """GET ``url`` as a verifier would; the kids it serves and the cache lifetime it sent."""
-    request = urllib.request.Request(url, headers={"User-Agent": "keyrotd-observe"})  # noqa: S310
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            body = _read_bounded(response)
-            lifetime = cache_lifetime(response.headers)
-    except urllib.error.HTTPError as exc:
-        raise ObserveError(f"HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ObserveError(f"unreachable ({reason})") from None
-    return Answer(_kids(body), lifetime)
-
-
-def _read_bounded(response: IO[bytes]) -> bytes:
-    body = response.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise ObserveError("answer larger than 1 MiB")
-    return body
-
-
-def _kids(body: bytes) -> frozenset[str]:
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ObserveError("not JSON") from None
-    keys = document.get("keys") if isinstance(document, dict) else None
-    if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
-        raise ObserveError("not a JWKS (no keys array)")
-    return frozenset(k["kid"] for k in keys if isinstance(k.get("kid"), str))
-
-
-class _HeldGauge(Collector):
-    """``keyrotd_activation_held{keyset}``, computed from the board at scrape time."""
-
-    def __init__(self, snapshot: Callable[[], Snapshot], clock: Callable[[], datetime]) -> None:
-        self._snapshot, self._clock = snapshot, clock
-
-    def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(
-            "keyrotd_activation_held",
-            "1 while a successor is held past its scheduled time awaiting confirmation",
-            labels=["keyset"],
-        )
-        snap, now = self._snapshot(), self._clock()
-        for name in snap.order:
-            published = snap.published.get(name)
-            if published is not None:
-                holding = any(held(k, now) for k in published.keyset.pending)
-                gauge.add_metric([name], 1.0 if holding else 0.0)
-        yield gauge
 
 
 class Observer:
@@ -175,7 +85,7 @@ class Observer:
             buckets=DELAY_BUCKETS,
             registry=registry,
         )
-        registry.register(_HeldGauge(lambda: board.snapshot, clock))
+        registry.register(HeldGauge(lambda: board.snapshot, clock))
 
     # -- life ---------------------------------------------------------------------------------
     def start(self) -> None:

@@ -10,8 +10,8 @@
 Start: check the TLS pair and load the admin clients (refuse bad files), open storage, start
 the scheduler (its first job loads — and bootstraps — every keyset), bind. ``READY=1`` once every
 listener is bound and the first load of every keyset succeeded. Stop: ``STOPPING=1``, stop
-accepting, let the write in progress finish, exit 0. SIGHUP re-reads the TLS files and the admin
-clients even when the new configuration is refused (see ``tls`` and ``admin``).
+accepting, let the write in progress finish, exit 0. SIGHUP runs ``reload`` on the admin pool:
+it re-reads the TLS files and the admin clients even when the new configuration is refused.
 """
 
 from __future__ import annotations
@@ -29,18 +29,19 @@ from pathlib import Path
 from typing import Final
 
 from keyrotd import logs
-from keyrotd.config import Settings, load_settings
+from keyrotd.config import Settings
 from keyrotd.daemon.admin import Admin, Clients
 from keyrotd.daemon.audit import Audit
 from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener
 from keyrotd.daemon.metrics import Metrics
+from keyrotd.daemon.reload import admin_files, adopt_library_loggers, reload
 from keyrotd.daemon.scheduling import Rotator
 from keyrotd.daemon.state import Board
 from keyrotd.daemon.systemd import Notifier, Readiness
-from keyrotd.daemon.tls import TlsCopies, TlsPair, check_tls_pair
-from keyrotd.errors import ConfigError, KeyrotdError
+from keyrotd.daemon.tls import TlsCopies, TlsPair, check_tls_pair, tls_refused
+from keyrotd.errors import KeyrotdError
 from keyrotd.storage import open_storage
 from keyrotd.times import utc_now
 
@@ -61,8 +62,8 @@ class Daemon:
         )
         self.tls_copies: TlsCopies | None = None
         self.listeners: Listeners | None = None
-        self._reload_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.reload_lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.metrics = Metrics(lambda: self.board.snapshot)
         self.notifier = Notifier(on_drop=self.metrics.notify_dropped)
         self.readiness = Readiness(
@@ -76,7 +77,7 @@ class Daemon:
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")
         self.clients = Clients.load(*admin_files(settings))
         self.audit = Audit(self.metrics, time.monotonic)
-        public, admin = self._options(settings)
+        public, admin = self.app_options(settings)
         alive = lambda: self.rotator.alive  # noqa: E731
         self.app = App(self.board, self.metrics, public, self.admin_pool, alive)
         self.admin_app = (
@@ -85,7 +86,7 @@ class Daemon:
             else App(self.board, self.metrics, admin, self.admin_pool, alive, public=False)
         )
 
-    def _options(self, settings: Settings) -> tuple[Options, Options | None]:
+    def app_options(self, settings: Settings) -> tuple[Options, Options | None]:
         """The public app's options, and the admin app's when ``admin_listen`` is set."""
         configured = any(path is not None for path in admin_files(settings))
         admin = Admin(self.clients, self.rotator.command, self.audit) if configured else None
@@ -158,7 +159,7 @@ class Daemon:
             self.tls_copies.close()
 
     async def _serve(self, listeners: Listeners, early_stop: list[int]) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
 
         def stop(signum: int) -> None:
             log.info(
@@ -171,7 +172,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop, signum)
         loop.add_signal_handler(
-            signal.SIGHUP, lambda: loop.run_in_executor(self.admin_pool, self.reload)
+            signal.SIGHUP, lambda: loop.run_in_executor(self.admin_pool, reload, self)
         )
         if early_stop:
             loop.call_soon(stop, early_stop[0])
@@ -205,106 +206,3 @@ class Daemon:
             for handler in logging.getLogger("keyrotd").handlers:
                 handler.flush()
             os._exit(0)
-
-    # -- SIGHUP ----------------------------------------------------------------------------
-    def reload(self) -> None:
-        """Load the configuration again (a bad one is logged and the running one kept), and the
-        TLS pair in any case."""
-        with self._reload_lock:  # SIGHUPs in quick succession: one reload after the other
-            self.readiness.reloading()
-            new = self._reload_settings()
-            self._renew_tls(new or self.settings)
-            self.readiness.reloaded()
-
-    def _reload_settings(self) -> Settings | None:
-        try:
-            new = load_settings(self.config_path)
-            public, admin = self._options(new)
-        except Exception as exc:
-            self.metrics.reloads.labels("failed").inc()
-            log.error(
-                "configuration reload failed, keeping the running one", extra={"error": str(exc)}
-            )
-            self.clients.reload(*admin_files(self.settings))  # re-read even so (CONTRACT 8)
-            return None
-        self.clients.reload(*admin_files(new))  # before the new options can enable the endpoints
-        old = self.settings
-        for part, what in (
-            (old.storage != new.storage, "storage"),
-            (old.server.listen != new.server.listen, "server.listen"),
-            (old.server.admin_listen != new.server.admin_listen, "server.admin_listen"),
-            ((old.server.tls is None) != (new.server.tls is None), "TLS on or off"),
-        ):
-            if part:
-                log.warning("reload: a change of %s takes effect at the next restart", what)
-        logs.configure(new.logging.format, new.logging.level)
-        adopt_library_loggers()
-        if (admin is None) == (self.admin_app is None):  # else: takes effect at the restart
-            self.app.options = public
-            if self.admin_app is not None and admin is not None:
-                self.admin_app.options = admin
-        self.rotator.configure(new.keysets, new.server.refresh_interval)
-        self.settings = new
-        self.metrics.reloads.labels("ok").inc()
-        log.info(
-            "configuration reloaded: %d keysets",
-            len(new.keysets),
-            extra={"event": "config.reloaded", "path": str(new.config_file or "")},
-        )
-        return new
-
-    def _renew_tls(self, settings: Settings) -> None:
-        """Re-read the TLS files (``settings``' while TLS stays on, else those it started with)
-        and serve a new pair that passes the checks; a broken one is logged, the old one kept."""
-        copies, served, loop, listeners = self.tls_copies, self.tls_pair, self._loop, self.listeners
-        if copies is None or served is None or loop is None or listeners is None:
-            return
-        files = settings.server.tls or self.tls_files
-        assert files is not None  # TLS was on at the start: tls_pair is set
-        try:
-            pair = check_tls_pair(*files, utc_now())
-            if pair == served:
-                return
-            listeners.renew_tls(*copies.install(pair), loop)
-        except (KeyrotdError, ssl.SSLError) as exc:
-            error = str(exc) if isinstance(exc, KeyrotdError) else str(tls_refused(exc))
-            for listener in listeners.tls:
-                log.error(
-                    "TLS reload failed on the %s listener, it keeps its certificate: %s",
-                    listener.name,
-                    error,
-                    extra={"event": "tls.reload_failed", "listener": listener.name, "error": error},
-                )
-            return
-        self.tls_pair = pair
-        for listener in listeners.tls:
-            log.info(
-                "TLS certificate renewed on the %s listener: %s",
-                listener.name,
-                pair.describe(),
-                extra={"event": "tls.reloaded", "listener": listener.name},
-            )
-
-
-def tls_refused(exc: ssl.SSLError) -> ConfigError:
-    """granian's OpenSSL load of the (already checked) copies failed: say why, in one line."""
-    return ConfigError(
-        f"the TLS pair (server.tls_cert_file, server.tls_key_file) is refused by OpenSSL "
-        f"({exc.reason or type(exc).__name__})",
-        "check that the certificate and key are a current, matching pair",
-    )
-
-
-def admin_files(settings: Settings) -> tuple[Path | None, Path | None]:
-    """``server.admin_token_file`` and ``server.admin_clients_file``: the admin clients."""
-    return settings.server.admin_token_file, settings.server.admin_clients_file
-
-
-def adopt_library_loggers() -> None:
-    """Send granian's and APScheduler's problems through keyrotd's handler, one event a line."""
-    handlers = logging.getLogger("keyrotd").handlers
-    for name, level in (("_granian", logging.ERROR), ("apscheduler", logging.WARNING)):
-        logger = logging.getLogger(name)
-        logger.handlers = list(handlers)
-        logger.setLevel(level)
-        logger.propagate = False

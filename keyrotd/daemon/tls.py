@@ -190,3 +190,12 @@ def _write_private(path: Path, data: bytes) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     with os.fdopen(descriptor, "wb") as out:
         out.write(data)
+
+
+def tls_refused(exc: ssl.SSLError) -> ConfigError:
+    """granian's OpenSSL load of the (already checked) copies failed: say why, in one line."""
+    return ConfigError(
+        f"the TLS pair (server.tls_cert_file, server.tls_key_file) is refused by OpenSSL "
+        f"({exc.reason or type(exc).__name__})",
+        "check that the certificate and key are a current, matching pair",
+    )

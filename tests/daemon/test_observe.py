@@ -28,7 +28,7 @@ import jwt
 import pytest
 
 from keyrotd.client import Issuer
-from keyrotd.daemon.observer import ObserveError, fetch
+from keyrotd.daemon.observe_fetch import ObserveError, fetch
 from tests.support.daemon import TOKEN, Daemon, free_port
 from tests.support.http import metric
 from tests.support.waiting import wait_for
