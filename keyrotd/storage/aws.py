@@ -37,7 +37,7 @@ from botocore.exceptions import ClientError, NoRegionError
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
 from keyrotd.storage.aws_errors import NOT_FOUND, RetryPolicy, SecretErrors, code
-from keyrotd.storage.aws_swap import CURRENT, STAGING_LABEL, SecretValue, SecretWrites
+from keyrotd.storage.aws_swap import CURRENT, SecretValue, SecretWrites
 from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from keyrotd.config import StorageSettings
 
-__all__ = ["MAX_DOCUMENT_SIZE", "STAGING_LABEL", "AwsStorage", "RetryPolicy"]
+__all__ = ["MAX_DOCUMENT_SIZE", "AwsStorage", "RetryPolicy"]
 
 MAX_DOCUMENT_SIZE: Final = 65536
 """Secrets Manager's limit on a secret value, in bytes."""
