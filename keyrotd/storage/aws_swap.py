@@ -25,7 +25,7 @@ from keyrotd.storage.aws_errors import EXISTS, NOT_FOUND, REFUSED, SecretErrors,
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
-    from mypy_boto3_secretsmanager.type_defs import TagTypeDef
+    from mypy_boto3_secretsmanager.type_defs import PutSecretValueResponseTypeDef, TagTypeDef
 
 __all__ = ["CURRENT", "STAGING_LABEL", "SecretValue", "SecretWrites"]
 
@@ -72,12 +72,7 @@ class SecretWrites:
         # The secret exists. Fill it only if it has no value yet (created beforehand):
         # Secrets Manager makes the first version of a secret current, and only the first.
         with self.errors.translated("PutSecretValue", name):
-            put = self.client.put_secret_value(
-                SecretId=name,
-                ClientRequestToken=token,
-                VersionStages=[STAGING_LABEL],
-                **value,
-            )
+            put = self._put_pending(name, value, token)
         if CURRENT in put.get("VersionStages", []):
             return put["VersionId"]
         raise self.errors.conflict(name, None, "a stored document")
@@ -86,12 +81,7 @@ class SecretWrites:
         """Store ``value`` as a pending version, then move ``AWSCURRENT`` from ``expected``."""
         with self.errors.translated("PutSecretValue", name):
             try:
-                put = self.client.put_secret_value(
-                    SecretId=name,
-                    ClientRequestToken=token,
-                    VersionStages=[STAGING_LABEL],
-                    **value,
-                )
+                put = self._put_pending(name, value, token)
             except ClientError as error:
                 if code(error) == NOT_FOUND:
                     raise self.errors.conflict(name, expected, None) from None
@@ -133,6 +123,14 @@ class SecretWrites:
         if current != expected:
             raise self.errors.conflict(name, expected, current)
         raise self.errors.client_failure("UpdateSecretVersionStage", name, error)
+
+    def _put_pending(
+        self, name: str, value: SecretValue, token: str
+    ) -> PutSecretValueResponseTypeDef:
+        """A new version of the secret, labelled only ``KEYROTD_PENDING``."""
+        return self.client.put_secret_value(
+            SecretId=name, ClientRequestToken=token, VersionStages=[STAGING_LABEL], **value
+        )
 
     def _kms(self) -> _Encryption:
         return {"KmsKeyId": self.kms_key_id} if self.kms_key_id else {}
