@@ -7,18 +7,9 @@ write. The version of a document is the secret's ``VersionId``.
 
 - Read: ``GetSecretValue(VersionStage="AWSCURRENT")``, asked explicitly (moto answers a read
   without a stage from a stale default after ``UpdateSecretVersionStage``).
-- Write (compare-and-swap): ``PutSecretValue`` stores the document as a new version carrying only
-  the staging label ``KEYROTD_PENDING``, then ``UpdateSecretVersionStage`` moves ``AWSCURRENT``
-  onto it with ``RemoveFromVersionId`` set to the version that was read. Secrets Manager refuses
-  the move when ``AWSCURRENT`` is no longer there: the loser gets :class:`ConflictError`. A
-  refused move is checked with one ``DescribeSecret``, so that a move retried after a lost
-  response (it had succeeded) is not taken for a conflict.
-- Create: ``CreateSecret``; if the secret exists, a ``PutSecretValue`` wins only if it is the
-  secret's first version (Secrets Manager then makes it current), otherwise it is a conflict.
-
-Labels do not pile up: ``KEYROTD_PENDING`` is one label, which Secrets Manager moves to each new
-version, so at most three versions are labelled (current, previous, pending); versions left
-without a label are deprecated and removed by Secrets Manager itself.
+- Write (compare-and-swap, :mod:`keyrotd.storage.aws_swap`): a new version labelled
+  ``KEYROTD_PENDING``, then ``AWSCURRENT`` moved onto it from the version that was read; the
+  loser of a race gets :class:`ConflictError`.
 
 Old versions: Secrets Manager keeps superseded versions (``AWSPREVIOUS``, and unlabelled ones for
 at least 24 hours) with the private keys they held, and has no call to delete one. keyrotd reads
@@ -28,11 +19,9 @@ Documents: non-empty UTF-8 text (what keyrotd writes) is the ``SecretString`` as
 the console; anything else is a ``SecretBinary`` of a zero byte followed by the document.
 Secrets Manager holds at most 65536 bytes, so a larger document is refused before it is sent.
 
-Errors: throttling, 5xx answers, timeouts and connection failures are retried by botocore
-(standard mode, :class:`RetryPolicy`) and then raise :class:`TemporaryStorageError`; everything
-else is a :class:`StorageError` naming the secret and the fix (``LimitExceededException``, which
-botocore retries as throttling, is a quota such as versions per secret: permanent). boto3 is
-imported only here.
+Errors (:mod:`keyrotd.storage.aws_errors`): what botocore still fails after its own retries is a
+:class:`TemporaryStorageError`; everything else is a :class:`StorageError` naming the secret and
+the fix. boto3 is imported only here and in those two pieces.
 """
 
 from __future__ import annotations
@@ -40,109 +29,34 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, TypedDict
+from typing import TYPE_CHECKING, Final
 
 import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
+from botocore.exceptions import ClientError, NoRegionError
 
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
+from keyrotd.storage.aws_errors import NOT_FOUND, RetryPolicy, SecretErrors, code
+from keyrotd.storage.aws_swap import CURRENT, SecretValue, SecretWrites
 from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
     DocumentTooLargeError,
-    StorageError,
-    TemporaryStorageError,
     Versioned,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
-    from mypy_boto3_secretsmanager.type_defs import TagTypeDef
 
     from keyrotd.config import StorageSettings
 
-__all__ = ["MAX_DOCUMENT_SIZE", "STAGING_LABEL", "AwsStorage", "RetryPolicy"]
+__all__ = ["MAX_DOCUMENT_SIZE", "AwsStorage", "RetryPolicy"]
 
 MAX_DOCUMENT_SIZE: Final = 65536
 """Secrets Manager's limit on a secret value, in bytes."""
-STAGING_LABEL: Final = "KEYROTD_PENDING"
-CURRENT: Final = "AWSCURRENT"
-PREVIOUS: Final = "AWSPREVIOUS"
 _BINARY_MARK: Final = b"\x00"
 _VERSION_ID: Final = re.compile(r"[A-Za-z0-9-]{32,64}")
-_NOT_FOUND: Final = "ResourceNotFoundException"
-_EXISTS: Final = "ResourceExistsException"
-_REFUSED: Final = frozenset({"InvalidParameterException", "InvalidRequestException", _NOT_FOUND})
-_THROTTLED: Final = frozenset(
-    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
-)
-_UNAVAILABLE: Final = frozenset(
-    {"InternalServiceError", "InternalFailure", "ServiceUnavailable", "RequestTimeout"}
-)
-_ACCESS_DENIED: Final = frozenset({"AccessDeniedException", "AccessDenied"})
-_BAD_CREDENTIALS: Final = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "ExpiredTokenException",
-        "ExpiredToken",
-    }
-)
-_KMS_FAILURES: Final = frozenset({"DecryptionFailure", "EncryptionFailure"})
-_NO_CREDENTIALS: Final = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)
-_IAM_HINT: Final = "see the IAM policy in the README"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How botocore retries throttled, failing (5xx) and unreachable calls, and its timeouts.
-
-    Standard mode backs off exponentially with jitter (from 50 ms for 5xx and connection errors,
-    from 1 s for throttling). The worst case for one call is about
-    ``max_attempts * (connect_timeout + read_timeout)`` plus the back-off.
-    """
-
-    max_attempts: int = 4
-    connect_timeout: float = 2.0
-    read_timeout: float = 5.0
-    mode: Literal["standard", "adaptive"] = "standard"
-
-    def botocore_config(self) -> Config:
-        return Config(
-            retries={"mode": self.mode, "total_max_attempts": self.max_attempts},
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            user_agent_extra="keyrotd",
-        )
-
-
 DEFAULT_RETRY_POLICY: Final = RetryPolicy()
-
-
-class _SecretValue(TypedDict, total=False):
-    """The value of a secret version: exactly one of the two."""
-
-    SecretString: str
-    SecretBinary: bytes
-
-
-class _Encryption(TypedDict, total=False):
-    KmsKeyId: str
 
 
 class AwsStorage:
@@ -161,8 +75,6 @@ class AwsStorage:
     ) -> None:
         _silence_request_logging()
         self._prefix = secret_prefix
-        self._kms_key_id = kms_key_id
-        self._retry = retry
         try:
             self._client: SecretsManagerClient = boto3.session.Session().client(
                 "secretsmanager",
@@ -176,6 +88,8 @@ class AwsStorage:
                 "set storage.region (KEYROTD_STORAGE__REGION) or AWS_REGION",
             ) from None
         self.region: str = self._client.meta.region_name
+        self._errors = SecretErrors(self.region, retry.max_attempts, kms_key_id)
+        self._writes = SecretWrites(self._client, self._errors, kms_key_id)
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> AwsStorage:
@@ -204,11 +118,11 @@ class AwsStorage:
 
     def read(self, keyset: str) -> Versioned | None:
         name = self.secret_name(keyset)
-        with self._errors("GetSecretValue", name):
+        with self._errors.translated("GetSecretValue", name):
             try:
                 found = self._client.get_secret_value(SecretId=name, VersionStage=CURRENT)
             except ClientError as error:
-                if _code(error) == _NOT_FOUND:
+                if code(error) == NOT_FOUND:
                     return None
                 raise
         data = self._decode(name, found.get("SecretString"), found.get("SecretBinary"))
@@ -219,20 +133,20 @@ class AwsStorage:
         value = self._encode(name, data)
         token = str(uuid.uuid4())  # one per write: botocore's retries of a call are idempotent
         if expected_version is None:
-            return self._create(keyset, name, value, token)
+            return self._writes.create(keyset, name, value, token)
         if not _VERSION_ID.fullmatch(expected_version):
             raise ConflictError(
                 f"AWS secret {name} ({self.region}) cannot be at version {expected_version!r}: "
                 f"that is not a Secrets Manager version id",
                 "re-read the keyset and try again",
             )
-        return self._swap(name, value, token, expected_version)
+        return self._writes.swap(name, value, token, expected_version)
 
     def list_keysets(self) -> list[str]:
         """Keysets whose secret (named with the prefix) has a current value."""
         paginator = self._client.get_paginator("list_secrets")
         names: set[str] = set()
-        with self._errors("ListSecrets", self._prefix + "*"):
+        with self._errors.translated("ListSecrets", self._prefix + "*"):
             pages = (
                 paginator.paginate(Filters=[{"Key": "name", "Values": [self._prefix]}])
                 if self._prefix
@@ -253,90 +167,9 @@ class AwsStorage:
     def close(self) -> None:
         self._client.close()
 
-    # The two writes
-
-    def _create(self, keyset: str, name: str, value: _SecretValue, token: str) -> str:
-        with self._errors("CreateSecret", name):
-            try:
-                created = self._client.create_secret(
-                    Name=name,
-                    ClientRequestToken=token,
-                    Description=f"keyrotd keyset {keyset}: signing keys managed by keyrotd",
-                    Tags=_tags(keyset),
-                    **self._kms(),
-                    **value,
-                )
-                return created["VersionId"]
-            except ClientError as error:
-                if _code(error) != _EXISTS:
-                    raise
-        # The secret exists. Fill it only if it has no value yet (created beforehand):
-        # Secrets Manager makes the first version of a secret current, and only the first.
-        with self._errors("PutSecretValue", name):
-            put = self._client.put_secret_value(
-                SecretId=name,
-                ClientRequestToken=token,
-                VersionStages=[STAGING_LABEL],
-                **value,
-            )
-        if CURRENT in put.get("VersionStages", []):
-            return put["VersionId"]
-        raise self._conflict(name, None, "a stored document")
-
-    def _swap(self, name: str, value: _SecretValue, token: str, expected: str) -> str:
-        with self._errors("PutSecretValue", name):
-            try:
-                put = self._client.put_secret_value(
-                    SecretId=name,
-                    ClientRequestToken=token,
-                    VersionStages=[STAGING_LABEL],
-                    **value,
-                )
-            except ClientError as error:
-                if _code(error) == _NOT_FOUND:
-                    raise self._conflict(name, expected, None) from None
-                raise
-        new = put["VersionId"]
-        refused: ClientError | None = None
-        with self._errors("UpdateSecretVersionStage", name):
-            try:
-                self._client.update_secret_version_stage(
-                    SecretId=name,
-                    VersionStage=CURRENT,
-                    MoveToVersionId=new,
-                    RemoveFromVersionId=expected,
-                )
-            except ClientError as error:
-                if _code(error) not in _REFUSED:
-                    raise
-                refused = error
-        if refused is not None:
-            self._settle_refused_move(name, expected, new, refused)
-        return new
-
-    def _settle_refused_move(self, name: str, expected: str, new: str, error: ClientError) -> None:
-        """Secrets Manager refused to move AWSCURRENT from ``expected`` to ``new``: why?
-
-        Returns if ``new`` is or was current (the refused call was botocore's retry of a move
-        that had succeeded), else raises :class:`ConflictError` if another version is current.
-        """
-        with self._errors("DescribeSecret", name):
-            try:
-                stages = self._client.describe_secret(SecretId=name).get("VersionIdsToStages", {})
-            except ClientError as describe_error:
-                if _code(describe_error) == _NOT_FOUND:
-                    raise self._conflict(name, expected, None) from None
-                raise
-        if {CURRENT, PREVIOUS} & set(stages.get(new, [])):
-            return
-        current = next((v for v, labels in stages.items() if CURRENT in labels), None)
-        if current != expected:
-            raise self._conflict(name, expected, current)
-        raise self._client_failure("UpdateSecretVersionStage", name, error)
-
     # Documents
 
-    def _encode(self, name: str, data: bytes) -> _SecretValue:
+    def _encode(self, name: str, data: bytes) -> SecretValue:
         self._check_size(name, len(data), "")
         try:
             text = data.decode("utf-8")
@@ -368,89 +201,6 @@ class AwsStorage:
             "look at its versions in the AWS console, then put back a good version: "
             "aws secretsmanager update-secret-version-stage --version-stage AWSCURRENT ...",
         )
-
-    # Errors
-
-    def _conflict(self, name: str, expected: str | None, found: str | None) -> ConflictError:
-        return ConflictError(
-            f"AWS secret {name} ({self.region}) changed since it was read (expected version "
-            f"{expected or 'none'}, found {found or 'none'})",
-            "re-read the keyset and try again",
-        )
-
-    @contextmanager
-    def _errors(self, operation: str, name: str) -> Iterator[None]:
-        """Translate botocore errors of one call into keyrotd errors naming the secret."""
-        try:
-            yield
-        except ClientError as error:
-            raise self._client_failure(operation, name, error) from None
-        except BotoCoreError as error:
-            raise self._botocore_failure(operation, name, error) from None
-
-    def _client_failure(self, operation: str, name: str, error: ClientError) -> StorageError:
-        code = _code(error)
-        message = error.response.get("Error", {}).get("Message", "") or str(error)
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        what = f"{operation} on AWS secret {name} ({self.region})"
-        if code in _THROTTLED or code in _UNAVAILABLE or status >= 500:
-            return TemporaryStorageError(
-                f"{what} still failed after {self._retry.max_attempts} attempts: "
-                f"{code or status}: {message}",
-                "AWS Secrets Manager is throttling or unavailable; keyrotd retries later by "
-                "itself and keeps serving the keys it loaded",
-            )
-        if code in _ACCESS_DENIED:
-            hint = (
-                f"allow secretsmanager:{operation} on the secret for the IAM principal keyrotd "
-                f"runs as (and kms:Decrypt/kms:GenerateDataKey on its KMS key); {_IAM_HINT}"
-            )
-        elif code in _KMS_FAILURES or code.startswith("KMS"):
-            hint = (
-                f"check the KMS key of the secret ({self._kms_key_id or 'aws/secretsmanager'}): "
-                f"it must be enabled and allow kms:Decrypt and kms:GenerateDataKey to keyrotd's "
-                f"IAM principal; {_IAM_HINT}"
-            )
-        elif code == "LimitExceededException":
-            hint = (
-                "a Secrets Manager quota was reached; for versions: every write is a version, "
-                "kept at least 24 hours, and AWS advises at most one write per 10 minutes per "
-                "secret: lengthen rotation_period, stop runaway writers, then wait"
-            )
-        elif code in _BAD_CREDENTIALS:
-            hint = "the AWS credentials keyrotd runs with are invalid or expired; renew them"
-        elif "delet" in message.lower():
-            hint = f"restore the secret: aws secretsmanager restore-secret --secret-id {name}"
-        else:
-            hint = "see the AWS message; the secret was left as it was"
-        return StorageError(f"{what} failed: {code}: {message}", hint)
-
-    def _botocore_failure(self, operation: str, name: str, error: BotoCoreError) -> StorageError:
-        what = f"{operation} on AWS secret {name} ({self.region})"
-        if isinstance(error, ConnectionError | HTTPClientError):
-            return TemporaryStorageError(
-                f"{what} failed after {self._retry.max_attempts} attempts: {error}",
-                "AWS Secrets Manager is unreachable: check the network, storage.region and "
-                "storage.endpoint_url; keyrotd retries later by itself",
-            )
-        if isinstance(error, _NO_CREDENTIALS):
-            return StorageError(
-                f"{what}: no usable AWS credentials ({error})",
-                "give keyrotd credentials: an instance or task role, AWS_PROFILE, or "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-            )
-        return StorageError(f"{what} failed: {error}")
-
-    def _kms(self) -> _Encryption:
-        return {"KmsKeyId": self._kms_key_id} if self._kms_key_id else {}
-
-
-def _code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
-
-
-def _tags(keyset: str) -> list[TagTypeDef]:
-    return [{"Key": "managed-by", "Value": "keyrotd"}, {"Key": "keyrotd:keyset", "Value": keyset}]
 
 
 def _silence_request_logging() -> None:

@@ -4,10 +4,8 @@ Layout: the directory (and any parent it creates) is mode 0700, documents and lo
 whatever the umask. A write takes ``fcntl.flock`` on ``<path>/<keyset>.lock``, checks the stored
 revision against the expected version, writes ``.<keyset>.json.<random>.tmp`` (O_EXCL, 0600),
 fsyncs it, renames it over the document and fsyncs the directory; the version is
-``str(revision)``. Reads take no lock (the rename is atomic). A temp file left by a crashed writer
-holds a whole document, private keys included: the next write of that keyset removes it, and so
-does the first read of it in a process that finds the keyset's lock free (a clean writer with
-nothing to write would otherwise leave it for as long as nothing is due). The envelope is
+``str(revision)``. Reads take no lock (the rename is atomic). The lock and the sweeping of temp
+files left by a crashed writer are in :mod:`keyrotd.storage.file_locks`; the envelope is
 described in :mod:`keyrotd.storage.sealing`.
 
 Run by root (an operator's emergency ``rotate --now`` or ``revoke`` beside a daemon running as
@@ -26,26 +24,30 @@ permanent :class:`StorageError`.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import re
-import secrets
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from keyrotd.atomic import Owner, own, replace_atomically
+from keyrotd.atomic import Owner, replace_atomically
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
 from keyrotd.secretfiles import load_encryption_key
+from keyrotd.storage.file_locks import (
+    FILE_MODE,
+    SUFFIX,
+    Leftovers,
+    exclusive_lock,
+    lock_path,
+    remove_stale_temp_files,
+    temp_name,
+)
 from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
     DocumentTooLargeError,
     StorageError,
-    TemporaryStorageError,
     Versioned,
 )
 from keyrotd.storage.sealing import (
@@ -64,9 +66,7 @@ __all__ = ["MAX_DOCUMENT_SIZE", "FileStorage", "load_encryption_key"]
 
 MAX_DOCUMENT_SIZE: Final = 1024 * 1024
 _MAX_FILE_SIZE: Final = 2 * MAX_DOCUMENT_SIZE  # a sealed 1 MiB document is about 1.34 MiB
-_SUFFIX: Final = ".json"
 _DIR_MODE: Final = 0o700
-_FILE_MODE: Final = 0o600
 _UNTOUCHED: Final = "; the file was left untouched"
 _CORRUPT_HINT: Final = (
     "inspect it, then restore it from a backup, or move it aside to start the keyset afresh "
@@ -90,9 +90,7 @@ class FileStorage:
         self._verified: dict[str, tuple[bytes, Opened]] = {}
         """Per keyset, the last file bytes that checked out: the same bytes need no second
         check (digest, decryption) under the write lock or on the next read."""
-        self._leftovers: dict[str, list[str]] | None = None
-        """Temp files per keyset found by one directory listing at the first read, removed
-        before that keyset's first read returns (see ``_sweep``)."""
+        self._leftovers = Leftovers(self._directory)
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> FileStorage:
@@ -105,7 +103,7 @@ class FileStorage:
 
     def read(self, keyset: str) -> Versioned | None:
         path = self._document(keyset)
-        self._sweep(keyset)
+        self._leftovers.sweep(keyset)
         with self._os_errors():
             opened = self._open(keyset, path)
         if opened is None:
@@ -123,14 +121,14 @@ class FileStorage:
         with self._os_errors():
             _make_private_directories(self._directory)
             owner = _owner_for(self._directory)
-            lock = self._directory / f"{keyset}.lock"
-            with _exclusive_lock(lock, self._lock_timeout, owner):
-                _remove_stale_temp_files(self._directory, keyset)
+            lock = lock_path(self._directory, keyset)
+            with exclusive_lock(lock, self._lock_timeout, owner):
+                remove_stale_temp_files(self._directory, keyset)
                 current = self._open(keyset, path)
                 revision = _check_version(path, current, expected_version)
                 sealed = seal(keyset, revision, data, self._key)
-                temp = path.with_name(_temp_name(keyset))
-                replace_atomically(path, temp, sealed, _FILE_MODE, owner)
+                temp = path.with_name(temp_name(keyset))
+                replace_atomically(path, temp, sealed, FILE_MODE, owner)
                 self._verified[keyset] = (sealed, Opened(revision=revision, data=data))
         return str(revision)
 
@@ -140,32 +138,11 @@ class FileStorage:
                 names = os.listdir(self._directory)
             except FileNotFoundError:
                 return []
-        stems = (name.removesuffix(_SUFFIX) for name in names if name.endswith(_SUFFIX))
+        stems = (name.removesuffix(SUFFIX) for name in names if name.endswith(SUFFIX))
         return sorted(stem for stem in stems if KEYSET_NAME.fullmatch(stem))
 
     def close(self) -> None:
         """Nothing to release: locks are held only inside ``write``."""
-
-    def _sweep(self, keyset: str) -> None:
-        """Remove the temp files of ``keyset`` found at this instance's first listing, if no
-        writer holds its lock (a writer in flight owns its temp file, and removes stale ones
-        itself). Best effort: a reader that may not delete files still reads."""
-        if self._leftovers is None:
-            self._leftovers = _temp_files_by_keyset(self._directory)
-        names = self._leftovers.pop(keyset, None)
-        if not names:
-            return
-        with suppress(OSError):
-            fd = os.open(
-                self._directory / f"{keyset}.lock", os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-            )
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                for name in names:
-                    with suppress(FileNotFoundError):
-                        os.unlink(self._directory / name)
-            finally:
-                os.close(fd)  # releases the lock
 
     def _document(self, keyset: str) -> Path:
         if not KEYSET_NAME.fullmatch(keyset):
@@ -173,7 +150,7 @@ class FileStorage:
                 f"invalid keyset name {keyset!r}",
                 "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             )
-        return self._directory / f"{keyset}{_SUFFIX}"
+        return self._directory / f"{keyset}{SUFFIX}"
 
     def _open(self, keyset: str, path: Path) -> Opened | None:
         try:
@@ -250,62 +227,3 @@ def _owner_for(directory: Path) -> Owner | None:
         return None
     info = os.stat(directory)
     return info.st_uid, info.st_gid
-
-
-@contextmanager
-def _exclusive_lock(lock_path: Path, timeout: float, owner: Owner | None) -> Iterator[None]:
-    """Hold ``flock(LOCK_EX)`` on ``lock_path``; give up after ``timeout`` seconds."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE)
-    try:
-        own(fd, _FILE_MODE, owner)
-        _acquire(fd, lock_path, timeout)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _acquire(fd: int, lock_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pause = 0.0005
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise TemporaryStorageError(
-                    f"timed out after {timeout:g}s waiting for the lock {lock_path}",
-                    "another keyrotd process holds it; retry, or look for a stuck process",
-                ) from None
-        time.sleep(pause)
-        pause = min(pause * 2, 0.01)
-
-
-def _temp_name(keyset: str) -> str:
-    return f".{keyset}{_SUFFIX}.{secrets.token_hex(16)}.tmp"
-
-
-_TEMP_FILE: Final = re.compile(r"\.(?P<keyset>.+)" + re.escape(_SUFFIX) + r"\.[0-9a-f]{32}\.tmp")
-
-
-def _temp_files_by_keyset(directory: Path) -> dict[str, list[str]]:
-    """The temp files in ``directory`` (one listing), by the keyset they were written for."""
-    found: dict[str, list[str]] = {}
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return found
-    for name in names:
-        match = _TEMP_FILE.fullmatch(name)
-        if match:
-            found.setdefault(match["keyset"], []).append(name)
-    return found
-
-
-def _remove_stale_temp_files(directory: Path, keyset: str) -> None:
-    """Under the keyset's lock no writer is in flight, so its temp files are leftovers."""
-    stale = re.compile(re.escape(f".{keyset}{_SUFFIX}.") + r"[0-9a-f]{32}\.tmp")
-    for name in os.listdir(directory):
-        if stale.fullmatch(name):
-            with suppress(FileNotFoundError):
-                os.unlink(directory / name)

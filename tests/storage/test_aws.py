@@ -33,7 +33,8 @@ from keyrotd.errors import (
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK, Rotate
 from keyrotd.model import Policy, from_json
-from keyrotd.storage.aws import MAX_DOCUMENT_SIZE, STAGING_LABEL, AwsStorage, RetryPolicy
+from keyrotd.storage.aws import MAX_DOCUMENT_SIZE, AwsStorage, RetryPolicy
+from keyrotd.storage.aws_swap import STAGING_LABEL
 from tests.storage.endpoints import LossyProxy, ScriptedEndpoint, closed_port_url
 from tests.support.moto import (
     REGION,

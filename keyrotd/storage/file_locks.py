@@ -1,0 +1,130 @@
+"""The file store's locks and leftovers: the per-keyset ``flock``, and sweeping stale temp files.
+
+A write holds ``fcntl.flock(LOCK_EX)`` on ``<path>/<keyset>.lock`` and writes its document to
+``.<keyset>.json.<random>.tmp`` before the rename. A temp file left by a crashed writer holds a
+whole document, private keys included: the next write of that keyset removes it under the lock
+(no writer is then in flight), and so does the first read of it in a process that finds the
+keyset's lock free (:class:`Leftovers`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Final
+
+from keyrotd.atomic import Owner, own
+from keyrotd.storage.interface import TemporaryStorageError
+
+__all__ = [
+    "FILE_MODE",
+    "SUFFIX",
+    "Leftovers",
+    "exclusive_lock",
+    "lock_path",
+    "remove_stale_temp_files",
+    "temp_name",
+]
+
+SUFFIX: Final = ".json"
+"""The suffix of a keyset's document, ``<keyset>.json``; its temp files are named after it."""
+FILE_MODE: Final = 0o600
+"""The mode of every file of the store: documents, temp files and lock files."""
+_TEMP_FILE: Final = re.compile(r"\.(?P<keyset>.+)" + re.escape(SUFFIX) + r"\.[0-9a-f]{32}\.tmp")
+
+
+def lock_path(directory: Path, keyset: str) -> Path:
+    return directory / f"{keyset}.lock"
+
+
+@contextmanager
+def exclusive_lock(lock: Path, timeout: float, owner: Owner | None) -> Iterator[None]:
+    """Hold ``flock(LOCK_EX)`` on ``lock``; give up after ``timeout`` seconds."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        own(fd, FILE_MODE, owner)
+        _acquire(fd, lock, timeout)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, lock: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TemporaryStorageError(
+                    f"timed out after {timeout:g}s waiting for the lock {lock}",
+                    "another keyrotd process holds it; retry, or look for a stuck process",
+                ) from None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+
+
+def temp_name(keyset: str) -> str:
+    return f".{keyset}{SUFFIX}.{secrets.token_hex(16)}.tmp"
+
+
+def remove_stale_temp_files(directory: Path, keyset: str) -> None:
+    """Under the keyset's lock no writer is in flight, so its temp files are leftovers."""
+    stale = re.compile(re.escape(f".{keyset}{SUFFIX}.") + r"[0-9a-f]{32}\.tmp")
+    for name in os.listdir(directory):
+        if stale.fullmatch(name):
+            with suppress(FileNotFoundError):
+                os.unlink(directory / name)
+
+
+class Leftovers:
+    """Temp files per keyset, found by one directory listing at the first read, and removed
+    before that keyset's first read returns (a clean writer with nothing to write would
+    otherwise leave them for as long as nothing is due)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._found: dict[str, list[str]] | None = None
+
+    def sweep(self, keyset: str) -> None:
+        """Remove the temp files of ``keyset`` found at the first listing, if no writer holds
+        its lock (a writer in flight owns its temp file, and removes stale ones itself). Best
+        effort: a reader that may not delete files still reads."""
+        if self._found is None:
+            self._found = _temp_files_by_keyset(self._directory)
+        names = self._found.pop(keyset, None)
+        if not names:
+            return
+        with suppress(OSError):
+            fd = os.open(
+                lock_path(self._directory, keyset), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                for name in names:
+                    with suppress(FileNotFoundError):
+                        os.unlink(self._directory / name)
+            finally:
+                os.close(fd)  # releases the lock
+
+
+def _temp_files_by_keyset(directory: Path) -> dict[str, list[str]]:
+    """The temp files in ``directory`` (one listing), by the keyset they were written for."""
+    found: dict[str, list[str]] = {}
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return found
+    for name in names:
+        match = _TEMP_FILE.fullmatch(name)
+        if match:
+            found.setdefault(match["keyset"], []).append(name)
+    return found
