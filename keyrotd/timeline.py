@@ -101,8 +101,10 @@ def key_spans(key: Key, keyset: Keyset, policy: Policy) -> tuple[Span, ...]:
         return (Span(key.created_at, activates, PUBLISHED), Span(activates, None, SIGNING))
     retires = key.retired_at
     if retires is None:
-        successor = keyset.successor
-        retires = None if successor is None else successor.activates_at
+        # the earliest scheduled successor (not ``Keyset.successor``, which skips keys whose
+        # private half is not at hand: a picture of the schedule must show them too)
+        successors = [k.activates_at for k in keyset.pending if k.activates_at is not None]
+        retires = min(successors, default=None)
     expires = key.expires_at
     if expires is None and retires is not None:
         expires = retires + policy.retention
