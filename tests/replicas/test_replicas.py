@@ -275,12 +275,19 @@ def test_three_replicas_rotate_one_keyset_in_step(cluster: Cluster, quiet_run: Q
         if start <= t.at.timestamp() <= end
     ]
     made = [t.kid for _, t in logged if t.event == "key.created"]
-    made_ever = [
-        t.kid
-        for replica in cluster.replicas
-        for t in transitions_in(replica.log_events(), E2E)
-        if t.event == "key.created"
-    ]
+
+    def created_ever() -> list[str]:
+        return [
+            t.kid
+            for replica in cluster.replicas
+            for t in transitions_in(replica.log_events(), E2E)
+            if t.event == "key.created"
+        ]
+
+    # A replica logs its transitions just after its write returns: a key written as the run
+    # ended can be in storage (and so in the records) a moment before its line is in the log.
+    wait_for(lambda: {k.kid for k in created} <= set(created_ever()), 5, "every created key logged")
+    made_ever = created_ever()
     assert len(made_ever) == len(set(made_ever)), "a successor was logged twice"
     # A write slower than a second re-dates its key's created_at (Republish), so a key logged
     # just inside the window may be dated just outside it, and the reverse: compare each way.
