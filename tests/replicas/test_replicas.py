@@ -292,7 +292,14 @@ def test_three_replicas_rotate_one_keyset_in_step(cluster: Cluster, quiet_run: Q
     # A write slower than a second re-dates its key's created_at (Republish), so a key logged
     # just inside the window may be dated just outside it, and the reverse: compare each way.
     assert {k.kid for k in created} <= set(made_ever)
-    assert set(made) <= {k.kid for k in records}
+
+    def recorded() -> set[str]:
+        with recorder.lock:
+            return {k.kid for k in recorder.histories[E2E].records.values()}
+
+    # and the reverse: a key logged as the run ended is in the recorder's next poll of storage
+    wait_for(lambda: set(made) <= recorded(), 5, "every logged key recorded")
+    assert set(made) <= recorded()
     assert [t for _, t in logged if t.event == "key.activated" and t.exception] == []
     writers = Counter(n for n, t in logged if t.event == "key.created")
     lost = sum(lost_swaps(replica, E2E, start, end) for replica in cluster.replicas)
