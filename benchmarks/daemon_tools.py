@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.daemon.harness import Daemon, free_port, make_daemon, wait_for  # noqa: E402
+from tests.support.daemon import Daemon, free_port, make_daemon  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
 
 __all__ = ["Daemon", "Nginx", "Wrk", "free_port", "make_daemon", "percentile", "wait_for", "wrk"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from keyrotd.lifecycle import plan
 from keyrotd.model import Keyset, Policy, from_json, to_json
 from keyrotd.retries import COMPARE_AND_SWAP
 from keyrotd.storage.file import FileStorage
-from keyrotd.storage.interface import Versioned
+from keyrotd.storage.interface import ReadResult, Versioned, read_each
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -90,6 +91,9 @@ class LosingStorage:
             return Versioned(self.data, str(self.version), self.location(keyset))
         finally:
             self.busy = False
+
+    def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
+        return read_each(self, keysets)
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
         self.busy, self.writes = True, self.writes + 1

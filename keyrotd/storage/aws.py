@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 import boto3
@@ -42,7 +43,9 @@ from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
     DocumentTooLargeError,
+    ReadResult,
     Versioned,
+    read_each,
 )
 
 if TYPE_CHECKING:
@@ -127,6 +130,9 @@ class AwsStorage:
                 raise
         data = self._decode(name, found.get("SecretString"), found.get("SecretBinary"))
         return Versioned(data=data, version=found["VersionId"], location=self.location(keyset))
+
+    def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
+        return read_each(self, keysets)
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
         name = self.secret_name(keyset)

@@ -25,7 +25,7 @@ permanent :class:`StorageError`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -47,8 +47,10 @@ from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
     DocumentTooLargeError,
+    ReadResult,
     StorageError,
     Versioned,
+    read_each,
 )
 from keyrotd.storage.sealing import (
     KEY_SIZE,
@@ -109,6 +111,9 @@ class FileStorage:
         if opened is None:
             return None
         return Versioned(data=opened.data, version=str(opened.revision), location=str(path))
+
+    def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
+        return read_each(self, keysets)
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
         path = self._document(keyset)

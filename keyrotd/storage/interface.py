@@ -15,6 +15,7 @@ naming its location, and it is never overwritten.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +23,7 @@ from keyrotd.errors import (
     ConflictError,
     CorruptDocumentError,
     DocumentTooLargeError,
+    KeyrotdError,
     StorageError,
     TemporaryStorageError,
 )
@@ -30,10 +32,12 @@ __all__ = [
     "ConflictError",
     "CorruptDocumentError",
     "DocumentTooLargeError",
+    "ReadResult",
     "Storage",
     "StorageError",
     "TemporaryStorageError",
     "Versioned",
+    "read_each",
 ]
 
 
@@ -44,6 +48,10 @@ class Versioned:
     data: bytes
     version: str
     location: str
+
+
+ReadResult = Versioned | None | KeyrotdError
+"""What ``read`` of one keyset gives, or the error it raises, as ``read_many`` reports it."""
 
 
 class Storage(Protocol):
@@ -58,6 +66,12 @@ class Storage(Protocol):
 
     def read(self, keyset: str) -> Versioned | None:
         """The current document, or None if the keyset was never written."""
+        ...
+
+    def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
+        """``read`` of every keyset in ``keysets``, in as few requests as the backend allows
+        (the periodic refresh). Each keyset maps to what ``read`` would return, or to the
+        :class:`KeyrotdError` it would raise: one keyset's failure never hides the others'."""
         ...
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
@@ -76,3 +90,14 @@ class Storage(Protocol):
     def close(self) -> None:
         """Release connections and locks."""
         ...
+
+
+def read_each(storage: Storage, keysets: Sequence[str]) -> dict[str, ReadResult]:
+    """``read_many`` for a backend without batched reads: one ``read`` per keyset."""
+    results: dict[str, ReadResult] = {}
+    for keyset in keysets:
+        try:
+            results[keyset] = storage.read(keyset)
+        except KeyrotdError as error:
+            results[keyset] = error
+    return results

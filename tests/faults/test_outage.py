@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from keyrotd.lifecycle import TICK
 from keyrotd.model import Policy
 from keyrotd.storage import Storage, Versioned
 from keyrotd.storage.file import FileStorage
+from keyrotd.storage.interface import ReadResult, read_each
 from tests.support.clock import ManualClock
 from tests.support.daemon import NOBODY, Daemon, free_port, start_daemon
 from tests.support.http import metric
@@ -353,6 +354,9 @@ class SlowStorage:
 
     def read(self, keyset: str) -> Versioned | None:
         return self.inner.read(keyset)
+
+    def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
+        return read_each(self, keysets)
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
         self.clock.advance(self.latency)
