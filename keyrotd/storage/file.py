@@ -2,7 +2,7 @@
 
 Layout: the directory (and any parent it creates) is mode 0700, documents and lock files 0600,
 whatever the umask. A write takes ``fcntl.flock`` on ``<path>/<keyset>.lock``, checks the stored
-revision against the expected version, writes ``.<keyset>.json.<random>.tmp`` (O_EXCL, 0600),
+revision against the expected version, writes ``.<keyset>.json.tmp`` (O_EXCL, 0600),
 fsyncs it, renames it over the document and fsyncs the directory; the version is
 ``str(revision)``. Reads take no lock (the rename is atomic). The lock and the sweeping of temp
 files left by a crashed writer are in :mod:`keyrotd.storage.file_locks`; the envelope is
@@ -40,7 +40,6 @@ from keyrotd.storage.file_locks import (
     Leftovers,
     exclusive_lock,
     lock_path,
-    remove_stale_temp_files,
     temp_name,
 )
 from keyrotd.storage.interface import (
@@ -93,6 +92,11 @@ class FileStorage:
         """Per keyset, the last file bytes that checked out: the same bytes need no second
         check (digest, decryption) under the write lock or on the next read."""
         self._leftovers = Leftovers(self._directory)
+        self._read_at: dict[str, tuple[Signature, Versioned]] = {}
+        """Per keyset, the (device, inode, size, mtime, ctime) of the file last read and what
+        it held: the refresh of an unchanged store costs one ``stat`` per keyset. A write
+        renames a new file (a new inode, while the old one still exists) over the document, so
+        any write by any process changes the signature."""
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> FileStorage:
@@ -107,10 +111,21 @@ class FileStorage:
         path = self._document(keyset)
         self._leftovers.sweep(keyset)
         with self._os_errors():
-            opened = self._open(keyset, path)
+            try:
+                seen = _signature(os.stat(path))
+            except FileNotFoundError:
+                seen = None
+            last = self._read_at.get(keyset)
+            if seen is not None and last is not None and last[0] == seen:
+                return last[1]  # the same file, unchanged since it was read: no open, no read
+            opened, signature = self._open(keyset, path)
         if opened is None:
+            self._read_at.pop(keyset, None)
             return None
-        return Versioned(data=opened.data, version=str(opened.revision), location=str(path))
+        versioned = Versioned(data=opened.data, version=str(opened.revision), location=str(path))
+        if signature is not None:
+            self._read_at[keyset] = (signature, versioned)
+        return versioned
 
     def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
         return read_each(self, keysets)
@@ -128,13 +143,15 @@ class FileStorage:
             owner = _owner_for(self._directory)
             lock = lock_path(self._directory, keyset)
             with exclusive_lock(lock, self._lock_timeout, owner):
-                remove_stale_temp_files(self._directory, keyset)
-                current = self._open(keyset, path)
+                self._leftovers.remove_locked(keyset)
+                current, _ = self._open(keyset, path)
                 revision = _check_version(path, current, expected_version)
                 sealed = seal(keyset, revision, data, self._key)
-                temp = path.with_name(temp_name(keyset))
+                temp = self._directory / temp_name(keyset)
                 replace_atomically(path, temp, sealed, FILE_MODE, owner)
                 self._verified[keyset] = (sealed, Opened(revision=revision, data=data))
+                versioned = Versioned(data=data, version=str(revision), location=str(path))
+                self._read_at[keyset] = (_signature(os.stat(path)), versioned)  # under the lock
         return str(revision)
 
     def list_keysets(self) -> list[str]:
@@ -157,23 +174,25 @@ class FileStorage:
             )
         return self._directory / f"{keyset}{SUFFIX}"
 
-    def _open(self, keyset: str, path: Path) -> Opened | None:
+    def _open(self, keyset: str, path: Path) -> tuple[Opened | None, Signature | None]:
+        """The document checked, and the signature of the file it was read from."""
         try:
             with path.open("rb") as file:
+                signature = _signature(os.fstat(file.fileno()))
                 blob = file.read(_MAX_FILE_SIZE + 1)
         except FileNotFoundError:
-            return None
+            return None, None
         if len(blob) > _MAX_FILE_SIZE:
             raise CorruptDocumentError(
                 f"{path} is larger than any document keyrotd writes{_UNTOUCHED}", _CORRUPT_HINT
             )
         verified = self._verified.get(keyset)
         if verified is not None and verified[0] == blob:
-            return verified[1]
+            return verified[1], signature
         try:
             opened = unseal(keyset, blob, self._key)
             self._verified[keyset] = (blob, opened)
-            return opened
+            return opened, signature
         except KeyRequiredError as error:
             raise ConfigError(
                 f"{path}: {error}", "set storage.encryption_key_file to the key it was written with"
@@ -197,6 +216,13 @@ class FileStorage:
             where = error.filename or self._directory
             reason = error.strerror or type(error).__name__
             raise StorageError(f"file storage failed on {where}: {reason}") from None
+
+
+Signature = tuple[int, int, int, int, int]
+
+
+def _signature(info: os.stat_result) -> Signature:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _check_version(path: Path, current: Opened | None, expected_version: str | None) -> int:

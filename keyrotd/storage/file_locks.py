@@ -1,10 +1,10 @@
 """The file store's locks and leftovers: the per-keyset ``flock``, and sweeping stale temp files.
 
 A write holds ``fcntl.flock(LOCK_EX)`` on ``<path>/<keyset>.lock`` and writes its document to
-``.<keyset>.json.<random>.tmp`` before the rename. A temp file left by a crashed writer holds a
+``.<keyset>.json.tmp`` before the rename. A temp file left by a crashed writer holds a
 whole document, private keys included: the next write of that keyset removes it under the lock
 (no writer is then in flight), and so does the first read of it in a process that finds the
-keyset's lock free (:class:`Leftovers`).
+keyset's lock free; both know them from one directory listing per process (:class:`Leftovers`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -28,7 +28,6 @@ __all__ = [
     "Leftovers",
     "exclusive_lock",
     "lock_path",
-    "remove_stale_temp_files",
     "temp_name",
 ]
 
@@ -36,7 +35,10 @@ SUFFIX: Final = ".json"
 """The suffix of a keyset's document, ``<keyset>.json``; its temp files are named after it."""
 FILE_MODE: Final = 0o600
 """The mode of every file of the store: documents, temp files and lock files."""
-_TEMP_FILE: Final = re.compile(r"\.(?P<keyset>.+)" + re.escape(SUFFIX) + r"\.[0-9a-f]{32}\.tmp")
+_TEMP_FILE: Final = re.compile(
+    r"\.(?P<keyset>.+)" + re.escape(SUFFIX) + r"(?:\.[0-9a-f]{32})?\.tmp"
+)
+"""``.<keyset>.json.tmp``, and ``.<keyset>.json.<random>.tmp`` as keyrotd 0.x named them."""
 
 
 def lock_path(directory: Path, keyset: str) -> Path:
@@ -73,47 +75,69 @@ def _acquire(fd: int, lock: Path, timeout: float) -> None:
 
 
 def temp_name(keyset: str) -> str:
-    return f".{keyset}{SUFFIX}.{secrets.token_hex(16)}.tmp"
-
-
-def remove_stale_temp_files(directory: Path, keyset: str) -> None:
-    """Under the keyset's lock no writer is in flight, so its temp files are leftovers."""
-    stale = re.compile(re.escape(f".{keyset}{SUFFIX}.") + r"[0-9a-f]{32}\.tmp")
-    for name in os.listdir(directory):
-        if stale.fullmatch(name):
-            with suppress(FileNotFoundError):
-                os.unlink(directory / name)
+    """The one temp file of a keyset's writes: only the holder of its lock writes it, so one
+    that exists before the write is a crashed writer's, removed with one ``unlink``."""
+    return f".{keyset}{SUFFIX}.tmp"
 
 
 class Leftovers:
-    """Temp files per keyset, found by one directory listing at the first read, and removed
-    before that keyset's first read returns (a clean writer with nothing to write would
-    otherwise leave them for as long as nothing is due)."""
+    """Temp files per keyset, found by one directory listing (the first read or write of this
+    process), and removed before that keyset's first read returns or under its next write's lock
+    (a clean writer with nothing to write would otherwise leave them for as long as nothing is
+    due). One listing per process, not one per write: a store of 10,000 keysets holds 20,000
+    files, and listing them at every write made a bootstrap quadratic. A writer of another
+    process that crashes later leaves a temp file that process's next run removes (its first
+    listing), as does any later keyrotd process."""
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
         self._found: dict[str, list[str]] | None = None
+        self._lock = threading.Lock()
+
+    def _take(self, keyset: str) -> list[str]:
+        with self._lock:
+            if self._found is None:
+                self._found = _temp_files_by_keyset(self._directory)
+            return self._found.pop(keyset, [])
+
+    def _keep(self, keyset: str, names: list[str]) -> None:
+        with self._lock:
+            assert self._found is not None
+            self._found.setdefault(keyset, []).extend(names)
 
     def sweep(self, keyset: str) -> None:
         """Remove the temp files of ``keyset`` found at the first listing, if no writer holds
-        its lock (a writer in flight owns its temp file, and removes stale ones itself). Best
-        effort: a reader that may not delete files still reads."""
-        if self._found is None:
-            self._found = _temp_files_by_keyset(self._directory)
-        names = self._found.pop(keyset, None)
+        its lock (a writer in flight owns its temp file). Best effort: a reader that may not
+        delete files still reads, and what it could not remove its next write removes."""
+        names = self._take(keyset)
         if not names:
             return
-        with suppress(OSError):
+        try:
             fd = os.open(
                 lock_path(self._directory, keyset), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
             )
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                for name in names:
-                    with suppress(FileNotFoundError):
-                        os.unlink(self._directory / name)
-            finally:
-                os.close(fd)  # releases the lock
+        except OSError:
+            self._keep(keyset, names)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._keep(keyset, names)  # a writer holds the lock: its write sweeps them
+        else:
+            _unlink(self._directory, names)
+        finally:
+            os.close(fd)  # releases the lock
+
+    def remove_locked(self, keyset: str) -> None:
+        """Under the keyset's lock (no writer in flight): remove its temp files, the one a
+        crashed writer of any process left included (no listing needed: its name is fixed)."""
+        _unlink(self._directory, [temp_name(keyset), *self._take(keyset)])
+
+
+def _unlink(directory: Path, names: list[str]) -> None:
+    for name in names:
+        with suppress(FileNotFoundError):
+            os.unlink(directory / name)
 
 
 def _temp_files_by_keyset(directory: Path) -> dict[str, list[str]]:

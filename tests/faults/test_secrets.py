@@ -217,7 +217,7 @@ def test_files_are_0600_and_directories_0700_whatever_the_umask(
     manager = KeysetManager(storage, KeysetSpec("default", "EdDSA", 2048, POLICY))
     for command in (TICK, Rotate(), Rotate(now=True)):
         manager.apply(command)
-    (store / ".default.json.0123456789abcdef0123456789abcdef.tmp").write_bytes(b"")  # a leftover
+    (store / ".default.json.tmp").write_bytes(b"")  # what a crashed writer leaves
     manager.apply(Rotate(now=True))
 
     for directory in (tmp_path / "new", tmp_path / "new" / "nested", store):

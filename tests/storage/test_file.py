@@ -346,8 +346,8 @@ def test_a_failed_fsync_leaves_the_file_intact_and_no_temp_file(
 def test_stale_temp_files_break_nothing(storage: FileStorage, tmp_path: Path) -> None:
     storage.write("default", SECRET, None)
     store = tmp_path / "store"
-    stale_default = store / f".default.json.{'ab' * 16}.tmp"
-    stale_other = store / f".other.json.{'cd' * 16}.tmp"
+    stale_default = store / ".default.json.tmp"  # what crashed writers leave
+    stale_other = store / ".other.json.tmp"
     for stale in (stale_default, stale_other):
         stale.write_bytes(b"half a docu")
 
@@ -583,3 +583,35 @@ def test_a_cli_run_by_root_keeps_the_store_owned_by_its_owner() -> None:
         assert owners(store) == files
     finally:
         shutil.rmtree(base)
+
+
+def test_an_unchanged_document_is_not_read_again(make_storage: Callable[[], FileStorage]) -> None:
+    """The refresh of 10,000 unchanged keysets costs a stat each: the second read returns what
+    the first read made (the same object), without opening and checking the file again."""
+    writer = make_storage()
+    writer.write("default", SECRET, None)
+    reader = make_storage()
+    first = reader.read("default")
+    assert first is not None
+    assert reader.read("default") is first
+    assert writer.read("default") is writer.read("default")  # the writer knows what it wrote
+
+
+def test_every_write_of_another_process_is_seen_even_at_the_same_size(
+    make_storage: Callable[[], FileStorage],
+) -> None:
+    """A write renames a new file over the document: a new inode, whatever its size and however
+    soon after the last one, so the cheap change test never hides one."""
+    writer, reader = make_storage(), make_storage()
+    version = writer.write("default", b"document-000", None)
+    for n in range(1, 60):
+        assert reader.read("default") is not None
+        version = writer.write("default", b"document-%03d" % n, version)
+        seen = reader.read("default")
+        assert seen is not None
+        assert (seen.data, seen.version) == (b"document-%03d" % n, version)
+    assert list_dir(writer) == ["default.json", "default.lock"]
+
+
+def list_dir(storage: FileStorage) -> list[str]:
+    return sorted(os.listdir(Path(storage.location("default")).parent))
