@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from botocore.exceptions import ClientError, NoRegionError
@@ -91,6 +93,8 @@ class AwsStorage:
                 "set storage.region (KEYROTD_STORAGE__REGION) or AWS_REGION",
             ) from None
         self.region: str = self._client.meta.region_name
+        self._requests = RequestCounter()
+        self._client.meta.events.register("before-send.secrets-manager", self._requests.count)
         self._errors = SecretErrors(self.region, retry.max_attempts, kms_key_id)
         self._writes = SecretWrites(self._client, self._errors, kms_key_id)
 
@@ -107,6 +111,11 @@ class AwsStorage:
     def client(self) -> SecretsManagerClient:
         """The boto3 client, for observers such as ``client.meta.events`` hooks."""
         return self._client
+
+    def request_counts(self) -> dict[str, int]:
+        """HTTP requests sent to Secrets Manager so far, per operation, each retry included
+        (every attempt is billed)."""
+        return self._requests.snapshot()
 
     def secret_name(self, keyset: str) -> str:
         if not KEYSET_NAME.fullmatch(keyset):
@@ -207,6 +216,24 @@ class AwsStorage:
             "look at its versions in the AWS console, then put back a good version: "
             "aws secretsmanager update-secret-version-stage --version-stage AWSCURRENT ...",
         )
+
+
+class RequestCounter:
+    """Counts HTTP attempts per operation: botocore emits ``before-send`` once per attempt."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def count(self, event_name: str, **_: Any) -> None:
+        """The ``before-send.secrets-manager.<Operation>`` hook; returns None, so it sends."""
+        operation = event_name.rpartition(".")[2]
+        with self._lock:
+            self._counts[operation] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
 
 
 def _silence_request_logging() -> None:
