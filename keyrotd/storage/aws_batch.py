@@ -13,8 +13,10 @@ Each keyset maps to what :meth:`AwsStorage.read` would give (see ``ReadResult``)
   request, so that one keyset's failure never hides the others'.
 - ``AccessDeniedException`` on the request itself: the principal lacks
   ``secretsmanager:BatchGetSecretValue`` (or a VPC endpoint policy denies one of the secrets).
-  One warning is logged, and from then on this storage reads one keyset a request
-  (``GetSecretValue``), never trying the batch again until it is opened anew.
+  Or on a secret of the batch that then reads alone with ``VersionStage="AWSCURRENT"``: an IAM
+  condition on ``secretsmanager:VersionStage`` (a batch names no stage). Either way one warning
+  is logged, and from then on this storage reads one keyset a request (``GetSecretValue``),
+  never trying the batch again until it is opened anew.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class BatchReads:
         for name, keyset in chunk.items():
             if name in entries:
                 results[keyset] = self._value(keyset, name, entries[name])
+            elif failures.get(name, {}).get("ErrorCode") in ACCESS_DENIED:
+                results[keyset] = self._denied_in_batch(keyset)
             elif name in failures:
                 results[keyset] = self._failure(name, failures[name])
             else:  # not answered at all: ask for it alone
@@ -139,23 +143,42 @@ class BatchReads:
 
     def _request_refused(self, chunk: dict[str, str], error: ClientError) -> dict[str, ReadResult]:
         if code(error) in ACCESS_DENIED:
-            self._fall_back(error)
+            self._request_denied(error)
         if self.denied or code(error) in _SETTLED_ONE_BY_ONE:
             return read_each(self.storage, list(chunk.values()))
         return {k: self.errors.client_failure(BATCH, n, error) for n, k in chunk.items()}
 
-    def _fall_back(self, error: ClientError) -> None:
+    def _denied_in_batch(self, keyset: str) -> ReadResult:
+        """A secret denied within a batch: read alone, asking for AWSCURRENT. If that passes,
+        the policy allows only reads that name the stage: stop batching."""
+        alone = self._read_alone(keyset)
+        if not isinstance(alone, KeyrotdError):
+            self._fall_back(
+                "GetSecretValue is allowed only with a secretsmanager:VersionStage condition, "
+                "which batch reads (they name no stage) do not meet: replace the condition by "
+                "the Deny statements of docs/aws-refresh.md",
+                "",
+            )
+        return alone
+
+    def _request_denied(self, error: ClientError) -> None:
+        self._fall_back(
+            f"allow secretsmanager:BatchGetSecretValue to keyrotd's IAM principal ({_POLICY}; "
+            "each secret stays guarded by its GetSecretValue permission), or check the VPC "
+            "endpoint policy",
+            str(error),
+        )
+
+    def _fall_back(self, fix: str, error: str) -> None:
         with self._lock:
             if self.denied:
                 return
             self.denied = True
         log.warning(
-            "BatchGetSecretValue was denied, so keyrotd now reads each keyset with its own "
-            "GetSecretValue request (20 times as many requests) until it restarts: allow "
-            f"secretsmanager:BatchGetSecretValue to keyrotd's IAM principal ({_POLICY}; each "
-            "secret stays guarded by its GetSecretValue permission), or check the VPC "
-            "endpoint policy; see docs/aws-refresh.md",
-            extra={"event": "storage.batch_read_denied", "error": str(error)},
+            "batch reads of the keyset secrets were denied, so keyrotd now reads each keyset "
+            "with its own GetSecretValue request (20 times as many requests) until it "
+            f"restarts: {fix}; see docs/aws-refresh.md",
+            extra={"event": "storage.batch_read_denied", "error": error or None},
         )
 
     def _read_alone(self, keyset: str) -> ReadResult:

@@ -24,7 +24,7 @@ from keyrotd.errors import (
 )
 from keyrotd.storage.aws import AwsStorage, RetryPolicy
 from keyrotd.storage.interface import Versioned
-from tests.storage.endpoints import ScriptedEndpoint, closed_port_url
+from tests.storage.endpoints import ScriptedEndpoint, StageConditionProxy, closed_port_url
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
 
 FAST_FAILURE = RetryPolicy(max_attempts=2, connect_timeout=0.5, read_timeout=0.5)
@@ -251,6 +251,36 @@ def test_a_denied_batch_falls_back_to_one_read_each_with_one_warning(
     assert "secretsmanager:BatchGetSecretValue" in message
     assert '"Resource": "*"' in message
     assert "\n" not in message
+
+
+def test_secrets_denied_to_a_batch_but_not_alone_fall_back_with_one_warning(
+    moto_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An IAM condition on secretsmanager:VersionStage (the README's policy before batching)
+    may deny each secret of a batch, which names no stage, while the reads that ask for
+    AWSCURRENT pass: the refresh must still read every keyset, and say once why."""
+    proxy = StageConditionProxy(moto_url)
+    caplog.set_level(logging.WARNING, logger="keyrotd")
+    with proxy.serve() as url:
+        storage = AwsStorage(secret_prefix=prefix, region=REGION, endpoint_url=url)
+        versions = {name: storage.write(name, name.encode(), None) for name in ("a", "b", "c")}
+        first = storage.read_many(["a", "b", "c", "never"])
+        second = storage.read_many(["a", "b", "c", "never"])
+        counts = storage.request_counts()
+        storage.close()
+
+    assert proxy.denied == [f"{prefix}{name}" for name in ("a", "b", "c", "never")]
+    for results in (first, second):
+        assert results["never"] is None
+        for name, version in versions.items():
+            result = results[name]
+            assert isinstance(result, Versioned)
+            assert (result.data, result.version) == (name.encode(), version)
+    assert counts["BatchGetSecretValue"] == 1
+    assert counts["GetSecretValue"] == 8
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    assert "secretsmanager:VersionStage" in warnings[0].getMessage()
 
 
 # Whole requests failing: the error for every keyset of the request
