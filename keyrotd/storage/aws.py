@@ -6,7 +6,10 @@ and never deletes it. A secret created empty beforehand (say by Terraform) is fi
 write. The version of a document is the secret's ``VersionId``.
 
 - Read: ``GetSecretValue(VersionStage="AWSCURRENT")``, asked explicitly (moto answers a read
-  without a stage from a stale default after ``UpdateSecretVersionStage``).
+  without a stage from a stale default after ``UpdateSecretVersionStage``). The periodic
+  refresh (``read_many``) reads 20 secrets a ``BatchGetSecretValue`` request instead
+  (:mod:`keyrotd.storage.aws_batch`, docs/aws-refresh.md).
+- ``request_counts``: HTTP requests sent per operation, retries included (the billed ones).
 - Write (compare-and-swap, :mod:`keyrotd.storage.aws_swap`): a new version labelled
   ``KEYROTD_PENDING``, then ``AWSCURRENT`` moved onto it from the version that was read; the
   loser of a race gets :class:`ConflictError`.
@@ -28,15 +31,18 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from botocore.exceptions import ClientError, NoRegionError
 
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
+from keyrotd.storage.aws_batch import BatchReads
 from keyrotd.storage.aws_errors import NOT_FOUND, RetryPolicy, SecretErrors, code
 from keyrotd.storage.aws_swap import CURRENT, SecretValue, SecretWrites
 from keyrotd.storage.interface import (
@@ -45,7 +51,6 @@ from keyrotd.storage.interface import (
     DocumentTooLargeError,
     ReadResult,
     Versioned,
-    read_each,
 )
 
 if TYPE_CHECKING:
@@ -91,8 +96,11 @@ class AwsStorage:
                 "set storage.region (KEYROTD_STORAGE__REGION) or AWS_REGION",
             ) from None
         self.region: str = self._client.meta.region_name
+        self._requests = RequestCounter()
+        self._client.meta.events.register("before-send.secrets-manager", self._requests.count)
         self._errors = SecretErrors(self.region, retry.max_attempts, kms_key_id)
         self._writes = SecretWrites(self._client, self._errors, kms_key_id)
+        self._batch = BatchReads(self, self._client, self._errors)
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> AwsStorage:
@@ -107,6 +115,11 @@ class AwsStorage:
     def client(self) -> SecretsManagerClient:
         """The boto3 client, for observers such as ``client.meta.events`` hooks."""
         return self._client
+
+    def request_counts(self) -> dict[str, int]:
+        """HTTP requests sent to Secrets Manager so far, per operation, each retry included
+        (every attempt is billed)."""
+        return self._requests.snapshot()
 
     def secret_name(self, keyset: str) -> str:
         if not KEYSET_NAME.fullmatch(keyset):
@@ -128,11 +141,12 @@ class AwsStorage:
                 if code(error) == NOT_FOUND:
                     return None
                 raise
-        data = self._decode(name, found.get("SecretString"), found.get("SecretBinary"))
+        data = self.decode(name, found.get("SecretString"), found.get("SecretBinary"))
         return Versioned(data=data, version=found["VersionId"], location=self.location(keyset))
 
     def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
-        return read_each(self, keysets)
+        """``BatchGetSecretValue``, 20 secrets a request (:mod:`keyrotd.storage.aws_batch`)."""
+        return self._batch.read_many(keysets)
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
         name = self.secret_name(keyset)
@@ -196,7 +210,8 @@ class AwsStorage:
                 "keys fit",
             )
 
-    def _decode(self, name: str, text: str | None, binary: bytes | None) -> bytes:
+    def decode(self, name: str, text: str | None, binary: bytes | None) -> bytes:
+        """The document in a secret value (``read``'s and ``read_many``'s decoding)."""
         if text is not None:
             return text.encode("utf-8")
         if binary is not None and binary.startswith(_BINARY_MARK):
@@ -207,6 +222,24 @@ class AwsStorage:
             "look at its versions in the AWS console, then put back a good version: "
             "aws secretsmanager update-secret-version-stage --version-stage AWSCURRENT ...",
         )
+
+
+class RequestCounter:
+    """Counts HTTP attempts per operation: botocore emits ``before-send`` once per attempt."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def count(self, event_name: str, **_: Any) -> None:
+        """The ``before-send.secrets-manager.<Operation>`` hook; returns None, so it sends."""
+        operation = event_name.rpartition(".")[2]
+        with self._lock:
+            self._counts[operation] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
 
 
 def _silence_request_logging() -> None:

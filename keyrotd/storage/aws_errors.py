@@ -27,7 +27,7 @@ from botocore.exceptions import (
 
 from keyrotd.storage.interface import ConflictError, StorageError, TemporaryStorageError
 
-__all__ = ["EXISTS", "NOT_FOUND", "REFUSED", "RetryPolicy", "SecretErrors", "code"]
+__all__ = ["ACCESS_DENIED", "EXISTS", "NOT_FOUND", "REFUSED", "RetryPolicy", "SecretErrors", "code"]
 
 NOT_FOUND: Final = "ResourceNotFoundException"
 EXISTS: Final = "ResourceExistsException"
@@ -39,7 +39,7 @@ _THROTTLED: Final = frozenset(
 _UNAVAILABLE: Final = frozenset(
     {"InternalServiceError", "InternalFailure", "ServiceUnavailable", "RequestTimeout"}
 )
-_ACCESS_DENIED: Final = frozenset({"AccessDeniedException", "AccessDenied"})
+ACCESS_DENIED: Final = frozenset({"AccessDeniedException", "AccessDenied"})
 _BAD_CREDENTIALS: Final = frozenset(
     {
         "UnrecognizedClientException",
@@ -125,7 +125,7 @@ class SecretErrors:
 
     def _hint(self, operation: str, name: str, error_code: str, message: str) -> str:
         """The fix for a permanent client error."""
-        if error_code in _ACCESS_DENIED:
+        if error_code in ACCESS_DENIED:
             return (
                 f"allow secretsmanager:{operation} on the secret for the IAM principal keyrotd "
                 f"runs as (and kms:Decrypt/kms:GenerateDataKey on its KMS key); {_IAM_HINT}"

@@ -133,3 +133,61 @@ class LossyProxy:
 
         with local_server(Handler) as url:
             yield url
+
+
+@dataclass
+class StageConditionProxy:
+    """Forwards requests to ``upstream``, but answers every ``BatchGetSecretValue`` with each
+    named secret in ``Errors`` as ``AccessDeniedException``: what IAM would answer if a
+    ``secretsmanager:VersionStage`` condition on ``GetSecretValue`` held against batch reads
+    (a batch names no stage), while ``GetSecretValue(VersionStage="AWSCURRENT")`` passes."""
+
+    upstream: str
+    denied: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        proxy = self
+        host, port = self.upstream.removeprefix("http://").split(":")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+                if operation == "BatchGetSecretValue":
+                    names = json.loads(body).get("SecretIdList", [])
+                    proxy.denied.extend(names)
+                    status, content_type = 200, "application/x-amz-json-1.1"
+                    payload = json.dumps(
+                        {
+                            "SecretValues": [],
+                            "Errors": [
+                                {
+                                    "SecretId": name,
+                                    "ErrorCode": "AccessDeniedException",
+                                    "Message": "not authorized: secretsmanager:GetSecretValue",
+                                }
+                                for name in names
+                            ],
+                        }
+                    ).encode()
+                else:
+                    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+                    try:
+                        connection.request("POST", self.path, body, dict(self.headers.items()))
+                        answer = connection.getresponse()
+                        status, payload = answer.status, answer.read()
+                        content_type = answer.getheader("Content-Type", "application/json")
+                    finally:
+                        connection.close()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        with local_server(Handler) as url:
+            yield url
