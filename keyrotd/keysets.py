@@ -90,6 +90,8 @@ class KeysetManager:
         self._parsed: tuple[bytes, Keyset] | None = None
         """The last document read or written and its parsed form: the same bytes parse alike."""
         self._anchor_lock = threading.Lock()
+        self.version: str | None = None
+        """The version last read or written: the refresh compares it with a batched read."""
 
     @property
     def name(self) -> str:
@@ -97,6 +99,7 @@ class KeysetManager:
 
     def load(self) -> Loaded:
         stored = self.storage.read(self.name)
+        self.version = None if stored is None else stored.version
         if stored is None:
             return Loaded(Keyset(self.name), None, self.storage.location(self.name))
         self._seen_document = True
@@ -204,7 +207,7 @@ class KeysetManager:
                 return Outcome(result.keyset, (), written=False, attempts=attempt), now
             data = to_json(result.keyset)
             try:
-                self.storage.write(self.name, data, loaded.version)
+                self.version = self.storage.write(self.name, data, loaded.version)
             except ConflictError:
                 log.debug("keyset %s: lost a compare-and-swap, re-planning", self.name)
                 loaded = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
 from prometheus_client import (
@@ -20,7 +20,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from keyrotd import __version__
@@ -106,6 +106,24 @@ class HeldGauge(Collector):
         yield gauge
 
 
+class _RequestCollector(Collector):
+    """``keyrotd_storage_requests_total{operation}``: requests sent to the storage service (AWS
+    Secrets Manager: each HTTP attempt, retries included, as billed), read from the backend."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "keyrotd_storage_requests",
+            "Requests sent to the storage service, by operation (retries included)",
+            labels=["operation"],
+        )
+        for operation, count in sorted(self._counts().items()):
+            family.add_metric([operation], float(count))
+        yield family
+
+
 class Metrics:
     """The daemon's metrics; :meth:`render` is the ``/metrics`` body."""
 
@@ -180,6 +198,12 @@ class Metrics:
         self._rotations.labels(keyset)
         self._rotation_failures.labels(keyset)
         self._storage_failures.labels(keyset)
+
+    def count_requests(self, storage: object) -> None:
+        """Expose the backend's request counts, if it keeps them (``request_counts()``)."""
+        counts = getattr(storage, "request_counts", None)
+        if callable(counts):
+            self.registry.register(_RequestCollector(counts))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

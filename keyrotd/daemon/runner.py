@@ -27,7 +27,7 @@ from keyrotd.keys import NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome, SyncFailed
 from keyrotd.lifecycle import Command, next_key_needed_at
 from keyrotd.model import Keyset
-from keyrotd.storage import Storage
+from keyrotd.storage import Storage, Versioned
 from keyrotd.times import Clock, utc_now
 
 log = logging.getLogger("keyrotd.daemon")
@@ -81,8 +81,20 @@ class KeysetRunner:
                 reason = self._failed(failed.stage, failed.cause)
                 self._publish_failure(reason, failed.read)
                 raise failed.cause from None
-            self._published(outcome)
+            if outcome.written or not self.board.unchanged(self.name, outcome.keyset):
+                self._published(outcome)  # else: served already (the board recomputes by time)
             return outcome.keyset
+
+    def stale(self, read: Versioned | None) -> bool:
+        """What the refresh read differs from what this runner last read or wrote, or the
+        keyset is not served without error yet: it needs a sync."""
+        version = None if read is None else read.version
+        return version != self.manager.version or not self.board.served(self.name)
+
+    def read_failed(self, error: KeyrotdError) -> None:
+        """The refresh's read of this keyset failed: record it as a failed sync would."""
+        with self._lock:
+            self._publish_failure(self._failed("storage read", error), None)
 
     def command(self, command: Command) -> Outcome:
         """An admin command (rotate, revoke) applied now."""

@@ -22,13 +22,15 @@ retried: the next refresh meets it again, so it is logged and counted once per r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -39,7 +41,7 @@ from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.observer import Observer
 from keyrotd.daemon.runner import SPARE_LEAD, KeysetRunner
 from keyrotd.daemon.state import Board
-from keyrotd.errors import is_temporary
+from keyrotd.errors import KeyrotdError, is_temporary
 from keyrotd.keysets import Outcome
 from keyrotd.lifecycle import Command, next_transition
 from keyrotd.model import Keyset
@@ -51,6 +53,13 @@ log = logging.getLogger("keyrotd.daemon")
 
 OVERDUE_RETRY: Final = timedelta(milliseconds=20)
 """A transition that is still due right after a successful sync is retried this soon."""
+REPLICA_SPREAD: Final = timedelta(seconds=1)
+"""The longest delay of a replica's scheduled write (and a twentieth of ``rotation_period``)."""
+LOADERS: Final = 4
+"""Threads of the start-up load (and of the syncs after a clock jump): reads, parses, and the
+key generation and writes of a bootstrap. Fewer than the scheduler's, to leave the serving
+interpreter room."""
+NEVER: Final = datetime.max.replace(tzinfo=UTC)
 
 
 class Rotator:
@@ -64,8 +73,14 @@ class Rotator:
         refresh_interval: timedelta,
         clock: Clock = utc_now,
         retry: Retry = STORAGE,
+        replica: str = "",
     ) -> None:
+        """``replica`` names this daemon among the replicas sharing the store (host and
+        listening address): it sets the delay of its scheduled writes."""
         self.storage = storage
+        self.replica = replica
+        self._due: dict[str, datetime] = {}
+        self._loading = ThreadPoolExecutor(LOADERS, thread_name_prefix="keyrotd-load")
         self.retry = retry
         self.board = board
         self.metrics = metrics
@@ -79,7 +94,7 @@ class Rotator:
         self._clock_watch = ClockWatch(self._clock_jumped)
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
-            executors={"default": ThreadPoolExecutor(8)},
+            executors={"default": JobExecutor(8)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 4},
         )
         self.observer = Observer(self, board, metrics.registry, clock)
@@ -101,6 +116,7 @@ class Rotator:
         self.observer.stop()
         with self._jobs_lock:
             self._stopping = True
+        self._loading.shutdown(wait=True, cancel_futures=True)  # the syncs not started: dropped
         self._scheduler.shutdown(wait=True)
 
     @property
@@ -127,7 +143,7 @@ class Rotator:
                     )
                 elif runner.settings != settings:
                     runner.reconfigure(settings)
-                self._at(f"transition:{name}", self.clock(), self._transition, name)
+                self._soon(name)
             self.refresh_interval = refresh_interval
             self._every_refresh_interval()
 
@@ -153,16 +169,33 @@ class Rotator:
         )
         self._every_refresh_interval()
         for name in list(self.runners):
-            self._at(f"transition:{name}", self.clock(), self._transition, name)
+            self._soon(name)
 
     # -- jobs --------------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Sync every keyset, each in its own job: a slow storage call delays no other keyset.
-        A keyset whose sync is still running is skipped (that sync re-reads storage anyway)."""
+        """Read every keyset in one batched read (``Storage.read_many``: a ``stat`` per file,
+        20 secrets per AWS request) and sync, each in its own job, only those that changed,
+        failed last time or are overdue: the refresh of an unchanged store costs near nothing.
+        A failed read is recorded as a failed sync (the next refresh tries again); a keyset
+        whose sync is still running is skipped (that sync reads storage anyway)."""
+        runners = list(self.runners.values())
+        results = self.storage.read_many([runner.name for runner in runners])
         now = self.clock()
-        for name, runner in list(self.runners.items()):
-            if not runner.busy:
-                self._at(f"refresh:{name}", now, self._sync, name)
+        for runner in runners:
+            if runner.busy or runner.name not in results:
+                continue
+            result = results[runner.name]
+            if isinstance(result, KeyrotdError):
+                runner.read_failed(result)
+            elif runner.stale(result) or now >= self._due.get(runner.name, NEVER):
+                self._at(f"refresh:{runner.name}", now, self._sync, runner.name)
+
+    def _soon(self, name: str) -> None:
+        """Sync a keyset now, in the start-up pool: the first load of 10,000 keysets is 10,000
+        calls of one pool, not 10,000 scheduler jobs (each job costs the scheduler's lock)."""
+        with self._jobs_lock:
+            if not self._stopping:
+                self._loading.submit(self._sync, name)
 
     def _transition(self, name: str) -> None:
         self._sync(name)
@@ -189,13 +222,23 @@ class Rotator:
         self._failures.pop(runner.name, None)
         now = self.clock()
         upcoming = next_transition(keyset, runner.settings.policy)
-        if upcoming is not None:
-            when = upcoming if upcoming > now else now + OVERDUE_RETRY
+        if upcoming is None:
+            self._due.pop(runner.name, None)
+        else:
+            self._due[runner.name] = upcoming
+            when = upcoming + self._offset(runner) if upcoming > now else now + OVERDUE_RETRY
             self._at(f"transition:{runner.name}", when, self._transition, runner.name)
         spare_at = max(now, runner.key_needed_at(keyset) - SPARE_LEAD)
         self._at(
             f"spare:{runner.name}", spare_at, lambda _name: runner.prepare_spare(), runner.name
         )
+
+    def _offset(self, runner: KeysetRunner) -> timedelta:
+        """This replica's stable delay of a keyset's scheduled writes (see the module docs)."""
+        policy = runner.settings.policy
+        spread = min(REPLICA_SPREAD, policy.rotation_period / 20)
+        digest = hashlib.sha256(f"{self.replica}\0{runner.name}".encode()).digest()
+        return spread * (int.from_bytes(digest[:8], "big") / 2**64)
 
     def _retry(self, name: str, error: Exception) -> None:
         """A temporary failure is tried again after the backoff; a permanent one waits for the

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -72,8 +73,13 @@ class Daemon:
         self.board = Board(on_change=self.readiness.board_changed)
         self.storage = open_storage(settings.storage)
         self.rotator = Rotator(
-            self.storage, self.board, self.metrics, settings.server.refresh_interval
+            self.storage,
+            self.board,
+            self.metrics,
+            settings.server.refresh_interval,
+            replica=f"{socket.gethostname()} {settings.server.listen}",
         )
+        self.metrics.count_requests(self.storage)
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")
         self.clients = Clients.load(*admin_files(settings))
         self.audit = Audit(self.metrics, time.monotonic)

@@ -11,9 +11,10 @@ seconds):
   ``Cache-Control`` max-age never reaches past it.
 
 The :class:`Board` holds one ``Published`` and one :class:`Health` per keyset. Writers (the
-scheduler threads) replace the whole mapping under a lock; readers (the event loop) read one
-attribute, so they always see a consistent snapshot without taking the lock. The lock guards
-memory only: the change hook (sd_notify's status) is called after it is released.
+scheduler threads) replace one keyset's entries under a lock; readers (the event loop) read one
+entry, an immutable ``Published``, so they always see one consistent view of a keyset without
+taking the lock. The lock guards memory only: the change hook (sd_notify's status) is called
+after it is released.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -115,42 +116,81 @@ class Health:
         return self.loaded and self.error is None
 
 
-@dataclass(frozen=True)
 class Snapshot:
-    """Everything the HTTP side reads, replaced as a whole."""
+    """Everything the HTTP side reads. The :class:`Board` changes it under its lock, one keyset
+    at a time (an assignment of a dictionary entry, atomic for readers), and keeps the sets of
+    the keysets not loaded and failing, so that "ready?" costs the same at 10,000 keysets as at
+    one: copying the whole mapping for each of 10,000 keysets made loading them quadratic."""
 
-    order: tuple[str, ...] = ()
-    published: Mapping[str, Published] = dataclasses.field(default_factory=dict)
-    health: Mapping[str, Health] = dataclasses.field(default_factory=dict)
+    def __init__(self) -> None:
+        self.order: tuple[str, ...] = ()
+        self.published: dict[str, Published] = {}
+        self.health: dict[str, Health] = {}
+        self._members: frozenset[str] = frozenset()
+        self._missing: set[str] = set()
+        self._failing: set[str] = set()
 
     @property
     def ready(self) -> bool:
         """Every keyset has a JWKS to serve (a storage failure since does not change that)."""
-        return all(name in self.published for name in self.order)
+        return not self._missing
 
     def not_loaded(self) -> list[str]:
         """The keysets with no JWKS to serve yet."""
-        return [name for name in self.order if name not in self.published]
+        return self._in_order(self._missing)
 
     def degraded(self) -> list[str]:
         """The keysets whose last storage access failed (served from memory meanwhile)."""
-        return [name for name in self.order if self.health.get(name, Health()).error is not None]
+        return self._in_order(self._failing)
 
-    def reasons(self) -> list[str]:
-        """What is wrong, one line per keyset, with the error texts: for the systemd status
-        (not public), never for HTTP."""
-        reasons = []
-        for name in self.order:
-            health = self.health.get(name, Health())
-            if name not in self.published:
-                reasons.append(f"keyset {name}: not loaded yet")
-            if health.error is not None:
-                reasons.append(f"keyset {name}: storage failing: {health.error}")
-        return reasons
+    def reasons(self, most: int = 5) -> list[str]:
+        """What is wrong, one line per keyset (the first ``most``, then a count), with the error
+        texts: for the systemd status (not public), never for HTTP."""
+        reasons = [f"keyset {name}: not loaded yet" for name in self._first(self._missing, most)]
+        for name in self._first(self._failing, most):
+            reasons.append(f"keyset {name}: storage failing: {self.health[name].error}")
+        more = len(self._missing) + len(self._failing) - len(reasons)
+        return reasons + ([f"{more} more"] if more > 0 else [])
+
+    def _in_order(self, names: set[str]) -> list[str]:
+        if not names:
+            return []
+        return [name for name in self.order if name in names]
+
+    def _first(self, names: set[str], most: int) -> list[str]:
+        if len(names) <= most:
+            return self._in_order(names)
+        position = {name: index for index, name in enumerate(self.order)}
+        return sorted(names, key=position.__getitem__)[:most]
+
+    # -- changed by the Board only, under its lock --------------------------------------------
+    def _arrange(self, order: tuple[str, ...]) -> None:
+        members = frozenset(order)
+        for gone in self._members - members:
+            self.published.pop(gone, None)
+            self.health.pop(gone, None)
+        self._failing &= members
+        self._missing = {name for name in order if name not in self.published}
+        self._members, self.order = members, order
+
+    def _set(self, name: str, published: Published | None, health: Health | None) -> bool:
+        """Store one keyset's view and health; False if it is no longer configured."""
+        if name not in self._members:
+            return False
+        if published is not None:
+            self.published[name] = published
+            self._missing.discard(name)
+        if health is not None:
+            self.health[name] = health
+            if health.error is None:
+                self._failing.discard(name)
+            else:
+                self._failing.add(name)
+        return True
 
 
 class Board:
-    """The shared, atomically replaced :class:`Snapshot` (see the module docstring)."""
+    """The shared :class:`Snapshot` (see the module docstring)."""
 
     def __init__(
         self,
@@ -182,8 +222,24 @@ class Board:
         fresh = Published.compute(published.settings, published.stored, seen_at, mono)
         with self._lock:
             if self.snapshot.published.get(name) is published:  # nobody stored a newer one
-                self._replace(published={**self.snapshot.published, name: fresh})
+                self.snapshot._set(name, fresh, None)
         return fresh
+
+    def unchanged(self, name: str, stored: Keyset) -> bool:
+        """``stored`` is what is served already, without an error: nothing to publish."""
+        published = self.snapshot.published.get(name)
+        health = self.snapshot.health.get(name)
+        return (
+            published is not None
+            and published.stored is stored
+            and health is not None
+            and health.error is None
+        )
+
+    def served(self, name: str) -> bool:
+        """The keyset has a JWKS and its last storage access succeeded."""
+        health = self.snapshot.health.get(name)
+        return name in self.snapshot.published and health is not None and health.error is None
 
     def loaded(
         self, settings: KeysetSettings, stored: Keyset, now: datetime, error: str | None = None
@@ -192,38 +248,23 @@ class Board:
         published = Published.compute(settings, stored, now, self._monotonic())
         health = Health(loaded=True, error=error, last_success=time.time())
         with self._lock:
-            snap = self.snapshot
-            if settings.name not in snap.order:  # removed by a reload meanwhile
-                return published
-            self._replace(
-                published={**snap.published, settings.name: published},
-                health={**snap.health, settings.name: health},
-            )
+            if not self.snapshot._set(settings.name, published, health):
+                return published  # removed by a reload meanwhile
         self._on_change()
         return published
 
     def failed(self, name: str, error: str) -> None:
         """Record a failed read: the last loaded JWKS stays served."""
         with self._lock:
-            snap = self.snapshot
-            if name not in snap.order:
+            old = self.snapshot.health.get(name, Health())
+            if old.error == error:
+                return  # the same failure again: nothing changed
+            if not self.snapshot._set(name, None, dataclasses.replace(old, error=error)):
                 return
-            old = snap.health.get(name, Health())
-            health = dataclasses.replace(old, error=error)
-            self._replace(health={**snap.health, name: health})
         self._on_change()
 
     def arrange(self, order: tuple[str, ...]) -> None:
         """Set the served keysets (their order: the first one is ``/.well-known``)."""
         with self._lock:
-            snap = self.snapshot
-            self._replace(
-                order=order,
-                published={n: p for n, p in snap.published.items() if n in order},
-                health={n: h for n, h in snap.health.items() if n in order},
-            )
+            self.snapshot._arrange(order)
         self._on_change()
-
-    def _replace(self, **changes: object) -> None:
-        """Swap in a new snapshot (the caller holds the lock; nothing else happens here)."""
-        self.snapshot = dataclasses.replace(self.snapshot, **changes)  # type: ignore[arg-type]
