@@ -1,9 +1,12 @@
 """APScheduler 3 drives every transition at its exact time.
 
 Per keyset there is one date-trigger job, ``transition:<name>``, at ``lifecycle.next_transition``
-of what was last read or written; it is replaced after every sync. A ``refresh`` interval job
-starts a ``refresh:<name>`` job per keyset each ``refresh_interval``, which re-reads it (other
-replicas, the CLI) and applies what is due. ``spare:<name>`` prepares the next key shortly
+of what was last read or written, delayed by this replica's :func:`replica_offset`; it is
+replaced after every sync. The first load of every keyset (and the syncs after a clock jump)
+run in a pool of their own, not as a job each. A ``refresh`` interval job reads every keyset
+each ``refresh_interval`` in one ``Storage.read_many`` (a ``stat`` per file; 20 secrets per AWS
+request) and starts a ``refresh:<name>`` job only for the keysets that changed (other replicas,
+the CLI), failed last time or are overdue. ``spare:<name>`` prepares the next key shortly
 before it is needed (see ``runner``).
 
 APScheduler 3 drops a job that runs later than ``misfire_grace_time`` (one second by default)
@@ -13,7 +16,9 @@ after its time, silently: a busy machine would skip a rotation. Every job here h
 With ``keysets[].observe`` set, :class:`~keyrotd.daemon.observer.Observer` polls those URLs in a
 thread of its own and confirms successors through :meth:`Rotator.command` (CONTRACT section 9).
 
-Each keyset syncs in its own jobs, so a slow or failing keyset never stops the others. A sync
+Each keyset syncs in its own jobs, so a slow or failing keyset never stops the others. A read
+of the refresh that failed is recorded as that keyset's failed sync, and tried again by the next
+refresh. A sync
 that failed on a temporary error (``KeyrotdError.temporary``: unreachable or throttled storage,
 a held lock) is retried with the backoff of :data:`keyrotd.retries.STORAGE`, never later than
 ``refresh_interval``; a permanent one (permission denied, a tampered or corrupt document) is not
@@ -60,6 +65,21 @@ LOADERS: Final = 4
 key generation and writes of a bootstrap. Fewer than the scheduler's, to leave the serving
 interpreter room."""
 NEVER: Final = datetime.max.replace(tzinfo=UTC)
+
+
+def replica_offset(replica: str, keyset: str, rotation_period: timedelta) -> timedelta:
+    """How long ``replica`` waits after a keyset's transition is due before it writes it.
+
+    Stable (a hash of the replica's name and the keyset's) and spread over [0, spread), where
+    spread is :data:`REPLICA_SPREAD` or a twentieth of ``rotation_period``, whichever is less:
+    the replica with the smallest offset writes, and the others, reading storage when their own
+    time comes, find nothing left to do. A transition then costs about one write across the
+    replicas instead of one attempt each (N-1 of them lost compare-and-swaps). What readers
+    see does not wait: an activation or an expiry is applied by the view at its exact time.
+    """
+    spread = min(REPLICA_SPREAD, rotation_period / 20)
+    digest = hashlib.sha256(f"{replica}\0{keyset}".encode()).digest()
+    return spread * (int.from_bytes(digest[:8], "big") / 2**64)
 
 
 class Rotator:
@@ -225,20 +245,18 @@ class Rotator:
         if upcoming is None:
             self._due.pop(runner.name, None)
         else:
-            self._due[runner.name] = upcoming
-            when = upcoming + self._offset(runner) if upcoming > now else now + OVERDUE_RETRY
+            period = runner.settings.policy.rotation_period
+            when = (
+                upcoming + replica_offset(self.replica, runner.name, period)
+                if upcoming > now
+                else now + OVERDUE_RETRY
+            )
+            self._due[runner.name] = when  # the refresh syncs it from then on if the job is lost
             self._at(f"transition:{runner.name}", when, self._transition, runner.name)
         spare_at = max(now, runner.key_needed_at(keyset) - SPARE_LEAD)
         self._at(
             f"spare:{runner.name}", spare_at, lambda _name: runner.prepare_spare(), runner.name
         )
-
-    def _offset(self, runner: KeysetRunner) -> timedelta:
-        """This replica's stable delay of a keyset's scheduled writes (see the module docs)."""
-        policy = runner.settings.policy
-        spread = min(REPLICA_SPREAD, policy.rotation_period / 20)
-        digest = hashlib.sha256(f"{self.replica}\0{runner.name}".encode()).digest()
-        return spread * (int.from_bytes(digest[:8], "big") / 2**64)
 
     def _retry(self, name: str, error: Exception) -> None:
         """A temporary failure is tried again after the backoff; a permanent one waits for the
