@@ -6,8 +6,8 @@ replaced after every sync. The first load of every keyset (and the syncs after a
 run in a pool of their own, not as a job each. A ``refresh`` interval job reads every keyset
 each ``refresh_interval`` in one ``Storage.read_many`` (a ``stat`` per file; 20 secrets per AWS
 request) and starts a ``refresh:<name>`` job only for the keysets that changed (other replicas,
-the CLI), failed last time or are overdue. ``spare:<name>`` prepares the next key shortly
-before it is needed (see ``runner``).
+the CLI), failed last time or are overdue. ``spare:<name>`` prepares the next RSA key
+shortly before it is needed (see ``runner``).
 
 APScheduler 3 drops a job that runs later than ``misfire_grace_time`` (one second by default)
 after its time, silently: a busy machine would skip a rotation. Every job here has
@@ -253,10 +253,11 @@ class Rotator:
             )
             self._due[runner.name] = when  # the refresh syncs it from then on if the job is lost
             self._at(f"transition:{runner.name}", when, self._transition, runner.name)
-        spare_at = max(now, runner.key_needed_at(keyset) - SPARE_LEAD)
-        self._at(
-            f"spare:{runner.name}", spare_at, lambda _name: runner.prepare_spare(), runner.name
-        )
+        if runner.needs_spare:
+            spare_at = max(now, runner.key_needed_at(keyset) - SPARE_LEAD)
+            self._at(
+                f"spare:{runner.name}", spare_at, lambda _name: runner.prepare_spare(), runner.name
+            )
 
     def _retry(self, name: str, error: Exception) -> None:
         """A temporary failure is tried again after the backoff; a permanent one waits for the

@@ -24,6 +24,8 @@ permanent :class:`StorageError`.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -89,8 +91,9 @@ class FileStorage:
         self._key = encryption_key
         self._lock_timeout = lock_timeout
         self._verified: dict[str, tuple[bytes, Opened]] = {}
-        """Per keyset, the last file bytes that checked out: the same bytes need no second
-        check (digest, decryption) under the write lock or on the next read."""
+        """Per keyset, the SHA-256 of the last file bytes that checked out (not the bytes: 18 MB
+        at 10,000 keysets): the same bytes need no second check (digest, decryption) under the
+        write lock or on the next read."""
         self._leftovers = Leftovers(self._directory)
         self._read_at: dict[str, tuple[Signature, Versioned]] = {}
         """Per keyset, the (device, inode, size, mtime, ctime) of the file last read and what
@@ -149,7 +152,7 @@ class FileStorage:
                 sealed = seal(keyset, revision, data, self._key)
                 temp = self._directory / temp_name(keyset)
                 replace_atomically(path, temp, sealed, FILE_MODE, owner)
-                self._verified[keyset] = (sealed, Opened(revision=revision, data=data))
+                self._verified[keyset] = (_digest(sealed), Opened(revision=revision, data=data))
                 versioned = Versioned(data=data, version=str(revision), location=str(path))
                 self._read_at[keyset] = (_signature(os.stat(path)), versioned)  # under the lock
         return str(revision)
@@ -187,11 +190,11 @@ class FileStorage:
                 f"{path} is larger than any document keyrotd writes{_UNTOUCHED}", _CORRUPT_HINT
             )
         verified = self._verified.get(keyset)
-        if verified is not None and verified[0] == blob:
+        if verified is not None and hmac.compare_digest(verified[0], _digest(blob)):
             return verified[1], signature
         try:
             opened = unseal(keyset, blob, self._key)
-            self._verified[keyset] = (blob, opened)
+            self._verified[keyset] = (_digest(blob), opened)
             return opened, signature
         except KeyRequiredError as error:
             raise ConfigError(
@@ -219,6 +222,10 @@ class FileStorage:
 
 
 Signature = tuple[int, int, int, int, int]
+
+
+def _digest(blob: bytes) -> bytes:
+    return hashlib.sha256(blob).digest()
 
 
 def _signature(info: os.stat_result) -> Signature:
