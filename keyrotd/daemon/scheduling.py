@@ -58,7 +58,7 @@ log = logging.getLogger("keyrotd.daemon")
 
 OVERDUE_RETRY: Final = timedelta(milliseconds=20)
 """A transition that is still due right after a successful sync is retried this soon."""
-REPLICA_SPREAD: Final = timedelta(seconds=1)
+REPLICA_SPREAD: Final = timedelta(seconds=5)
 """The longest delay of a replica's scheduled write (and a twentieth of ``rotation_period``)."""
 LOADERS: Final = 4
 """Threads of the start-up load (and of the syncs after a clock jump): reads, parses, and the
