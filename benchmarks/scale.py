@@ -15,7 +15,7 @@ refresh_interval (30 s). Baseline, measured in the same run and the same way: on
   Secrets Manager requests are counted server-side per X-Amz-Target operation (and from the
   daemons' keyrotd_storage_requests_total metric when they expose it), over the --seconds window
   after every replica is ready, scaled to calls per keyset per day per replica.
-- --rotation-drill (aws): --drill-keysets keysets with a tiny policy (rotation every
+- --rotation-drill (always aws): --drill-keysets keysets with a tiny policy (rotation every
   --drill-rotation s) on --replicas daemons for --drill-seconds: PutSecretValue + CreateSecret
   against the lifecycle events (key.*) the replicas logged and the successful AWSCURRENT moves.
 
@@ -406,6 +406,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--drill-keysets", type=int, default=100, help="keysets in the rotation drill (default 100)"
     )
     parser.add_argument(
+        "--drill-rotation",
+        type=int,
+        default=20,
+        help="rotation_period of the drill's keysets, in seconds (default 20)",
+    )
+    parser.add_argument(
         "--drill-seconds",
         type=float,
         default=60.0,
@@ -447,13 +453,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Scenario] = []
     baselines: dict[str, Scenario] = {}
     drill: Drill | None = None
+    failure = ""
     try:
         for storage in args.storage:
             baselines[storage] = bench.scenario(storage, 1)
             results.append(baselines[storage])
-            results += [bench.scenario(storage, count) for count in args.keysets]
-        if args.rotation_drill and "aws" in args.storage:
+            for count in args.keysets:
+                results.append(bench.scenario(storage, count))
+        if args.rotation_drill:
             drill = bench.drill()
+    except (Exception, SystemExit) as error:  # print what was measured before it, then fail
+        failure = f"{type(error).__name__}: {error}"
     finally:
         kill_all()
         if bench.moto is not None:
@@ -468,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({DEFAULT_REFRESH:.0f} s): CPU and steady calls may miss a refresh"
         )
     print_tables(results, baselines, drill)
+    if failure:
+        print(f"\nstopped early: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 
