@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon_tools import Daemon, cpu_seconds, free_port, rss_mb
+from daemon_tools import cpu_seconds, free_port, rss_mb
 
 from tests.support.config import render_config
+from tests.support.daemon import start_daemon
 from tests.support.moto import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR
 
 READY_TIMEOUT = 300.0
@@ -168,16 +169,8 @@ class Run:
 
     def __init__(self, config: Path, port: int, log: Path, env: dict[str, str]) -> None:
         self.log = log
-        self.daemon = Daemon(
-            workdir=log.parent,
-            config=config,
-            port=port,
-            env=env,
-            log_path=log,
-            json_logs_only=False,
-        )
         self.started = time.monotonic()
-        self.daemon.start(wait=False)
+        self.daemon = start_daemon(config, port, log_path=log, environ=env, wait_ready=False)
         self.ready_seconds = 0.0
         LIVE.add(self)
 
