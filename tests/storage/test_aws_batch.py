@@ -23,6 +23,7 @@ from keyrotd.errors import (
     TemporaryStorageError,
 )
 from keyrotd.storage.aws import AwsStorage, RetryPolicy
+from keyrotd.storage.aws_batch import READERS
 from keyrotd.storage.interface import Versioned
 from tests.storage.endpoints import ScriptedEndpoint, StageConditionProxy, closed_port_url
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
@@ -300,6 +301,24 @@ def test_an_unreachable_endpoint_is_temporary_for_each_keyset(prefix: str) -> No
         assert isinstance(error, TemporaryStorageError)
         assert f"AWS secret {prefix}{name} ({REGION})" in error.message
         assert "Could not connect to the endpoint URL" in error.message
+
+
+def test_an_outage_fails_the_requests_not_sent_yet_without_sending_them(prefix: str) -> None:
+    """10,000 keysets are 500 requests: one refresh in an outage must not wait out 500 rounds of
+    timeouts. The first whole-request failure fails the rest of that refresh, unsent."""
+    endpoint = ScriptedEndpoint(status=400, code="ThrottlingException")
+    names = [f"k{n:03d}" for n in range(400)]  # 20 requests
+    with endpoint.serve() as url:
+        storage = scripted_storage(url, prefix)
+        results = storage.read_many(names)
+        counts = storage.request_counts()
+        storage.close()
+
+    assert counts["BatchGetSecretValue"] <= READERS * 2  # those in flight at once, 2 attempts
+    for name in names:
+        error = results[name]
+        assert isinstance(error, TemporaryStorageError)
+        assert f"AWS secret {prefix}{name} ({REGION})" in error.message
 
 
 def test_a_throttled_batch_is_temporary_and_every_attempt_is_counted(prefix: str) -> None:
