@@ -100,6 +100,8 @@ class Rotator:
         self.storage = storage
         self.replica = replica
         self._due: dict[str, datetime] = {}
+        self._queued: set[str] = set()
+        """Keysets waiting in the loading pool: the refresh leaves them to it."""
         self._loading = ThreadPoolExecutor(LOADERS, thread_name_prefix="keyrotd-load")
         self.retry = retry
         self.board = board
@@ -202,7 +204,7 @@ class Rotator:
         results = self.storage.read_many([runner.name for runner in runners])
         now = self.clock()
         for runner in runners:
-            if runner.busy or runner.name not in results:
+            if runner.busy or runner.name not in results or runner.name in self._queued:
                 continue
             result = results[runner.name]
             if isinstance(result, KeyrotdError):
@@ -214,8 +216,15 @@ class Rotator:
         """Sync a keyset now, in the start-up pool: the first load of 10,000 keysets is 10,000
         calls of one pool, not 10,000 scheduler jobs (each job costs the scheduler's lock)."""
         with self._jobs_lock:
-            if not self._stopping:
-                self._loading.submit(self._sync, name)
+            if self._stopping or name in self._queued:
+                return
+            self._queued.add(name)
+            self._loading.submit(self._load, name)
+
+    def _load(self, name: str) -> None:
+        with self._jobs_lock:
+            self._queued.discard(name)
+        self._sync(name)
 
     def _transition(self, name: str) -> None:
         self._sync(name)

@@ -48,6 +48,8 @@ from keyrotd.times import utc_now
 
 log = logging.getLogger("keyrotd.daemon")
 
+DRAIN: Final = 0.05
+"""Seconds the loop keeps running after the servers stopped, for requests handed over late."""
 STOP_TIMEOUT: Final = 4.0
 """Longest wait for the jobs in progress at shutdown (systemd and the contract allow 5 s)."""
 
@@ -185,6 +187,10 @@ class Daemon:
         watchdog = loop.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
         try:
             await listeners.serve()
+            # granian's threads hand requests to this loop with call_soon_threadsafe: let those
+            # handed over as the servers stopped run (they answer 503, stopping) rather than be
+            # dropped with the loop ("coroutine ... was never awaited", seen at 10,000 keysets).
+            await asyncio.sleep(DRAIN)
         finally:
             if watchdog is not None:
                 watchdog.cancel()
