@@ -1,13 +1,19 @@
-"""Fixtures shared by the storage backend tests."""
+"""Fixtures shared by the storage backend tests (the AWS ones: moto's server, a fresh prefix)."""
 
 from __future__ import annotations
 
 import base64
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+
+from keyrotd.storage.aws import AwsStorage
+from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
 
 
 @pytest.fixture
@@ -31,3 +37,52 @@ def set_umask() -> Iterator[Callable[[int], int]]:
     os.umask(original)
     yield os.umask
     os.umask(original)
+
+
+@pytest.fixture(scope="module")
+def aws_environment() -> Iterator[None]:
+    """Fake credentials and region in the environment of the AWS modules' tests (spawned
+    writers inherit them; ``pytestmark = pytest.mark.usefixtures("aws_environment")``); other
+    modules never see them."""
+    with fake_aws_environment():
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    with moto_endpoint() as url:
+        yield url
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A secret prefix of this test's own: a fresh, empty store on the shared server."""
+    return f"test-{uuid.uuid4().hex[:12]}/"
+
+
+@pytest.fixture
+def make_storage(moto_url: str, prefix: str) -> Iterator[Callable[..., AwsStorage]]:
+    opened: list[AwsStorage] = []
+
+    def make(**options: Any) -> AwsStorage:
+        settings = {"secret_prefix": prefix, "region": REGION, "endpoint_url": moto_url}
+        storage = AwsStorage(**{**settings, **options})
+        opened.append(storage)
+        return storage
+
+    yield make
+    for storage in opened:
+        storage.close()
+
+
+@pytest.fixture
+def storage(make_storage: Callable[..., AwsStorage]) -> AwsStorage:
+    return make_storage()
+
+
+@pytest.fixture
+def sm(moto_url: str) -> Any:
+    """A plain boto3 client on moto, to look at (and tamper with) secrets as an operator."""
+    client = boto3.session.Session().client("secretsmanager", endpoint_url=moto_url)
+    yield client
+    client.close()

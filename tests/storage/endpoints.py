@@ -91,6 +91,30 @@ class ScriptedEndpoint:
         return json.dumps({"__type": code, "message": self.message}).encode()
 
 
+def forward(
+    upstream: str, request: http.server.BaseHTTPRequestHandler, body: bytes
+) -> tuple[int, str, bytes]:
+    """POST the request to ``upstream``: its status, content type and body."""
+    host, port = upstream.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("POST", request.path, body, dict(request.headers.items()))
+        answer = connection.getresponse()
+        return answer.status, answer.getheader("Content-Type", "application/json"), answer.read()
+    finally:
+        connection.close()
+
+
+def reply(
+    handler: http.server.BaseHTTPRequestHandler, status: int, content_type: str, payload: bytes
+) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
 @dataclass
 class LossyProxy:
     """Forwards requests to ``upstream``, but loses the answer of the first call of each
@@ -103,30 +127,19 @@ class LossyProxy:
     @contextmanager
     def serve(self) -> Iterator[str]:
         proxy = self
-        host, port = self.upstream.removeprefix("http://").split(":")
+        upstream = self.upstream
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
-                connection = http.client.HTTPConnection(host, int(port), timeout=10)
-                try:
-                    connection.request("POST", self.path, body, dict(self.headers.items()))
-                    answer = connection.getresponse()
-                    status, payload = answer.status, answer.read()
-                    content_type = answer.getheader("Content-Type", "application/json")
-                finally:
-                    connection.close()
+                status, content_type, payload = forward(upstream, self, body)
                 if operation in proxy.lose:
                     proxy.lose.discard(operation)
                     proxy.lost.append(operation)
                     status, content_type = 500, "application/x-amz-json-1.1"
                     payload = json.dumps({"__type": "InternalServiceError"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                reply(self, status, content_type, payload)
 
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet."""
@@ -148,7 +161,7 @@ class StageConditionProxy:
     @contextmanager
     def serve(self) -> Iterator[str]:
         proxy = self
-        host, port = self.upstream.removeprefix("http://").split(":")
+        upstream = self.upstream
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -172,19 +185,8 @@ class StageConditionProxy:
                         }
                     ).encode()
                 else:
-                    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-                    try:
-                        connection.request("POST", self.path, body, dict(self.headers.items()))
-                        answer = connection.getresponse()
-                        status, payload = answer.status, answer.read()
-                        content_type = answer.getheader("Content-Type", "application/json")
-                    finally:
-                        connection.close()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                    status, content_type, payload = forward(upstream, self, body)
+                reply(self, status, content_type, payload)
 
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet."""

@@ -12,8 +12,7 @@ import logging
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,8 +37,6 @@ from keyrotd.storage.aws_swap import STAGING_LABEL
 from tests.storage.endpoints import LossyProxy, ScriptedEndpoint, closed_port_url
 from tests.support.moto import (
     REGION,
-    fake_aws_environment,
-    moto_endpoint,
 )
 
 from .contract import StorageContract, StorageFactory
@@ -58,52 +55,7 @@ EVERY_CALL_KEYROTD_MAKES = {
 """The README's IAM policy grants these (and TagResource, which CreateSecret's tags need)."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def aws_environment() -> Iterator[None]:
-    """Fake credentials and region in the environment of this module's tests (spawned writers
-    inherit them); other modules never see them."""
-    with fake_aws_environment():
-        yield
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    with moto_endpoint() as url:
-        yield url
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A secret prefix of this test's own: a fresh, empty store on the shared server."""
-    return f"test-{uuid.uuid4().hex[:12]}/"
-
-
-@pytest.fixture
-def make_storage(moto_url: str, prefix: str) -> Iterator[Callable[..., AwsStorage]]:
-    opened: list[AwsStorage] = []
-
-    def make(**options: Any) -> AwsStorage:
-        settings = {"secret_prefix": prefix, "region": REGION, "endpoint_url": moto_url}
-        storage = AwsStorage(**{**settings, **options})
-        opened.append(storage)
-        return storage
-
-    yield make
-    for storage in opened:
-        storage.close()
-
-
-@pytest.fixture
-def storage(make_storage: Callable[..., AwsStorage]) -> AwsStorage:
-    return make_storage()
-
-
-@pytest.fixture
-def sm(moto_url: str) -> Any:
-    """A plain boto3 client on moto, to look at (and tamper with) secrets as an operator."""
-    client = boto3.session.Session().client("secretsmanager", endpoint_url=moto_url)
-    yield client
-    client.close()
+pytestmark = pytest.mark.usefixtures("aws_environment")
 
 
 class TestAwsStorage(StorageContract):

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 
 from keyrotd.errors import (
@@ -26,54 +24,12 @@ from keyrotd.storage.aws import AwsStorage, RetryPolicy
 from keyrotd.storage.aws_batch import READERS
 from keyrotd.storage.interface import Versioned
 from tests.storage.endpoints import ScriptedEndpoint, StageConditionProxy, closed_port_url
-from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
+from tests.support.moto import REGION
 
 FAST_FAILURE = RetryPolicy(max_attempts=2, connect_timeout=0.5, read_timeout=0.5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def aws_environment() -> Iterator[None]:
-    with fake_aws_environment():
-        yield
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    with moto_endpoint() as url:
-        yield url
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"batch-{uuid.uuid4().hex[:12]}/"
-
-
-@pytest.fixture
-def make_storage(moto_url: str, prefix: str) -> Iterator[Callable[..., AwsStorage]]:
-    opened: list[AwsStorage] = []
-
-    def make(**options: Any) -> AwsStorage:
-        settings = {"secret_prefix": prefix, "region": REGION, "endpoint_url": moto_url}
-        storage = AwsStorage(**{**settings, **options})
-        opened.append(storage)
-        return storage
-
-    yield make
-    for storage in opened:
-        storage.close()
-
-
-@pytest.fixture
-def storage(make_storage: Callable[..., AwsStorage]) -> AwsStorage:
-    return make_storage()
-
-
-@pytest.fixture
-def sm(moto_url: str) -> Iterator[Any]:
-    """A plain boto3 client on moto, to look at (and tamper with) secrets as an operator."""
-    client = boto3.session.Session().client("secretsmanager", endpoint_url=moto_url)
-    yield client
-    client.close()
+pytestmark = pytest.mark.usefixtures("aws_environment")
 
 
 def counted(storage: AwsStorage, action: Callable[[], object]) -> dict[str, int]:
