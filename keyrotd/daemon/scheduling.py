@@ -60,10 +60,11 @@ OVERDUE_RETRY: Final = timedelta(milliseconds=20)
 """A transition that is still due right after a successful sync is retried this soon."""
 REPLICA_SPREAD: Final = timedelta(seconds=5)
 """The longest delay of a replica's scheduled write (and a twentieth of ``rotation_period``)."""
-LOADERS: Final = 4
+LOADERS: Final = 2
 """Threads of the start-up load (and of the syncs after a clock jump): reads, parses, and the
-key generation and writes of a bootstrap. Fewer than the scheduler's, to leave the serving
-interpreter room."""
+key generation and writes of a bootstrap. Each is Python work that competes with the event
+loop for the GIL: bootstrapping 10,000 keysets, one keyset's JWKS answered 30k req/s with one
+loader, 23k with two, 14k with four (55-57k once ready), and two loaders were ready soonest."""
 NEVER: Final = datetime.max.replace(tzinfo=UTC)
 
 
