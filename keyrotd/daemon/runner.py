@@ -83,7 +83,9 @@ class KeysetRunner:
                 self._publish_failure(reason, failed.read)
                 raise failed.cause from None
             if outcome.written or not self.board.unchanged(self.name, outcome.keyset):
-                self._published(outcome)  # else: served already (the board recomputes by time)
+                self._published(outcome)
+            else:  # served already (the board recomputes it by time): the read succeeded
+                self.board.read_succeeded([self.name])
             return outcome.keyset
 
     def stale(self, read: Versioned | None) -> bool:

@@ -204,6 +204,7 @@ class Rotator:
         runners = list(self.runners.values())
         results = self.storage.read_many([runner.name for runner in runners])
         now = self.clock()
+        unchanged = []
         for runner in runners:
             if runner.busy or runner.name not in results or runner.name in self._queued:
                 continue
@@ -212,6 +213,9 @@ class Rotator:
                 runner.read_failed(result)
             elif runner.stale(result) or now >= self._due.get(runner.name, NEVER):
                 self._at(f"refresh:{runner.name}", now, self._sync, runner.name)
+            else:
+                unchanged.append(runner.name)
+        self.board.read_succeeded(unchanged)
 
     def _soon(self, name: str) -> None:
         """Sync a keyset now, in the start-up pool: the first load of 10,000 keysets is 10,000

@@ -236,6 +236,17 @@ class Board:
             and health.error is None
         )
 
+    def read_succeeded(self, names: list[str]) -> None:
+        """Storage answered for ``names`` and nothing changed: record when (the last successful
+        read is a metric operators alert on), publishing nothing."""
+        now = time.time()
+        with self._lock:
+            health = self.snapshot.health
+            for name in names:
+                old = health.get(name)
+                if old is not None and old.loaded and old.error is None:
+                    health[name] = dataclasses.replace(old, last_success=now)
+
     def served(self, name: str) -> bool:
         """The keyset has a JWKS and its last storage access succeeded."""
         health = self.snapshot.health.get(name)

@@ -87,3 +87,17 @@ def test_replica_offsets_are_stable_spread_and_bounded() -> None:
     assert sum(a == b for a, b in zip(offsets, others, strict=True)) == 0
     # a short rotation_period (drills, tests) delays its writes by a twentieth of it at most
     assert replica_offset("host-a", "main", timedelta(seconds=4)) < timedelta(seconds=0.2)
+
+
+def test_the_last_successful_read_advances_at_every_refresh(daemon: Daemon) -> None:
+    """Alerts watch ``keyrotd_storage_last_success_timestamp_seconds``: a refresh that finds
+    nothing new still succeeded, and says so (it publishes nothing, but the time moves)."""
+    series = 'keyrotd_storage_last_success_timestamp_seconds{keyset="main"}'
+    first = metric(daemon, series)
+    assert first is not None
+    daemon.wait_for(
+        lambda: (metric(daemon, series) or 0) > first + 1,
+        10,
+        "the last successful read to move past the first one (refresh_interval: 1s)",
+    )
+    assert daemon.stop() == 0
