@@ -206,7 +206,7 @@ class Rotator:
         now = self.clock()
         unchanged = []
         for runner in runners:
-            if runner.busy or runner.name not in results or runner.name in self._queued:
+            if runner.busy or runner.name in self._queued:
                 continue
             result = results[runner.name]
             if isinstance(result, KeyrotdError):

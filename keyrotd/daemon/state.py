@@ -227,14 +227,8 @@ class Board:
 
     def unchanged(self, name: str, stored: Keyset) -> bool:
         """``stored`` is what is served already, without an error: nothing to publish."""
-        published = self.snapshot.published.get(name)
-        health = self.snapshot.health.get(name)
-        return (
-            published is not None
-            and published.stored is stored
-            and health is not None
-            and health.error is None
-        )
+        published = self.snapshot.published.get(name)  # a reload may remove it meanwhile
+        return published is not None and published.stored is stored and self.served(name)
 
     def read_succeeded(self, names: list[str]) -> None:
         """Storage answered for ``names`` and nothing changed: record when (the last successful
