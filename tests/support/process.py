@@ -32,7 +32,8 @@ NOBODY = 65534
 
 LAUNCHER = """
 import os, sys
-import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.inspect, keyrotd.daemon.service
+import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.inspect, keyrotd.cli.client_commands
+import keyrotd.daemon.service
 import keyrotd.storage.file, keyrotd.keysets, keyrotd.daemon.audit
 import keyrotd.daemon.http, keyrotd.daemon.admin, keyrotd.daemon.scheduling
 import apscheduler.triggers.date, apscheduler.triggers.interval, apscheduler.executors.pool
