@@ -1,0 +1,58 @@
+"""A real SoftHSM2 token per test: its own SOFTHSM2_CONF and token directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+
+
+@dataclass(frozen=True)
+class SoftHsm:
+    module: Path
+    label: str
+    pin: str
+    conf: Path
+
+
+@pytest.fixture
+def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsm:
+    if not MODULE.exists() or shutil.which("softhsm2-util") is None:
+        pytest.skip("SoftHSM2 is not installed (Debian package softhsm2)")
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    pin = os.urandom(8).hex()
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            "keyrotd-test",
+            "--pin",
+            pin,
+            "--so-pin",
+            os.urandom(8).hex(),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "SOFTHSM2_CONF": str(conf)},
+    )
+    # SoftHSM2 reads SOFTHSM2_CONF when the library is initialised, once a process: start it
+    # anew on this test's token directory.
+    import pkcs11
+
+    library = pkcs11.lib(str(MODULE))
+    library.reinitialize()
+    return SoftHsm(module=MODULE, label="keyrotd-test", pin=pin, conf=conf)
