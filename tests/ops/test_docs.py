@@ -28,8 +28,21 @@ _BLOCK = re.compile(r"^(?: {4}|\t)(.*)$", re.MULTILINE)
 _COMMAND_LINE = re.compile(
     r"(?:^\s*(?:\$ )?|\| |&& |; |-- |-u keyrotd |\$\()keyrotd ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?"
 )
-_EVENT_NAMESPACES = ("key", "storage", "keyset", "admin", "tls", "clock", "config", "daemon",
-                     "notify", "observe", "custody", "signer", "http")
+_EVENT_NAMESPACES = (
+    "key",
+    "storage",
+    "keyset",
+    "admin",
+    "tls",
+    "clock",
+    "config",
+    "daemon",
+    "notify",
+    "observe",
+    "custody",
+    "signer",
+    "http",
+)
 
 
 def _snippets(path: Path) -> Iterator[str]:
@@ -202,7 +215,11 @@ def test_links_between_documents_resolve(path: Path) -> None:
 def test_no_document_cites_a_document_outside_the_repository() -> None:
     outside = re.compile(r"CONTRACT( section| \d|\.md)|STYLE (rule|\d)|\.\./shared")
     citing = []
-    for path in [*DOCS, *ROOT.joinpath("keyrotd").rglob("*.py"), *ROOT.joinpath("config").iterdir()]:
+    for path in [
+        *DOCS,
+        *ROOT.joinpath("keyrotd").rglob("*.py"),
+        *ROOT.joinpath("config").iterdir(),
+    ]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if outside.search(line):
                 citing.append(f"{_where(path)}:{number}")
