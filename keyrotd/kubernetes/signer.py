@@ -1,0 +1,210 @@
+"""The Kubernetes ExternalJWTSigner (gRPC, ``externaljwt`` v1 and v1alpha1) on a unix socket.
+
+The API server asks for ``Metadata`` once, ``FetchKeys`` at start, on ``refresh_hint_seconds`` and
+on an unknown kid, and ``Sign`` for every service-account token (docs/kubernetes.md). Everything
+this module answers comes from a :class:`KeySource`: what the daemon already holds in memory, so
+serving the socket never waits on storage; a ``Sign`` waits on one signature at most. grpcio runs
+the socket in a thread pool of its own, so a stalled client never delays the HTTP listeners.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from joserfc.jwk import JWKRegistry
+
+from keyrotd.errors import KeyrotdError
+from keyrotd.model import Jwk
+
+ALGORITHMS: Final = ("RS256", "ES256", "ES384", "ES512")
+"""What the API server verifies: a signer keyset must use one of them."""
+MIN_TOKEN_LIFETIME: Final = 600
+"""The API server's floor for ``max_token_expiration_seconds``."""
+WORKERS: Final = 8
+"""Threads answering the socket: a bound on concurrent calls, never shared with HTTP."""
+
+
+@dataclass(frozen=True)
+class ActiveKey:
+    """The key that signs at this instant: its kid, alg and a signing function."""
+
+    kid: str
+    alg: str
+    sign: Callable[[bytes], bytes]
+    """JWS signing input in, the signature (JOSE's format) out."""
+
+
+@dataclass(frozen=True)
+class PublishedKeys:
+    """Every key of the keyset's JWKS, when storage was last read, when the set changes next."""
+
+    keys: Sequence[Jwk]
+    read_at: datetime
+    next_change: datetime | None
+
+
+class KeySource(Protocol):
+    """What the signer needs of the daemon: the signing key now, and the published set."""
+
+    def active(self) -> ActiveKey: ...
+
+    def published(self) -> PublishedKeys: ...
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    if "=" in text or not text:
+        raise ValueError("not unpadded base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def pkix(jwk: Jwk) -> bytes:
+    """A public JWK as PKIX (SubjectPublicKeyInfo) DER, as ``FetchKeys`` sends keys."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = JWKRegistry.import_key(dict(jwk))
+    public = key.public_key
+    der: bytes = public.public_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der
+
+
+class Signer:
+    """The three calls, independent of the proto version (the servicers below adapt them)."""
+
+    def __init__(
+        self,
+        source: KeySource,
+        token_lifetime: int,
+        max_age: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.source = source
+        self.token_lifetime = token_lifetime
+        self.max_age = max_age
+        self.clock = clock
+        self._timestamp_lock = threading.Lock()
+        self._last_timestamp: datetime | None = None
+
+    def sign(self, claims: str) -> tuple[str, str]:
+        """(header, signature), each base64url; ValueError for claims that are not b64url JSON."""
+        try:
+            decoded = json.loads(_unb64(claims))
+        except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+            raise ValueError("claims are not base64url-encoded JSON") from error
+        if not isinstance(decoded, dict):
+            raise ValueError("claims are not a JSON object")
+        active = self.source.active()
+        header = _b64(
+            json.dumps(
+                {"alg": active.alg, "kid": active.kid, "typ": "JWT"}, separators=(",", ":")
+            ).encode()
+        )
+        signature = active.sign(f"{header}.{claims}".encode("ascii"))
+        return header, _b64(signature)
+
+    def fetch_keys(self) -> tuple[list[tuple[str, bytes]], datetime, int]:
+        """The keys as (kid, PKIX DER), the data timestamp and the refresh hint in seconds."""
+        published = self.source.published()
+        now = self.clock()
+        with self._timestamp_lock:
+            # when the set was last read from storage: never in the future, never going back
+            stamp = min(published.read_at, now)
+            if self._last_timestamp is not None:
+                stamp = max(stamp, self._last_timestamp)
+            self._last_timestamp = stamp
+        hint = self.max_age
+        if published.next_change is not None:
+            hint = min(hint, (published.next_change - now).total_seconds())
+        keys = [(str(jwk["kid"]), pkix(jwk)) for jwk in published.keys]
+        return keys, stamp, max(1, int(hint))
+
+    def metadata(self) -> int:
+        return self.token_lifetime
+
+
+def _servicer(signer: Signer, messages: Any, base: type) -> Any:
+    """A servicer of one proto version (v1 or v1alpha1: the same messages in two packages)."""
+    import grpc
+
+    class Servicer(base):  # type: ignore[misc]
+        def Sign(self, request: Any, context: Any) -> Any:
+            try:
+                header, signature = signer.sign(request.claims)
+            except ValueError as error:  # the claims, never a key's trouble
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            except KeyrotdError as error:
+                code = grpc.StatusCode.UNAVAILABLE if error.temporary else grpc.StatusCode.INTERNAL
+                context.abort(code, error.message)
+            return messages.SignJWTResponse(header=header, signature=signature)
+
+        def FetchKeys(self, request: Any, context: Any) -> Any:
+            try:
+                keys, stamp, hint = signer.fetch_keys()
+            except KeyrotdError as error:
+                context.abort(grpc.StatusCode.UNAVAILABLE, error.message)
+            answer = messages.FetchKeysResponse(
+                keys=[
+                    messages.Key(key_id=kid, key=der, exclude_from_oidc_discovery=False)
+                    for kid, der in keys
+                ],
+                refresh_hint_seconds=hint,
+            )
+            answer.data_timestamp.FromDatetime(stamp.astimezone(UTC))
+            return answer
+
+        def Metadata(self, request: Any, context: Any) -> Any:
+            return messages.MetadataResponse(max_token_expiration_seconds=signer.metadata())
+
+    return Servicer()
+
+
+def serve(socket_path: Path, signer: Signer) -> Any:
+    """Start the gRPC server on ``socket_path`` (created 0600, the daemon's user); its ``stop``."""
+    import grpc
+
+    from keyrotd.kubernetes.externaljwt.v1 import api_pb2 as v1
+    from keyrotd.kubernetes.externaljwt.v1 import api_pb2_grpc as v1_grpc
+    from keyrotd.kubernetes.externaljwt.v1alpha1 import (
+        api_pb2 as v1alpha1,
+    )
+    from keyrotd.kubernetes.externaljwt.v1alpha1 import (
+        api_pb2_grpc as v1alpha1_grpc,
+    )
+
+    if not socket_path.parent.is_dir():
+        raise KeyrotdError(
+            f"kubernetes.signer_socket: directory {socket_path.parent} does not exist",
+            "create it (or use a systemd RuntimeDirectory / a shared emptyDir)",
+        )
+    if socket_path.is_socket():
+        socket_path.unlink()  # a previous run's socket: nobody listens on it any more
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="keyrotd-k8s-signer"),
+        maximum_concurrent_rpcs=WORKERS * 8,
+    )
+    for messages, services in ((v1, v1_grpc), (v1alpha1, v1alpha1_grpc)):
+        servicer = _servicer(signer, messages, services.ExternalJWTSignerServicer)
+        services.add_ExternalJWTSignerServicer_to_server(servicer, server)
+    server.add_insecure_port(f"unix:{socket_path}")
+    previous = os.umask(0o177)  # the socket is born 0600: no moment where others may connect
+    try:
+        server.start()
+    finally:
+        os.umask(previous)
+    os.chmod(socket_path, 0o600)
+    return server
