@@ -28,12 +28,14 @@ _CURVES: Final[dict[str, Callable[[], ec.EllipticCurve]]] = {
 
 @dataclass(frozen=True)
 class NewKey:
-    """A freshly generated keypair as JWKs; the private JWK never shows in ``repr``."""
+    """A freshly generated keypair as JWKs; the private JWK never shows in ``repr``. A key made
+    in custody has no private JWK here, only the ``handle`` that finds it there."""
 
     kid: str
     alg: str
     public_jwk: Jwk
-    private_jwk: Jwk = field(repr=False)
+    private_jwk: Jwk | None = field(repr=False)
+    handle: str | None = None
 
 
 def generate_key(alg: str, rsa_key_size: int = 2048) -> NewKey:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
-from keyrotd.errors import ConflictError, StorageError
+from keyrotd.custody.interface import ORPHAN_GRACE
+from keyrotd.errors import ConflictError, KeyrotdError, StorageError
 from keyrotd.keys import NewKey, generate_key
 from keyrotd.lifecycle import TICK, Command, Postpone, Republish, plan, view
 from keyrotd.model import Keyset, Policy, from_json, to_json
@@ -28,6 +29,7 @@ from keyrotd.times import CLOCK_JUMP, Clock, rfc3339, utc_now
 
 if TYPE_CHECKING:
     from keyrotd.config import KeysetSettings
+    from keyrotd.custody.interface import Custody
 
 __all__ = [
     "KeyFactory",
@@ -43,6 +45,8 @@ log = logging.getLogger("keyrotd")
 
 KeyFactory = Callable[[str, int], NewKey]
 
+SWEEP_INTERVAL: Final = timedelta(minutes=5)
+"""How often a writer looks for orphan keys in custody (a listing of the token or of KMS)."""
 PUBLICATION_SLACK: Final = timedelta(seconds=1)
 """A write that returns later than this after the plan's ``now`` re-dates the keys it created."""
 
@@ -55,10 +59,17 @@ class KeysetSpec:
     algorithm: str
     rsa_key_size: int
     policy: Policy
+    custody: str = "storage"
 
     @classmethod
     def from_settings(cls, settings: KeysetSettings) -> KeysetSpec:
-        return cls(settings.name, settings.algorithm, settings.rsa_key_size, settings.policy)
+        return cls(
+            settings.name,
+            settings.algorithm,
+            settings.rsa_key_size,
+            settings.policy,
+            settings.custody,
+        )
 
 
 class KeysetManager:
@@ -73,12 +84,17 @@ class KeysetManager:
         monotonic: Callable[[], float] | None = None,
         retry: Retry = COMPARE_AND_SWAP,
         sleep: Callable[[float], None] = time.sleep,
+        custody: Custody | None = None,
     ) -> None:
         """``monotonic`` (a long-lived daemon passes ``time.monotonic``) lets the manager notice a
         forward jump of the wall clock between two writes and postpone what fell due within it.
-        ``retry`` paces the re-plans after lost compare-and-swaps; ``sleep`` waits them out."""
+        ``retry`` paces the re-plans after lost compare-and-swaps; ``sleep`` waits them out.
+        ``custody``: where new keys are made and old ones destroyed, for a keyset whose custody
+        is not ``storage`` (its keys are made there, not by ``key_factory``)."""
         self.storage = storage
         self.spec = spec
+        self.custody = custody
+        self._swept_at: datetime | None = None
         self.clock = clock
         self.key_factory = key_factory
         self.monotonic = monotonic
@@ -132,6 +148,7 @@ class KeysetManager:
             raise SyncFailed("storage read", exc, None) from exc
         due = plan(loaded.keyset, self.spec.policy, self.clock())
         if not (due.changed or due.needs_keys):
+            self.sweep_quietly(loaded.keyset)
             return Outcome(loaded.keyset, (), written=False, attempts=1)
         try:
             return self.apply(TICK, loaded)
@@ -160,7 +177,8 @@ class KeysetManager:
                     rfc3339(published_at),
                     extra={"keyset": self.name},
                 )
-                return dataclasses.replace(outcome, keyset=redated.keyset)
+                outcome = dataclasses.replace(outcome, keyset=redated.keyset)
+        self.sweep_quietly(outcome.keyset)
         return outcome
 
     def _postpone_after_a_clock_jump(self) -> bool:
@@ -193,18 +211,31 @@ class KeysetManager:
         return True
 
     def _apply(self, command: Command, loaded: Loaded | None = None) -> tuple[Outcome, datetime]:
-        """One read-plan-write loop, re-planned on every lost compare-and-swap."""
-        fresh: tuple[NewKey, ...] = ()
+        """One read-plan-write loop, re-planned on every lost compare-and-swap. Keys made in
+        custody that the written document does not name are destroyed before it returns (and
+        by a later sweep, should this process die first)."""
+        fresh: list[NewKey] = []
+        try:
+            outcome, planned_at, before = self._plan_and_write(command, loaded, fresh)
+        except BaseException:
+            self._release(fresh, None, None)
+            raise
+        self._release(fresh, before, outcome.keyset if outcome.written else None)
+        return outcome, planned_at
+
+    def _plan_and_write(
+        self, command: Command, loaded: Loaded | None, fresh: list[NewKey]
+    ) -> tuple[Outcome, datetime, Keyset | None]:
         conflicts = 0
         for attempt in range(1, self.retry.attempts + 1):
             loaded = loaded or self.load()
             now = self.clock()
-            result = plan(loaded.keyset, self.spec.policy, now, command, fresh)
+            result = plan(loaded.keyset, self.spec.policy, now, command, tuple(fresh))
             if result.needs_keys > len(fresh):
                 fresh += self._generate(result.needs_keys - len(fresh))
                 continue  # time passed while generating: plan again (the write checks the version)
             if not result.changed:
-                return Outcome(result.keyset, (), written=False, attempts=attempt), now
+                return Outcome(result.keyset, (), written=False, attempts=attempt), now, None
             data = to_json(result.keyset)
             try:
                 self.version = self.storage.write(self.name, data, loaded.version)
@@ -218,7 +249,8 @@ class KeysetManager:
             self._seen_document = True
             for transition in result.transitions:
                 log_transition(self.name, transition)
-            return Outcome(result.keyset, result.transitions, written=True, attempts=attempt), now
+            written = Outcome(result.keyset, result.transitions, written=True, attempts=attempt)
+            return written, now, loaded.keyset
         raise self._gave_up()
 
     def _gave_up(self) -> StorageError:
@@ -227,7 +259,89 @@ class KeysetManager:
             "another writer keeps changing it; check for a runaway process",
         )
 
-    def _generate(self, count: int) -> tuple[NewKey, ...]:
-        return tuple(
-            self.key_factory(self.spec.algorithm, self.spec.rsa_key_size) for _ in range(count)
-        )
+    def _generate(self, count: int) -> list[NewKey]:
+        if self.custody is None:
+            return [
+                self.key_factory(self.spec.algorithm, self.spec.rsa_key_size) for _ in range(count)
+            ]
+        made = []
+        for _ in range(count):
+            key = self.custody.create(
+                self.name, self.spec.algorithm, self.spec.rsa_key_size, self.clock()
+            )
+            public = {k: v for k, v in key.public_jwk.items() if k not in ("kid", "alg", "use")}
+            made.append(NewKey(key.kid, key.alg, public, None, handle=key.handle))
+        return made
+
+    # -- custody -----------------------------------------------------------------------------
+    def _release(self, fresh: list[NewKey], before: Keyset | None, after: Keyset | None) -> None:
+        """Destroy in custody what no document will name: the keys made for this command that
+        the written document does not hold, and the private halves the write let go of
+        (retired, expired, revoked keys). A failure is logged; the sweep tries again later."""
+        if self.custody is None:
+            return
+        named = set() if after is None else _custody_held(after)
+        doomed = [key.handle for key in fresh if key.handle and key.handle not in named]
+        if before is not None and after is not None:
+            doomed += sorted(_custody_held(before) - named)
+        for handle in doomed:
+            self._destroy(handle)
+
+    def _destroy(self, handle: str) -> None:
+        assert self.custody is not None
+        try:
+            self.custody.destroy(handle)
+        except KeyrotdError as exc:
+            log.warning(
+                "keyset %s: could not destroy a key in %s custody yet: %s",
+                self.name,
+                self.custody.name,
+                exc.message,
+                extra={"event": "custody.destroy_failed", "keyset": self.name},
+            )
+
+    def sweep(self, keyset: Keyset, now: datetime, every: timedelta = SWEEP_INTERVAL) -> int:
+        """Destroy the keys this keyset's custody holds that ``keyset`` (just read or written)
+        does not hold privately and that are older than :data:`ORPHAN_GRACE`: those of lost
+        compare-and-swaps and of writers killed between making a key and writing it. Objects
+        keyrotd did not label are never listed, so never touched. At most once per ``every``;
+        the number destroyed."""
+        if self.custody is None:
+            return 0
+        if self._swept_at is not None and now - self._swept_at < every:
+            return 0
+        self._swept_at = now
+        named = _custody_held(keyset)
+        destroyed = 0
+        for held in self.custody.held(self.name):
+            if held.handle not in named and now - held.created_at > ORPHAN_GRACE:
+                log.info(
+                    "keyset %s: destroying orphan key %s in %s custody (no document names it)",
+                    self.name,
+                    held.kid or held.handle,
+                    self.custody.name,
+                    extra={"event": "custody.orphan_destroyed", "keyset": self.name},
+                )
+                self._destroy(held.handle)
+                destroyed += 1
+        return destroyed
+
+    def sweep_quietly(self, keyset: Keyset) -> None:
+        """:meth:`sweep`, its failure logged: a custody out of reach never fails a write."""
+        if self.custody is None:
+            return
+        try:
+            self.sweep(keyset, self.clock())
+        except KeyrotdError as exc:
+            log.warning(
+                "keyset %s: could not look for orphan keys in %s custody: %s",
+                self.name,
+                self.custody.name,
+                exc.message,
+                extra={"event": "custody.sweep_failed", "keyset": self.name},
+            )
+
+
+def _custody_held(keyset: Keyset) -> set[str]:
+    """The handles of the keys whose private half the document keeps in custody."""
+    return {k.handle for k in keyset.keys if k.handle is not None and k.holds_private}

@@ -126,6 +126,22 @@ class Key:
     public_jwk: Jwk | None = None
     private_jwk: Jwk | None = field(default=None, repr=False)
     propagation: Propagation | None = None
+    handle: str | None = None
+    """Where the private half lives when the keyset's custody is not ``storage``: the PKCS#11
+    object's id or the KMS key's ARN (docs/custody.md). Kept after the key stops signing, when
+    the private half itself is destroyed, so that ``status`` can say what became of it."""
+
+    @property
+    def in_custody(self) -> bool:
+        """The private half lives in a custody (PKCS#11, KMS), not in the document."""
+        return self.handle is not None
+
+    @property
+    def holds_private(self) -> bool:
+        """A private half exists for it: in the document, or in custody while it may sign."""
+        if self.private_jwk is not None:
+            return True
+        return self.handle is not None and self.state in (KeyState.PENDING, KeyState.ACTIVE)
 
     @property
     def awaiting(self) -> bool:
@@ -204,7 +220,7 @@ class Keyset:
         """The next signing key: the earliest scheduled pending key, else one awaiting
         confirmation (no ``activates_at`` until confirmed: issuers hold it, never switch to it)."""
         upcoming = sorted(
-            (k for k in self.keys if k.state is KeyState.PENDING and k.private_jwk is not None),
+            (k for k in self.keys if k.state is KeyState.PENDING and k.holds_private),
             key=lambda k: (k.activates_at is None, k.activates_at or k.created_at, k.created_at),
         )
         return upcoming[0] if upcoming else None

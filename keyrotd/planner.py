@@ -67,6 +67,7 @@ class Planner:
             activates_at=None if observed else activates_at,
             public_jwk=made.public_jwk,
             private_jwk=made.private_jwk,
+            handle=made.handle,
             propagation=awaiting(activates_at, observed, self.now) if observed else None,
         )
         self.keys.append(key)

@@ -15,6 +15,7 @@ from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
 from keyrotd.cli.preflight import preflight
 from keyrotd.config import KeysetSettings, Settings, load_settings
+from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError
 from keyrotd.inspection.verdict import lifecycle_report
@@ -58,7 +59,13 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
 
 
 def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetManager:
-    return KeysetManager(storage, KeysetSpec.from_settings(settings.keyset(name)), clock)
+    spec = KeysetSpec.from_settings(settings.keyset(name))
+    custody = None
+    if spec.custody != "storage":
+        from keyrotd.custody import open_custody  # the token's or KMS's library: only then
+
+        custody = open_custody(settings, spec.custody)
+    return KeysetManager(storage, spec, clock, custody=custody)
 
 
 def emit(data: object) -> None:
@@ -84,6 +91,9 @@ def cmd_jwks(settings: Settings, storage: Storage, args: argparse.Namespace, clo
 def cmd_signing_key(
     settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock
 ) -> int:
+    chosen = settings.keyset(args.keyset)
+    if chosen.custody != "storage":
+        raise PrivateKeyUnavailableError(chosen.name, chosen.custody)
     mgr = manager(settings, storage, args.keyset, clock)
     keyset = mgr.view()
     require_keys(keyset, storage.location(mgr.name))

@@ -14,6 +14,10 @@ from keyrotd.secretfiles import check_files
 def preflight(settings: Settings, now: datetime) -> None:
     """Raise the first :class:`~keyrotd.errors.ConfigError` ``run`` would raise at start."""
     check_files(settings)
+    if any(keyset.custody != "storage" for keyset in settings.keysets):
+        from keyrotd.custody import check_custody
+
+        check_custody(settings)
     server = settings.server
     if server.admin_clients_file is not None:
         load_registry(server.admin_token_file, server.admin_clients_file)

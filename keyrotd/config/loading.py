@@ -28,10 +28,7 @@ from keyrotd.config.messages import (
 )
 from keyrotd.config.models import (
     ENV_PREFIX,
-    LoggingSettings,
-    ServerSettings,
     Settings,
-    StorageSettings,
 )
 from keyrotd.config.policy import check_policy
 from keyrotd.durations import quote
@@ -40,10 +37,10 @@ CONFIG_VARIABLE: Final = "KEYROTD_CONFIG"
 DEFAULT_FILE: Final = "keyrotd.toml"
 
 _SECTIONS: Final[Mapping[str, type[BaseModel] | None]] = {
-    "storage": StorageSettings,
-    "server": ServerSettings,
-    "logging": LoggingSettings,
-    "keysets": None,
+    name: field.annotation
+    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    else None  # keysets: a list, set as a whole
+    for name, field in Settings.model_fields.items()
 }
 
 

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from keyrotd.config.fields import (
     AdminListen,
     Algorithm,
+    CustodyType,
     EndpointUrl,
     IssuerUrl,
     KeysetName,
@@ -60,6 +61,18 @@ class StorageSettings(BaseModel):
     region: Region = ""
     endpoint_url: EndpointUrl = ""
     kms_key_id: str = ""
+
+
+class CustodySettings(BaseModel):
+    """Where keysets with ``custody`` other than ``storage`` keep their keys (docs/custody.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pkcs11_module: OptionalPath = None
+    pkcs11_token_label: str = ""
+    pkcs11_pin_file: OptionalPath = None
+    aws_kms_region: Region = ""
+    aws_kms_endpoint_url: EndpointUrl = ""
 
 
 class ServerSettings(BaseModel):
@@ -140,6 +153,8 @@ class KeysetSettings(BaseModel):
     observe: ObserveUrls = ()
     """Public JWKS URLs verifiers fetch: a successor activates only once all serve it
     (CONTRACT section 9, docs/propagation.md)."""
+    custody: CustodyType = "storage"
+    """Where the private keys live: in the document, a PKCS#11 token or AWS KMS."""
 
     @property
     def policy(self) -> Policy:
@@ -189,6 +204,7 @@ class Settings(BaseSettings):
     )
 
     storage: StorageSettings = StorageSettings()
+    custody: CustodySettings = CustodySettings()
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
     keysets: Annotated[
@@ -210,6 +226,29 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Only the values given: :func:`load_settings` adds the file and the environment."""
         return (init_settings,)
+
+    @model_validator(mode="after")
+    def _custody_is_configured(self) -> Settings:
+        """A pkcs11 keyset needs the module, the token and the PIN: refused at load, by name."""
+        if any(k.custody == "pkcs11" for k in self.keysets):
+            custody = self.custody
+            missing = [
+                f"custody.{name}"
+                for name, value in (
+                    ("pkcs11_module", custody.pkcs11_module),
+                    ("pkcs11_token_label", custody.pkcs11_token_label),
+                    ("pkcs11_pin_file", custody.pkcs11_pin_file),
+                )
+                if not value
+            ]
+            if missing:
+                user = next(k.name for k in self.keysets if k.custody == "pkcs11")
+                raise InvalidValueError(
+                    f"keyset {quote(user)} has custody pkcs11 but {', '.join(missing)} "
+                    f"{'is' if len(missing) == 1 else 'are'} not set",
+                    "set the PKCS#11 module, token label and PIN file under [custody]",
+                )
+        return self
 
     @property
     def config_file(self) -> Path | None:

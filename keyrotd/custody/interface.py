@@ -8,6 +8,7 @@ no document names, older than :data:`ORPHAN_GRACE`). Nothing here ever holds pri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
@@ -48,6 +49,27 @@ class CustodyKeyGoneError(CustodyError):
     """The handle names no key any more: another writer destroyed it. Re-read storage."""
 
     temporary = True
+
+
+class PrivateKeyUnavailableError(KeyrotdError):
+    """``signing-key`` on a keyset whose keys live in custody: no private key can be handed out.
+
+    ``GET .../signing-key`` answers it as 409 and ``keyrotd signing-key`` exits 1, in these words.
+    """
+
+    def __init__(self, keyset: str, custody: str) -> None:
+        super().__init__(
+            f"keyset {keyset} keeps its keys in {custody} custody: its private keys never "
+            "leave it, so there is no signing key to hand out",
+            f"sign through keyrotd instead: POST /keysets/{keyset}/sign (scope sign:{keyset}), "
+            f"`keyrotd sign --keyset {keyset}`, or Issuer.from_url(..., remote=True)",
+        )
+        self.keyset = keyset
+        self.custody = custody
+
+
+CustodyProvider = Callable[[str], "Custody"]
+"""The custody of a kind (``pkcs11``, ``aws-kms``), opened once a process."""
 
 
 class Custody(Protocol):

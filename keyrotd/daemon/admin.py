@@ -28,6 +28,7 @@ from typing import Final
 from urllib.parse import parse_qs
 
 from keyrotd.clients import Action, Client, Registry, load_registry
+from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.daemon.audit import UNKNOWN, Audit, Entry, remote_of, shown
 from keyrotd.daemon.responses import (
     GET,
@@ -199,6 +200,8 @@ def signing_key(board: Board, name: str) -> Response:
         return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
     try:
         body = published.signing_key()
+    except PrivateKeyUnavailableError as exc:
+        return respond(409, {"error": str(exc), "keyset": name})
     except LookupError as exc:
         return error(503, str(exc))
     return Response(200, [JSON, NO_STORE], body)

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from keyrotd.config import KeysetSettings
+from keyrotd.custody.interface import Custody, CustodyProvider
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.state import Board
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, StorageError
@@ -45,8 +46,11 @@ class KeysetRunner:
         board: Board,
         metrics: Metrics,
         clock: Clock = utc_now,
+        custody: CustodyProvider | None = None,
     ) -> None:
+        """``custody`` opens the custody a keyset's ``custody`` setting names (not ``storage``)."""
         self.board = board
+        self._custody = custody
         self.metrics = metrics
         self.clock = clock
         self._lock = threading.Lock()
@@ -56,11 +60,25 @@ class KeysetRunner:
         self.settings = settings
         # time.monotonic lets the manager notice a forward wall-clock jump and postpone by it.
         spec = KeysetSpec.from_settings(settings)
-        self.manager = KeysetManager(storage, spec, clock, self._key, monotonic=time.monotonic)
+        self.manager = KeysetManager(
+            storage,
+            spec,
+            clock,
+            self._key,
+            monotonic=time.monotonic,
+            custody=self._custody_for(settings),
+        )
 
     @property
     def name(self) -> str:
         return self.settings.name
+
+    def _custody_for(self, settings: KeysetSettings) -> Custody | None:
+        if settings.custody == "storage":
+            return None
+        if self._custody is None:
+            raise ConfigError(f"keyset {settings.name}: no {settings.custody} custody is open")
+        return self._custody(settings.custody)
 
     @property
     def busy(self) -> bool:
@@ -71,6 +89,7 @@ class KeysetRunner:
         with self._lock:
             self.settings = settings
             self.manager.spec = KeysetSpec.from_settings(settings)
+            self.manager.custody = self._custody_for(settings)
 
     def sync(self) -> Keyset:
         """``manager.sync()`` and publish the result; failures are recorded, then raised (the
@@ -147,7 +166,10 @@ class KeysetRunner:
     def needs_spare(self) -> bool:
         """RSA keys take up to seconds to generate; EC and Ed25519 keys well under a
         millisecond, not worth a scheduler job per keyset (10,000 of them at scale)."""
-        return self.settings.algorithm.startswith(("RS", "PS"))
+        # a key made in custody ahead of time would be an orphan at every restart: made when due
+        return self.settings.custody == "storage" and self.settings.algorithm.startswith(
+            ("RS", "PS")
+        )
 
     def prepare_spare(self) -> None:
         """Generate the spare key in a background thread, unless one is ready or on its way."""

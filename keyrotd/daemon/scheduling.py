@@ -41,6 +41,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from keyrotd.config import KeysetSettings
+from keyrotd.custody.interface import CustodyProvider
 from keyrotd.daemon.clock import ClockWatch
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.observer import Observer
@@ -95,10 +96,12 @@ class Rotator:
         clock: Clock = utc_now,
         retry: Retry = STORAGE,
         replica: str = "",
+        custody: CustodyProvider | None = None,
     ) -> None:
         """``replica`` names this daemon among the replicas sharing the store (host and
         listening address): it sets the delay of its scheduled writes."""
         self.storage = storage
+        self.custody = custody
         self.replica = replica
         self._due: dict[str, datetime] = {}
         self._queued: set[str] = set()
@@ -162,7 +165,7 @@ class Rotator:
                 if runner is None:
                     self.metrics.watch(name)
                     self.runners[name] = KeysetRunner(
-                        self.storage, settings, self.board, self.metrics, self.clock
+                        self.storage, settings, self.board, self.metrics, self.clock, self.custody
                     )
                 elif runner.settings != settings:
                     runner.reconfigure(settings)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from typing import Final
 
 from keyrotd import logs
 from keyrotd.config import Settings
+from keyrotd.custody import open_custody
 from keyrotd.daemon.admin import Admin, Clients
 from keyrotd.daemon.audit import Audit
 from keyrotd.daemon.discovery import issuer_routes
@@ -80,6 +82,7 @@ class Daemon:
             self.metrics,
             settings.server.refresh_interval,
             replica=f"{socket.gethostname()} {settings.server.listen}",
+            custody=functools.partial(open_custody, settings),
         )
         self.metrics.count_requests(self.storage)
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from keyrotd.config import KeysetSettings
+from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.daemon.responses import compact_json, strong_etag
 from keyrotd.lifecycle import next_transition, view
 from keyrotd.model import Keyset, KeyState
@@ -96,8 +97,11 @@ class Published:
 
     def signing_key(self) -> bytes:
         """The admin ``signing-key`` response: active private JWK, next one and its activation."""
+        custody = self.settings.custody
+        if custody != "storage":
+            raise PrivateKeyUnavailableError(self.name, custody)
         active = self.keyset.active
-        if active is None or active.private_jwk is None:
+        if active is None or not active.holds_private:
             raise LookupError(f"keyset {self.name} has no active key")
         schedule = schedule_of(self.keyset, self.settings.policy, f"keyset {self.name}")
         return compact_json(signing_key_body(schedule))

@@ -38,6 +38,7 @@ def make_daemon(
     log_level: str = "info",
     env: Mapping[str, str] | None = None,
     ca_file: Path | None = None,
+    custody: Mapping[str, object] | None = None,
 ) -> Daemon:
     """Write a config (fast policy by default) and a token file; the daemon is not started."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +60,8 @@ def make_daemon(
         "server": server_values,
         "logging": {"format": "json", "level": log_level},
     }
+    if custody is not None:
+        sections["custody"] = custody
     default_keysets: list[dict[str, object]] = [
         {"name": "main", "algorithm": "ES256", "rotation_period": "1h", "publish_ahead": "1h"}
     ]
