@@ -12,3 +12,6 @@ def _clean_keyrotd_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("KEYROTD_"):
             monkeypatch.delenv(name)
+
+
+from tests.support.softhsm import softhsm  # noqa: E402, F401 - a fixture of every test package

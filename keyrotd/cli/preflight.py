@@ -8,12 +8,14 @@ from datetime import datetime
 
 from keyrotd.clients import load_registry
 from keyrotd.config import Settings
+from keyrotd.config.kubernetes import check_signer_socket
 from keyrotd.secretfiles import check_files
 
 
 def preflight(settings: Settings, now: datetime) -> None:
     """Raise the first :class:`~keyrotd.errors.ConfigError` ``run`` would raise at start."""
     check_files(settings)
+    check_signer_socket(settings)
     if any(keyset.custody != "storage" for keyset in settings.keysets):
         from keyrotd.custody import check_custody
 

@@ -42,6 +42,7 @@ from keyrotd.config.fields import (
     split_admin_listen,
     split_listen,
 )
+from keyrotd.config.kubernetes import KubernetesSettings
 from keyrotd.durations import Duration, InvalidValueError, quote
 from keyrotd.errors import UsageError
 from keyrotd.model import Policy
@@ -205,6 +206,7 @@ class Settings(BaseSettings):
 
     storage: StorageSettings = StorageSettings()
     custody: CustodySettings = CustodySettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
     keysets: Annotated[

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from keyrotd.config.kubernetes import check_signer
 from keyrotd.config.messages import config_error
 from keyrotd.durations import format_duration, quote
 
@@ -28,6 +29,7 @@ def check_policy(settings: Settings) -> None:
             )
         first_index[keyset.name] = index
         _check_keyset(label, f"keysets[{index}]", keyset, server)
+    check_signer(settings, label)
 
 
 def _check_keyset(label: str, where: str, keyset: KeysetSettings, server: ServerSettings) -> None:

@@ -248,6 +248,10 @@ class Rotator:
             return
         self._schedule(runner, keyset)
 
+    def resync(self, name: str) -> None:
+        """Read the keyset again now, in the caller's thread (a custody key found gone)."""
+        self._sync(name)
+
     def command(self, name: str, command: Command) -> Outcome:
         """Run an admin command now (called from the HTTP side, in a worker thread)."""
         runner = self.runners[name]

@@ -28,10 +28,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from keyrotd import logs
 from keyrotd.config import Settings
+from keyrotd.config.kubernetes import signer_keyset
 from keyrotd.custody import open_custody
 from keyrotd.daemon.admin import Admin, Clients
 from keyrotd.daemon.audit import Audit
@@ -67,6 +68,8 @@ class Daemon:
         )
         self.tls_copies: TlsCopies | None = None
         self.listeners: Listeners | None = None
+        self.signer_server: Any = None
+        """The Kubernetes signer's gRPC server, when ``kubernetes.signer_socket`` is set."""
         self.reload_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.metrics = Metrics(lambda: self.board.snapshot)
@@ -150,6 +153,7 @@ class Daemon:
             raise
         self.listeners = listeners
         self.rotator.start(self.settings.keysets)
+        self._start_signer()
         clean = False
         try:
             asyncio.run(self._serve(listeners, early_stop))
@@ -159,11 +163,42 @@ class Daemon:
             # (_stop_jobs is bounded by STOP_TIMEOUT anyway).
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_IGN)
+            self._stop_signer()
             self.audit.flush()  # the refusals its timer had yet to report
             self._close_tls()
             self._stop_jobs(clean)
         log.info("keyrotd stopped", extra={"event": "daemon.stopped"})
         return 0
+
+    def _start_signer(self) -> None:
+        """The Kubernetes ExternalJWTSigner on ``kubernetes.signer_socket``, when configured
+        (grpcio loads only then). A change of these settings takes a restart."""
+        keyset = signer_keyset(self.settings)
+        socket_path = self.settings.kubernetes.signer_socket
+        if keyset is None or socket_path is None:
+            return
+        from keyrotd.daemon.signer_source import BoardKeys
+        from keyrotd.kubernetes.signer import Signer, serve
+
+        source = BoardKeys(self.board, keyset.name, self.rotator.custody, self.rotator.resync)
+        signer = Signer(
+            source,
+            int(keyset.token_lifetime.total_seconds()),
+            self.settings.server.jwks_max_age.total_seconds(),
+            utc_now,
+        )
+        self.signer_server = serve(socket_path, signer)
+        log.info(
+            "serving the Kubernetes ExternalJWTSigner for keyset %s on %s",
+            keyset.name,
+            socket_path,
+            extra={"event": "signer.serving", "keyset": keyset.name},
+        )
+
+    def _stop_signer(self) -> None:
+        server, self.signer_server = self.signer_server, None
+        if server is not None:
+            server.stop(grace=1)  # returns at once; calls in progress get a second
 
     def _close_tls(self) -> None:
         if self.tls_copies is not None:
@@ -179,6 +214,7 @@ class Daemon:
             self.app.stopping = True
             self.notifier.notify("STOPPING=1", "STATUS=stopping")
             listeners.stop()
+            self._stop_signer()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop, signum)

@@ -175,6 +175,8 @@ def _servicer(signer: Signer, messages: Any, base: type) -> Any:
 
 def serve(socket_path: Path, signer: Signer) -> Any:
     """Start the gRPC server on ``socket_path`` (created 0600, the daemon's user); its ``stop``."""
+    # gRPC's core logs on stderr in its own format: errors only, beside keyrotd's JSON lines.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     import grpc
 
     from keyrotd.kubernetes.externaljwt.v1 import api_pb2 as v1

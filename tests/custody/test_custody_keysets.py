@@ -23,9 +23,9 @@ from keyrotd.lifecycle import Revoke, Rotate
 from keyrotd.model import KeyState
 from keyrotd.storage import open_storage
 from keyrotd.storage.interface import Storage, Versioned
-from tests.custody.conftest import SoftHsm
 from tests.support.clock import ManualClock as Clock
 from tests.support.daemon import make_daemon
+from tests.support.softhsm import SoftHsm
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

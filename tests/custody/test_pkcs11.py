@@ -17,7 +17,7 @@ from keyrotd.custody.interface import CustodyKeyGoneError, CustodyUnavailableErr
 from keyrotd.custody.pkcs11 import Pkcs11Custody
 from keyrotd.keys import PRIVATE_MEMBERS, thumbprint
 from keyrotd.model import ALGORITHMS
-from tests.custody.conftest import SoftHsm
+from tests.support.softhsm import SoftHsm
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""A real SoftHSM2 token per test: its own SOFTHSM2_CONF and token directory."""
+"""A real SoftHSM2 token per test: its own SOFTHSM2_CONF and token directory (fixture `softhsm`)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,91 @@
+"""The Kubernetes signer's settings and their checks (docs/kubernetes.md).
+
+The API server verifies RS256, ES256, ES384 and ES512 only, refuses a signer whose longest token
+lifetime is under 600 s, and republishes the keys it fetched with a cache lifetime of its own: the
+signer keyset's ``publish_ahead`` must cover one more ``jwks_max_age`` than other keysets'.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from pydantic import BaseModel, ConfigDict
+
+from keyrotd.config.fields import OptionalPath
+from keyrotd.config.messages import config_error
+from keyrotd.durations import format_duration, quote
+
+if TYPE_CHECKING:
+    from keyrotd.config.models import KeysetSettings, Settings
+
+SIGNER_ALGORITHMS: Final = ("RS256", "ES256", "ES384", "ES512")
+MIN_TOKEN_LIFETIME: Final = timedelta(seconds=600)
+
+
+class KubernetesSettings(BaseModel):
+    """``[kubernetes]``: serve the API server's ExternalJWTSigner on a unix socket."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signer_socket: OptionalPath = None
+    signer_keyset: str = ""
+
+
+def signer_keyset(settings: Settings) -> KeysetSettings | None:
+    """The keyset that signs service-account tokens, when the signer is configured."""
+    kubernetes = settings.kubernetes
+    if kubernetes.signer_socket is None:
+        return None
+    if not kubernetes.signer_keyset:
+        return settings.keysets[0]
+    return next((k for k in settings.keysets if k.name == kubernetes.signer_keyset), None)
+
+
+def check_signer(settings: Settings, label: str) -> None:
+    """Refuse a signer keyset the API server cannot use, or whose policy its cache breaks."""
+    if settings.kubernetes.signer_socket is None:
+        return
+    keyset = signer_keyset(settings)
+    if keyset is None:
+        known = ", ".join(k.name for k in settings.keysets)
+        raise config_error(
+            f"{label}: kubernetes.signer_keyset {quote(settings.kubernetes.signer_keyset)} "
+            "names no keyset",
+            f"use one of: {known}",
+        )
+    where = f"kubernetes.signer_keyset ({keyset.name})"
+    if keyset.algorithm not in SIGNER_ALGORITHMS:
+        raise config_error(
+            f"{label}: {where} uses {keyset.algorithm}, which the Kubernetes API server does "
+            "not verify",
+            f"use a keyset of {', '.join(SIGNER_ALGORITHMS)}",
+        )
+    if keyset.token_lifetime < MIN_TOKEN_LIFETIME:
+        raise config_error(
+            f"{label}: {where} has token_lifetime {format_duration(keyset.token_lifetime)}, "
+            "below the API server's floor of 600s",
+            "raise its token_lifetime to 10m or more",
+        )
+    server = settings.server
+    refresh, max_age = server.refresh_interval, server.jwks_max_age
+    needed = refresh + max_age + max(max_age, keyset.verifier_cache)
+    if keyset.publish_ahead <= needed:
+        raise config_error(
+            f"{label}: {where} publish_ahead ({format_duration(keyset.publish_ahead)}) is not "
+            "above server.refresh_interval + server.jwks_max_age + max(server.jwks_max_age, "
+            f"verifier_cache) ({format_duration(needed)}): the API server republishes the "
+            "keys it fetched with a cache lifetime of its own",
+            f"raise publish_ahead above {format_duration(needed)}",
+        )
+
+
+def check_signer_socket(settings: Settings) -> None:
+    """The socket's directory exists (``run`` and ``check-config``; not a storage read)."""
+    path: Path | None = settings.kubernetes.signer_socket
+    if path is not None and not path.parent.is_dir():
+        raise config_error(
+            f"kubernetes.signer_socket {path}: directory {path.parent} does not exist",
+            "create it (a systemd RuntimeDirectory, or the emptyDir shared with the API server)",
+        )
