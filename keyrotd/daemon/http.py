@@ -6,6 +6,7 @@
     GET <issuer path>/.well-known/jwks.json        that keyset's JWKS (see ``discovery``)
     GET /healthz  /readyz  /metrics
     GET /signing-key                               the first keyset's (admin)
+    GET /status                                    the status page (admin, ``status_page``)
     and the admin endpoints (see ``admin``) when ``server.admin_token_file`` or
     ``server.admin_clients_file`` is set.
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from keyrotd.daemon import admin as admin_endpoints
+from keyrotd.daemon import status_page
 from keyrotd.daemon.admin import Admin
 from keyrotd.daemon.discovery import Discovery, Route
 from keyrotd.daemon.metrics import CONTENT_TYPE, Metrics
@@ -146,7 +148,7 @@ class App:
             if len(parts) == 2 and parts[1] == "jwks.json":
                 return self.jwks(parts[0], method, scope["headers"])
             return self.admin_route(path, scope)
-        if path == "/signing-key":  # the first keyset's
+        if path in ("/signing-key", "/status"):  # the first keyset's; the status page
             return self.admin_route(path, scope)
         handler = self.plain.get(path)
         if handler is None:
@@ -159,6 +161,8 @@ class App:
         admin = self.options.admin
         if admin is None:
             return not_found()
+        if path == "/status":
+            return status_page.answer(admin, self.board, scope)
         if path == "/signing-key":
             order = self.board.snapshot.order
             if not order:
