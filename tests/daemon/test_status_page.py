@@ -27,7 +27,7 @@ import pytest
 
 from keyrotd.cli import main
 from tests.support.daemon import TOKEN, Daemon, make_daemon
-from tests.support.http import local_server
+from tests.support.http import local_server, metric
 from tests.support.waiting import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -243,3 +243,9 @@ def test_a_keysets_status_is_its_entry_of_status_json(site: Site) -> None:
     assert daemon.admin("GET", "/keysets/gated/status", site.tokens["partial"]).status == 403
     assert daemon.admin("GET", "/keysets/steady/status", site.tokens["ops"]).status == 403
     assert daemon.admin("POST", "/keysets/steady/status", site.tokens["watch"]).status == 405
+
+
+def test_the_hold_is_measured_in_seconds_for_the_alert_rules(site: Site) -> None:
+    held = metric(site.daemon, 'keyrotd_activation_held_seconds{keyset="gated"}')
+    assert held is not None and held > 0
+    assert metric(site.daemon, 'keyrotd_activation_held_seconds{keyset="steady"}') == 0
