@@ -29,7 +29,16 @@ from keyrotd.daemon.responses import GET, NO_STORE, Response, Scope, header, not
 from keyrotd.daemon.state import Board, Health, Published
 from keyrotd.lifecycle import next_transition
 from keyrotd.status import keyset_status
-from keyrotd.timeline import PUBLISHED, RETIRED, SIGNING, Span, axis, key_spans, what_happens
+from keyrotd.timeline import (
+    PUBLISHED,
+    RETIRED,
+    SIGNING,
+    Span,
+    axis,
+    human_duration,
+    key_spans,
+    what_happens,
+)
 from keyrotd.times import rfc3339
 
 if TYPE_CHECKING:
@@ -221,7 +230,7 @@ def _next(entry: KeysetEntry, now: datetime) -> str:
     if upcoming is None:
         return "none scheduled"
     return (
-        f"{_e(rfc3339(upcoming, 'seconds'))} (in {_e(entry.report['next_transition_in'])}): "
+        f"{_e(rfc3339(upcoming, 'seconds'))} (in {_e(human_duration(upcoming - now))}): "
         f"{_e(what_happens(keyset, upcoming))}"
     )
 
@@ -233,7 +242,7 @@ def _held(report: dict[str, object]) -> str:
     kid = str(held["kid"])
     since, lacking_since = _propagation(report, kid)
     urls = "".join(
-        f"<li><code>{_e(url)}</code> lacks it since {_e(lacking_since.get(url) or 'unknown')}</li>"
+        f"<li><code>{_e(url)}</code> lacks it since {_e(_when(lacking_since.get(url), '?'))}</li>"
         for url in held.get("lacking") or []
     )
     return (
@@ -326,7 +335,8 @@ def _when(value: object, missing: str = "") -> str:
 def _keys(report: dict[str, object]) -> str:
     items = []
     for key in _list(report["keys"]):
-        times = [f"signs from {_when(key['activates_at'], 'not yet known')}"]
+        waiting = "awaiting confirmation" if key.get("propagation") else "not yet known"
+        times = [f"signs from {_when(key['activates_at'], waiting)}"]
         if key["retired_at"]:
             times.append(f"retired {_when(key['retired_at'])}")
         if key["expires_at"]:

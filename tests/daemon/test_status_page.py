@@ -27,8 +27,10 @@ import pytest
 
 from keyrotd.cli import main
 from tests.support.daemon import TOKEN, Daemon, make_daemon
-from tests.support.http import local_server, metric
+from tests.support.http import UnixConnection, exchange, local_server, metric
 from tests.support.waiting import wait_for
+
+from .conftest import DaemonFactory
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -185,10 +187,12 @@ def test_a_browser_shows_every_state_of_three_keysets(site: Site, tmp_path: Path
     assert shapes(steady, "rect", "retired") == 1  # the active key's retirement, projected
     assert shapes(steady, "line", "now") == 1 and shapes(steady, "line", "next") == 1
     assert "starts signing" in steady and '<span class="ok">no</span>' in steady
+    assert re.search(r"\(in 59m\d+s\): \S+ starts signing", steady)
 
     gated = section(dom, "gated")
     assert '<span class="bad">held</span>: successor' in gated
-    assert f"<code>{site.observed}</code> lacks it since 20" in gated
+    lacking = rf"<code>{site.observed}</code> lacks it since \d{{4}}-\d\d-\d\dT[\d:]{{8}}Z"
+    assert re.search(lacking, gated) and "signs from awaiting confirmation" in gated
     assert shapes(gated, "rect", "signing") >= 1 and shapes(gated, "line", "now") == 1
 
     broken = section(dom, "broken")
@@ -243,6 +247,16 @@ def test_a_keysets_status_is_its_entry_of_status_json(site: Site) -> None:
     assert daemon.admin("GET", "/keysets/gated/status", site.tokens["partial"]).status == 403
     assert daemon.admin("GET", "/keysets/steady/status", site.tokens["ops"]).status == 403
     assert daemon.admin("POST", "/keysets/steady/status", site.tokens["watch"]).status == 405
+
+
+def test_the_page_is_on_the_admin_listener_only_when_there_is_one(
+    tmp_path: Path, daemon_factory: DaemonFactory
+) -> None:
+    socket_path = tmp_path / "admin.sock"
+    daemon = daemon_factory(server={"admin_listen": f"unix:{socket_path}"}).start()
+    assert daemon.get("/status", basic(TOKEN)).status == 404
+    page = exchange(UnixConnection(socket_path), "GET", "/status", basic(TOKEN))
+    assert page.status == 200 and b"id=keyset-main" in page.body
 
 
 def test_the_hold_is_measured_in_seconds_for_the_alert_rules(site: Site) -> None:
