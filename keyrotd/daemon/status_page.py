@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
-from keyrotd.daemon.audit import UNKNOWN, Entry, remote_of
+from keyrotd.daemon.audit import UNKNOWN, Entry, remote_of, shown
 from keyrotd.daemon.responses import GET, NO_STORE, Response, Scope, header, not_allowed
 from keyrotd.daemon.state import Board, Health, Published
 from keyrotd.lifecycle import next_transition
@@ -129,7 +129,7 @@ def answer(admin: Admin, board: Board, scope: Scope) -> Response:
     entry = Entry(
         client=UNKNOWN if client is None else client.name,
         remote=remote_of(scope),
-        method=method if method in ("GET", "HEAD", "POST") else "other",
+        method=shown(method),
         keyset="*",
         action="status",
         status=0,
@@ -203,7 +203,7 @@ def _keyset(entry: KeysetEntry, now: datetime) -> str:
     ]
     facts = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     return (
-        f"<section id=keyset-{_e(name)}><h2>{_e(name)}</h2><dl>{facts}</dl>"
+        f'<section id="keyset-{_e(name)}"><h2>{_e(name)}</h2><dl>{facts}</dl>'
         f"{_timeline(entry, now)}{_keys(report)}{_transitions(report, now)}</section>"
     )
 

@@ -98,9 +98,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "observe": [observed],
         }
         daemon = make_daemon(
-            workdir / "daemon",
+            workdir / "d<i>&",  # shown in locations and errors: escaped, never markup
             keysets=[{"name": "steady", **hour}, gated, {"name": "broken", **hour}],
-            server={"admin_clients_file": workdir / "daemon" / "clients.toml"},
+            server={"admin_clients_file": workdir / "d<i>&" / "clients.toml"},
         )
         tokens = {
             "watch": add_client(daemon, "watch", "status:*"),
@@ -197,6 +197,7 @@ def test_a_browser_shows_every_state_of_three_keysets(site: Site, tmp_path: Path
 
     broken = section(dom, "broken")
     assert '<span class="bad">failing</span>' in broken and "serving the last good read" in broken
+    assert "d&lt;i&gt;&amp;/data/broken.json" in broken and "<i>" not in dom
     assert shapes(broken, "rect", "signing") >= 1
 
     requested = page_requests(net_log, "http://127.0.0.1")
@@ -223,12 +224,12 @@ def test_the_page_challenges_a_browser_and_answers_each_client_its_keysets(site:
     assert "default-src 'none'" in csp and "script" not in csp
     text = page.body.decode()
     assert not re.search(r"<script|\bsrc=|\bhref=|url\(|@import", text)
-    assert all(f"id=keyset-{name}" in text for name in ("steady", "gated", "broken"))
+    assert all(f'id="keyset-{name}"' in text for name in ("steady", "gated", "broken"))
 
     bearer = {"Authorization": f"Bearer {site.tokens['partial']}"}
     partial = daemon.get("/status", bearer).body.decode()
-    assert "id=keyset-steady" in partial
-    assert "id=keyset-gated" not in partial and "id=keyset-broken" not in partial
+    assert 'id="keyset-steady"' in partial
+    assert 'id="keyset-gated"' not in partial and 'id="keyset-broken"' not in partial
 
     refused = daemon.get("/status", basic(site.tokens["ops"]))
     assert refused.status == 403 and "no status scope" in refused.body.decode()
@@ -256,7 +257,7 @@ def test_the_page_is_on_the_admin_listener_only_when_there_is_one(
     daemon = daemon_factory(server={"admin_listen": f"unix:{socket_path}"}).start()
     assert daemon.get("/status", basic(TOKEN)).status == 404
     page = exchange(UnixConnection(socket_path), "GET", "/status", basic(TOKEN))
-    assert page.status == 200 and b"id=keyset-main" in page.body
+    assert page.status == 200 and b'id="keyset-main"' in page.body
 
 
 def test_the_hold_is_measured_in_seconds_for_the_alert_rules(site: Site) -> None:
