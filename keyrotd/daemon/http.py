@@ -217,7 +217,7 @@ class App:
         if admin is None:
             return not_found()
         if path == "/status":
-            return status_page.answer(admin, self.board, scope)
+            return status_page.answer(admin, self.board, self.executor, scope)
         if path == "/signing-key":
             order = self.board.snapshot.order
             if not order:

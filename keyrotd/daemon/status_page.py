@@ -15,11 +15,13 @@ material: kids, times, URLs, storage locations and error texts only.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import html
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
@@ -42,7 +44,6 @@ from keyrotd.timeline import (
 from keyrotd.times import rfc3339
 
 if TYPE_CHECKING:
-    from keyrotd.clients import Client
     from keyrotd.daemon.admin import Admin, Where
 
 REFRESH: Final = 30
@@ -120,8 +121,10 @@ def presented_token(authorization: bytes | None) -> bytes | None:
     return b"Bearer " + password if password else None
 
 
-def answer(admin: Admin, board: Board, scope: Scope) -> Response:
-    """``GET /status`` (audited as every authenticated request: action ``status``)."""
+async def answer(admin: Admin, board: Board, executor: Executor, scope: Scope) -> Response:
+    """``GET /status`` (audited as every authenticated request: action ``status``). The page
+    is built in a worker thread: at thousands of keysets it takes a while, and the event loop
+    must keep answering JWKS requests meanwhile."""
     method = scope["method"]
     client = admin.clients.registry.authenticate(
         presented_token(header(scope["headers"], b"authorization"))
@@ -134,24 +137,35 @@ def answer(admin: Admin, board: Board, scope: Scope) -> Response:
         action="status",
         status=0,
     )
-    response = _decide(client, board, admin.where, method)
+    names = (
+        [] if client is None else [n for n in board.snapshot.order if client.allows("status", n)]
+    )
+    if method not in GET:
+        response = not_allowed(GET)
+    elif client is None:
+        response = _plain(401, "Send a keyrotd client token as the password.", _CHALLENGE)
+    elif not names:
+        response = _plain(403, f"Client {client.name} has no status scope (status:KEYSET).")
+    else:
+        loop = asyncio.get_running_loop()
+        try:
+            response = await loop.run_in_executor(
+                executor, page, board, admin.where, client.name, names
+            )
+        except Exception:
+            admin.audit.record(replace(entry, status=500))  # http answers a bare 500
+            raise
     admin.audit.record(replace(entry, status=response.status))
     return response
 
 
-def _decide(client: Client | None, board: Board, where: Where, method: str) -> Response:
-    if method not in GET:
-        return not_allowed(GET)
-    if client is None:
-        return _plain(401, "Send a keyrotd client token as the password.", _CHALLENGE)
-    names = [name for name in board.snapshot.order if client.allows("status", name)]
-    if not names:
-        return _plain(403, f"Client {client.name} has no status scope (status:KEYSET).")
+def page(board: Board, where: Where, client: str, names: list[str]) -> Response:
+    """The page of keysets ``names`` (in a worker thread: the board is safe to read there)."""
     now = time.time()
     entries = [keyset_entry(board, where, name, now) for name in names]
     loaded = [entry for entry in entries if entry is not None]
     waiting = [name for name, entry in zip(names, entries, strict=True) if entry is None]
-    body = render(loaded, waiting, client.name, datetime.fromtimestamp(now, UTC))
+    body = render(loaded, waiting, client, datetime.fromtimestamp(now, UTC))
     return Response(200, list(_HEADERS), body)
 
 
