@@ -9,17 +9,26 @@ on a 4096-bit keyset every second; each one also prepares a spare key), to show 
 generation does not stall responses, and the 304 path (If-None-Match with the server's own
 ETag). The figures are the medians of the rounds.
 Targets: keyrotd >= 0.8x nginx requests/s, p99 <= 5 ms.
+
+    python benchmarks/http_jwks.py --baseline main [--seconds 10] [--rounds 5]
+
+compares instead this checkout's keyrotd with the one of a git revision (its ``keyrotd/``
+exported to a temp directory, run with ``PYTHONPATH``), both running at once, measured in turns
+(the order alternating per round) on the 200 path: a change on the hot path must not lose more
+than 5 % of the baseline's requests/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import tarfile
 import tempfile
 import threading
 from pathlib import Path
 
-from daemon_tools import Daemon, Nginx, Wrk, make_daemon, median_of, wrk
+from daemon_tools import ROOT, Daemon, Nginx, Wrk, make_daemon, median_of, wrk
 
 KEYSETS: list[dict[str, object]] = [
     {"name": "main", "algorithm": "RS256", "rotation_period": "1h", "publish_ahead": "1h"},
@@ -45,7 +54,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--nginx-workers", default="auto")
+    parser.add_argument("--baseline", metavar="REV", help="compare with git revision REV instead")
     args = parser.parse_args()
+    if args.baseline:
+        return against_baseline(args.baseline, args.seconds, args.rounds)
     with tempfile.TemporaryDirectory() as directory:
         workdir = Path(directory)
         daemon = make_daemon(
@@ -84,6 +96,49 @@ def main() -> int:
             if nginx is not None:
                 nginx.stop()
             daemon.stop()
+    return 0
+
+
+def against_baseline(revision: str, seconds: int, rounds: int) -> int:
+    """This checkout's JWKS 200 path against ``revision``'s, in turns, in one run."""
+    with tempfile.TemporaryDirectory() as directory:
+        workdir = Path(directory)
+        exported = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", revision, "keyrotd"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        (workdir / "base.tar").write_bytes(exported)
+        with tarfile.open(workdir / "base.tar") as archive:
+            archive.extractall(workdir / "baseline", filter="data")
+        server = {"refresh_interval": "30s", "jwks_max_age": "5m"}
+        env = {"PYTHONPATH": str(workdir / "baseline")}
+        daemons = {
+            name: make_daemon(
+                workdir / name, keysets=KEYSETS[:1], server=server, log_level="warning", env=extra
+            ).start()
+            for name, extra in ((revision, env), ("this", {}))
+        }
+        try:
+            urls = {
+                k: f"http://127.0.0.1:{d.port}/.well-known/jwks.json" for k, d in daemons.items()
+            }
+            for url in urls.values():
+                wrk(url, 2)  # warm up
+            runs: dict[str, list[Wrk]] = {name: [] for name in urls}
+            for round_number in range(rounds):
+                order = list(urls) if round_number % 2 == 0 else list(reversed(urls))
+                for name in order:
+                    runs[name].append(wrk(urls[name], seconds))
+            base, ours = median_of(runs[revision]), median_of(runs["this"])
+            print(f"medians of {rounds} rounds, wrk -t2 -c64 -d{seconds}s, the 200 path:")
+            print(f"  {revision:<8} {base.line()}")
+            print(f"  {'this':<8} {ours.line()}")
+            ratio = ours.requests_per_second / base.requests_per_second
+            print(f"  ratio    {ratio:.3f}x the baseline (target >= 0.95x)")
+        finally:
+            for daemon in daemons.values():
+                daemon.stop()
     return 0
 
 

@@ -18,11 +18,10 @@ from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError
-from keyrotd.inspection.verdict import lifecycle_report
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
-from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
-from keyrotd.model import Key, Keyset
-from keyrotd.propagation import held_report, progress_report
+from keyrotd.lifecycle import Revoke, Rotate, Transition
+from keyrotd.model import Keyset
+from keyrotd.status import keyset_status
 from keyrotd.storage import Storage, open_storage
 from keyrotd.timeline import render_status
 from keyrotd.times import Clock, rfc3339
@@ -178,37 +177,12 @@ def status_view(ks: KeysetSettings, storage: Storage, now: datetime) -> tuple[Ke
 
 
 def status_report(ks: KeysetSettings, storage: Storage, now: datetime) -> dict[str, object]:
-    mgr = KeysetManager(storage, KeysetSpec.from_settings(ks))
-    loaded = mgr.load()
+    """The keyset's entry of ``status --json`` (built by ``keyrotd.status``, as the daemon's)."""
     from keyrotd.lifecycle import view
 
+    loaded = KeysetManager(storage, KeysetSpec.from_settings(ks)).load()
     keyset = view(loaded.keyset, ks.policy, now)
-    upcoming = next_transition(keyset, ks.policy)
-    successor = keyset.successor
-    return {
-        "name": ks.name,
-        "algorithm": ks.algorithm,
-        "location": loaded.location,
-        "version": loaded.version,
-        "updated_at": rfc3339(keyset.updated_at) if keyset.updated_at else None,
-        "keys": [key_report(k) for k in keyset.keys],
-        "history": [key_report(k) for k in keyset.history],
-        "next_transition": rfc3339(upcoming) if upcoming else None,
-        "next_transition_in": format_duration(upcoming - now) if upcoming else None,
-        # CONTRACT 9: null until the successor is confirmed; the hold, if any
-        "next_activates_at": rfc3339(successor.activates_at)
-        if successor and successor.activates_at
-        else None,
-        "held": held_report(keyset.pending, now),
-    }
-
-
-def key_report(key: Key) -> dict[str, object]:
-    """As ``inspect`` reports a key, and its propagation while it awaits confirmation."""
-    report = lifecycle_report(key)
-    if key.propagation is not None:
-        report["propagation"] = progress_report(key)
-    return report
+    return keyset_status(ks, keyset, loaded.location, loaded.version, now)
 
 
 def check_config(settings: Settings, clock: Clock) -> int:

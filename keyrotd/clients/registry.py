@@ -11,7 +11,7 @@ from typing import Final, Literal, get_args
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
 
-Action = Literal["signing-key", "rotate", "revoke"]
+Action = Literal["signing-key", "rotate", "revoke", "status"]
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 ANY_KEYSET: Final = "*"
 ADMIN: Final = "admin"

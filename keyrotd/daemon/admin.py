@@ -2,6 +2,7 @@
 
     GET  /signing-key                      the first keyset's (``http`` maps it here)
     GET  /keysets/{name}/signing-key       {"active": private JWK, "next": ..., "next_activates_at"}
+    GET  /keysets/{name}/status            that keyset's entry of ``keyrotd status --json``
     POST /keysets/{name}/rotate[?now=true]
     POST /keysets/{name}/keys/{kid}/revoke
 
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 from urllib.parse import parse_qs
 
 from keyrotd.clients import Action, Client, Registry, load_registry
@@ -46,6 +47,7 @@ from keyrotd.daemon.responses import (
     unauthorized,
 )
 from keyrotd.daemon.state import Board
+from keyrotd.daemon.status_page import keyset_entry
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError
 from keyrotd.keysets import Outcome
 from keyrotd.lifecycle import Command, Revoke, Rotate
@@ -56,11 +58,14 @@ log = logging.getLogger("keyrotd.daemon")
 
 Run = Callable[[str, Command], Outcome]
 """Apply an admin command to a keyset (blocking: run it in a worker thread)."""
+Where = Callable[[str], tuple[str, str | None]]
+"""A keyset's storage location and the version last read (``status``); memory only."""
 Answer = Response | Awaitable[Response]
 _ALLOWED: Final[dict[Action, tuple[str, ...]]] = {
     "signing-key": GET,
     "rotate": POST,
     "revoke": POST,
+    "status": GET,
 }
 
 
@@ -103,6 +108,7 @@ class Admin:
     clients: Clients
     run: Run
     audit: Audit
+    where: Where = lambda name: (name, None)
 
 
 @dataclass(frozen=True)
@@ -116,8 +122,8 @@ class Request:
     @classmethod
     def of(cls, parts: list[str]) -> Request | None:
         """``/keysets/{parts...}`` split after ``keysets``; None: not an admin endpoint."""
-        if len(parts) == 2 and parts[1] in ("signing-key", "rotate"):
-            return cls("signing-key" if parts[1] == "signing-key" else "rotate", parts[0])
+        if len(parts) == 2 and parts[1] in _ALLOWED and parts[1] != "revoke":
+            return cls(cast(Action, parts[1]), parts[0])
         if len(parts) == 4 and parts[1] == "keys" and parts[3] == "revoke":
             return cls("revoke", parts[0], parts[2])
         return None
@@ -185,6 +191,11 @@ def decide(
         return error(404, f"unknown keyset {name}")
     if request.action == "signing-key":
         return signing_key(board, name)
+    if request.action == "status":
+        entry = keyset_entry(board, admin.where, name, time.time())
+        if entry is None:
+            return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
+        return respond(200, entry.report)
     if request.kid is not None:
         return command(admin, executor, name, Revoke(request.kid))
     query = parse_qs(scope["query_string"].decode("latin-1"))

@@ -6,6 +6,7 @@
     GET <issuer path>/.well-known/jwks.json        that keyset's JWKS (see ``discovery``)
     GET /healthz  /readyz  /metrics
     GET /signing-key                               the first keyset's (admin)
+    GET /status                                    the status page (admin, ``status_page``)
     and the admin endpoints (see ``admin``) when ``server.admin_token_file`` or
     ``server.admin_clients_file`` is set.
 
@@ -19,15 +20,17 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from keyrotd.daemon import admin as admin_endpoints
+from keyrotd.daemon import status_page
 from keyrotd.daemon.admin import Admin
 from keyrotd.daemon.discovery import Discovery, Route
-from keyrotd.daemon.metrics import CONTENT_TYPE, Metrics
+from keyrotd.daemon.metrics import CONTENT_TYPE, HTTP_BUCKETS, HttpStats, Metrics, RouteStats
 from keyrotd.daemon.responses import (
     GET,
     NO_STORE,
@@ -48,6 +51,52 @@ if TYPE_CHECKING:
     from granian.rsgi import Scope as RSGIScope
 
 log = logging.getLogger("keyrotd.daemon")
+
+
+_clock: Final = time.perf_counter
+_KEYSET_ROUTES: Final = ("jwks.json", "signing-key", "rotate", "status", "sign")
+"""The ``/keysets/{name}/X`` routes (an unknown X counts as ``other``)."""
+
+
+class Routes:
+    """Each request's route template and its counters (``metrics.HttpStats``), looked up
+    without building a label: the templates and their counters are made once, here."""
+
+    def __init__(self, stats: HttpStats, listener: str) -> None:
+        def route(template: str) -> RouteStats:
+            return stats.route(listener, template)
+
+        self.exact = {
+            path: route(path)
+            for path in (
+                "/.well-known/jwks.json",
+                "/healthz",
+                "/readyz",
+                "/metrics",
+                "/signing-key",
+                "/status",
+            )
+        }
+        self.keyset = {name: route(f"/keysets/{{name}}/{name}") for name in _KEYSET_ROUTES}
+        self.revoke = route("/keysets/{name}/keys/{kid}/revoke")
+        self.discovery = route("{issuer}/.well-known/openid-configuration")
+        self.issuer_jwks = route("{issuer}/.well-known/jwks.json")
+        self.other = route("other")
+
+    def of(self, path: str, issuers: Mapping[str, Route]) -> RouteStats:
+        found = self.exact.get(path)
+        if found is not None:
+            return found
+        issued = issuers.get(path)
+        if issued is not None:
+            return self.discovery if isinstance(issued, Discovery) else self.issuer_jwks
+        if path.startswith("/keysets/"):
+            parts = path.split("/")
+            if len(parts) == 4:
+                return self.keyset.get(parts[3], self.other)
+            if len(parts) == 6 and parts[3] == "keys" and parts[5] == "revoke":
+                return self.revoke
+        return self.other
 
 
 @dataclass(frozen=True)
@@ -88,6 +137,7 @@ class App:
             "/readyz": self.readyz,
             "/metrics": self.metrics_text,
         }
+        self.routes = Routes(metrics.http, "public" if public else "admin")
 
     async def __call__(self, scope: Scope, receive: object, send: Send) -> None:
         """ASGI: what the tests and other servers can run."""
@@ -119,6 +169,7 @@ class App:
         protocol.response_bytes(response.status, headers, body)
 
     async def answer(self, scope: Scope) -> Response:
+        began = _clock()
         try:
             response = self.route(scope)
             if not isinstance(response, Response):
@@ -126,6 +177,12 @@ class App:
         except Exception as exc:
             log.error("HTTP %s %s failed: %s", scope["method"], scope["path"], type(exc).__name__)
             response = error(500, "internal error")
+        elapsed, path = _clock() - began, scope["path"]
+        # RouteStats.count, inlined: this runs for every JWKS answer (benchmarks/http_jwks.py)
+        stats = self.routes.exact.get(path) or self.routes.of(path, self.options.issuers)
+        stats.codes[response.status // 100] += 1
+        stats.buckets[bisect_left(HTTP_BUCKETS, elapsed)] += 1
+        stats.total += elapsed
         return response
 
     def route(self, scope: Scope) -> Response | Awaitable[Response]:
@@ -146,7 +203,7 @@ class App:
             if len(parts) == 2 and parts[1] == "jwks.json":
                 return self.jwks(parts[0], method, scope["headers"])
             return self.admin_route(path, scope)
-        if path == "/signing-key":  # the first keyset's
+        if path in ("/signing-key", "/status"):  # the first keyset's; the status page
             return self.admin_route(path, scope)
         handler = self.plain.get(path)
         if handler is None:
@@ -159,6 +216,8 @@ class App:
         admin = self.options.admin
         if admin is None:
             return not_found()
+        if path == "/status":
+            return status_page.answer(admin, self.board, self.executor, scope)
         if path == "/signing-key":
             order = self.board.snapshot.order
             if not order:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from typing import Final
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,7 +22,12 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from keyrotd import __version__
@@ -66,6 +73,16 @@ class _BoardCollector(Collector):
             "1 when the last storage access of the keyset worked",
             labels=["keyset"],
         )
+        period = GaugeMetricFamily(
+            "keyrotd_rotation_period_seconds",
+            "The keyset's rotation_period (alert rules compare key ages with it)",
+            labels=["keyset"],
+        )
+        ahead = GaugeMetricFamily(
+            "keyrotd_publish_ahead_seconds",
+            "The keyset's publish_ahead: a successor exists that long before it is due",
+            labels=["keyset"],
+        )
         for name in snap.order:
             health = snap.health.get(name)
             if health is not None and health.last_success is not None:
@@ -74,6 +91,9 @@ class _BoardCollector(Collector):
             published = snap.published.get(name)
             if published is None:
                 continue
+            policy = published.settings.policy
+            period.add_metric([name], policy.rotation_period.total_seconds())
+            ahead.add_metric([name], policy.publish_ahead.total_seconds())
             keyset = published.keyset
             for state in _LIVE:
                 keys.add_metric([name, state.value], sum(k.state is state for k in keyset.keys))
@@ -82,7 +102,7 @@ class _BoardCollector(Collector):
                 age.add_metric([name], now - active.activates_at.timestamp())
             if math.isfinite(published.changes_at):
                 upcoming.add_metric([name], published.changes_at - now)
-        yield from (ready, keys, age, upcoming, last_read, storage_up)
+        yield from (ready, keys, age, upcoming, last_read, storage_up, period, ahead)
 
 
 class HeldGauge(Collector):
@@ -97,13 +117,21 @@ class HeldGauge(Collector):
             "1 while a successor is held past its scheduled time awaiting confirmation",
             labels=["keyset"],
         )
+        seconds = GaugeMetricFamily(
+            "keyrotd_activation_held_seconds",
+            "Seconds a successor has been held past its scheduled time (0: none held)",
+            labels=["keyset"],
+        )
         snap, now = self._snapshot(), self._clock()
         for name in snap.order:
             published = snap.published.get(name)
             if published is not None:
-                holding = any(held(k, now) for k in published.keyset.pending)
-                gauge.add_metric([name], 1.0 if holding else 0.0)
+                since = [k.scheduled_at for k in published.keyset.pending if held(k, now)]
+                first = min((at for at in since if at is not None), default=None)
+                gauge.add_metric([name], 1.0 if since else 0.0)
+                seconds.add_metric([name], 0.0 if first is None else (now - first).total_seconds())
         yield gauge
+        yield seconds
 
 
 class _RequestCollector(Collector):
@@ -122,6 +150,76 @@ class _RequestCollector(Collector):
         for operation, count in sorted(self._counts().items()):
             family.add_metric([operation], float(count))
         yield family
+
+
+HTTP_BUCKETS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+)  # fmt: skip
+"""Upper bounds (seconds) of ``keyrotd_http_request_duration_seconds``: a JWKS answer takes
+microseconds, an admin rotate with RSA key generation seconds."""
+
+
+class RouteStats:
+    """One route's requests on one listener, counted in plain ints on the event loop's thread
+    (no lock, no prometheus_client call per request); exported at scrape time."""
+
+    __slots__ = ("buckets", "codes", "total")
+
+    def __init__(self) -> None:
+        self.codes = [0] * 6
+        """Requests by ``status // 100`` (index 2: 2xx, ... 5: 5xx)."""
+        self.buckets = [0] * (len(HTTP_BUCKETS) + 1)
+        """Requests by the first bucket whose bound is not below their duration (last: +Inf)."""
+        self.total = 0.0
+
+    def count(self, status: int, seconds: float) -> None:
+        """One answer (``http.App.answer`` does the same inline, on the hot path)."""
+        self.codes[status // 100] += 1
+        self.buckets[bisect_left(HTTP_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+class HttpStats(Collector):
+    """``keyrotd_http_requests_total{listener,route,code}`` and
+    ``keyrotd_http_request_duration_seconds{listener,route}``: routes are templates
+    (``/keysets/{name}/jwks.json``), never raw paths; codes are classes (``2xx``)."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str], RouteStats] = {}
+
+    def route(self, listener: str, template: str) -> RouteStats:
+        """The counters of ``template`` on ``listener`` (made once, when the app starts)."""
+        return self._routes.setdefault((listener, template), RouteStats())
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "keyrotd_http_requests",
+            "HTTP requests answered, by listener, route template and status class",
+            labels=["listener", "route", "code"],
+        )
+        durations = HistogramMetricFamily(
+            "keyrotd_http_request_duration_seconds",
+            "Time from a request's arrival in the app to its answer, by listener and route",
+            labels=["listener", "route"],
+        )
+        for (listener, route), stats in sorted(self._routes.items()):
+            buckets, codes = list(stats.buckets), list(stats.codes)  # one moment's copy
+            if not sum(codes):
+                continue
+            for index, count in enumerate(codes):
+                if count:
+                    requests.add_metric([listener, route, f"{index}xx"], float(count))
+            cumulative, running = [], 0
+            for bound, count in zip((*HTTP_BUCKETS, math.inf), buckets, strict=True):
+                running += count
+                cumulative.append((_bound(bound), float(running)))
+            durations.add_metric([listener, route], cumulative, stats.total)
+        yield requests
+        yield durations
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == math.inf else repr(value)
 
 
 class Metrics:
@@ -175,6 +273,8 @@ class Metrics:
         info.labels(__version__).set(1)
         ProcessCollector(namespace="keyrotd", registry=self.registry)  # keyrotd_process_*
         self.registry.register(_BoardCollector(snapshot))
+        self.http = HttpStats()
+        self.registry.register(self.http)
 
     def transition(self, keyset: str, event: str) -> None:
         self._transitions.labels(keyset, event).inc()

@@ -103,7 +103,8 @@ class Daemon:
     def app_options(self, settings: Settings) -> tuple[Options, Options | None]:
         """The public app's options, and the admin app's when ``admin_listen`` is set."""
         configured = any(path is not None for path in admin_files(settings))
-        admin = Admin(self.clients, self.rotator.command, self.audit) if configured else None
+        run = self.rotator.command
+        admin = Admin(self.clients, run, self.audit, self.where) if configured else None
         both = Options(
             max_age=int(settings.server.jwks_max_age.total_seconds()),
             admin=admin,
@@ -112,6 +113,11 @@ class Daemon:
         if not settings.server.admin_listen:
             return both, None
         return dataclasses.replace(both, admin=None), both
+
+    def where(self, name: str) -> tuple[str, str | None]:
+        """A keyset's storage location and the version last read (memory only: for status)."""
+        runner = self.rotator.runners.get(name)
+        return self.storage.location(name), None if runner is None else runner.manager.version
 
     def _listeners(self, tls: tuple[Path, Path] | None) -> Listeners:
         server = self.settings.server
