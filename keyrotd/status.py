@@ -30,6 +30,7 @@ def keyset_status(
     return {
         "name": settings.name,
         "algorithm": settings.algorithm,
+        "custody": settings.custody,
         "location": location,
         "version": version,
         "updated_at": rfc3339(keyset.updated_at) if keyset.updated_at else None,
@@ -48,6 +49,10 @@ def keyset_status(
 def key_report(key: Key) -> dict[str, object]:
     """As ``inspect`` reports a key, and its propagation while it awaits confirmation."""
     report = lifecycle_report(key)
+    if key.in_custody:
+        # where the private half is: the custody object (its handle), or destroyed there
+        report["handle"] = key.handle
+        report["private_key"] = "in custody" if key.holds_private else "destroyed"
     if key.propagation is not None:
         report["propagation"] = progress_report(key)
     return report

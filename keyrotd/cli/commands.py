@@ -156,7 +156,12 @@ def cmd_status(settings: Settings, storage: Storage, args: argparse.Namespace, c
     chosen = [settings.keyset(args.keyset)] if args.keyset else list(settings.keysets)
     now = clock()
     if args.json:
-        emit({"now": rfc3339(now), "keysets": [status_report(ks, storage, now) for ks in chosen]})
+        emit(
+            {
+                "now": rfc3339(now),
+                "keysets": [status_report(ks, storage, now, settings) for ks in chosen],
+            }
+        )
         return 0
     width = shutil.get_terminal_size().columns
     for ks in chosen:
@@ -176,13 +181,34 @@ def status_view(ks: KeysetSettings, storage: Storage, now: datetime) -> tuple[Ke
     return view(loaded.keyset, ks.policy, now), loaded.location
 
 
-def status_report(ks: KeysetSettings, storage: Storage, now: datetime) -> dict[str, object]:
+def status_report(
+    ks: KeysetSettings, storage: Storage, now: datetime, settings: Settings | None = None
+) -> dict[str, object]:
     """The keyset's entry of ``status --json`` (built by ``keyrotd.status``, as the daemon's)."""
     from keyrotd.lifecycle import view
 
     loaded = KeysetManager(storage, KeysetSpec.from_settings(ks)).load()
     keyset = view(loaded.keyset, ks.policy, now)
-    return keyset_status(ks, keyset, loaded.location, loaded.version, now)
+    report = keyset_status(ks, keyset, loaded.location, loaded.version, now)
+    if ks.custody == "aws-kms" and settings is not None:
+        _kms_deletion_dates(report, settings)
+    return report
+
+
+def _kms_deletion_dates(report: dict[str, object], settings: Settings) -> None:
+    """When KMS deletes each destroyed key (``deletion_due``): KMS keeps it 7 days first."""
+    from keyrotd.custody import open_custody
+    from keyrotd.custody.aws_kms import KmsCustody
+
+    custody = open_custody(settings, "aws-kms")
+    assert isinstance(custody, KmsCustody)
+    for section in ("keys", "history"):
+        entries = report[section]
+        assert isinstance(entries, list)
+        for entry in entries:
+            if entry.get("private_key") == "destroyed":
+                due = custody.deletion_date(str(entry["handle"]))
+                entry["deletion_due"] = rfc3339(due) if due else None
 
 
 def check_config(settings: Settings, clock: Clock) -> int:

@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 
 REFRESH: Final = 30
 """Seconds between the page's own reloads (a ``<meta http-equiv="refresh">``)."""
-CUSTODY: Final = "storage"
-"""Where the private keys live: in the keyset's document (the only custody so far)."""
 LAST_TRANSITIONS: Final = 8
 _STYLE: Final = """
 body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:60em;padding:.5em 1em;color:#222}
@@ -209,7 +207,7 @@ def _keyset(entry: KeysetEntry, now: datetime) -> str:
     name = str(report["name"])
     rows = [
         ("algorithm", _e(report["algorithm"])),
-        ("custody", CUSTODY),
+        ("custody", _e(report["custody"])),
         ("storage", _health(entry.health)),
         ("location", f"<code>{_e(report['location'])}</code>"),
         ("next transition", _next(entry, now)),
