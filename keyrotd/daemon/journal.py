@@ -52,8 +52,8 @@ def transitions_of(key: Key) -> list[Transition]:
     if state is KeyState.ACTIVE or (ended and key.retired_at and key.activates_at):
         events.append(("key.activated", key.activates_at))
     if state is KeyState.REVOKED:
-        if key.retired_at and key.revoked_at and key.retired_at < key.revoked_at:
-            events.append(("key.retired", key.retired_at))  # retired first, revoked later
+        if key.retired_at and key.expires_at:  # retired, then revoked (revoking the active
+            events.append(("key.retired", key.retired_at))  # key sets no expiry)
         events.append(("key.revoked", key.revoked_at))
     elif ended:
         events.append(("key.retired", key.retired_at))

@@ -25,7 +25,8 @@ refresh. A sync
 that failed on a temporary error (``KeyrotdError.temporary``: unreachable or throttled storage,
 a held lock) is retried with the backoff of :data:`keyrotd.retries.STORAGE`, never later than
 ``refresh_interval``; a permanent one (permission denied, a tampered or corrupt document) is not
-retried: the next refresh meets it again, so it is logged and counted once per refresh.
+retried: the next refresh meets it again, so it is counted once per refresh (and logged when
+it starts, then at most once a minute: ``journal.Failures``).
 """
 
 from __future__ import annotations

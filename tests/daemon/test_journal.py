@@ -6,16 +6,24 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from keyrotd.daemon.journal import REPEAT, Failures
-from keyrotd.model import Keyset, KeyState, from_json
+from keyrotd.daemon.journal import REPEAT, Failures, Journal
+from keyrotd.keysets import KeysetManager, KeysetSpec
+from keyrotd.lifecycle import TICK, Command, Revoke, Rotate
+from keyrotd.model import Keyset, KeyState, Policy, from_json
 from keyrotd.storage.file import FileStorage
+from tests.support.clock import ManualClock
 from tests.support.daemon import Daemon
 
 from .conftest import DaemonFactory
@@ -172,3 +180,60 @@ def test_a_failure_is_logged_when_it_starts_then_once_a_minute(records: Records)
         ("storage.read_failed", 1),
     ]
     assert {r.__dict__["keyset"] for r in records.records} == {"main"}
+
+
+ACTIONS = st.sampled_from(["tick", "rotate", "revoke active", "revoke pending"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 40), ACTIONS, st.booleans()), max_size=14))
+def test_the_journal_finds_every_transition_a_writer_made_once(
+    steps: list[tuple[int, str, bool]],
+) -> None:
+    """Whatever documents a daemon happens to read (some, skipping others), the transitions it
+    finds in storage are those another writer made since its first read, each once."""
+    clock = ManualClock()
+    policy = Policy(
+        rotation_period=timedelta(seconds=30),
+        publish_ahead=timedelta(seconds=10),
+        token_lifetime=timedelta(seconds=5),
+        clock_skew=timedelta(seconds=1),
+    )
+    made: list[tuple[str, str]] = []
+    journal = Journal("main")
+    handler = Records()
+    logger = logging.getLogger("keyrotd")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            storage = FileStorage(Path(directory))
+            writer = KeysetManager(
+                storage,
+                KeysetSpec("main", "ES256", 2048, policy),
+                clock,
+                on_transition=lambda _name, t: made.append((t.event, t.kid)),
+            )
+            writer.apply()
+            journal.saw(writer.load().keyset)  # the daemon starts: what it finds is given
+            made.clear()
+            for seconds, action, seen in steps:
+                clock.advance(timedelta(seconds=seconds))
+                keyset = writer.load().keyset
+                command: Command = TICK
+                if action == "rotate":
+                    command = Rotate()
+                elif action == "revoke active" and keyset.active is not None:
+                    command = Revoke(keyset.active.kid)
+                elif action == "revoke pending" and keyset.pending:
+                    command = Revoke(keyset.pending[0].kid)
+                writer.apply(command)
+                if seen:
+                    journal.saw(writer.load().keyset)
+            journal.saw(writer.load().keyset)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    found = [(r.__dict__["event"], r.__dict__["kid"]) for r in handler.records]
+    assert {r.__dict__["by"] for r in handler.records} <= {"storage"}
+    assert sorted(found) == sorted(made)
