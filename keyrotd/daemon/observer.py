@@ -111,7 +111,7 @@ class Observer:
                         "keyset %s: observing failed",
                         name,
                         extra={
-                            "event": "observe.failed",
+                            "event": "observe.poll_failed",
                             "keyset": name,
                             "error": str(exc) or type(exc).__name__,
                         },
