@@ -75,7 +75,10 @@ class Journal:
     def own(self, keyset: str, transition: Transition) -> None:
         """A transition this daemon wrote (the writer's ``on_transition``)."""
         with self._lock:
-            self._logged.setdefault(transition.kid, set()).add(transition.event)
+            logged = self._logged.setdefault(transition.kid, set())
+            if transition.event in logged:
+                return
+            logged.add(transition.event)
         log_transition(keyset, transition, by="self")
 
     def saw(self, stored: Keyset) -> None:
