@@ -211,6 +211,7 @@ class Issuer:
                     self.source,
                     exc if isinstance(exc, KeyrotdError | OSError) else type(exc).__name__,
                     age,
+                    extra={"event": "issuer.refresh_failed"},
                 )
                 return False
             with self._lock:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 from keyrotd.custody.interface import ORPHAN_GRACE
 from keyrotd.errors import ConflictError, KeyrotdError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle import TICK, Command, Postpone, Republish, plan, view
+from keyrotd.lifecycle import TICK, Command, Postpone, Republish, Transition, plan, view
 from keyrotd.model import Keyset, Policy, from_json, to_json
 from keyrotd.outcomes import Loaded, Outcome, SyncFailed, log_transition
 from keyrotd.retries import COMPARE_AND_SWAP, Retry
@@ -85,12 +85,14 @@ class KeysetManager:
         retry: Retry = COMPARE_AND_SWAP,
         sleep: Callable[[float], None] = time.sleep,
         custody: Custody | None = None,
+        on_transition: Callable[[str, Transition], None] = log_transition,
     ) -> None:
         """``monotonic`` (a long-lived daemon passes ``time.monotonic``) lets the manager notice a
         forward jump of the wall clock between two writes and postpone what fell due within it.
         ``retry`` paces the re-plans after lost compare-and-swaps; ``sleep`` waits them out.
         ``custody``: where new keys are made and old ones destroyed, for a keyset whose custody
-        is not ``storage`` (its keys are made there, not by ``key_factory``)."""
+        is not ``storage`` (its keys are made there, not by ``key_factory``).
+        ``on_transition`` is told each transition it wrote (the daemon's journal; else logged)."""
         self.storage = storage
         self.spec = spec
         self.custody = custody
@@ -100,6 +102,7 @@ class KeysetManager:
         self.monotonic = monotonic
         self.retry = retry
         self.sleep = sleep
+        self.on_transition = on_transition
         self._seen_document = False
         """A document was read or written: from then on, finding none is an error (``sync``)."""
         self._anchor: tuple[datetime, float] | None = None
@@ -175,7 +178,7 @@ class KeysetManager:
                     "keyset %s: the write took until %s; its new keys count as published then",
                     self.name,
                     rfc3339(published_at),
-                    extra={"keyset": self.name},
+                    extra={"event": "key.redated", "keyset": self.name},
                 )
                 outcome = dataclasses.replace(outcome, keyset=redated.keyset)
         self.sweep_quietly(outcome.keyset)
@@ -240,7 +243,11 @@ class KeysetManager:
             try:
                 self.version = self.storage.write(self.name, data, loaded.version)
             except ConflictError:
-                log.debug("keyset %s: lost a compare-and-swap, re-planning", self.name)
+                log.debug(
+                    "keyset %s: lost a compare-and-swap, re-planning",
+                    self.name,
+                    extra={"event": "storage.conflict", "keyset": self.name},
+                )
                 loaded = None
                 conflicts += 1
                 self.sleep(self.retry.delay(conflicts).total_seconds())
@@ -248,7 +255,7 @@ class KeysetManager:
             self._parsed = (data, result.keyset)
             self._seen_document = True
             for transition in result.transitions:
-                log_transition(self.name, transition)
+                self.on_transition(self.name, transition)
             written = Outcome(result.keyset, result.transitions, written=True, attempts=attempt)
             return written, now, loaded.keyset
         raise self._gave_up()

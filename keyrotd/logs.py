@@ -1,7 +1,10 @@
 """Logging: one event a line, JSON by default, on stderr.
 
-Lifecycle events carry ``event``, ``keyset`` and ``kid`` as fields. Nothing in keyrotd passes key
-material to a logger; ``tests`` scan every line for the private values to keep it that way.
+Every line has an ``event`` field: each logging call in keyrotd names one (``tests/test_logs.py``
+checks them all), and a line of a library whose logger the daemon adopts (granian, APScheduler)
+gets ``<family>.<level>``. Lifecycle events carry ``keyset``, ``kid`` and ``by`` (``self`` or
+``storage``: who made the change) as fields. Nothing in keyrotd passes key material to a logger;
+``tests`` scan every line for the private values to keep it that way.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from typing import Final, TextIO
 from keyrotd.times import rfc3339
 
 FIELDS: Final = (
-    "event",
     "keyset",
     "kid",
+    "by",
     "at",
     "exception",
     "error",
@@ -27,7 +30,24 @@ FIELDS: Final = (
 )
 AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count")
 """The fields of ``admin.request`` events (``keyrotd.daemon.audit``)."""
-PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # CONTRACT 9 events
+PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # docs/propagation.md events
+LIBRARY_EVENTS: Final = (
+    ("apscheduler", "scheduler"),
+    ("_granian", "http"),
+    ("granian", "http"),
+    ("botocore", "aws"),
+    ("urllib3", "aws"),
+)
+"""The event family of a library's own lines, by logger name prefix (else ``log``)."""
+
+
+def event_of(record: logging.LogRecord) -> str:
+    """The record's ``event``; for a line without one (a library's), ``<family>.<level>``."""
+    event = record.__dict__.get("event")
+    if isinstance(event, str) and event:
+        return event
+    family = next((f for prefix, f in LIBRARY_EVENTS if record.name.startswith(prefix)), "log")
+    return f"{family}.{record.levelname.lower()}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,6 +57,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "event": event_of(record),
         }
         for name in (*FIELDS, *AUDIT_FIELDS, *PROPAGATION_FIELDS):
             value = record.__dict__.get(name)

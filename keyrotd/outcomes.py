@@ -45,14 +45,19 @@ class SyncFailed(Exception):
         self.read = read
 
 
-def log_transition(keyset: str, transition: Transition) -> None:
-    """One log line per lifecycle event (``key.created`` …): keyset and kid, no key material."""
+def log_transition(keyset: str, transition: Transition, by: str = "self") -> None:
+    """One log line per lifecycle event (``key.created`` …): keyset and kid, no key material.
+
+    ``by``: ``self`` when the logging process made the change, ``storage`` when a daemon found
+    it in storage, made by a CLI or another replica (``keyrotd.daemon.journal``)."""
     extra = {
         "event": transition.event,
         "keyset": keyset,
         "kid": transition.kid,
         "at": rfc3339(transition.at),
+        "by": by,
     }
+    found = "" if by == "self" else " (found in storage)"
     if transition.exception:
         extra["exception"] = transition.exception
         # A new keyset's first key is expected; every other exception deserves attention.
@@ -67,4 +72,4 @@ def log_transition(keyset: str, transition: Transition) -> None:
             extra=extra,
         )
     else:
-        log.info("%s %s kid=%s", transition.event, keyset, transition.kid, extra=extra)
+        log.info("%s %s kid=%s%s", transition.event, keyset, transition.kid, found, extra=extra)

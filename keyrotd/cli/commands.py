@@ -14,6 +14,7 @@ from importlib.resources import files
 from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
 from keyrotd.cli.preflight import preflight
+from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
@@ -155,13 +156,11 @@ def print_transitions(name: str, transitions: tuple[Transition, ...]) -> None:
 def cmd_status(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
     chosen = [settings.keyset(args.keyset)] if args.keyset else list(settings.keysets)
     now = clock()
+    others = [] if args.keyset else unconfigured(settings, storage)
     if args.json:
-        emit(
-            {
-                "now": rfc3339(now),
-                "keysets": [status_report(ks, storage, now, settings) for ks in chosen],
-            }
-        )
+        report: dict[str, object] = {"now": rfc3339(now)}
+        report["keysets"] = [status_report(ks, storage, now, settings) for ks in chosen]
+        emit({**report, "unconfigured": others} if others else report)
         return 0
     width = shutil.get_terminal_size().columns
     for ks in chosen:
@@ -170,6 +169,8 @@ def cmd_status(settings: Settings, storage: Storage, args: argparse.Namespace, c
             keyset, ks.policy, now, width, algorithm=ks.algorithm, location=location
         )
         sys.stdout.write(text)
+    if others:
+        sys.stdout.write(unconfigured_note(others))
     return 0
 
 

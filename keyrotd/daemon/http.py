@@ -175,7 +175,13 @@ class App:
             if not isinstance(response, Response):
                 response = await response
         except Exception as exc:
-            log.error("HTTP %s %s failed: %s", scope["method"], scope["path"], type(exc).__name__)
+            log.error(
+                "HTTP %s %s failed: %s",
+                scope["method"],
+                scope["path"],
+                type(exc).__name__,
+                extra={"event": "http.failed"},
+            )
             response = error(500, "internal error")
         elapsed, path = _clock() - began, scope["path"]
         # RouteStats.count, inlined: this runs for every JWKS answer (benchmarks/http_jwks.py)

@@ -110,7 +110,11 @@ class Observer:
                     log.error(
                         "keyset %s: observing failed",
                         name,
-                        extra={"keyset": name, "error": str(exc) or type(exc).__name__},
+                        extra={
+                            "event": "observe.poll_failed",
+                            "keyset": name,
+                            "error": str(exc) or type(exc).__name__,
+                        },
                     )
 
     # -- one poll -----------------------------------------------------------------------------

@@ -41,7 +41,10 @@ def reload_settings(daemon: Daemon) -> Settings | None:
         public, admin = daemon.app_options(new)
     except Exception as exc:
         daemon.metrics.reloads.labels("failed").inc()
-        log.error("configuration reload failed, keeping the running one", extra={"error": str(exc)})
+        log.error(
+            "configuration reload failed, keeping the running one",
+            extra={"event": "config.reload_failed", "error": str(exc)},
+        )
         daemon.clients.reload(*admin_files(daemon.settings))  # re-read even so (CONTRACT 8)
         return None
     daemon.clients.reload(*admin_files(new))  # before the new options can enable the endpoints
@@ -53,7 +56,11 @@ def reload_settings(daemon: Daemon) -> Settings | None:
         ((old.server.tls is None) != (new.server.tls is None), "TLS on or off"),
     ):
         if part:
-            log.warning("reload: a change of %s takes effect at the next restart", what)
+            log.warning(
+                "reload: a change of %s takes effect at the next restart",
+                what,
+                extra={"event": "config.restart_needed"},
+            )
     logs.configure(new.logging.format, new.logging.level)
     adopt_library_loggers()
     if (admin is None) == (daemon.admin_app is None):  # else: takes effect at the restart
@@ -111,9 +118,15 @@ def admin_files(settings: Settings) -> tuple[Path | None, Path | None]:
 
 
 def adopt_library_loggers() -> None:
-    """Send granian's and APScheduler's problems through keyrotd's handler, one event a line."""
+    """Send granian's, APScheduler's and the AWS SDK's problems through keyrotd's handler, one
+    event a line (``logs.LIBRARY_EVENTS``), never as plain text on stderr."""
     handlers = logging.getLogger("keyrotd").handlers
-    for name, level in (("_granian", logging.ERROR), ("apscheduler", logging.WARNING)):
+    for name, level in (
+        ("_granian", logging.ERROR),
+        ("apscheduler", logging.WARNING),
+        ("botocore", logging.WARNING),
+        ("urllib3", logging.WARNING),
+    ):
         logger = logging.getLogger(name)
         logger.handlers = list(handlers)
         logger.setLevel(level)

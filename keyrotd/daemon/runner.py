@@ -10,11 +10,16 @@ scheduled activation write of an RSA keyset fast even when it must publish a suc
 same instant (``publish_ahead == rotation_period``), a runner prepares one spare RSA key shortly
 before a new key is due (:data:`SPARE_LEAD`); the key factory hands it out, or generates one on
 the spot when there is none (always, for EC and Ed25519 keys: they take microseconds).
+
+Each runner keeps its keyset's :class:`~keyrotd.daemon.journal.Journal` (every transition it
+sees, logged once, by itself or found in storage) and its failure lines
+(:class:`~keyrotd.daemon.journal.Failures`). A keyset that a reload no longer configures keeps
+its runner, :attr:`KeysetRunner.unconfigured`: it only reads, so its JWKS stays served (the view
+still lets keys leave at their times) and nothing is created or activated for it.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from datetime import datetime, timedelta
@@ -22,6 +27,7 @@ from typing import Final
 
 from keyrotd.config import KeysetSettings
 from keyrotd.custody.interface import Custody, CustodyProvider
+from keyrotd.daemon.journal import FailureEvent, Failures, Journal
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.state import Board
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, StorageError
@@ -31,8 +37,6 @@ from keyrotd.lifecycle import Command, next_key_needed_at
 from keyrotd.model import Keyset
 from keyrotd.storage import Storage, Versioned
 from keyrotd.times import Clock, utc_now
-
-log = logging.getLogger("keyrotd.daemon")
 
 SPARE_LEAD: Final = timedelta(seconds=60)
 """How long before a new key is due the runner generates it."""
@@ -58,6 +62,10 @@ class KeysetRunner:
         self._spare: tuple[tuple[str, int], NewKey] | None = None
         self._preparing = False
         self.settings = settings
+        self.unconfigured = False
+        """A reload dropped the keyset: serve what storage holds, write nothing."""
+        self.journal = Journal(settings.name)
+        self.failures = Failures(settings.name)
         # time.monotonic lets the manager notice a forward wall-clock jump and postpone by it.
         spec = KeysetSpec.from_settings(settings)
         self.manager = KeysetManager(
@@ -67,6 +75,7 @@ class KeysetRunner:
             self._key,
             monotonic=time.monotonic,
             custody=self._custody_for(settings),
+            on_transition=self.journal.own,
         )
 
     @property
@@ -87,25 +96,60 @@ class KeysetRunner:
 
     def reconfigure(self, settings: KeysetSettings) -> None:
         with self._lock:
+            self.unconfigured = False
             self.settings = settings
             self.manager.spec = KeysetSpec.from_settings(settings)
             self.manager.custody = self._custody_for(settings)
 
+    def unconfigure(self) -> None:
+        """The configuration no longer lists the keyset: from now on, only read it."""
+        with self._lock:
+            self.unconfigured = True
+
     def sync(self) -> Keyset:
         """``manager.sync()`` and publish the result; failures are recorded, then raised (the
-        cause itself: the scheduler reads ``temporary`` on it)."""
+        cause itself: the scheduler reads ``temporary`` on it). Unconfigured: read only."""
         with self._lock:
+            if self.unconfigured:
+                return self._read()
             try:
                 outcome = self.manager.sync()
             except SyncFailed as failed:
+                if failed.read is not None:  # read, then failed to write: log what it read
+                    self.journal.saw(failed.read)
                 reason = self._failed(failed.stage, failed.cause)
                 self._publish_failure(reason, failed.read)
                 raise failed.cause from None
+            self._worked(outcome.keyset)
             if outcome.written or not self.board.unchanged(self.name, outcome.keyset):
                 self._published(outcome)
             else:  # served already (the board recomputes it by time): the read succeeded
                 self.board.read_succeeded([self.name])
             return outcome.keyset
+
+    def _read(self) -> Keyset:
+        """Read the keyset and serve it as stored, writing nothing (an unconfigured keyset)."""
+        try:
+            loaded = self.manager.load()
+            if loaded.version is None:
+                raise StorageError(
+                    f"the document of keyset {self.name} disappeared from {loaded.location}",
+                    "restore it from a backup; the keyset is no longer configured",
+                )
+        except Exception as exc:
+            self._publish_failure(self._failed("storage read", exc), None)
+            raise
+        self._worked(loaded.keyset)
+        if self.board.unchanged(self.name, loaded.keyset):
+            self.board.read_succeeded([self.name])
+        else:
+            self.board.loaded(self.settings, loaded.keyset, self.clock())
+        return loaded.keyset
+
+    def _worked(self, stored: Keyset) -> None:
+        """A read (or write) succeeded: log what others changed, and a recovery."""
+        self.journal.saw(stored)
+        self.failures.succeeded()
 
     def stale(self, read: Versioned | None) -> bool:
         """What the refresh read differs from what this runner last read or wrote, or the
@@ -128,6 +172,7 @@ class KeysetRunner:
             except Exception as exc:
                 self._publish_failure(self._failed("rotation", exc), None)
                 raise
+            self._worked(outcome.keyset)
             self._published(outcome)
             return outcome
 
@@ -145,16 +190,22 @@ class KeysetRunner:
             self.board.loaded(self.settings, read, self.clock(), error=reason)
 
     def _failed(self, what: str, exc: Exception) -> str:
-        """Count and log a failure; the reason as a human line (never key material)."""
+        """Count and log a failure (once a minute at most, ``journal.Failures``); the reason as
+        a human line (never key material)."""
         reason = str(exc) if isinstance(exc, KeyrotdError) else type(exc).__name__
         if what == "rotation":
             self.metrics.rotation_failed(self.name)
-        if isinstance(exc, StorageError | ConfigError | OSError):
+        storage = isinstance(exc, StorageError | ConfigError | OSError)
+        if storage:
             self.metrics.storage_failed(self.name)
-        # the reason goes in the ``error`` field only (the text format appends it)
-        log.error(
-            "keyset %s: %s failed", self.name, what, extra={"keyset": self.name, "error": reason}
+        event: FailureEvent = (
+            "storage.read_failed"
+            if what == "storage read"
+            else "storage.write_failed"
+            if storage
+            else "key.rotation_failed"
         )
+        self.failures.failed(event, reason)
         return reason
 
     # -- keys -------------------------------------------------------------------------------
@@ -184,7 +235,7 @@ class KeysetRunner:
         try:
             key = generate_key(*wanted)
         except Exception as exc:
-            log.error("keyset %s: key generation failed: %s", self.name, exc)
+            self.failures.failed("key.rotation_failed", f"key generation failed: {exc}")
             key = None
         with self._spare_lock:
             self._preparing = False

@@ -13,6 +13,9 @@ APScheduler 3 drops a job that runs later than ``misfire_grace_time`` (one secon
 after its time, silently: a busy machine would skip a rotation. Every job here has
 ``misfire_grace_time=None`` (run however late) and ``coalesce=True`` (once, not once per miss).
 
+A keyset that a reload no longer lists keeps its runner, unconfigured (it only reads: see
+``runner``), until the next restart: the refresh still reads it, no transition job is scheduled.
+
 With ``keysets[].observe`` set, :class:`~keyrotd.daemon.observer.Observer` polls those URLs in a
 thread of its own and confirms successors through :meth:`Rotator.command` (CONTRACT section 9).
 
@@ -22,7 +25,8 @@ refresh. A sync
 that failed on a temporary error (``KeyrotdError.temporary``: unreachable or throttled storage,
 a held lock) is retried with the backoff of :data:`keyrotd.retries.STORAGE`, never later than
 ``refresh_interval``; a permanent one (permission denied, a tampered or corrupt document) is not
-retried: the next refresh meets it again, so it is logged and counted once per refresh.
+retried: the next refresh meets it again, so it is counted once per refresh (and logged when
+it starts, then at most once a minute: ``journal.Failures``).
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ class Rotator:
         self.clock = clock
         self.refresh_interval = refresh_interval
         self.runners: dict[str, KeysetRunner] = {}
+        self.unconfigured: dict[str, KeysetRunner] = {}
+        """The keysets a reload dropped: served as stored until the restart."""
         self._failures: dict[str, int] = {}
         self._lock = threading.Lock()
         self._jobs_lock = threading.Lock()
@@ -151,15 +157,15 @@ class Rotator:
         return bool(self._scheduler.running and thread is not None and thread.is_alive())
 
     def configure(self, keysets: tuple[KeysetSettings, ...], refresh_interval: timedelta) -> None:
-        """Start, reconfigure or stop keysets to match ``keysets`` (start-up and SIGHUP)."""
+        """Start or reconfigure keysets to match ``keysets`` (start-up and SIGHUP); a keyset no
+        longer listed stays served, unconfigured, until the restart."""
         with self._lock:
             wanted = {ks.name: ks for ks in keysets}
             for name in [n for n in self.runners if n not in wanted]:
-                del self.runners[name]
-                for job in (f"transition:{name}", f"refresh:{name}", f"spare:{name}"):
-                    self._remove(job)
-                log.info("keyset %s: no longer configured, stopped", name, extra={"keyset": name})
-            self.board.arrange(tuple(wanted))
+                self._unconfigure(name)
+            for name in [n for n in self.unconfigured if n in wanted]:
+                self.runners[name] = self.unconfigured.pop(name)  # configured again
+            self.board.arrange(tuple(wanted), kept=tuple(self.unconfigured))
             for name, settings in wanted.items():
                 runner = self.runners.get(name)
                 if runner is None:
@@ -167,11 +173,27 @@ class Rotator:
                     self.runners[name] = KeysetRunner(
                         self.storage, settings, self.board, self.metrics, self.clock, self.custody
                     )
-                elif runner.settings != settings:
+                elif runner.unconfigured or runner.settings != settings:
                     runner.reconfigure(settings)
                 self._soon(name)
             self.refresh_interval = refresh_interval
             self._every_refresh_interval()
+
+    def _unconfigure(self, name: str) -> None:
+        """Keep serving a keyset the configuration dropped, reading it only, until the restart:
+        a typo on reload never takes a JWKS down."""
+        runner = self.runners.pop(name)
+        runner.unconfigure()
+        self.unconfigured[name] = runner
+        self._due.pop(name, None)
+        for job in (f"transition:{name}", f"spare:{name}"):
+            self._remove(job)
+        log.warning(
+            "keyset %s: no longer configured; its JWKS stays served as stored until the next "
+            "restart, and no key is created or activated for it",
+            name,
+            extra={"event": "keyset.unconfigured", "keyset": name},
+        )
 
     def _every_refresh_interval(self) -> None:
         """(Re)start the refresh job's interval from now."""
@@ -204,7 +226,7 @@ class Rotator:
         failed last time or are overdue: the refresh of an unchanged store costs near nothing.
         A failed read is recorded as a failed sync (the next refresh tries again); a keyset
         whose sync is still running is skipped (that sync reads storage anyway)."""
-        runners = list(self.runners.values())
+        runners = [*self.runners.values(), *self.unconfigured.values()]
         results = self.storage.read_many([runner.name for runner in runners])
         now = self.clock()
         unchanged = []
@@ -238,7 +260,7 @@ class Rotator:
         self._sync(name)
 
     def _sync(self, name: str) -> None:
-        runner = self.runners.get(name)
+        runner = self.runners.get(name) or self.unconfigured.get(name)
         if runner is None:
             return
         try:
@@ -261,6 +283,8 @@ class Rotator:
 
     def _schedule(self, runner: KeysetRunner, keyset: Keyset) -> None:
         self._failures.pop(runner.name, None)
+        if runner.unconfigured:
+            return  # read by the refresh; what is due is applied by the view, never written
         now = self.clock()
         upcoming = next_transition(keyset, runner.settings.policy)
         if upcoming is None:

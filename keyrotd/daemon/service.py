@@ -105,10 +105,14 @@ class Daemon:
         configured = any(path is not None for path in admin_files(settings))
         run = self.rotator.command
         admin = Admin(self.clients, run, self.audit, self.where) if configured else None
+        listed = {keyset.name for keyset in settings.keysets}
+        dropped = self.rotator.unconfigured.values()
+        running = (*self.settings.keysets, *(runner.settings for runner in dropped))
+        kept = [keyset for keyset in running if keyset.name not in listed]  # served till restart
         both = Options(
             max_age=int(settings.server.jwks_max_age.total_seconds()),
             admin=admin,
-            issuers=issuer_routes(settings.keysets),
+            issuers={**issuer_routes(kept), **issuer_routes(settings.keysets)},
         )
         if not settings.server.admin_listen:
             return both, None
@@ -259,7 +263,11 @@ class Daemon:
 
         threading.Thread(target=finish, name="keyrotd-stop", daemon=True).start()
         if not done.wait(STOP_TIMEOUT) and clean:
-            log.warning("a job is still running after %.0fs; exiting without it", STOP_TIMEOUT)
+            log.warning(
+                "a job is still running after %.0fs; exiting without it",
+                STOP_TIMEOUT,
+                extra={"event": "daemon.stop_timeout"},
+            )
             for handler in logging.getLogger("keyrotd").handlers:
                 handler.flush()
             os._exit(0)

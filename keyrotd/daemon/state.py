@@ -131,6 +131,8 @@ class Snapshot:
         self.published: dict[str, Published] = {}
         self.health: dict[str, Health] = {}
         self._members: frozenset[str] = frozenset()
+        """The keysets served: the configured ones (``order``) and those kept after a reload."""
+        self._configured: frozenset[str] = frozenset()
         self._missing: set[str] = set()
         self._failing: set[str] = set()
 
@@ -168,17 +170,18 @@ class Snapshot:
         return sorted(names, key=position.__getitem__)[:most]
 
     # -- changed by the Board only, under its lock --------------------------------------------
-    def _arrange(self, order: tuple[str, ...]) -> None:
-        members = frozenset(order)
+    def _arrange(self, order: tuple[str, ...], kept: tuple[str, ...]) -> None:
+        members = frozenset(order) | frozenset(kept)
         for gone in self._members - members:
             self.published.pop(gone, None)
             self.health.pop(gone, None)
-        self._failing &= members
+        self._configured = frozenset(order)
+        self._failing &= self._configured
         self._missing = {name for name in order if name not in self.published}
         self._members, self.order = members, order
 
     def _set(self, name: str, published: Published | None, health: Health | None) -> bool:
-        """Store one keyset's view and health; False if it is no longer configured."""
+        """Store one keyset's view and health; False if it is no longer served."""
         if name not in self._members:
             return False
         if published is not None:
@@ -188,7 +191,7 @@ class Snapshot:
             self.health[name] = health
             if health.error is None:
                 self._failing.discard(name)
-            else:
+            elif name in self._configured:  # a kept keyset is not part of readiness
                 self._failing.add(name)
         return True
 
@@ -272,8 +275,10 @@ class Board:
                 return
         self._on_change()
 
-    def arrange(self, order: tuple[str, ...]) -> None:
-        """Set the served keysets (their order: the first one is ``/.well-known``)."""
+    def arrange(self, order: tuple[str, ...], kept: tuple[str, ...] = ()) -> None:
+        """Set the configured keysets (their order: the first one is ``/.well-known``) and the
+        ``kept`` ones, no longer configured but still served until the restart (their JWKS
+        only: ``order`` is what readiness, metrics and the admin endpoints know)."""
         with self._lock:
-            self.snapshot._arrange(order)
+            self.snapshot._arrange(order, kept)
         self._on_change()

@@ -54,11 +54,18 @@ class Notifier:
             self._on_drop()
             if not self._warned:
                 self._warned = True
-                log.warning("sd_notify: $NOTIFY_SOCKET is full (not read?); dropping messages")
+                log.warning(
+                    "sd_notify: $NOTIFY_SOCKET is full (not read?); dropping messages",
+                    extra={"event": "systemd.notify_failed"},
+                )
         except OSError as exc:
             if not self._warned:
                 self._warned = True
-                log.warning("sd_notify to $NOTIFY_SOCKET failed: %s", exc.strerror or exc)
+                log.warning(
+                    "sd_notify to $NOTIFY_SOCKET failed: %s",
+                    exc.strerror or exc,
+                    extra={"event": "systemd.notify_failed"},
+                )
 
     def status(self, text: str) -> None:
         self.notify("STATUS=" + " ".join(text.split()))

@@ -1,7 +1,8 @@
-"""Retries in the daemon. A permanent storage error under a real daemon is reported once per
-refresh and counted, never retried in a tight loop: a tampered file document, and AWS answering
-AccessDenied (a scripted endpoint on 127.0.0.1, reached by the daemon's real boto3 client). A
-temporary one (a held lock) is retried by the scheduler with the backoff of the setting."""
+"""Retries in the daemon. A permanent storage error under a real daemon is met once per refresh
+and counted, never retried in a tight loop, and logged once (then once a minute while it goes
+on): a tampered file document, and AWS answering AccessDenied (a scripted endpoint on 127.0.0.1,
+reached by the daemon's real boto3 client). A temporary one (a held lock) is retried by the
+scheduler with the backoff of the setting."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from keyrotd.daemon.scheduling import Rotator
 from keyrotd.daemon.state import Board
 from keyrotd.retries import Retry
 from keyrotd.storage.file import FileStorage
+from keyrotd.storage.interface import ReadResult, Versioned
 from tests.storage.endpoints import ScriptedEndpoint
 from tests.support.daemon import Daemon
 from tests.support.moto import AWS_TEST_ENVIRONMENT, AWS_VARIABLES_TO_CLEAR
@@ -31,7 +34,7 @@ from .conftest import DaemonFactory
 REFRESH = 1.0
 WINDOW = 5.0  # five refresh intervals
 FAILED = "keyset main: storage read failed"
-ROTATION_FAILED = "keyset main: rotation failed"
+WRITE_FAILED = "keyset main: storage write failed"
 
 
 def failure_lines(daemon: Daemon) -> int:
@@ -55,9 +58,9 @@ def count_over_the_window(daemon: Daemon) -> tuple[int, float]:
 
 def assert_once_per_refresh(lines: int, counted: float) -> None:
     refreshes = WINDOW / REFRESH
-    # one per refresh; a retry loop (0.5 s, 1 s, ... beside the refresh) would log about twice
-    assert refreshes - 1 <= lines <= refreshes + 1, lines
-    assert abs(counted - lines) <= 1  # one counted per line logged; read a moment apart
+    # one per refresh; a retry loop (0.5 s, 1 s, ... beside the refresh) would count about twice
+    assert refreshes - 1 <= counted <= refreshes + 1, counted
+    assert lines == 0  # logged when it started, then not again within the minute
 
 
 def test_a_tampered_document_is_reported_once_per_refresh(daemon: Daemon) -> None:
@@ -88,7 +91,7 @@ def test_aws_access_denied_is_asked_once_per_refresh(daemon_factory: DaemonFacto
         assert daemon.stop() == 0
 
     assert_once_per_refresh(lines, counted)
-    assert lines <= asked <= lines + 2  # botocore does not retry it either: one call a refresh
+    assert counted <= asked <= counted + 2  # botocore does not retry it either: one call a refresh
     assert "AccessDeniedException" in daemon.log_text()
 
 
@@ -96,6 +99,38 @@ def test_aws_access_denied_is_asked_once_per_refresh(daemon_factory: DaemonFacto
 
 PACE = Retry(attempts=4, base_delay=timedelta(milliseconds=300), max_delay=timedelta(seconds=1))
 SETTINGS = KeysetSettings(name="main", algorithm="ES256")
+
+
+class NotedWrites:
+    """The file store, noting when each write failed: the attempts the scheduler makes (the log
+    says a failure once a minute only)."""
+
+    def __init__(self, inner: FileStorage) -> None:
+        self.inner = inner
+        self.max_document_size = inner.max_document_size
+        self.failed: list[float] = []
+
+    def location(self, keyset: str) -> str:
+        return self.inner.location(keyset)
+
+    def read(self, keyset: str) -> Versioned | None:
+        return self.inner.read(keyset)
+
+    def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
+        return self.inner.read_many(keysets)
+
+    def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
+        try:
+            return self.inner.write(keyset, data, expected_version)
+        except Exception:
+            self.failed.append(time.monotonic())
+            raise
+
+    def list_keysets(self) -> list[str]:
+        return self.inner.list_keysets()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def test_a_temporary_failure_is_retried_with_the_backoff_then_left_to_the_refresh(
@@ -106,7 +141,7 @@ def test_a_temporary_failure_is_retried_with_the_backoff_then_left_to_the_refres
     four attempts), then waits for the refresh (30 s away); once the lock is free, the next
     attempt succeeds."""
     (tmp_path / "store").mkdir(mode=0o700)
-    storage = FileStorage(tmp_path / "store", lock_timeout=0.05)
+    storage = NotedWrites(FileStorage(tmp_path / "store", lock_timeout=0.05))
     fd = os.open(tmp_path / "store" / "main.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     board = Board()
@@ -115,7 +150,7 @@ def test_a_temporary_failure_is_retried_with_the_backoff_then_left_to_the_refres
     caplog.set_level(logging.ERROR, "keyrotd.daemon")
 
     def failures() -> list[float]:
-        return [r.created for r in caplog.records if r.getMessage() == ROTATION_FAILED]
+        return list(storage.failed)
 
     try:
         rotator.start([SETTINGS])
@@ -134,6 +169,7 @@ def test_a_temporary_failure_is_retried_with_the_backoff_then_left_to_the_refres
         rotator.shutdown()
         storage.close()
     assert len(failures()) == 4
+    assert [r.getMessage() for r in caplog.records] == [WRITE_FAILED]  # once, when it started
 
 
 def test_a_permanent_failure_is_not_retried_before_the_refresh(

@@ -78,11 +78,14 @@ def make_replicas(
 
 
 def transitions_in(events: Iterable[Mapping[str, Any]], keyset: str) -> list[Transition]:
-    """The lifecycle transitions of ``keyset`` in a replica's JSON log events."""
+    """The lifecycle transitions of ``keyset`` a replica wrote, from its JSON log events (not
+    those it found in storage, written by another: ``"by": "storage"``)."""
     found = []
     for event in events:
         name = event.get("event")
-        if isinstance(name, str) and name.startswith("key.") and event.get("keyset") == keyset:
+        if event.get("by") == "storage" or event.get("keyset") != keyset:
+            continue
+        if isinstance(name, str) and name.startswith("key."):
             at = datetime.fromisoformat(str(event["at"]))
             found.append(Transition(name, str(event["kid"]), at, event.get("exception")))  # type: ignore[arg-type]
     return found

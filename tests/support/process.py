@@ -168,11 +168,12 @@ class Daemon:
         return events
 
     def transitions(self) -> list[Transition]:
-        """Every lifecycle transition the daemon wrote, from its JSON log lines."""
+        """Every lifecycle transition the daemon wrote, from its JSON log lines (not those it
+        found in storage, ``"by": "storage"``)."""
         found = []
         for event in self.log_events():
             name = event.get("event")
-            if isinstance(name, str) and name.startswith("key."):
+            if isinstance(name, str) and name.startswith("key.") and event.get("by") != "storage":
                 at = datetime.fromisoformat(str(event["at"]))
                 exception = event.get("exception")
                 found.append(Transition(name, str(event["kid"]), at, exception))
