@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 from keyrotd.daemon import admin as admin_endpoints
 from keyrotd.daemon.admin import Admin
+from keyrotd.daemon.cors import Cors, with_headers
 from keyrotd.daemon.discovery import Discovery, Route
 from keyrotd.daemon.metrics import CONTENT_TYPE, Metrics
 from keyrotd.daemon.responses import (
@@ -59,6 +60,8 @@ class Options:
     admin: Admin | None = None
     issuers: Mapping[str, Route] = field(default_factory=dict)
     """The issuer paths (``discovery.issuer_routes`` of the configuration)."""
+    cors: Cors | None = None
+    """``server.cors_origins`` for the JWKS and discovery answers (None: no CORS headers)."""
 
 
 class App:
@@ -172,22 +175,34 @@ class App:
         return not_found() if found is None else found
 
     def jwks(self, name: str, method: str, headers: Headers) -> Response:
+        cors = self.options.cors
         if method not in GET:
-            return not_allowed(GET)
+            return not_allowed(GET) if cors is None else self.cross_origin(cors, method, headers)
         now = time.time()
         published = self.board.current(name, now)
+        extra = () if cors is None else cors.headers(headers)
         if published is None:
             if name in self.board.snapshot.order:
-                return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
-            return error(404, f"unknown keyset {name}")
+                unloaded = error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
+                return with_headers(unloaded, extra)
+            return with_headers(error(404, f"unknown keyset {name}"), extra)
         max_age = published.max_age(now, self.options.max_age)
-        return cacheable(headers, published.etag, max_age, published.body)
+        return cacheable(headers, published.etag, max_age, published.body, extra)
 
     def discovery(self, document: Discovery, method: str, headers: Headers) -> Response:
         """A keyset's OpenID discovery document (configuration only: no keys needed)."""
+        cors = self.options.cors
         if method not in GET:
-            return not_allowed(GET)
-        return cacheable(headers, document.etag, self.options.max_age, document.body)
+            return not_allowed(GET) if cors is None else self.cross_origin(cors, method, headers)
+        extra = () if cors is None else cors.headers(headers)
+        return cacheable(headers, document.etag, self.options.max_age, document.body, extra)
+
+    @staticmethod
+    def cross_origin(cors: Cors, method: str, headers: Headers) -> Response:
+        """A JWKS or discovery path asked with a method other than GET or HEAD, under CORS."""
+        if method == "OPTIONS":
+            return cors.preflight(headers)
+        return with_headers(not_allowed((*GET, "OPTIONS")), cors.headers(headers))
 
     def healthz(self) -> Response:
         if not self.alive():

@@ -36,13 +36,20 @@ def strong_etag(body: bytes) -> bytes:
     return b'"%s"' % hashlib.sha256(body).hexdigest()[:32].encode()
 
 
-def cacheable(headers: Headers, etag: bytes, max_age: int, body: bytes) -> Response:
-    """``body`` with its ETag and a public max-age; 304 when ``If-None-Match`` matches."""
+def cacheable(
+    headers: Headers,
+    etag: bytes,
+    max_age: int,
+    body: bytes,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> Response:
+    """``body`` with its ETag and a public max-age; 304 when ``If-None-Match`` matches.
+    ``extra``: more headers for both (CORS)."""
     cache = (b"cache-control", b"public, max-age=%d" % max_age)
     for key, value in headers:
         if key == b"if-none-match" and etag_matches(value, etag):
-            return Response(304, [(b"etag", etag), cache])
-    return Response(200, [JSON, (b"etag", etag), cache], body)
+            return Response(304, [(b"etag", etag), cache, *extra])
+    return Response(200, [JSON, (b"etag", etag), cache, *extra], body)
 
 
 def respond(status: int, data: object, *extra: tuple[bytes, bytes]) -> Response:
