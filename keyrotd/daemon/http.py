@@ -5,14 +5,15 @@
     GET <issuer path>/.well-known/openid-configuration   per keyset with an ``issuer``
     GET <issuer path>/.well-known/jwks.json        that keyset's JWKS (see ``discovery``)
     GET /healthz  /readyz  /metrics
-    GET /signing-key                               the first keyset's (admin)
+    GET /signing-key   POST /sign                  the first keyset's (admin)
     and the admin endpoints (see ``admin``) when ``server.admin_token_file`` or
     ``server.admin_clients_file`` is set.
 
 No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and one
 ``response_bytes`` call (about 2 µs of Python; see benchmarks/). Responses to GET also answer HEAD.
-Request bodies are never read. Every error has a JSON body; an unexpected exception is logged
-(its type, never its text) and answered with a bare 500.
+Request bodies are read only by ``POST .../sign`` (``responses.read_body``, at most 64 KiB).
+Every error has a JSON body; an unexpected exception is logged (its type, never its text) and
+answered with a bare 500.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
     from granian.rsgi import Scope as RSGIScope
 
 log = logging.getLogger("keyrotd.daemon")
+
+FIRST_KEYSET: Final = frozenset({"/signing-key", "/sign"})
+"""Admin paths without a keyset: the first keyset's."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class App:
         """ASGI: what the tests and other servers can run."""
         if scope["type"] != "http":
             return
-        response = await self.answer(scope)
+        response = await self.answer({**scope, "receive": receive})
         body = b"" if scope["method"] == "HEAD" else response.body
         start = {"type": "http.response.start", "status": response.status}
         await send({**start, "headers": response.headers})
@@ -112,6 +116,7 @@ class App:
             "path": scope.path,  # granian decoded it already (as ASGI's ``path`` is): never twice
             "query_string": scope.query_string.encode("latin-1"),
             "client": scope.client,  # "ip:port" (TCP), the peer's socket path (unix): audit
+            "rsgi": protocol,  # the body, for the one endpoint that reads one (``read_body``)
             "headers": [
                 (k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()
             ],
@@ -149,7 +154,7 @@ class App:
             if len(parts) == 2 and parts[1] == "jwks.json":
                 return self.jwks(parts[0], method, scope["headers"])
             return self.admin_route(path, scope)
-        if path == "/signing-key":  # the first keyset's
+        if path in FIRST_KEYSET:
             return self.admin_route(path, scope)
         handler = self.plain.get(path)
         if handler is None:
@@ -162,11 +167,11 @@ class App:
         admin = self.options.admin
         if admin is None:
             return not_found()
-        if path == "/signing-key":
+        if path in FIRST_KEYSET:
             order = self.board.snapshot.order
             if not order:
                 return not_found()
-            parts = [order[0], "signing-key"]
+            parts = [order[0], path[1:]]
         elif path.startswith("/keysets/"):
             parts = path.split("/")[2:]
         else:

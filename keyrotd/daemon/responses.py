@@ -15,7 +15,8 @@ Headers = list[tuple[bytes, bytes]]
 JSON: Final = (b"content-type", b"application/json")
 NO_STORE: Final = (b"cache-control", b"no-store")
 MAX_BODY: Final = 64 * 1024
-"""Request bodies are never read; a request announcing more than this is refused (413)."""
+"""The largest request body read (``POST .../sign``); a request announcing more is refused (413),
+and so is a longer body that announced nothing."""
 GET: Final = ("GET", "HEAD")
 POST: Final = ("POST",)
 
@@ -92,3 +93,28 @@ def etag_matches(if_none_match: bytes, etag: bytes) -> bool:
         if candidate == b"*" or candidate.removeprefix(b"W/") == etag:
             return True
     return False
+
+
+async def read_body(scope: Scope, limit: int = MAX_BODY) -> bytes | None:
+    """The request body (granian's RSGI protocol or ASGI's ``receive`` in the scope, as the app
+    puts them); None when it is longer than ``limit`` bytes (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    protocol = scope.get("rsgi")
+    if protocol is not None:
+        async for chunk in protocol:
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+    receive = scope["receive"]
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
