@@ -14,6 +14,7 @@ from importlib.resources import files
 from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
 from keyrotd.cli.preflight import preflight
+from keyrotd.cli.sign_command import cmd_sign
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError
@@ -226,4 +227,5 @@ COMMANDS: dict[str, Command] = {
     "rotate": cmd_rotate,
     "revoke": cmd_revoke,
     "status": cmd_status,
+    "sign": cmd_sign,
 }
