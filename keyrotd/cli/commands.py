@@ -13,6 +13,7 @@ from importlib.resources import files
 
 from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
+from keyrotd.cli.import_command import cmd_import
 from keyrotd.cli.preflight import preflight
 from keyrotd.cli.sign_command import cmd_sign
 from keyrotd.config import KeysetSettings, Settings, load_settings
@@ -228,4 +229,5 @@ COMMANDS: dict[str, Command] = {
     "revoke": cmd_revoke,
     "status": cmd_status,
     "sign": cmd_sign,
+    "import": cmd_import,
 }

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from keyrotd.cli.sign_command import add_sign_parser
 
     add_sign_parser(command("sign", "print a token signed by the active key"), KEYSET_HELP)
+    from keyrotd.cli.import_command import add_import_parser
+
+    add_import_parser(command("import", "adopt an existing key (PEM or JWK)"), KEYSET_HELP)
     p = command("jwks", "print the JWKS that is served")
     keyset(p)
     p = command("signing-key", "print the active private JWK (for issuers)")
