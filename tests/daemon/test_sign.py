@@ -199,3 +199,39 @@ def test_a_new_signing_key_signs_after_rotate_now(daemon_factory: DaemonFactory)
     second = post(daemon, "/keysets/a/sign", token, {"claims": {}}).json()
     assert second["kid"] != first
     verify(daemon, "a", second["token"])
+
+
+def test_a_running_daemon_signs_with_a_key_imported_by_the_cli(
+    daemon_factory: DaemonFactory,
+) -> None:
+    """``keyrotd import`` beside a running daemon: it serves the key at the next refresh and
+    ``POST .../sign`` signs with it at once (the key of the snapshot it serves)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    daemon = with_clients(daemon_factory(keysets=KEYSETS))
+    token = add_client(daemon, "signer", "sign:a")
+    daemon.start()
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = daemon.workdir / "issuer-key.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["--config", str(daemon.config), "import", str(path), "--keyset", "a"])
+    assert code == 0
+    kid = out.getvalue().split("imported ")[1].split(",")[0]
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        signed = post(daemon, "/keysets/a/sign", token, {"claims": {"sub": "x"}}).json()
+        if signed["kid"] == kid:
+            break
+        time.sleep(0.1)
+    assert signed["kid"] == kid
+    claims = jwt.decode(signed["token"], key.public_key(), algorithms=["ES256"], issuer=ISSUER)
+    assert claims["sub"] == "x"
