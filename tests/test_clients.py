@@ -275,7 +275,7 @@ def test_scopes_parse_and_print_back(text: str, scope: Scope) -> None:
 
 @pytest.mark.parametrize("text", ["signing:api", "sign-key:api", "stat:api", "sign", "sign:"])
 def test_near_misses_of_the_actions_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="ACTION|KEYSET|':'"):
+    with pytest.raises(ValueError, match=r"ACTION|KEYSET|':'"):
         Scope.parse(text)
 
 

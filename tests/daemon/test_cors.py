@@ -127,3 +127,17 @@ def test_a_bad_origin_is_refused_naming_the_setting(
     err = capsys.readouterr().err
     assert "cors_origins" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_sighup_changes_the_origins(daemon_factory: DaemonFactory) -> None:
+    from .test_scopes import reload
+
+    daemon = daemon_factory(keysets=KEYSETS).start()
+    path = "/keysets/main/jwks.json"
+    assert "access-control-allow-origin" not in daemon.get(path, {"Origin": ALLOWED}).headers
+    text = daemon.config.read_text()
+    daemon.config.write_text(
+        text.replace("[server]\n", f'[server]\ncors_origins = ["{ALLOWED}"]\n')
+    )
+    reload(daemon, "config.reloaded")
+    assert daemon.get(path, {"Origin": ALLOWED}).headers["access-control-allow-origin"] == ALLOWED
