@@ -51,7 +51,7 @@ def read_key_file(path: Path, alg: str) -> ImportedKey:
         raise KeyrotdError(f"{path} is larger than 1 MiB", "give one key, as PEM or a JWK")
     stated: str | None = None
     if data.lstrip().startswith(b"{"):
-        key, stated = _from_jwk(path, data)
+        key, stated = _from_jwk(path, data, alg)
     else:
         key = _from_pem(path, data)
     jwk = _exported(path, key)
@@ -102,7 +102,7 @@ def _from_pem(path: Path, data: bytes) -> Any:
         ) from None
 
 
-def _from_jwk(path: Path, data: bytes) -> tuple[Any, str | None]:
+def _from_jwk(path: Path, data: bytes, alg: str) -> tuple[Any, str | None]:
     try:
         value = json.loads(data)
     except (ValueError, RecursionError):
@@ -116,6 +116,12 @@ def _from_jwk(path: Path, data: bytes) -> tuple[Any, str | None]:
             f"{path}: not a usable JWK (a member is missing or wrong)",
             "give an RSA, EC or OKP (Ed25519) JWK with all its members",
         ) from None
+    if value.get("alg", alg) != alg or value.get("use", "sig") != "sig":
+        raise KeyrotdError(
+            f"{path}: the JWK is for {value.get('alg', alg)} (use {value.get('use', 'sig')}), "
+            f"not for signing with {alg}",
+            f"import a key made for {alg}, or into a keyset with that key's algorithm",
+        )
     stated = value.get("kid")
     return key.raw_value, stated if isinstance(stated, str) else None
 

@@ -215,6 +215,12 @@ def test_refusals_exit_1_naming_the_cause(store: Store) -> None:
         "p384.pem": (pem(ec.generate_private_key(ec.SECP384R1())), "ES256"),
         "junk.pem": (b"-----BEGIN PRIVATE KEY-----\nnot a key\n", "junk.pem"),
         "junk.json": (b'{"kty": "EC"}', "junk.json"),
+        "other-alg.json": (
+            json.dumps(
+                {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key)), "alg": "ES384"}
+            ).encode(),
+            "ES384",
+        ),
     }
     for name, (data, words) in cases.items():
         code, _, err = store.run("import", str(store.write(name, data)))

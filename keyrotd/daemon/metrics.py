@@ -217,6 +217,7 @@ class Metrics:
         self._rotations.labels(keyset)
         self._rotation_failures.labels(keyset)
         self._storage_failures.labels(keyset)
+        self._tokens_signed.labels(keyset)
 
     def count_requests(self, storage: object) -> None:
         """Expose the backend's request counts, if it keeps them (``request_counts()``)."""
