@@ -11,6 +11,7 @@ Two sources::
     Issuer.from_url("http://127.0.0.1:8080", keyset="default", token=ADMIN_TOKEN)
     Issuer.from_url("https://keyrotd.internal:8443", token=CLIENT_TOKEN, ca_file="ca.pem")
     Issuer.from_url("unix:/run/keyrotd/admin.sock", token=CLIENT_TOKEN)
+    Issuer.from_url("unix:/run/keyrotd/admin.sock", keyset="api", token=T, remote=True)
 
 Without ``keyset=`` both take the first keyset of the daemon's configuration, as the CLI does;
 ``from_config()`` without a path finds the configuration as the CLI does. The URL source reads
@@ -22,6 +23,11 @@ socket (``server.admin_listen``). Redirects are not followed. Its lifetime limit
 response's ``token_lifetime`` (seconds) when the daemon sends it, else from the ``token_lifetime``
 argument; without either it refuses to start. ``publish_ahead`` (seconds) in the response, when
 present, sets the refresh interval as for storage; else it is ``refresh_interval`` (default 30s).
+
+With ``remote=True`` (a client with the ``sign`` scope) the issuer holds no key at all: every
+``sign`` is one ``POST /keysets/{name}/sign`` (``POST /sign`` without ``keyset=``), and the daemon
+sets the header, ``iat``, ``exp`` and ``iss`` (``keyrotd.signing``); its refusals raise
+:class:`KeyrotdError` (:class:`TokenError` for a 400) with the daemon's reason.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import math
 import os
 import secrets
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from types import TracebackType
@@ -38,6 +45,7 @@ from typing import Any, Final, Self
 
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError, TokenError
+from keyrotd.fetching import Endpoint, post_json
 from keyrotd.issuing import (
     Held,
     background_refresh_interval,
@@ -136,11 +144,14 @@ class Issuer:
         timeout: float = 5.0,
         clock: Clock = utc_now,
         background: bool = True,
+        remote: bool = False,
     ) -> Issuer:
         """Read the schedule from a daemon's ``/keysets/{keyset}/signing-key`` endpoint, or
         without ``keyset`` from ``/signing-key`` (its first keyset). ``url`` is
         ``http(s)://HOST:PORT`` or ``unix:/PATH``; ``ca_file`` (PEM) is the CA to trust for
-        ``https://``."""
+        ``https://``. ``remote=True``: hold no key, have the daemon sign every token."""
+        if remote:
+            return RemoteIssuer(sign_endpoint(url, keyset, ca_file), token, timeout, clock)
         endpoint = signing_key_endpoint(url, keyset, ca_file)
         lifetime = None if token_lifetime is None else duration(token_lifetime, "token_lifetime")
         return cls(
@@ -259,3 +270,94 @@ class Issuer:
                 "pass token_lifetime= (the keyset's setting) to Issuer.from_url",
             )
         return min(known)
+
+
+def sign_endpoint(url: str, keyset: str | None, ca_file: str | os.PathLike[str] | None) -> Endpoint:
+    """The daemon's ``/keysets/{keyset}/sign``, or ``/sign`` without a keyset."""
+    path = "/sign" if keyset is None else f"/keysets/{urllib.parse.quote(keyset, safe='')}/sign"
+    return Endpoint.of_daemon(url, path, ca_file)
+
+
+class RemoteIssuer(Issuer):
+    """``Issuer.from_url(..., remote=True)``: every token signed by the daemon (see the module
+    docstring); no key, no schedule, no background thread."""
+
+    def __init__(self, endpoint: Endpoint, token: str, timeout: float, clock: Clock) -> None:
+        self.source = str(endpoint)
+        self.refresh_interval = timedelta(0)
+        self._endpoint = endpoint
+        self._timeout = timeout
+        self._clock = clock
+        bearer = token.strip()
+        if not bearer or any(not char.isprintable() or char.isspace() for char in bearer):
+            raise KeyrotdError(
+                "the token given to Issuer.from_url is empty or holds spaces or control characters",
+                "pass the token exactly as `keyrotd client add` printed it",
+            )
+        self._headers = {"Authorization": f"Bearer {bearer}"}
+
+    def __repr__(self) -> str:
+        return f"RemoteIssuer({self.source})"
+
+    def sign(
+        self,
+        claims: Mapping[str, Any],
+        lifetime: float | timedelta | None = None,
+        *,
+        not_before: bool = False,
+        jti: bool = False,
+    ) -> str:
+        """As :meth:`Issuer.sign`, signed by the daemon (``iat``, ``exp``, ``iss`` its own)."""
+        given = ISSUER_CLAIMS & claims.keys() | ({"jti"} & claims.keys() if jti else set())
+        if given:
+            raise TokenError(
+                f"claims already hold {', '.join(sorted(given))}, which the issuer sets",
+                "leave them out: use lifetime=, not_before= and jti= instead",
+            )
+        sent: dict[str, Any] = dict(claims)
+        if not_before:
+            sent["nbf"] = math.floor(self._clock().timestamp())
+        if jti:
+            sent["jti"] = secrets.token_urlsafe(16)
+        body: dict[str, Any] = {"claims": sent}
+        if lifetime is not None:
+            body["lifetime"] = math.floor(duration(lifetime, "lifetime").total_seconds())
+        try:
+            answer = post_json(
+                self._endpoint,
+                body,
+                timeout=self._timeout,
+                what="sign request",
+                headers=self._headers,
+                status_hints=_SIGN_HINTS,
+            )
+        except KeyrotdError as exc:
+            if "HTTP 400" in exc.message:
+                raise TokenError(exc.message, exc.hint) from None
+            raise
+        token = answer.get("token") if isinstance(answer, dict) else None
+        if not isinstance(token, str):
+            raise KeyrotdError(f"{self.source}: not a sign answer", "check the URL")
+        return token
+
+    def signing_key(self) -> dict[str, str]:
+        raise KeyrotdError(
+            "this issuer holds no key: it was made with remote=True and the daemon signs",
+            "sign with issuer.sign(); use remote=False and the signing-key scope to hold the key",
+        )
+
+    def refresh(self) -> bool:
+        return True  # nothing held: every token asks the daemon
+
+    def close(self) -> None:
+        pass
+
+
+_SIGN_HINTS: Final = {
+    401: "check the token: one that `keyrotd client add` printed for a client still in "
+    "server.admin_clients_file (keyrotd client list), or the admin token",
+    403: "give this client the sign scope for the keyset (keyrotd client add NAME --scope "
+    "sign:KEYSET)",
+    404: "check the keyset name, that the daemon sets server.admin_token_file or "
+    "admin_clients_file, and that the URL is server.admin_listen when that is set",
+}

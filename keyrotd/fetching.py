@@ -1,4 +1,5 @@
-"""A bounded JSON GET over http(s) or a daemon's unix socket, every failure a KeyrotdError.
+"""A bounded JSON GET (and POST) over http(s) or a daemon's unix socket, every failure a
+KeyrotdError.
 
 :func:`get_json` serves the issuer (``keyrotd.client``) and ``keyrotd inspect --jwks-url``: an
 :class:`Endpoint` is a URL (optionally trusting one CA file) or a request path on a unix socket;
@@ -22,7 +23,7 @@ from typing import Any, Final
 
 from keyrotd.errors import ConfigError, KeyrotdError, UsageError
 
-__all__ = ["Endpoint", "get_json"]
+__all__ = ["Endpoint", "get_json", "post_json"]
 
 _MAX_RESPONSE: Final = 1024 * 1024
 
@@ -157,3 +158,71 @@ def _trusting(ca_file: str) -> ssl.SSLContext:
             f"cannot read ca_file {ca_file} ({reason})",
             "give the PEM file of the CA that signed the daemon's certificate",
         ) from None
+
+
+def post_json(
+    endpoint: Endpoint,
+    data: object,
+    *,
+    timeout: float,
+    what: str,
+    headers: Mapping[str, str],
+    status_hints: Mapping[int, str] | None = None,
+) -> object:
+    """``POST endpoint`` with ``data`` as JSON and the JSON answer (at most 1 MiB); redirects are
+    not followed. A non-2xx answer is a :class:`KeyrotdError` with the daemon's own ``error``
+    text when it sent one (it never holds a token) and the hint of ``status_hints``."""
+    body = json.dumps(data).encode()
+    sent = {"Accept": "application/json", "Content-Type": "application/json", **headers}
+    try:
+        status, reason, answer = _post(endpoint, sent, body, timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        raise KeyrotdError(f"{endpoint}: cannot send the {what} ({exc})", "is it up?") from None
+    except ValueError:  # its text may quote a header, the token's among them: never shown
+        raise KeyrotdError(
+            f"{endpoint}: cannot send the {what} (a header or the URL is not valid)",
+            "check the URL, and that the token is one line of printable text",
+        ) from None
+    try:
+        parsed = json.loads(answer) if len(answer) <= _MAX_RESPONSE else None
+    except (ValueError, RecursionError):
+        parsed = None
+    if not 200 <= status < 300:
+        said = parsed.get("error") if isinstance(parsed, dict) else None
+        detail = f": {said}" if isinstance(said, str) else ""
+        hint = (status_hints or {}).get(status, f"check the URL; it should take a {what}")
+        raise KeyrotdError(f"{endpoint}: HTTP {status} {reason}{detail}", hint)
+    if parsed is None:
+        raise KeyrotdError(f"{endpoint}: the answer to the {what} is not JSON", "check the URL")
+    return parsed
+
+
+def _post(
+    endpoint: Endpoint, headers: Mapping[str, str], body: bytes, timeout: float
+) -> tuple[int, str, bytes]:
+    connection: http.client.HTTPConnection
+    if endpoint.socket is not None:
+        connection = _UnixConnection(endpoint.socket, timeout)
+        target = endpoint.url
+    else:
+        parts = urllib.parse.urlsplit(endpoint.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{endpoint.url!r} is not an http(s) URL")
+        if parts.scheme == "https":
+            context = (
+                ssl.create_default_context()
+                if endpoint.ca_file is None
+                else _trusting(endpoint.ca_file)
+            )
+            connection = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=timeout, context=context
+            )
+        else:
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request("POST", target, body=body, headers=dict(headers))
+        response = connection.getresponse()
+        return response.status, response.reason, response.read(_MAX_RESPONSE + 1)
+    finally:
+        connection.close()

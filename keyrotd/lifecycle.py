@@ -14,7 +14,7 @@ The schedule (CONTRACT section 3):
 - when a pending key activates the active one retires; it stays in the JWKS for
   ``token_lifetime + clock_skew`` (G3), then expires into the bounded history;
 - exceptions to G2, each reported with ``exception`` set: the first key of a keyset, ``rotate
-  --now`` and revoking the active key;
+  --now``, revoking the active key and ``import --as active`` (a key its verifiers hold already);
 - with ``policy.observe`` a successor is published *awaiting confirmation*: no ``activates_at``
   until an :class:`Observed` poll confirms it (``keyrotd.propagation``, CONTRACT section 9); until
   then it is held, however late, and the active key keeps signing.
@@ -31,6 +31,7 @@ from keyrotd.lifecycle_commands import (
     TICK,
     Command,
     EventName,
+    Import,
     Observed,
     Plan,
     Postpone,
@@ -48,6 +49,7 @@ __all__ = [
     "TICK",
     "Command",
     "EventName",
+    "Import",
     "Observed",
     "Plan",
     "Postpone",
@@ -79,6 +81,8 @@ def plan(
         elif isinstance(command, Postpone):
             work.postpone(command.by)
         work.materialize()
+        if isinstance(command, Import):  # before ensure_active: an imported key may be the first
+            work.import_key(command)
         work.ensure_active()
         if isinstance(command, Rotate):
             work.rotate(command.now)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from keyrotd.model import Keyset
+from keyrotd.model import Jwk, Keyset
 from keyrotd.propagation import Poll
 
 EventName = Literal[
@@ -61,9 +61,27 @@ class Observed:
     poll: Poll
 
 
-Command = Tick | Rotate | Revoke | Republish | Postpone | Observed
+@dataclass(frozen=True)
+class Import:
+    """``keyrotd import``: adopt a key made elsewhere (docs/cli.md).
+
+    ``until`` None: it signs at once (``private_jwk`` required), the active key retires as by
+    ``rotate --now``, a pending successor stays pending and the next rotation counts from now.
+    ``until`` set: it is published, retired, until then, and never signs. A kid the keyset holds
+    or ever revoked (``revocations.ever_revoked``, with ``revoked_elsewhere``) is refused."""
+
+    kid: str
+    alg: str
+    public_jwk: Jwk
+    private_jwk: Jwk | None = field(default=None, repr=False)
+    until: datetime | None = None
+    revoked_elsewhere: frozenset[str] = frozenset()
+
+
+Command = Tick | Rotate | Revoke | Republish | Postpone | Observed | Import
 TICK: Final = Tick()
 FIRST_KEY: Final = "first key of a new keyset"
+IMPORTED: Final = "import --as active"
 
 
 @dataclass(frozen=True)

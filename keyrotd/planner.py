@@ -6,11 +6,12 @@ import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from keyrotd.errors import KeyNotFoundError
+from keyrotd.errors import KeyNotFoundError, KeyrotdError
 from keyrotd.keys import NewKey
-from keyrotd.lifecycle_commands import FIRST_KEY, EventName, Transition
+from keyrotd.lifecycle_commands import FIRST_KEY, IMPORTED, EventName, Import, Transition
 from keyrotd.model import HISTORY_LIMIT, Key, Keyset, KeyState, Policy
 from keyrotd.propagation import Poll, awaiting, observe
+from keyrotd.revocations import ever_revoked
 
 
 class OutOfKeys(Exception):
@@ -217,3 +218,45 @@ class Planner:
         successor = pending[0] if pending else self.new_key(self.now)
         self.revoke(key)
         self.activate(successor, self.now, "revoke of the active key")
+
+    def import_key(self, imported: Import) -> None:
+        """Adopt a key made elsewhere (``lifecycle_commands.Import``)."""
+        kid = imported.kid
+        if ever_revoked(kid, self.history, imported.revoked_elsewhere):
+            raise KeyrotdError(
+                f"keyset {self.name}: key {kid} was revoked; a revoked key never comes back",
+                "import another key",
+            )
+        held = next((k for k in (*self.keys, *self.history) if k.kid == kid), None)
+        if held is not None:
+            raise KeyrotdError(
+                f"keyset {self.name} already has key {kid} ({held.state.value})",
+                "nothing to import; see `keyrotd status`",
+            )
+        key = Key(
+            kid=kid,
+            alg=imported.alg,
+            state=KeyState.PENDING,
+            created_at=self.now,
+            public_jwk=imported.public_jwk,
+            private_jwk=imported.private_jwk,
+        )
+        if imported.until is not None:
+            retired = key.replace(
+                state=KeyState.RETIRED,
+                retired_at=self.now,
+                expires_at=imported.until,
+                drop_private=True,
+            )
+            self.keys.append(retired)
+            self._emit("key.created", kid, self.now)
+            self._emit("key.retired", kid, self.now)
+            return
+        assert imported.private_jwk is not None
+        self.keys.append(key)
+        self._emit("key.created", kid, self.now)
+        self.activate(key, self.now, IMPORTED)
+        next_period = self.now + self.policy.rotation_period
+        for successor in self.pending():  # the next rotation counts from the import
+            soonest = max(successor.created_at + self.policy.publish_ahead, next_period)
+            self._reschedule(successor, lambda at: soonest)  # noqa: B023 (called at once)

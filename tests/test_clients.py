@@ -262,10 +262,21 @@ def test_a_bad_admin_token_file_is_refused_as_before(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "scope"),
-    [("signing-key:*", Scope("signing-key", "*")), ("revoke:a.b_c-9", Scope("revoke", "a.b_c-9"))],
+    [
+        ("signing-key:*", Scope("signing-key", "*")),
+        ("revoke:a.b_c-9", Scope("revoke", "a.b_c-9")),
+        ("sign:api", Scope("sign", "api")),
+        ("status:*", Scope("status", "*")),
+    ],
 )
 def test_scopes_parse_and_print_back(text: str, scope: Scope) -> None:
     assert Scope.parse(text) == scope and str(scope) == text
+
+
+@pytest.mark.parametrize("text", ["signing:api", "sign-key:api", "stat:api", "sign", "sign:"])
+def test_near_misses_of_the_actions_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"ACTION|KEYSET|':'"):
+        Scope.parse(text)
 
 
 def test_clients_compare_by_value() -> None:

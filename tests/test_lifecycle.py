@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyrotd.errors import KeyNotFoundError
+from keyrotd.errors import KeyNotFoundError, KeyrotdError
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey
 from keyrotd.lifecycle import (
     TICK,
     Command,
+    Import,
     Plan,
     Postpone,
     Republish,
@@ -229,7 +230,9 @@ def scenarios(draw: st.DrawFn) -> tuple[Policy, list[tuple[timedelta, str]]]:
         st.integers(min_value=0, max_value=3),
     )
     action = st.sampled_from(
-        ["tick"] * 6 + ["rotate", "rotate-now", "revoke-active", "revoke-pending", "revoke-other"]
+        ["tick"] * 6
+        + ["rotate", "rotate-now", "revoke-active", "revoke-pending", "revoke-other"]
+        + ["import-active", "import-retired"]
     )
     moves = draw(st.lists(st.tuples(gap, action), min_size=1, max_size=25))
     return policy, [(g * SECOND, a) for g, a in moves]
@@ -262,9 +265,15 @@ class Recorder:
         return None if active is None else active.kid
 
 
-def command_for(action: str, keyset: Keyset) -> Command | None:
+def command_for(action: str, keyset: Keyset, now: datetime, policy: Policy) -> Command | None:
     if action == "tick":
         return TICK
+    if action.startswith("import-"):
+        made = fake_key()
+        if action == "import-active":
+            return Import(made.kid, made.alg, made.public_jwk, made.private_jwk)
+        # published for as long as a key keyrotd retired (the G3 check below holds for it too)
+        return Import(made.kid, made.alg, made.public_jwk, until=now + policy.retention)
     if action in {"rotate", "rotate-now"}:
         return Rotate(now=action == "rotate-now")
     candidates = {
@@ -307,7 +316,7 @@ def simulate(
     record.transitions += result.transitions
     for gap, action in moves:
         now += gap
-        command = command_for(action, keyset)
+        command = command_for(action, keyset, now, policy)
         if command is None:
             continue
         result = step(keyset, policy, now, command)
@@ -417,3 +426,37 @@ def test_postpone_moves_what_fell_due_within_a_forward_jump() -> None:
     # Scheduled before the jump began: left as it was (it was due anyway).
     late = step(ks, POLICY, again, Postpone(timedelta(minutes=10)))
     assert late.keyset.retired == ()
+
+
+def test_import_active_signs_at_once_keeps_the_successor_and_restarts_the_period() -> None:
+    first = step(Keyset("default"), POLICY, T0).keyset  # A active; B published at T0 + 12h
+    with_successor = step(first, POLICY, T0 + 13 * HOUR).keyset
+    [successor] = with_successor.pending
+    made = fake_key()
+    at = T0 + 14 * HOUR
+    result = step(
+        with_successor, POLICY, at, Import(made.kid, "ES256", made.public_jwk, made.private_jwk)
+    )
+    active = result.keyset.active
+    assert active is not None and active.kid == made.kid and active.activates_at == at
+    [still] = result.keyset.pending
+    assert still.kid == successor.kid and still.activates_at == at + POLICY.rotation_period
+    events = [(t.event, t.kid, t.exception) for t in result.transitions]
+    assert ("key.activated", made.kid, "import --as active") in events
+    assert ("key.retired", first.keys[0].kid, None) in events
+    again = Import(made.kid, "ES256", made.public_jwk, made.private_jwk)
+    with pytest.raises(KeyrotdError, match="already has key"):
+        step(result.keyset, POLICY, at, again)
+    revoked = step(result.keyset, POLICY, at, Revoke(made.kid)).keyset
+    with pytest.raises(KeyrotdError, match="revoked"):
+        step(revoked, POLICY, at, again)
+    other = fake_key()
+    refused = Import(
+        other.kid,
+        "ES256",
+        other.public_jwk,
+        until=at + DAY,
+        revoked_elsewhere=frozenset({other.kid}),
+    )
+    with pytest.raises(KeyrotdError, match="revoked"):
+        step(revoked, POLICY, at, refused)

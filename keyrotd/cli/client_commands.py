@@ -46,7 +46,8 @@ def add_client_parser(parser: argparse.ArgumentParser, common: Common) -> None:
         action="append",
         required=True,
         metavar="S",
-        help="ACTION:KEYSET, ACTION signing-key, rotate or revoke, KEYSET a name or *; repeatable",
+        help="ACTION:KEYSET, ACTION signing-key, sign, status, rotate or revoke, KEYSET a name "
+        "or *; repeatable",
     )
     action("list", "print each client as NAME SCOPE,SCOPE (never a hash)")
     p = action("remove", "remove a client: its token stops working on the daemons' next SIGHUP")

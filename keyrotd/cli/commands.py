@@ -13,7 +13,9 @@ from importlib.resources import files
 
 from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
+from keyrotd.cli.import_command import cmd_import
 from keyrotd.cli.preflight import preflight
+from keyrotd.cli.sign_command import cmd_sign
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.custody.interface import PrivateKeyUnavailableError
@@ -237,4 +239,6 @@ COMMANDS: dict[str, Command] = {
     "rotate": cmd_rotate,
     "revoke": cmd_revoke,
     "status": cmd_status,
+    "sign": cmd_sign,
+    "import": cmd_import,
 }

@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("revoke", "drop a key from the JWKS at once")
     p.add_argument("kid", metavar="KID", help="the kid of the key to revoke (see `keyrotd status`)")
     keyset(p)
+    from keyrotd.cli.sign_command import add_sign_parser
+
+    add_sign_parser(command("sign", "print a token signed by the active key"), KEYSET_HELP)
+    from keyrotd.cli.import_command import add_import_parser
+
+    add_import_parser(command("import", "adopt an existing key (PEM or JWK)"), KEYSET_HELP)
     p = command("jwks", "print the JWKS that is served")
     keyset(p)
     p = command("signing-key", "print the active private JWK (for issuers)")

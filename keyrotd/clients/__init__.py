@@ -14,10 +14,10 @@ The API for the daemon (401/403, SIGHUP re-read, audit log) and for ``check-conf
   clients with one name or one token, a client named ``admin`` beside ``admin_token_file``, or a
   missing file. On SIGHUP call it again and keep the old registry if it raises. It is cheap: no
   network, no heavy import (no boto3, granian, APScheduler).
-- ``admin_token_file`` is the client ``admin`` with ``signing-key:*``, ``rotate:*``, ``revoke:*``.
-- ``action`` is one of :data:`ACTIONS`: ``"signing-key"``, ``"rotate"``, ``"revoke"`` (the last
-  path segment of the endpoint); ``keyset`` is the keyset name from the path. An empty registry
-  (``not registry``) authenticates nobody.
+- ``admin_token_file`` is the client ``admin`` with every scope (each action on ``*``).
+- ``action`` is one of :data:`ACTIONS`: ``"signing-key"``, ``"sign"``, ``"status"``, ``"rotate"``,
+  ``"revoke"`` (the last path segment of the endpoint); ``keyset`` is the keyset name from the
+  path. An empty registry (``not registry``) authenticates nobody.
 - :meth:`Registry.authenticate` takes the raw ``Authorization`` value (``Bearer TOKEN``, scheme
   case-insensitive), hashes the token (SHA-256 of its bytes as sent) and compares the digest with
   every client's by :func:`hmac.compare_digest`, all of them, with no early exit and no lookup on

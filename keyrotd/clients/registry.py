@@ -11,7 +11,7 @@ from typing import Final, Literal, get_args
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
 
-Action = Literal["signing-key", "rotate", "revoke", "status"]
+Action = Literal["signing-key", "sign", "status", "rotate", "revoke"]
 ACTIONS: Final[tuple[Action, ...]] = get_args(Action)
 ANY_KEYSET: Final = "*"
 ADMIN: Final = "admin"
@@ -21,7 +21,8 @@ CLIENT_NAME: Final = KEYSET_NAME
 """Client names follow the keyset name rule: 1 to 64 letters, digits, '.', '_' or '-'."""
 NAME_HINT: Final = "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 SCOPE_HINT: Final = (
-    "write ACTION:KEYSET with ACTION signing-key, rotate or revoke and KEYSET a keyset name or *, "
+    "write ACTION:KEYSET with ACTION signing-key, sign, status, rotate or revoke and KEYSET a "
+    "keyset name or *, "
     "e.g. rotate:default"
 )
 
@@ -47,7 +48,7 @@ class Scope:
                 if keyset != ANY_KEYSET and not KEYSET_NAME.fullmatch(keyset):
                     raise ScopeError("KEYSET is neither a keyset name nor *")
                 return cls(known, keyset)
-        raise ScopeError("ACTION is not signing-key, rotate or revoke")
+        raise ScopeError("ACTION is not signing-key, sign, status, rotate or revoke")
 
     def __str__(self) -> str:
         return f"{self.action}:{self.keyset}"

@@ -163,6 +163,25 @@ def _observe_urls(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+def _cors_origins(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``*`` or browser origins (``scheme://host[:port]``, no path), lower-cased as browsers send
+    them; no repeats."""
+    hint = 'list origins as browsers send them, e.g. "https://app.example.com", or "*" for any'
+    origins: list[str] = []
+    for origin in value:
+        if origin != "*":
+            parts = urlsplit(origin) if _is_http_url(origin, bare=True) else None
+            if parts is None or parts.path or parts.username or parts.password:
+                raise InvalidValueError(
+                    f"{quote(origin)} is not an origin (server.cors_origins)", hint
+                )
+            origin = origin.lower()
+        if origin in origins:
+            raise InvalidValueError(f"{quote(origin)} is listed twice (server.cors_origins)", hint)
+        origins.append(origin)
+    return tuple(origins)
+
+
 def _not_bool(value: object) -> object:
     if isinstance(value, bool):
         raise InvalidValueError(f"{quote(value)} is not a key size", "use 2048, 3072 or 4096")
@@ -210,3 +229,4 @@ Algorithm = Annotated[str, AfterValidator(_algorithm)]
 RsaKeySize = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_rsa_key_size)]
 IssuerUrl = Annotated[str, AfterValidator(_issuer_url)]
 ObserveUrls = Annotated[tuple[str, ...], AfterValidator(_observe_urls)]
+CorsOrigins = Annotated[tuple[str, ...], AfterValidator(_cors_origins)]

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from keyrotd.config.fields import (
     AdminListen,
     Algorithm,
+    CorsOrigins,
     CustodyType,
     EndpointUrl,
     IssuerUrl,
@@ -89,6 +90,8 @@ class ServerSettings(BaseModel):
     admin_clients_file: OptionalPath = None
     refresh_interval: Duration = timedelta(seconds=30)
     jwks_max_age: Duration = timedelta(minutes=5)
+    cors_origins: CorsOrigins = ()
+    """Origins allowed to read the JWKS and discovery from a browser; ``*``: any."""
 
     @model_validator(mode="after")
     def _tls_pair_and_listeners(self) -> ServerSettings:

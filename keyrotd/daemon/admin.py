@@ -1,8 +1,9 @@
-"""The authenticated endpoints: scoped clients, the signing-key, rotate and revoke actions.
+"""The authenticated endpoints: scoped clients, the signing-key, sign, rotate and revoke actions.
 
     GET  /signing-key                      the first keyset's (``http`` maps it here)
     GET  /keysets/{name}/signing-key       {"active": private JWK, "next": ..., "next_activates_at"}
     GET  /keysets/{name}/status            that keyset's entry of ``keyrotd status --json``
+    POST /keysets/{name}/sign              {"token", "kid", "expires_at"} (``keyrotd.signing``)
     POST /keysets/{name}/rotate[?now=true]
     POST /keysets/{name}/keys/{kid}/revoke
 
@@ -13,7 +14,8 @@ logs one ``clients.reload_failed`` line and keeps the old one. A request is chec
 order: 405 wrong method, 401 no known token, 413 a body, 403 outside the client's scopes (an
 unknown keyset too, unless the scope is ``*``), 404 unknown keyset. Every one is audited
 (``audit``). Rotate and revoke write storage: they run in a worker thread, never on the event
-loop.
+loop. Sign reads the body (at most 64 KiB) and signs on the event loop with the key of the served
+snapshot: no storage, no lock, nothing but the signature.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 from urllib.parse import parse_qs
 
 from keyrotd.clients import Action, Client, Registry, load_registry
@@ -39,9 +42,11 @@ from keyrotd.daemon.responses import (
     POST,
     Response,
     Scope,
+    compact_json,
     error,
     header,
     not_allowed,
+    read_body,
     respond,
     too_large,
     unauthorized,
@@ -52,6 +57,8 @@ from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError
 from keyrotd.keysets import Outcome
 from keyrotd.lifecycle import Command, Revoke, Rotate
 from keyrotd.secretfiles import load_admin_token as load_admin_token  # its home moved there
+from keyrotd.signing import SignRefused, answer_of, parse_request
+from keyrotd.signing import sign as sign_token
 from keyrotd.times import rfc3339
 
 log = logging.getLogger("keyrotd.daemon")
@@ -63,10 +70,19 @@ Where = Callable[[str], tuple[str, str | None]]
 Answer = Response | Awaitable[Response]
 _ALLOWED: Final[dict[Action, tuple[str, ...]]] = {
     "signing-key": GET,
+    "sign": POST,
     "rotate": POST,
     "revoke": POST,
     "status": GET,
 }
+
+_BY_PATH: Final[dict[str, Action]] = {
+    "signing-key": "signing-key",
+    "sign": "sign",
+    "rotate": "rotate",
+    "status": "status",
+}
+"""``/keysets/{name}/<segment>`` → its action."""
 
 
 class Clients:
@@ -122,8 +138,8 @@ class Request:
     @classmethod
     def of(cls, parts: list[str]) -> Request | None:
         """``/keysets/{parts...}`` split after ``keysets``; None: not an admin endpoint."""
-        if len(parts) == 2 and parts[1] in _ALLOWED and parts[1] != "revoke":
-            return cls(cast(Action, parts[1]), parts[0])
+        if len(parts) == 2 and parts[1] in _BY_PATH:
+            return cls(_BY_PATH[parts[1]], parts[0])
         if len(parts) == 4 and parts[1] == "keys" and parts[3] == "revoke":
             return cls("revoke", parts[0], parts[2])
         return None
@@ -182,7 +198,7 @@ def decide(
     if client is None:
         return unauthorized()
     if too_large(scope["headers"]):
-        return error(413, f"request bodies are ignored; send at most {MAX_BODY} bytes")
+        return error(413, f"the request body is above {MAX_BODY} bytes")
     name = request.keyset
     if not client.allows(request.action, name):
         scope_needed = f"{request.action}:{name}"
@@ -196,6 +212,8 @@ def decide(
         if entry is None:
             return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
         return respond(200, entry.report)
+    if request.action == "sign":
+        return sign(admin, board, name, scope)
     if request.kid is not None:
         return command(admin, executor, name, Revoke(request.kid))
     query = parse_qs(scope["query_string"].decode("latin-1"))
@@ -216,6 +234,34 @@ def signing_key(board: Board, name: str) -> Response:
     except LookupError as exc:
         return error(503, str(exc))
     return Response(200, [JSON, NO_STORE], body)
+
+
+async def sign(admin: Admin, board: Board, name: str, scope: Scope) -> Response:
+    """``POST .../sign``: the claims signed by the key active now (docs/http.md)."""
+    body = await read_body(scope)
+    if body is None:
+        return error(413, f"the request body is above {MAX_BODY} bytes")
+    now = time.time()
+    published = board.current(name, now)
+    if published is None:
+        return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
+    started = time.perf_counter()
+    try:
+        signer = published.signer
+        settings = published.settings
+        signed = sign_token(
+            parse_request(body),
+            signer,
+            now=datetime.fromtimestamp(now, UTC),
+            token_lifetime=settings.token_lifetime,
+            issuer=settings.issuer,
+        )
+    except SignRefused as exc:
+        return error(400, str(exc))
+    except LookupError as exc:
+        return error(503, str(exc))
+    admin.audit.metrics.token_signed(name, time.perf_counter() - started)
+    return Response(200, [JSON, NO_STORE], compact_json(answer_of(signed)))
 
 
 async def command(admin: Admin, executor: Executor, name: str, action: Command) -> Response:

@@ -5,15 +5,16 @@
     GET <issuer path>/.well-known/openid-configuration   per keyset with an ``issuer``
     GET <issuer path>/.well-known/jwks.json        that keyset's JWKS (see ``discovery``)
     GET /healthz  /readyz  /metrics
-    GET /signing-key                               the first keyset's (admin)
+    GET /signing-key   POST /sign                  the first keyset's (admin)
     GET /status                                    the status page (admin, ``status_page``)
     and the admin endpoints (see ``admin``) when ``server.admin_token_file`` or
     ``server.admin_clients_file`` is set.
 
 No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and one
 ``response_bytes`` call (about 2 µs of Python; see benchmarks/). Responses to GET also answer HEAD.
-Request bodies are never read. Every error has a JSON body; an unexpected exception is logged
-(its type, never its text) and answered with a bare 500.
+Request bodies are read only by ``POST .../sign`` (``responses.read_body``, at most 64 KiB).
+Every error has a JSON body; an unexpected exception is logged (its type, never its text) and
+answered with a bare 500.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Final
 from keyrotd.daemon import admin as admin_endpoints
 from keyrotd.daemon import status_page
 from keyrotd.daemon.admin import Admin
+from keyrotd.daemon.cors import Cors, with_headers
 from keyrotd.daemon.discovery import Discovery, Route
 from keyrotd.daemon.metrics import CONTENT_TYPE, HTTP_BUCKETS, HttpStats, Metrics, RouteStats
 from keyrotd.daemon.responses import (
@@ -51,6 +53,9 @@ if TYPE_CHECKING:
     from granian.rsgi import Scope as RSGIScope
 
 log = logging.getLogger("keyrotd.daemon")
+
+FIRST_KEYSET: Final = frozenset({"/signing-key", "/sign"})
+"""Admin paths without a keyset: the first keyset's."""
 
 
 _clock: Final = time.perf_counter
@@ -108,6 +113,8 @@ class Options:
     admin: Admin | None = None
     issuers: Mapping[str, Route] = field(default_factory=dict)
     """The issuer paths (``discovery.issuer_routes`` of the configuration)."""
+    cors: Cors | None = None
+    """``server.cors_origins`` for the JWKS and discovery answers (None: no CORS headers)."""
 
 
 class App:
@@ -143,7 +150,7 @@ class App:
         """ASGI: what the tests and other servers can run."""
         if scope["type"] != "http":
             return
-        response = await self.answer(scope)
+        response = await self.answer({**scope, "receive": receive})
         body = b"" if scope["method"] == "HEAD" else response.body
         start = {"type": "http.response.start", "status": response.status}
         await send({**start, "headers": response.headers})
@@ -159,6 +166,7 @@ class App:
             "path": scope.path,  # granian decoded it already (as ASGI's ``path`` is): never twice
             "query_string": scope.query_string.encode("latin-1"),
             "client": scope.client,  # "ip:port" (TCP), the peer's socket path (unix): audit
+            "rsgi": protocol,  # the body, for the one endpoint that reads one (``read_body``)
             "headers": [
                 (k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()
             ],
@@ -209,7 +217,7 @@ class App:
             if len(parts) == 2 and parts[1] == "jwks.json":
                 return self.jwks(parts[0], method, scope["headers"])
             return self.admin_route(path, scope)
-        if path in ("/signing-key", "/status"):  # the first keyset's; the status page
+        if path in FIRST_KEYSET or path == "/status":  # the first keyset's; the status page
             return self.admin_route(path, scope)
         handler = self.plain.get(path)
         if handler is None:
@@ -224,11 +232,11 @@ class App:
             return not_found()
         if path == "/status":
             return status_page.answer(admin, self.board, self.executor, scope)
-        if path == "/signing-key":
+        if path in FIRST_KEYSET:
             order = self.board.snapshot.order
             if not order:
                 return not_found()
-            parts = [order[0], "signing-key"]
+            parts = [order[0], path[1:]]
         elif path.startswith("/keysets/"):
             parts = path.split("/")[2:]
         else:
@@ -237,22 +245,34 @@ class App:
         return not_found() if found is None else found
 
     def jwks(self, name: str, method: str, headers: Headers) -> Response:
+        cors = self.options.cors
         if method not in GET:
-            return not_allowed(GET)
+            return not_allowed(GET) if cors is None else self.cross_origin(cors, method, headers)
         now = time.time()
         published = self.board.current(name, now)
+        extra = () if cors is None else cors.headers(headers)
         if published is None:
             if name in self.board.snapshot.order:
-                return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
-            return error(404, f"unknown keyset {name}")
+                unloaded = error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
+                return with_headers(unloaded, extra)
+            return with_headers(error(404, f"unknown keyset {name}"), extra)
         max_age = published.max_age(now, self.options.max_age)
-        return cacheable(headers, published.etag, max_age, published.body)
+        return cacheable(headers, published.etag, max_age, published.body, extra)
 
     def discovery(self, document: Discovery, method: str, headers: Headers) -> Response:
         """A keyset's OpenID discovery document (configuration only: no keys needed)."""
+        cors = self.options.cors
         if method not in GET:
-            return not_allowed(GET)
-        return cacheable(headers, document.etag, self.options.max_age, document.body)
+            return not_allowed(GET) if cors is None else self.cross_origin(cors, method, headers)
+        extra = () if cors is None else cors.headers(headers)
+        return cacheable(headers, document.etag, self.options.max_age, document.body, extra)
+
+    @staticmethod
+    def cross_origin(cors: Cors, method: str, headers: Headers) -> Response:
+        """A JWKS or discovery path asked with a method other than GET or HEAD, under CORS."""
+        if method == "OPTIONS":
+            return cors.preflight(headers)
+        return with_headers(not_allowed((*GET, "OPTIONS")), cors.headers(headers))
 
     def healthz(self) -> Response:
         if not self.alive():

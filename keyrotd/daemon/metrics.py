@@ -18,6 +18,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
@@ -36,6 +37,7 @@ from keyrotd.model import KeyState
 from keyrotd.propagation import held
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+SIGN_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _LIVE = (KeyState.PENDING, KeyState.ACTIVE, KeyState.RETIRED)
 
 
@@ -269,6 +271,19 @@ class Metrics:
             ["client", "action", "code"],
             registry=self.registry,
         )
+        self._tokens_signed = Counter(
+            "keyrotd_tokens_signed",
+            "Tokens signed by POST /keysets/{name}/sign",
+            ["keyset"],
+            registry=self.registry,
+        )
+        self._sign_seconds = Histogram(
+            "keyrotd_sign_seconds",
+            "Seconds to check and sign one token of POST /keysets/{name}/sign",
+            ["keyset"],
+            buckets=SIGN_BUCKETS,
+            registry=self.registry,
+        )
         info = Gauge("keyrotd_build_info", "keyrotd version", ["version"], registry=self.registry)
         info.labels(__version__).set(1)
         ProcessCollector(namespace="keyrotd", registry=self.registry)  # keyrotd_process_*
@@ -293,11 +308,16 @@ class Metrics:
     def admin_request(self, client: str, action: str, status: int) -> None:
         self._admin_requests.labels(client, action, str(status)).inc()
 
+    def token_signed(self, keyset: str, seconds: float) -> None:
+        self._tokens_signed.labels(keyset).inc()
+        self._sign_seconds.labels(keyset).observe(seconds)
+
     def watch(self, keyset: str) -> None:
         """Show the counters of ``keyset`` at zero before anything happened."""
         self._rotations.labels(keyset)
         self._rotation_failures.labels(keyset)
         self._storage_failures.labels(keyset)
+        self._tokens_signed.labels(keyset)
 
     def count_requests(self, storage: object) -> None:
         """Expose the backend's request counts, if it keeps them (``request_counts()``)."""

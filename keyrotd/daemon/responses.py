@@ -15,7 +15,8 @@ Headers = list[tuple[bytes, bytes]]
 JSON: Final = (b"content-type", b"application/json")
 NO_STORE: Final = (b"cache-control", b"no-store")
 MAX_BODY: Final = 64 * 1024
-"""Request bodies are never read; a request announcing more than this is refused (413)."""
+"""The largest request body read (``POST .../sign``); a request announcing more is refused (413),
+and so is a longer body that announced nothing."""
 GET: Final = ("GET", "HEAD")
 POST: Final = ("POST",)
 
@@ -36,13 +37,20 @@ def strong_etag(body: bytes) -> bytes:
     return b'"%s"' % hashlib.sha256(body).hexdigest()[:32].encode()
 
 
-def cacheable(headers: Headers, etag: bytes, max_age: int, body: bytes) -> Response:
-    """``body`` with its ETag and a public max-age; 304 when ``If-None-Match`` matches."""
+def cacheable(
+    headers: Headers,
+    etag: bytes,
+    max_age: int,
+    body: bytes,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
+) -> Response:
+    """``body`` with its ETag and a public max-age; 304 when ``If-None-Match`` matches.
+    ``extra``: more headers for both (CORS)."""
     cache = (b"cache-control", b"public, max-age=%d" % max_age)
     for key, value in headers:
         if key == b"if-none-match" and etag_matches(value, etag):
-            return Response(304, [(b"etag", etag), cache])
-    return Response(200, [JSON, (b"etag", etag), cache], body)
+            return Response(304, [(b"etag", etag), cache, *extra])
+    return Response(200, [JSON, (b"etag", etag), cache, *extra], body)
 
 
 def respond(status: int, data: object, *extra: tuple[bytes, bytes]) -> Response:
@@ -85,3 +93,28 @@ def etag_matches(if_none_match: bytes, etag: bytes) -> bool:
         if candidate == b"*" or candidate.removeprefix(b"W/") == etag:
             return True
     return False
+
+
+async def read_body(scope: Scope, limit: int = MAX_BODY) -> bytes | None:
+    """The request body (granian's RSGI protocol or ASGI's ``receive`` in the scope, as the app
+    puts them); None when it is longer than ``limit`` bytes (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    protocol = scope.get("rsgi")
+    if protocol is not None:
+        async for chunk in protocol:
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+    receive = scope["receive"]
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

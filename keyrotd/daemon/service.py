@@ -36,6 +36,7 @@ from keyrotd.config.kubernetes import signer_keyset
 from keyrotd.custody import open_custody
 from keyrotd.daemon.admin import Admin, Clients
 from keyrotd.daemon.audit import Audit
+from keyrotd.daemon.cors import Cors
 from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener
@@ -113,6 +114,7 @@ class Daemon:
             max_age=int(settings.server.jwks_max_age.total_seconds()),
             admin=admin,
             issuers={**issuer_routes(kept), **issuer_routes(settings.keysets)},
+            cors=Cors.of(settings.server.cors_origins),
         )
         if not settings.server.admin_listen:
             return both, None

@@ -20,6 +20,7 @@ after it is released.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import time
@@ -31,6 +32,7 @@ from typing import Final
 from keyrotd.config import KeysetSettings
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.daemon.responses import compact_json, strong_etag
+from keyrotd.issuing import Signer
 from keyrotd.lifecycle import next_transition, view
 from keyrotd.model import Keyset, KeyState
 from keyrotd.schedule import schedule_of, signing_key_body
@@ -94,6 +96,14 @@ class Published:
     def max_age(self, now: float, cap: int) -> int:
         """Seconds a client may cache the JWKS: within ``cap`` and before the next change."""
         return max(0, math.floor(min(cap, self.changes_at - now)))  # changes_at may be NEVER
+
+    @functools.cached_property
+    def signer(self) -> Signer:
+        """The active key, imported once per view, for ``POST .../sign`` (LookupError: none)."""
+        active = self.keyset.active
+        if active is None or active.private_jwk is None:
+            raise LookupError(f"keyset {self.name} has no active key")
+        return Signer.of(active.private())
 
     def signing_key(self) -> bytes:
         """The admin ``signing-key`` response: active private JWK, next one and its activation."""

@@ -1,0 +1,80 @@
+"""``keyrotd sign [CLAIMS|-] [--keyset N] [--lifetime S]``: a token signed by the keyset's active
+key, read from storage, under the rules of the signing API (``keyrotd.signing``, docs/cli.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from keyrotd.config import Settings
+from keyrotd.durations import parse_duration
+from keyrotd.errors import KeyrotdError, UsageError
+from keyrotd.issuing import Signer
+from keyrotd.keysets import KeysetManager, KeysetSpec
+from keyrotd.signing import SignRefused, request_of, sign
+from keyrotd.storage import Storage
+from keyrotd.times import Clock
+
+
+def add_sign_parser(parser: argparse.ArgumentParser, keyset_help: str) -> None:
+    parser.add_argument(
+        "claims",
+        nargs="?",
+        default="-",
+        metavar="CLAIMS|-",
+        help='the claims as a JSON object, e.g. \'{"sub": "alice"}\'; - or nothing: read stdin',
+    )
+    parser.add_argument("--keyset", metavar="N", help=keyset_help)
+    parser.add_argument(
+        "--lifetime",
+        metavar="S",
+        help="seconds (or 90s, 15m, 1h) until the token expires; default and most: the keyset's "
+        "token_lifetime",
+    )
+
+
+def cmd_sign(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    from keyrotd.cli.commands import require_keys
+
+    text = sys.stdin.read() if args.claims == "-" else args.claims
+    if not text.strip():
+        raise UsageError("no claims given", 'pass a JSON object, e.g. \'{"sub": "alice"}\'')
+    try:
+        claims = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise SignRefused("the claims are not JSON", "pass a JSON object") from None
+    keyset_settings = settings.keyset(args.keyset)
+    request = request_of(claims, _lifetime(args.lifetime))
+    manager = KeysetManager(storage, KeysetSpec.from_settings(keyset_settings), clock)
+    now = clock()
+    keyset = manager.view(now)
+    require_keys(keyset, storage.location(manager.name))
+    active = keyset.active
+    if active is None or active.private_jwk is None:
+        raise KeyrotdError(f"keyset {keyset.name} has no active key", "start `keyrotd run`")
+    signed = sign(
+        request,
+        Signer.of(active.private()),
+        now=now,
+        token_lifetime=keyset_settings.token_lifetime,
+        issuer=keyset_settings.issuer,
+    )
+    print(signed.token)
+    return 0
+
+
+def _lifetime(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise UsageError(f"--lifetime: {exc}", "give whole seconds, e.g. 300 or 5m") from None
+    if seconds != int(seconds):
+        raise UsageError(f"--lifetime {text} is not whole seconds", "give e.g. 300 or 5m")
+    return int(seconds)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(name)
