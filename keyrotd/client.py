@@ -39,7 +39,7 @@ import secrets
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -48,6 +48,7 @@ from keyrotd.errors import KeyrotdError, TokenError
 from keyrotd.fetching import Endpoint, post_json
 from keyrotd.issuing import (
     Held,
+    StorageSource,
     background_refresh_interval,
     duration,
     fetch_signing_key,
@@ -118,6 +119,8 @@ class Issuer:
         """Read the keyset (default: the first one) from storage, as configured: ``path`` as
         ``--config``; without it ``$KEYROTD_CONFIG``, else ``./keyrotd.toml``, else defaults."""
         source = storage_source(path, keyset, clock, environ)
+        if source.custody_signer is not None:
+            return CustodyIssuer(source, clock)
         try:
             return cls(
                 source.fetch,
@@ -361,3 +364,86 @@ _SIGN_HINTS: Final = {
     404: "check the keyset name, that the daemon sets server.admin_token_file or "
     "admin_clients_file, and that the URL is server.admin_listen when that is set",
 }
+
+
+class CustodyIssuer(Issuer):
+    """``Issuer.from_config`` on a keyset whose keys live in a PKCS#11 token or KMS: every token
+    is signed there, by the key active at that instant (read from storage, kept for a short
+    while), under the signing API's rules; the issuer never holds a private key."""
+
+    def __init__(self, source: StorageSource, clock: Clock) -> None:
+        from keyrotd.custody.interface import CustodySigner
+
+        assert source.custody_signer is not None
+        assert source.settings is not None
+        self.source = source.where
+        self._settings = source.settings
+        self._signer_at: Callable[[datetime], CustodySigner] = source.custody_signer
+        self._on_close = source.close
+        self._clock = clock
+        self.refresh_interval = background_refresh_interval(None, self._settings.publish_ahead)
+        self._signer_at(clock())  # the first read must succeed, as for every issuer
+
+    def __repr__(self) -> str:
+        return f"CustodyIssuer({self.source})"
+
+    def sign(
+        self,
+        claims: Mapping[str, Any],
+        lifetime: float | timedelta | None = None,
+        *,
+        not_before: bool = False,
+        jti: bool = False,
+    ) -> str:
+        """As :meth:`Issuer.sign`; the custody makes the signature."""
+        from keyrotd.custody.interface import CustodyKeyGoneError
+        from keyrotd.signing import SignRefused, request_of
+        from keyrotd.signing import sign as sign_token
+
+        given = ISSUER_CLAIMS & claims.keys() | ({"jti"} & claims.keys() if jti else set())
+        if given:
+            raise TokenError(
+                f"claims already hold {', '.join(sorted(given))}, which the issuer sets",
+                "leave them out: use lifetime=, not_before= and jti= instead",
+            )
+        now = self._clock()
+        sent: dict[str, Any] = dict(claims)
+        if not_before:
+            sent["nbf"] = math.floor(now.timestamp())
+        if jti:
+            sent["jti"] = secrets.token_urlsafe(16)
+        seconds = None
+        if lifetime is not None:
+            seconds = math.floor(duration(lifetime, "lifetime").total_seconds())
+        settings = self._settings
+        try:
+            request = request_of(sent, seconds)
+            for attempt in (1, 2):
+                try:
+                    signed = sign_token(
+                        request,
+                        self._signer_at(now),
+                        now=now,
+                        token_lifetime=settings.token_lifetime,
+                        issuer=settings.issuer,
+                    )
+                    return signed.token
+                except CustodyKeyGoneError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+        except SignRefused as exc:
+            raise TokenError(exc.message, exc.hint) from None
+
+    def signing_key(self) -> dict[str, str]:
+        from keyrotd.custody.interface import PrivateKeyUnavailableError
+
+        raise PrivateKeyUnavailableError(self._settings.name, self._settings.custody)
+
+    def refresh(self) -> bool:
+        return True  # every token reads the active key anew
+
+    def close(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()

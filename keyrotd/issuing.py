@@ -8,16 +8,21 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from joserfc.jwk import Key
+from joserfc.jws import JWSRegistry
 
+from keyrotd.custody.interface import CustodySigner
 from keyrotd.errors import ConfigError, KeyrotdError, TokenError
 from keyrotd.fetching import Endpoint, get_json
 from keyrotd.model import Jwk
 from keyrotd.schedule import Schedule, parse_signing_key, schedule_of
 from keyrotd.times import Clock
 from keyrotd.tokens import import_key
+
+if TYPE_CHECKING:
+    from keyrotd.config import KeysetSettings
 
 DEFAULT_REFRESH: Final = timedelta(seconds=30)
 SHORTEST_REFRESH: Final = timedelta(seconds=0.1)
@@ -36,6 +41,11 @@ class Signer:
     @classmethod
     def of(cls, jwk: Jwk) -> Signer:
         return cls(jwk["kid"], jwk["alg"], jwk, import_key(jwk, jwk["alg"]))
+
+    def sign(self, signing_input: bytes) -> bytes:
+        """The JWS signature of ``signing_input`` (JOSE's format)."""
+        signature: bytes = JWSRegistry.algorithms[self.alg].sign(signing_input, self.key)
+        return signature
 
 
 @dataclass(frozen=True)
@@ -65,11 +75,15 @@ class Held:
 
 @dataclass(frozen=True)
 class StorageSource:
-    """``Issuer.from_config``'s source: read the schedule from storage, and release it."""
+    """``Issuer.from_config``'s source: read the schedule from storage, and release it. For a
+    keyset in custody there is no schedule of private keys: ``custody_signer`` is the signer of
+    the key active at a given time, read from storage (the custody signs)."""
 
     fetch: Callable[[], Schedule]
     where: str
     close: Callable[[], None]
+    custody_signer: Callable[[datetime], CustodySigner] | None = None
+    settings: KeysetSettings | None = None
 
 
 def storage_source(
@@ -84,7 +98,8 @@ def storage_source(
     from keyrotd.storage import open_storage
 
     settings = load_settings(None if path is None else config_file(path), environ)
-    spec = KeysetSpec.from_settings(settings.keyset(keyset))
+    chosen = settings.keyset(keyset)
+    spec = KeysetSpec.from_settings(chosen)
     storage = open_storage(settings.storage)
     manager = KeysetManager(storage, spec, clock=clock)
     where = storage.location(spec.name)
@@ -92,7 +107,19 @@ def storage_source(
     def fetch() -> Schedule:
         return schedule_of(manager.view(), spec.policy, where)
 
-    return StorageSource(fetch, where, storage.close)
+    if spec.custody == "storage":
+        return StorageSource(fetch, where, storage.close, settings=chosen)
+    from keyrotd.custody import open_custody
+
+    custody = open_custody(settings, spec.custody)
+
+    def custody_signer(now: datetime) -> CustodySigner:
+        active = manager.view(now).active
+        if active is None or active.handle is None or not active.holds_private:
+            raise KeyrotdError(f"keyset {spec.name} has no active key ({where})")
+        return CustodySigner(active.kid, active.alg, active.handle, custody)
+
+    return StorageSource(fetch, where, storage.close, custody_signer, chosen)
 
 
 def signing_key_endpoint(
@@ -159,6 +186,9 @@ def fetch_signing_key(endpoint: Endpoint, token: str, timeout: float) -> Schedul
             "NAME --scope signing-key:KEYSET)",
             404: "check the keyset name, that the daemon sets server.admin_token_file or "
             "admin_clients_file, and that the URL is server.admin_listen when that is set",
+            409: "the keyset keeps its keys in custody and hands none out: use "
+            "Issuer.from_url(..., remote=True) with a client of scope sign:KEYSET, and keyrotd "
+            "signs every token",
         },
     )
     try:

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-from joserfc.jwk import Key
-
 from keyrotd.errors import KeyrotdError
 from keyrotd.times import rfc3339
-from keyrotd.tokens import sign_compact
+from keyrotd.tokens import b64url_encode, json_part
 
 MAX_REQUEST: Final = 64 * 1024
 """The largest sign request body (bytes); HTTP answers 413 above it."""
@@ -37,14 +35,15 @@ class SignRefused(KeyrotdError):
 
 
 class SigningKey(Protocol):
-    """The key that signs: its kid, algorithm and the joserfc key (``keyrotd.issuing.Signer``)."""
+    """The key that signs: its kid and algorithm, and its signature of JWS signing input in
+    JOSE's format (``keyrotd.issuing.Signer`` in memory, ``keyrotd.custody.CustodySigner`` in a
+    token or KMS)."""
 
     @property
     def kid(self) -> str: ...
     @property
     def alg(self) -> str: ...
-    @property
-    def key(self) -> Key: ...
+    def sign(self, signing_input: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -143,9 +142,11 @@ def sign(
     payload["exp"] = issued_at + lifetime
     header = {"alg": signer.alg, "kid": signer.kid, "typ": request.typ}
     try:
-        token = sign_compact(header, payload, signer.key)
+        signing_input = f"{json_part(header)}.{json_part(payload)}"
     except (TypeError, ValueError) as exc:  # e.g. a float NaN in the claims
         raise SignRefused(f"the claims cannot be encoded ({exc})", "use JSON values") from None
+    signature = signer.sign(signing_input.encode("ascii"))
+    token = f"{signing_input}.{b64url_encode(signature)}"
     return Signed(token, signer.kid, datetime.fromtimestamp(issued_at + lifetime, UTC))
 
 

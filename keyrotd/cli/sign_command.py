@@ -8,11 +8,12 @@ import json
 import sys
 
 from keyrotd.config import Settings
+from keyrotd.custody.interface import CustodySigner
 from keyrotd.durations import parse_duration
 from keyrotd.errors import KeyrotdError, UsageError
 from keyrotd.issuing import Signer
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.signing import SignRefused, request_of, sign
+from keyrotd.signing import SigningKey, SignRefused, request_of, sign
 from keyrotd.storage import Storage
 from keyrotd.times import Clock
 
@@ -51,11 +52,19 @@ def cmd_sign(settings: Settings, storage: Storage, args: argparse.Namespace, clo
     keyset = manager.view(now)
     require_keys(keyset, storage.location(manager.name))
     active = keyset.active
-    if active is None or active.private_jwk is None:
+    if active is None or not active.holds_private:
         raise KeyrotdError(f"keyset {keyset.name} has no active key", "start `keyrotd run`")
+    signer: SigningKey
+    if active.handle is not None:  # in a token or KMS: it signs there
+        from keyrotd.custody import open_custody
+
+        custody = open_custody(settings, keyset_settings.custody)
+        signer = CustodySigner(active.kid, active.alg, active.handle, custody)
+    else:
+        signer = Signer.of(active.private())
     signed = sign(
         request,
-        Signer.of(active.private()),
+        signer,
         now=now,
         token_lifetime=keyset_settings.token_lifetime,
         issuer=keyset_settings.issuer,

@@ -97,3 +97,16 @@ class Custody(Protocol):
     def close(self) -> None:
         """Release sessions and connections."""
         ...
+
+
+@dataclass(frozen=True)
+class CustodySigner:
+    """A custody key as a JWS signer (``keyrotd.signing.SigningKey``): the custody signs."""
+
+    kid: str
+    alg: str
+    handle: str
+    custody: Custody
+
+    def sign(self, signing_input: bytes) -> bytes:
+        return self.custody.sign(self.handle, self.alg, signing_input)

@@ -28,7 +28,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
 
 from keyrotd.clients import Action, Client, Registry, load_registry
@@ -57,9 +57,12 @@ from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError
 from keyrotd.keysets import Outcome
 from keyrotd.lifecycle import Command, Revoke, Rotate
 from keyrotd.secretfiles import load_admin_token as load_admin_token  # its home moved there
-from keyrotd.signing import SignRefused, answer_of, parse_request
+from keyrotd.signing import Signed, SigningKey, SignRefused, answer_of, parse_request
 from keyrotd.signing import sign as sign_token
 from keyrotd.times import rfc3339
+
+if TYPE_CHECKING:
+    from keyrotd.daemon.signer_source import Signers
 
 log = logging.getLogger("keyrotd.daemon")
 
@@ -125,6 +128,10 @@ class Admin:
     run: Run
     audit: Audit
     where: Where = lambda name: (name, None)
+    signers: Signers | None = None
+    """Who signs for a keyset (``POST .../sign``): in memory, or in custody."""
+    custody_pool: Executor | None = None
+    """Where a custody signs (a token or KMS call): never on the event loop."""
 
 
 @dataclass(frozen=True)
@@ -246,20 +253,35 @@ async def sign(admin: Admin, board: Board, name: str, scope: Scope) -> Response:
     if published is None:
         return error(503, f"keyset {name} is not loaded yet", (b"retry-after", b"1"))
     started = time.perf_counter()
+    settings = published.settings
     try:
-        signer = published.signer
-        settings = published.settings
-        signed = sign_token(
-            parse_request(body),
-            signer,
-            now=datetime.fromtimestamp(now, UTC),
-            token_lifetime=settings.token_lifetime,
-            issuer=settings.issuer,
-        )
+        request = parse_request(body)
+
+        def signed_by(signer: SigningKey) -> Signed:
+            return sign_token(
+                request,
+                signer,
+                now=datetime.fromtimestamp(now, UTC),
+                token_lifetime=settings.token_lifetime,
+                issuer=settings.issuer,
+            )
+
+        if settings.custody == "storage":
+            signed = signed_by(published.signer)  # in memory: on the loop, microseconds
+        elif admin.signers is None or admin.custody_pool is None:
+            return error(503, f"keyset {name}: no custody signer in this daemon")
+        else:
+            loop = asyncio.get_running_loop()
+            signers = admin.signers
+            signed = await loop.run_in_executor(
+                admin.custody_pool, signers.with_active, name, signed_by
+            )
     except SignRefused as exc:
         return error(400, str(exc))
     except LookupError as exc:
         return error(503, str(exc))
+    except KeyrotdError as exc:  # the custody out of reach: the JWKS is still served
+        return error(503, exc.message)
     admin.audit.metrics.token_signed(name, time.perf_counter() - started)
     return Response(200, [JSON, NO_STORE], compact_json(answer_of(signed)))
 

@@ -43,6 +43,7 @@ from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.reload import admin_files, adopt_library_loggers, reload
 from keyrotd.daemon.scheduling import Rotator
+from keyrotd.daemon.signer_source import Signers
 from keyrotd.daemon.state import Board
 from keyrotd.daemon.systemd import Notifier, Readiness
 from keyrotd.daemon.tls import TlsCopies, TlsPair, check_tls_pair, tls_refused
@@ -88,6 +89,9 @@ class Daemon:
             replica=f"{socket.gethostname()} {settings.server.listen}",
             custody=functools.partial(open_custody, settings),
         )
+        self.signers = Signers(self.board, self.rotator.custody, self.rotator.resync)
+        self.custody_pool = ThreadPoolExecutor(8, thread_name_prefix="keyrotd-custody")
+        """Signatures made in a token or KMS: off the event loop, beside the admin pool."""
         self.metrics.count_requests(self.storage)
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")
         self.clients = Clients.load(*admin_files(settings))
@@ -105,7 +109,11 @@ class Daemon:
         """The public app's options, and the admin app's when ``admin_listen`` is set."""
         configured = any(path is not None for path in admin_files(settings))
         run = self.rotator.command
-        admin = Admin(self.clients, run, self.audit, self.where) if configured else None
+        admin = (
+            Admin(self.clients, run, self.audit, self.where, self.signers, self.custody_pool)
+            if configured
+            else None
+        )
         listed = {keyset.name for keyset in settings.keysets}
         dropped = self.rotator.unconfigured.values()
         running = (*self.settings.keysets, *(runner.settings for runner in dropped))
@@ -192,7 +200,7 @@ class Daemon:
         from keyrotd.daemon.signer_source import BoardKeys
         from keyrotd.kubernetes.signer import Signer, serve
 
-        source = BoardKeys(self.board, keyset.name, self.rotator.custody, self.rotator.resync)
+        source = BoardKeys(self.signers, keyset.name)
         signer = Signer(
             source,
             int(keyset.token_lifetime.total_seconds()),

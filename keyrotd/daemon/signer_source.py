@@ -1,88 +1,81 @@
-"""What the Kubernetes signer reads of the daemon: the board's keys, signed in memory or custody.
+"""The signing key of a keyset at this instant, for ``POST .../sign`` and the Kubernetes signer.
 
-Every answer comes from the :class:`~keyrotd.daemon.state.Board` (memory): the signing key at this
-instant, the JWKS's keys, when storage was last read and when the set changes next. A signature by
-a storage key is made here; by a custody key, in the custody (one call). A custody key another
-writer destroyed meanwhile makes the keyset be read again (``resync``) and the signature is made
-by the key active then: never an error for that.
+Both read the :class:`~keyrotd.daemon.state.Board` (memory). A storage key signs in this process
+(imported once per served view); a custody key signs in its custody, off the event loop. A custody
+key that another writer destroyed meanwhile (it retired it) makes the keyset be read again
+(``resync``) and the signature is made by the key active then: never an error for that.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from joserfc.jwk import JWKRegistry
-from joserfc.jws import JWSRegistry
-
-from keyrotd.custody.interface import CustodyKeyGoneError, CustodyProvider
+from keyrotd.custody.interface import CustodyKeyGoneError, CustodyProvider, CustodySigner
 from keyrotd.daemon.state import Board, Published
 from keyrotd.errors import KeyrotdError, TemporaryStorageError
 from keyrotd.kubernetes.signer import ActiveKey, PublishedKeys
-from keyrotd.model import Key
+from keyrotd.signing import SigningKey
+
+_T = TypeVar("_T")
+
+
+class Signers:
+    """Who signs for a keyset now (see the module docstring)."""
+
+    def __init__(
+        self, board: Board, custody: CustodyProvider | None, resync: Callable[[str], None]
+    ) -> None:
+        self.board = board
+        self.custody = custody
+        self.resync = resync
+
+    def current(self, name: str) -> Published:
+        published = self.board.current(name, time.time())
+        if published is None:
+            raise TemporaryStorageError(f"keyset {name} is not loaded yet")
+        return published
+
+    def active(self, published: Published) -> SigningKey:
+        """The active key of ``published`` as a signer; LookupError when it has none."""
+        if published.settings.custody == "storage":
+            return published.signer
+        key = published.keyset.active
+        if key is None or key.handle is None:
+            raise LookupError(f"keyset {published.name} has no active key")
+        if self.custody is None:
+            raise KeyrotdError(f"keyset {published.name}: no custody is open")
+        return CustodySigner(key.kid, key.alg, key.handle, self.custody(published.settings.custody))
+
+    def with_active(self, name: str, use: Callable[[SigningKey], _T]) -> _T:
+        """``use(signer)`` with the key active now; once more after a re-read of storage when
+        the custody no longer has that key."""
+        try:
+            return use(self.active(self.current(name)))
+        except CustodyKeyGoneError:
+            self.resync(name)
+            return use(self.active(self.current(name)))
 
 
 class BoardKeys:
     """A :class:`~keyrotd.kubernetes.signer.KeySource` over one keyset of the board."""
 
-    def __init__(
-        self,
-        board: Board,
-        keyset: str,
-        custody: CustodyProvider | None,
-        resync: Callable[[str], None],
-    ) -> None:
-        self.board = board
+    def __init__(self, signers: Signers, keyset: str) -> None:
+        self.signers = signers
         self.keyset = keyset
-        self.custody = custody
-        self.resync = resync
-        self._imported: tuple[str, object] | None = None
-        self._lock = threading.Lock()
-
-    def _current(self) -> Published:
-        published = self.board.current(self.keyset, time.time())
-        if published is None:
-            raise TemporaryStorageError(f"keyset {self.keyset} is not loaded yet")
-        return published
 
     def active(self) -> ActiveKey:
-        key = self._current().keyset.active
-        if key is None:
-            raise TemporaryStorageError(f"keyset {self.keyset} has no active key")
-        return ActiveKey(key.kid, key.alg, lambda data: self._sign(key, data))
+        signer = self.signers.active(self.signers.current(self.keyset))
+        return ActiveKey(signer.kid, signer.alg, signer.sign)
 
-    def _sign(self, key: Key, data: bytes) -> bytes:
-        if key.in_custody:
-            return self._sign_in_custody(key, data)
-        algorithm = JWSRegistry.algorithms[key.alg]
-        with self._lock:
-            imported = self._imported
-            if imported is None or imported[0] != key.kid:
-                imported = self._imported = (key.kid, JWKRegistry.import_key(dict(key.private())))
-        signature: bytes = algorithm.sign(data, imported[1])
-        return signature
-
-    def _sign_in_custody(self, key: Key, data: bytes) -> bytes:
-        assert key.handle is not None
-        settings = self._current().settings
-        if self.custody is None:
-            raise KeyrotdError(f"keyset {self.keyset}: no {settings.custody} custody is open")
-        custody = self.custody(settings.custody)
-        try:
-            return custody.sign(key.handle, key.alg, data)
-        except CustodyKeyGoneError:
-            self.resync(self.keyset)  # another writer retired it: read storage, sign anew
-            current = self._current().keyset.active
-            if current is None or current.kid == key.kid or current.handle is None:
-                raise
-            return custody.sign(current.handle, current.alg, data)
+    def resync(self) -> None:
+        self.signers.resync(self.keyset)
 
     def published(self) -> PublishedKeys:
-        snapshot = self.board.snapshot
-        published = self._current()
-        health = snapshot.health.get(self.keyset)
+        published = self.signers.current(self.keyset)
+        health = self.signers.board.snapshot.health.get(self.keyset)
         last = health.last_success if health is not None else None
         read_at = datetime.fromtimestamp(last if last is not None else 0, UTC)
         changes = published.changes_at

@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol
 
 from joserfc.jwk import JWKRegistry
 
+from keyrotd.custody.interface import CustodyKeyGoneError
 from keyrotd.errors import KeyrotdError
 from keyrotd.model import Jwk
 
@@ -59,6 +60,11 @@ class KeySource(Protocol):
     def active(self) -> ActiveKey: ...
 
     def published(self) -> PublishedKeys: ...
+
+    def resync(self) -> None:
+        """Read storage again: the active key's custody no longer has it (another writer
+        retired it); the next ``active()`` is the key that signs now."""
+        ...
 
 
 def _b64(data: bytes) -> str:
@@ -108,14 +114,22 @@ class Signer:
             raise ValueError("claims are not base64url-encoded JSON") from error
         if not isinstance(decoded, dict):
             raise ValueError("claims are not a JSON object")
-        active = self.source.active()
-        header = _b64(
-            json.dumps(
-                {"alg": active.alg, "kid": active.kid, "typ": "JWT"}, separators=(",", ":")
-            ).encode()
-        )
-        signature = active.sign(f"{header}.{claims}".encode("ascii"))
-        return header, _b64(signature)
+        for attempt in (1, 2):
+            active = self.source.active()
+            header = _b64(
+                json.dumps(
+                    {"alg": active.alg, "kid": active.kid, "typ": "JWT"}, separators=(",", ":")
+                ).encode()
+            )
+            try:
+                signature = active.sign(f"{header}.{claims}".encode("ascii"))
+            except CustodyKeyGoneError:
+                if attempt == 2:
+                    raise
+                self.source.resync()  # another writer retired it: sign with the current key
+                continue
+            return header, _b64(signature)
+        raise AssertionError("unreachable")
 
     def fetch_keys(self) -> tuple[list[tuple[str, bytes]], datetime, int]:
         """The keys as (kid, PKIX DER), the data timestamp and the refresh hint in seconds."""

@@ -47,6 +47,9 @@ class Keys:
         algorithm = JWSRegistry.algorithms[key.alg]
         return ActiveKey(key.kid, key.alg, lambda data: algorithm.sign(data, jwk))
 
+    def resync(self) -> None:
+        pass
+
     def published(self) -> PublishedKeys:
         keys = [self._public(self.active_key), self._public(self.pending)]
         return PublishedKeys(keys, self.read_at, self.next_change)
