@@ -285,3 +285,25 @@ def test_a_fifo_in_the_store_never_hangs_the_cli(
         NOBODY,
         0o600,
     )
+
+
+@needs_root
+def test_a_root_client_command_never_chowns_a_lock_hard_linked_beside_the_clients_file(
+    tmp_path: Path,
+) -> None:
+    """The clients file's lock goes through the same ``own`` as the store's files."""
+    directory = tmp_path / "etc"
+    directory.mkdir(mode=0o700)
+    os.chown(directory, NOBODY, NOBODY)
+    config = tmp_path / "keyrotd.toml"
+    config.write_text('[server]\nadmin_clients_file = "etc/clients.toml"\n')
+    assert cli(config, "client", "add", "ci", "--scope", "rotate:*").returncode == 0
+    shadow = stand_in_for_shadow(tmp_path)
+    lock = directory / "clients.toml.lock"
+    lock.unlink()
+    os.link(shadow, lock)
+    done = cli(config, "client", "add", "ops", "--scope", "revoke:*")
+    assert done.returncode == 2, done.stderr  # stdout would hold a token
+    [line] = done.stderr.splitlines()
+    assert "left alone" in line, line
+    assert owner_and_mode(shadow) == (0, 42, 0o640)
