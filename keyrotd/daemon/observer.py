@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, wait
 from datetime import datetime
@@ -146,7 +147,7 @@ class Observer:
     # -- one poll -----------------------------------------------------------------------------
     def poll_all(self) -> None:
         """Start the fetches of every keyset at once, then take each keyset's answers."""
-        due = {}
+        due: dict[str, tuple[Keyset, tuple[str, ...]]] = {}
         for name, runner in list(self.rotator.runners.items()):
             watched = self._watched(name, runner.settings.observe)
             if watched is not None:
@@ -155,11 +156,12 @@ class Observer:
         fetches = {
             url: self._fetches.start(url, timeout) for _, urls in due.values() for url in urls
         }
+        deadline = time.monotonic() + timeout + GRACE  # one for all: they run at once
         for name, (stored, urls) in due.items():
             if self._stop.is_set():
                 return
             try:
-                answers = self._answers(name, {url: fetches[url] for url in urls}, timeout)
+                answers = self._answers(name, {url: fetches[url] for url in urls}, deadline)
                 self._take(name, stored, answers)
             except Exception as exc:  # one keyset's problem stops neither the others nor us
                 log.error(
@@ -167,16 +169,6 @@ class Observer:
                     name,
                     extra={"keyset": name, "error": str(exc) or type(exc).__name__},
                 )
-
-    def poll(self, name: str, configured: tuple[str, ...]) -> None:
-        """One keyset's poll on its own."""
-        watched = self._watched(name, configured)
-        if watched is None:
-            return
-        stored, urls = watched
-        timeout = self._timeout()
-        fetches = {url: self._fetches.start(url, timeout) for url in urls}
-        self._take(name, stored, self._answers(name, fetches, timeout))
 
     def _watched(
         self, name: str, configured: tuple[str, ...]
@@ -208,9 +200,9 @@ class Observer:
         self._watch_revocations(name, keyset, poll)
 
     def _answers(
-        self, name: str, futures: Mapping[str, Future[Answer]], timeout: float
+        self, name: str, futures: Mapping[str, Future[Answer]], deadline: float
     ) -> Mapping[str, Answer]:
-        wait(futures.values(), timeout=timeout + GRACE)
+        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         answers: dict[str, Answer] = {}
         for url, future in futures.items():
             try:
