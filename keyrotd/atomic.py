@@ -8,6 +8,7 @@ most a temp file that the caller knows how to recognise and remove.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from contextlib import suppress
@@ -19,11 +20,19 @@ Owner = tuple[int, int]
 
 def own(fd: int, mode: int, owner: Owner | None) -> None:
     """Give the open file ``fd`` to ``owner`` (``None``: leave it) and the permission ``mode``,
-    whatever the umask."""
+    whatever the umask. Never a file that is not regular or has another link: a hard link put
+    where keyrotd expected its own file (``/etc/shadow``) keeps its owner and mode."""
     info = os.fstat(fd)
-    if owner is not None and (info.st_uid, info.st_gid) != owner:
+    chown = owner is not None and (info.st_uid, info.st_gid) != owner
+    chmod = stat.S_IMODE(info.st_mode) != mode
+    if (chown or chmod) and (not stat.S_ISREG(info.st_mode) or info.st_nlink > 1):
+        raise OSError(
+            errno.EPERM, "not a regular file with one link: its owner and mode were left alone"
+        )
+    if chown:
+        assert owner is not None
         os.fchown(fd, *owner)
-    if stat.S_IMODE(info.st_mode) != mode:
+    if chmod:
         os.fchmod(fd, mode)
 
 

@@ -1,23 +1,29 @@
 """The ``observe`` poller (CONTRACT section 9): look at the JWKS the way verifiers get it.
 
-Every ``refresh_interval`` one thread of its own GETs each keyset's observed URLs (plain GET, no
-cache-busting; bounded time, size and redirects), hands the answers to the planner
-(``lifecycle.Observed``, through the keyset's runner: compare-and-swap), and reports:
+Every ``refresh_interval`` one thread of its own starts a GET of every keyset's observed URLs at
+once (plain GET, no cache-busting; bounded size and redirects, a hard deadline on each whole
+fetch), hands each keyset's answers to the planner (``lifecycle.Observed``, through the keyset's
+runner: compare-and-swap), and reports:
 
 - ``key.activation_held`` once per hold of a successor past its scheduled time, again when the
   URLs lacking it change; the gauge ``keyrotd_activation_held{keyset}``;
 - ``key.revocation_seen`` per URL once it stops serving a revoked kid, with the delay;
 - ``keyrotd_observe_errors_total{keyset,url}`` and one log line per failed answer.
 
-Serving never waits on any of it: the HTTP side only reads the board.
+Serving never waits on any of it: the HTTP side only reads the board. Each fetch runs in a
+thread of its own (no shared pool a slow URL could fill), and a URL is never fetched twice at
+once: keysets observing the same URL, or a poll that finds the last fetch of it still running,
+share that fetch (:class:`Fetches`). A slow URL costs its own keysets a failed answer, and the
+others nothing (tests/daemon/test_observe_slow.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
@@ -38,10 +44,46 @@ if TYPE_CHECKING:
 log = logging.getLogger("keyrotd.daemon")
 
 LONGEST_WAIT: Final = 5.0
-"""Seconds one answer may take at most (less with a shorter ``refresh_interval``)."""
+"""Seconds one fetch may take at most, all in (less with a shorter ``refresh_interval``)."""
+GRACE: Final = 1.0
+"""Seconds a poll waits past the fetch deadline (a name lookup no socket deadline interrupts)."""
 STOP_WAIT: Final = 2.0
 """Longest wait at shutdown for a poll to finish its write (the daemon's stop allows 4 s)."""
 DELAY_BUCKETS: Final = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class Fetches:
+    """The fetches running, one per URL, each in a thread of its own (see the module
+    docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, Future[Answer]] = {}
+
+    def start(self, url: str, timeout: float) -> Future[Answer]:
+        """The fetch of ``url`` under way, else a new one (``timeout``: its deadline)."""
+        with self._lock:
+            running = self._running.get(url)
+            if running is not None and not running.done():
+                return running
+            future: Future[Answer] = Future()
+            future.set_running_or_notify_cancel()
+            self._running[url] = future
+        thread = threading.Thread(
+            target=self._run, args=(url, timeout, future), name="keyrotd-observe", daemon=True
+        )
+        thread.start()
+        return future
+
+    def _run(self, url: str, timeout: float, future: Future[Answer]) -> None:
+        try:
+            future.set_result(fetch(url, timeout))
+        except BaseException as exc:
+            future.set_exception(exc)
+        finally:
+            with self._lock:
+                if self._running.get(url) is future:
+                    del self._running[url]
 
 
 class Observer:
@@ -59,7 +101,7 @@ class Observer:
         self.clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(4, thread_name_prefix="keyrotd-observe")
+        self._fetches = Fetches()
         self._started = clock()
         self._holds: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._revocations: dict[str, dict[tuple[str, str], bool]] = {}
@@ -95,39 +137,59 @@ class Observer:
     def stop(self) -> None:
         """Stop polling; let a confirmation being written finish (bounded: see STOP_WAIT)."""
         self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._thread is not None:
             self._thread.join(STOP_WAIT)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.rotator.refresh_interval.total_seconds()):
-            for name, runner in list(self.rotator.runners.items()):
-                if self._stop.is_set():
-                    return
-                try:
-                    self.poll(name, runner.settings.observe)
-                except Exception as exc:  # one keyset's problem stops neither the others nor us
-                    log.error(
-                        "keyset %s: observing failed",
-                        name,
-                        extra={
-                            "event": "observe.poll_failed",
-                            "keyset": name,
-                            "error": str(exc) or type(exc).__name__,
-                        },
-                    )
+            self.poll_all()
 
     # -- one poll -----------------------------------------------------------------------------
-    def poll(self, name: str, configured: tuple[str, ...]) -> None:
+    def poll_all(self) -> None:
+        """Start the fetches of every keyset at once, then take each keyset's answers."""
+        due: dict[str, tuple[Keyset, tuple[str, ...]]] = {}
+        for name, runner in list(self.rotator.runners.items()):
+            watched = self._watched(name, runner.settings.observe)
+            if watched is not None:
+                due[name] = watched
+        timeout = self._timeout()
+        fetches = {
+            url: self._fetches.start(url, timeout) for _, urls in due.values() for url in urls
+        }
+        deadline = time.monotonic() + timeout + GRACE  # one for all: they run at once
+        for name, (stored, urls) in due.items():
+            if self._stop.is_set():
+                return
+            try:
+                answers = self._answers(name, {url: fetches[url] for url in urls}, deadline)
+                self._take(name, stored, answers)
+            except Exception as exc:  # one keyset's problem stops neither the others nor us
+                log.error(
+                    "keyset %s: observing failed",
+                    name,
+                    extra={
+                        "event": "observe.poll_failed",
+                        "keyset": name,
+                        "error": str(exc) or type(exc).__name__,
+                    },
+                )
+
+    def _watched(
+        self, name: str, configured: tuple[str, ...]
+    ) -> tuple[Keyset, tuple[str, ...]] | None:
+        """The keyset as served and the URLs to look at, if there are any."""
         published = self.board.snapshot.published.get(name)
         if published is None:
-            return
+            return None
         stored = published.stored
         awaited = [u.url for k in stored.pending if k.propagation for u in k.propagation.urls]
         urls = tuple(dict.fromkeys((*configured, *awaited)))  # the document's URLs count too
-        if not urls:
-            return
-        answers = self._fetch_all(name, urls)
+        return (stored, urls) if urls else None
+
+    def _timeout(self) -> float:
+        return min(LONGEST_WAIT, max(0.5, self.rotator.refresh_interval.total_seconds()))
+
+    def _take(self, name: str, stored: Keyset, answers: Mapping[str, Answer]) -> None:
         poll = Poll(self.clock(), answers, self.rotator.refresh_interval)  # all received by now
         keyset = stored
         if any(k.awaiting for k in stored.pending) and not self._stop.is_set():
@@ -141,10 +203,10 @@ class Observer:
         self._report_hold(name, keyset, poll.at)
         self._watch_revocations(name, keyset, poll)
 
-    def _fetch_all(self, name: str, urls: tuple[str, ...]) -> Mapping[str, Answer]:
-        timeout = min(LONGEST_WAIT, max(0.5, self.rotator.refresh_interval.total_seconds()))
-        futures = {url: self._pool.submit(fetch, url, timeout) for url in urls}
-        wait(futures.values(), timeout=2 * timeout + 1)
+    def _answers(
+        self, name: str, futures: Mapping[str, Future[Answer]], deadline: float
+    ) -> Mapping[str, Answer]:
+        wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()))
         answers: dict[str, Answer] = {}
         for url, future in futures.items():
             try:

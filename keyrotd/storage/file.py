@@ -14,7 +14,9 @@ group of the storage directory before use (``fchown`` on the open file, before t
 daemon can still open them (CONTRACT 4). A directory root creates is root's, and so are its files.
 
 A document that fails its checks is a :class:`CorruptDocumentError` naming the file, and keyrotd
-never rewrites it; writes on top of it refuse too.
+never rewrites it; writes on top of it refuse too. A file keyrotd did not create -- a FIFO, a
+device, a symlink, a hard link, a file of another owner -- is refused naming it before anything
+reads, writes, chowns or chmods it, and no open waits (see :mod:`keyrotd.storage.file_locks`).
 
 Errors: permission denied is a :class:`ConfigError` (exit 2) naming the path. Temporary errors
 (worth retrying): :class:`ConflictError` (another writer won) and :class:`TemporaryStorageError`
@@ -40,8 +42,11 @@ from keyrotd.storage.file_locks import (
     FILE_MODE,
     SUFFIX,
     Leftovers,
+    Owners,
     exclusive_lock,
     lock_path,
+    open_ours,
+    store_owners,
     temp_name,
 )
 from keyrotd.storage.interface import (
@@ -115,13 +120,17 @@ class FileStorage:
         self._leftovers.sweep(keyset)
         with self._os_errors():
             try:
-                seen = _signature(os.stat(path))
+                seen = _signature(os.lstat(path))
             except FileNotFoundError:
                 seen = None
             last = self._read_at.get(keyset)
             if seen is not None and last is not None and last[0] == seen:
                 return last[1]  # the same file, unchanged since it was read: no open, no read
-            opened, signature = self._open(keyset, path)
+            opened, signature = (
+                (None, None)
+                if seen is None  # no document (maybe no directory either)
+                else self._open(keyset, path, store_owners(self._directory))
+            )
         if opened is None:
             self._read_at.pop(keyset, None)
             return None
@@ -144,17 +153,18 @@ class FileStorage:
         with self._os_errors():
             _make_private_directories(self._directory)
             owner = _owner_for(self._directory)
+            owners = store_owners(self._directory)
             lock = lock_path(self._directory, keyset)
-            with exclusive_lock(lock, self._lock_timeout, owner):
+            with exclusive_lock(lock, self._lock_timeout, owner, owners):
                 self._leftovers.remove_locked(keyset)
-                current, _ = self._open(keyset, path)
+                current, _ = self._open(keyset, path, owners)
                 revision = _check_version(path, current, expected_version)
                 sealed = seal(keyset, revision, data, self._key)
                 temp = self._directory / temp_name(keyset)
                 replace_atomically(path, temp, sealed, FILE_MODE, owner)
                 self._verified[keyset] = (_digest(sealed), Opened(revision=revision, data=data))
                 versioned = Versioned(data=data, version=str(revision), location=str(path))
-                self._read_at[keyset] = (_signature(os.stat(path)), versioned)  # under the lock
+                self._read_at[keyset] = (_signature(os.lstat(path)), versioned)  # under the lock
         return str(revision)
 
     def list_keysets(self) -> list[str]:
@@ -177,14 +187,19 @@ class FileStorage:
             )
         return self._directory / f"{keyset}{SUFFIX}"
 
-    def _open(self, keyset: str, path: Path) -> tuple[Opened | None, Signature | None]:
+    def _open(
+        self, keyset: str, path: Path, owners: Owners
+    ) -> tuple[Opened | None, Signature | None]:
         """The document checked, and the signature of the file it was read from."""
         try:
-            with path.open("rb") as file:
-                signature = _signature(os.fstat(file.fileno()))
-                blob = file.read(_MAX_FILE_SIZE + 1)
+            fd = open_ours(path, os.O_RDONLY, owners)
         except FileNotFoundError:
             return None, None
+        try:
+            signature = _signature(os.fstat(fd))
+            blob = _read_at_most(fd, _MAX_FILE_SIZE + 1)
+        finally:
+            os.close(fd)
         if len(blob) > _MAX_FILE_SIZE:
             raise CorruptDocumentError(
                 f"{path} is larger than any document keyrotd writes{_UNTOUCHED}", _CORRUPT_HINT
@@ -226,6 +241,19 @@ Signature = tuple[int, int, int, int, int]
 
 def _digest(blob: bytes) -> bytes:
     return hashlib.sha256(blob).digest()
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the open file ``fd``."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1024 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def _signature(info: os.stat_result) -> Signature:
