@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -514,3 +515,29 @@ def test_revoking_a_retired_key_says_only_who_rejects_its_tokens() -> None:
         "2026-03-02T00:10:30Z; a verifier holding an older copy accepts them until it refetches "
         "(by 2026-03-02T00:15:30Z if it honours Cache-Control)",
     ]
+
+
+# -- output to a closed pipe (`keyrotd status | head -1`) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["status"], ["status", "--json"], ["jwks"], ["check-config", "--example"], ["--help"]],
+)
+def test_output_to_a_closed_pipe_ends_quietly(argv: list[str], tmp_path: Path) -> None:
+    """The reader went away (``| head -1``) before keyrotd wrote: exit 0 or death by SIGPIPE,
+    nothing on stderr, never "internal error"."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
+    cli = [sys.executable, "-m", "keyrotd.cli"]
+    subprocess.run([*cli, "rotate"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        result = subprocess.run(
+            [*cli, *argv], cwd=tmp_path, env=env, stdout=write_end, stderr=subprocess.PIPE,
+            text=True, check=False, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode in (0, -signal.SIGPIPE), result.stderr
+    assert result.stderr == ""
