@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.resources
 import io
 import json
@@ -26,9 +27,12 @@ import pytest
 
 from keyrotd.cli import build_parser, main
 from keyrotd.cli.handover import handover_notices
-from keyrotd.keys import PRIVATE_MEMBERS, generate_key
+from keyrotd.config import load_settings
+from keyrotd.keys import PRIVATE_MEMBERS, NewKey, generate_key
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import Revoke, Rotate, plan
 from keyrotd.model import ALGORITHMS, Keyset, Policy
+from keyrotd.storage import open_storage
 
 
 def write_config(directory: Path, body: str) -> Path:
@@ -152,11 +156,11 @@ def test_revoke_unknown_kid_fails_with_one_line(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run(capsys, "rotate")
-    code, out, err = run(capsys, "revoke", "nope")
+    code, out, err = run(capsys, "revoke", "nope-nope")
     assert code == 1
     assert out == ""
     assert (
-        err == "keyrotd: keyset default has no key with kid nope: list the kids with "
+        err == "keyrotd: keyset default has no key with kid nope-nope: list the kids with "
         "`keyrotd status`\n"
     )
 
@@ -541,3 +545,120 @@ def test_output_to_a_closed_pipe_ends_quietly(argv: list[str], tmp_path: Path) -
         os.close(write_end)
     assert result.returncode in (0, -signal.SIGPIPE), result.stderr
     assert result.stderr == ""
+
+
+# -- revoke KID: every keyset, and a prefix as `status` shows ---------------------------------
+
+
+def two_keysets(directory: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, list[str]]:
+    """Keysets ``a`` and ``b`` (ES256), each with an active key and a pending successor: their
+    kids, active first."""
+    write_config(directory, '[[keysets]]\nname = "a"\nalgorithm = "ES256"\n'
+                            '[[keysets]]\nname = "b"\nalgorithm = "ES256"\n')  # fmt: skip
+    for name in ("a", "b"):
+        assert run(capsys, "rotate", "--keyset", name)[0] == 0
+    _, out, _ = run(capsys, "status", "--json")
+    return {ks["name"]: [k["kid"] for k in ks["keys"]] for ks in json.loads(out)["keysets"]}
+
+
+def test_revoke_without_keyset_finds_the_kid_in_any_keyset(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kids = two_keysets(in_tmp, capsys)
+    pending = kids["b"][1]
+    code, out, err = run(capsys, "revoke", pending)
+    assert (code, err) == (0, ""), err
+    assert f"b: key.revoked {pending} at " in out
+    _, out, _ = run(capsys, "jwks", "--keyset", "b")
+    assert pending not in {k["kid"] for k in json.loads(out)["keys"]}
+    _, out, _ = run(capsys, "jwks", "--keyset", "a")
+    assert [k["kid"] for k in json.loads(out)["keys"]] == kids["a"]
+
+
+def test_revoke_takes_the_eight_characters_status_shows(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kids = two_keysets(in_tmp, capsys)
+    active = kids["b"][0]
+    _, shown, _ = run(capsys, "status", "--keyset", "b")
+    assert f" {active[:8]} " in shown
+    code, out, err = run(capsys, "revoke", active[:8])
+    assert code == 0, err  # stderr: the warning an emergency logs
+    assert f"REVOKED the active key {active} of keyset b: " in out
+    code, out, _ = run(capsys, "revoke", active[:10], "--keyset", "b")
+    assert (code, out) == (
+        0,
+        f"b: {active} is already revoked and out of the JWKS; nothing to do\n",
+    )
+
+
+@pytest.mark.parametrize("length", [3, 7])
+def test_revoke_refuses_a_prefix_shorter_than_eight_characters(
+    length: int, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kids = two_keysets(in_tmp, capsys)
+    code, out, err = run(capsys, "revoke", kids["a"][0][:length])
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "at least 8 characters" in err, err
+    _, out, _ = run(capsys, "status", "--json")
+    assert [len(ks["keys"]) for ks in json.loads(out)["keysets"]] == [2, 2]  # nothing revoked
+
+
+def keysets_of(directory: Path, made: dict[str, list[NewKey]]) -> None:
+    """Keysets written by the manager from the keys given (an active key and its successor
+    each): kids that no real key pair would give, such as one kid in two keysets."""
+    config = write_config(directory, "".join(
+        f'[[keysets]]\nname = "{name}"\nalgorithm = "ES256"\n' for name in made
+    ))  # fmt: skip
+    settings = load_settings(str(config), environ={})
+    storage = open_storage(settings.storage)
+    for name, keys in made.items():
+        factory = iter(keys)
+        spec = KeysetSpec.from_settings(settings.keyset(name))
+        KeysetManager(storage, spec, key_factory=lambda *_: next(factory)).apply()  # noqa: B023
+    storage.close()
+
+
+def test_revoke_names_the_keysets_holding_the_kid(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = generate_key("ES256")
+    keysets_of(in_tmp, {"a": [shared, generate_key("ES256")], "b": [shared, generate_key("ES256")]})
+    code, out, err = run(capsys, "revoke", shared.kid[:12])
+    assert (code, out) == (1, "")
+    assert err == (
+        f"keyrotd: kid {shared.kid} is in more than one keyset (a, b): choose one with --keyset\n"
+    )
+    code, out, err = run(capsys, "revoke", shared.kid, "--keyset", "b")
+    assert code == 0, err
+    assert f"b: key.revoked {shared.kid} at " in out
+
+
+def test_revoke_names_the_kids_an_ambiguous_prefix_matches(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = (
+        dataclasses.replace(generate_key("ES256"), kid=f"SamePrefix{n}") for n in ("1", "2")
+    )
+    keysets_of(in_tmp, {"a": [first, generate_key("ES256")], "b": [second, generate_key("ES256")]})
+    code, out, err = run(capsys, "revoke", "SamePref")
+    assert (code, out) == (1, "")
+    assert err == (
+        "keyrotd: SamePref matches more than one kid: SamePrefix1 (keyset a), SamePrefix2 "
+        "(keyset b): give more of the kid\n"
+    )
+    code, out, err = run(capsys, "revoke", "SamePref", "--keyset", "b")
+    assert code == 0, err
+    assert "REVOKED the active key SamePrefix2 of keyset b: " in out
+
+
+def test_revoke_unknown_kid_in_every_keyset(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two_keysets(in_tmp, capsys)
+    code, out, err = run(capsys, "revoke", "nosuchkid")
+    assert (code, out) == (1, "")
+    assert err == (
+        "keyrotd: no keyset has a key with kid nosuchkid (searched a, b): list the kids with "
+        "`keyrotd status`\n"
+    )

@@ -13,10 +13,11 @@ from importlib.resources import files
 
 from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
+from keyrotd.cli.kids import resolve_kid
 from keyrotd.cli.preflight import preflight
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.durations import format_duration
-from keyrotd.errors import KeyrotdError
+from keyrotd.errors import KeyNotFoundError, KeyrotdError
 from keyrotd.inspection.verdict import lifecycle_report
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
@@ -59,6 +60,10 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
 
 def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetManager:
     return KeysetManager(storage, KeysetSpec.from_settings(settings.keyset(name)), clock)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def emit(data: object) -> None:
@@ -113,15 +118,43 @@ def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace, c
 
 
 def cmd_revoke(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
-    mgr = manager(settings, storage, args.keyset, clock)
-    outcome = mgr.apply(Revoke(args.kid))
+    name, kid = find_kid(settings, storage, args.kid, args.keyset, clock)
+    mgr = manager(settings, storage, name, clock)
+    outcome = mgr.apply(Revoke(kid))
     if not any(t.event == "key.revoked" for t in outcome.transitions):
-        entry = outcome.keyset.find(args.kid)
+        entry = outcome.keyset.find(kid)
         state = entry.state.value if entry else "gone"
-        print(f"{mgr.name}: {args.kid} is already {state} and out of the JWKS; nothing to do")
+        print(f"{mgr.name}: {kid} is already {state} and out of the JWKS; nothing to do")
     print_handover(settings, mgr, outcome)
     print_transitions(mgr.name, outcome.transitions)
     return 0
+
+
+def find_kid(
+    settings: Settings, storage: Storage, given: str, keyset: str | None, clock: Clock
+) -> tuple[str, str]:
+    """The keyset and the whole kid ``revoke`` acts on: ``given`` is a kid or a prefix of one,
+    looked up in ``keyset`` or, without it, in every keyset. A keyset that cannot be read is
+    reported if the kid is found nowhere else (its error names the document)."""
+    names = [keyset] if keyset else [ks.name for ks in settings.keysets]
+    readable: dict[str, Keyset] = {}
+    unreadable: list[KeyrotdError] = []
+    for name in names:
+        try:
+            readable[name] = manager(settings, storage, name, clock).view()
+        except KeyrotdError as exc:
+            if keyset:
+                raise
+            unreadable.append(exc)
+    try:
+        found = resolve_kid(given, readable)
+    except KeyNotFoundError:
+        if unreadable:
+            raise unreadable[0] from None
+        raise
+    for failure in unreadable:
+        print(f"keyrotd: not searched: {one_line(str(failure))}", file=sys.stderr)
+    return found
 
 
 def print_handover(settings: Settings, mgr: KeysetManager, outcome: Outcome) -> None:
