@@ -14,7 +14,8 @@ The schedule (CONTRACT section 3):
 - when a pending key activates the active one retires; it stays in the JWKS for
   ``token_lifetime + clock_skew`` (G3), then expires into the bounded history;
 - exceptions to G2, each reported with ``exception`` set: the first key of a keyset, ``rotate
-  --now`` and revoking the active key;
+  --now`` and revoking the active key; ``rotate --now`` only for a successor published long
+  enough ago, unless forced (``Rotate.settle``, ``keyrotd.rotating``);
 - with ``policy.observe`` a successor is published *awaiting confirmation*: no ``activates_at``
   until an :class:`Observed` poll confirms it (``keyrotd.propagation``, CONTRACT section 9); until
   then it is held, however late, and the active key keeps signing.
@@ -81,7 +82,7 @@ def plan(
         work.materialize()
         work.ensure_active()
         if isinstance(command, Rotate):
-            work.rotate(command.now)
+            work.rotate(command.now, command.settle)
         elif isinstance(command, Revoke):
             work.revoke_kid(command.kid)
         elif isinstance(command, Observed):

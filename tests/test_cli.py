@@ -33,6 +33,7 @@ from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import Revoke, Rotate, plan
 from keyrotd.model import ALGORITHMS, Keyset, Policy
 from keyrotd.storage import open_storage
+from tests.support.clock import ManualClock
 
 
 def write_config(directory: Path, body: str) -> Path:
@@ -110,7 +111,7 @@ def test_rotate_now_says_it_is_an_emergency(
     run(capsys, "rotate")
     _, before, _ = run(capsys, "status", "--json")
     pending = [k for k in json.loads(before)["keysets"][0]["keys"] if k["state"] == "pending"]
-    code, out, _ = run(capsys, "rotate", "--now")
+    code, out, _ = run(capsys, "rotate", "--now", "--force")  # published a moment ago
     assert code == 0
     first, second = out.splitlines()[:2]
     assert re.fullmatch(
@@ -662,3 +663,116 @@ def test_revoke_unknown_kid_in_every_keyset(
         "keyrotd: no keyset has a key with kid nosuchkid (searched a, b): list the kids with "
         "`keyrotd status`\n"
     )
+
+
+# -- rotate: nothing to bring forward; rotate --now only for a successor verifiers hold -----------
+
+
+def at(clock: ManualClock, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv), clock)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def store_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((directory / "keyrotd-data").glob("*.json"))}
+
+
+def test_rotate_says_when_there_is_nothing_to_bring_forward(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = ManualClock(T0)
+    assert at(clock, capsys, "rotate")[0] == 0  # the first key signs, a successor is published
+    _, report, _ = at(clock, capsys, "status", "--json")
+    [successor] = [k for k in json.loads(report)["keysets"][0]["keys"] if k["state"] == "pending"]
+    said = (
+        f"default: nothing to bring forward: {successor['kid']}, published at "
+        "2026-03-01T00:00:00Z, activates at 2026-03-02T00:00:00Z, as soon as publish_ahead (1d) "
+        "allows; `keyrotd rotate --now` activates it at once, as an emergency"
+    )
+    clock.advance(timedelta(minutes=1))
+    before = store_bytes(in_tmp)
+    code, out, err = at(clock, capsys, "rotate")
+    assert (code, err) == (0, "")
+    assert out == f"{said}, from 2026-03-01T00:05:30Z (before that, only with --force)\n"
+    clock.advance(timedelta(hours=1))
+    code, out, err = at(clock, capsys, "rotate")
+    assert (code, err, out) == (0, "", f"{said}\n")
+    assert store_bytes(in_tmp) == before
+
+
+def test_rotate_now_refuses_a_successor_published_a_moment_ago(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """refresh_interval 30s + max(jwks_max_age 5m, verifier_cache 30s): 5m30s after publication
+    every verifier holds the successor; before that, --now is refused unless --force."""
+    clock = ManualClock(T0)
+    assert at(clock, capsys, "rotate")[0] == 0
+    clock.advance(timedelta(minutes=5, seconds=29))
+    before = store_bytes(in_tmp)
+    code, out, err = at(clock, capsys, "rotate", "--now")
+    assert (code, out) == (1, "")
+    _, report, _ = at(clock, capsys, "status", "--json")
+    [successor] = [k for k in json.loads(report)["keysets"][0]["keys"] if k["state"] == "pending"]
+    assert err == (
+        f"keyrotd: keyset default: refusing rotate --now: its successor {successor['kid']} was "
+        "published at 2026-03-01T00:00:00Z, 5m29s ago, and verifiers may not hold it before "
+        "2026-03-01T00:05:30Z (refresh_interval + max(jwks_max_age, verifier_cache) = 5m30s "
+        "after its publication): they could reject the tokens it signs: run `keyrotd rotate "
+        "--now` again from 2026-03-01T00:05:30Z, or add --force to activate it anyway\n"
+    )
+    assert store_bytes(in_tmp) == before  # nothing changed
+    clock.advance(timedelta(seconds=1))
+    code, out, _ = at(clock, capsys, "rotate", "--now")
+    assert code == 0
+    assert out.startswith(f"EMERGENCY ROTATION of keyset default: {successor['kid']} signs from ")
+
+
+def test_rotate_now_twice_is_refused_the_second_time(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = ManualClock(T0)
+    assert at(clock, capsys, "rotate")[0] == 0
+    clock.advance(timedelta(hours=2))
+    assert at(clock, capsys, "rotate", "--now")[0] == 0  # a new successor is published at once
+    clock.advance(timedelta(seconds=3))
+    code, _, err = at(clock, capsys, "rotate", "--now")
+    assert code == 1
+    assert "2026-03-01T02:00:00Z, 3s ago" in err and "--force" in err
+    code, out, _ = at(clock, capsys, "rotate", "--now", "--force")
+    assert code == 0
+    assert "EMERGENCY ROTATION of keyset default: " in out
+    assert "it was published at 2026-03-01T02:00:00Z, 3s ago" in out
+
+
+def test_rotate_now_refuses_when_no_successor_is_published(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_config(in_tmp, '[[keysets]]\nname = "k"\nalgorithm = "ES256"\n'
+                         'rotation_period = "2h"\npublish_ahead = "1h"\n')  # fmt: skip
+    clock = ManualClock(T0)
+    assert at(clock, capsys, "rotate")[0] == 0
+    _, report, _ = at(clock, capsys, "status", "--json")
+    [successor] = [k for k in json.loads(report)["keysets"][0]["keys"] if k["state"] == "pending"]
+    clock.advance(timedelta(minutes=5))
+    assert at(clock, capsys, "revoke", successor["kid"])[0] == 0  # the next one is due in 55m
+    clock.advance(timedelta(minutes=5))
+    before = store_bytes(in_tmp)
+    code, out, err = at(clock, capsys, "rotate", "--now")
+    assert (code, out) == (1, "")
+    assert err == (
+        "keyrotd: keyset k: refusing rotate --now: no successor is published, and a new key "
+        "would sign before verifiers hold it (refresh_interval + max(jwks_max_age, "
+        "verifier_cache) = 5m30s after its publication): run `keyrotd rotate` now to publish "
+        "one and `keyrotd rotate --now` from 2026-03-01T00:15:30Z, or add --force to sign with "
+        "a new key at once\n"
+    )
+    assert store_bytes(in_tmp) == before
+    code, out, _ = at(clock, capsys, "rotate", "--now", "--force")
+    assert code == 0 and "EMERGENCY ROTATION of keyset k: " in out
+
+
+def test_force_goes_with_now(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "rotate", "--force")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "--force" in err and "--now" in err

@@ -16,13 +16,15 @@ from keyrotd.cli.handover import handover_notices
 from keyrotd.cli.kids import resolve_kid
 from keyrotd.cli.preflight import preflight
 from keyrotd.config import KeysetSettings, Settings, load_settings
+from keyrotd.config.policy import rotate_times
 from keyrotd.durations import format_duration
-from keyrotd.errors import KeyNotFoundError, KeyrotdError
+from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
 from keyrotd.inspection.verdict import lifecycle_report
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
 from keyrotd.model import Key, Keyset
 from keyrotd.propagation import held_report, progress_report
+from keyrotd.rotating import successor_note
 from keyrotd.storage import Storage, open_storage
 from keyrotd.timeline import render_status
 from keyrotd.times import Clock, rfc3339
@@ -100,18 +102,17 @@ def cmd_signing_key(
 
 
 def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
-    mgr = manager(settings, storage, args.keyset, clock)
-    outcome = mgr.apply(Rotate(now=args.now))
+    if args.force and not args.now:
+        raise UsageError("--force goes with --now", "use `keyrotd rotate --now --force`")
+    chosen = settings.keyset(args.keyset)
+    times = rotate_times(settings.server, chosen)
+    mgr = manager(settings, storage, chosen.name, clock)
+    outcome = mgr.apply(Rotate(now=args.now, settle=None if args.force else times.settle))
     print_handover(settings, mgr, outcome)
     print_transitions(mgr.name, outcome.transitions)
-    successor = outcome.keyset.successor
-    if successor and successor.activates_at is not None:
-        print(
-            f"{mgr.name}: {successor.kid} is published and activates at "
-            f"{rfc3339(successor.activates_at)}"
-        )
-    elif successor and successor.awaiting:
-        print(f"{mgr.name}: {successor.kid} is published and awaits confirmation (observe)")
+    note = successor_note(outcome.keyset, outcome.transitions, times, clock())
+    if note is not None:
+        print(note[0])
     elif not outcome.transitions:
         print(f"{mgr.name}: nothing to do")
     return 0

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("rotate", "bring the next rotation forward")
     keyset(p)
     p.add_argument("--now", action="store_true", help="emergency: the successor signs at once")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --now: even a successor verifiers may not hold yet, or a brand-new key",
+    )
     p = command("revoke", "drop a key from the JWKS at once")
     p.add_argument(
         "kid",

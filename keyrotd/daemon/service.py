@@ -31,6 +31,7 @@ from typing import Final
 
 from keyrotd import logs
 from keyrotd.config import Settings
+from keyrotd.config.policy import rotate_times
 from keyrotd.daemon.admin import Admin, Clients
 from keyrotd.daemon.audit import Audit
 from keyrotd.daemon.discovery import issuer_routes
@@ -97,7 +98,8 @@ class Daemon:
     def app_options(self, settings: Settings) -> tuple[Options, Options | None]:
         """The public app's options, and the admin app's when ``admin_listen`` is set."""
         configured = any(path is not None for path in admin_files(settings))
-        admin = Admin(self.clients, self.rotator.command, self.audit) if configured else None
+        times = {ks.name: rotate_times(settings.server, ks) for ks in settings.keysets}
+        admin = Admin(self.clients, self.rotator.command, self.audit, times) if configured else None
         both = Options(
             max_age=int(settings.server.jwks_max_age.total_seconds()),
             admin=admin,
