@@ -653,6 +653,21 @@ def test_revoke_names_the_kids_an_ambiguous_prefix_matches(
     assert "REVOKED the active key SamePrefix2 of keyset b: " in out
 
 
+def test_revoke_looks_past_a_keyset_it_cannot_read(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kids = two_keysets(in_tmp, capsys)
+    broken = in_tmp / "keyrotd-data" / "a.json"
+    broken.write_text("{not json")
+    code, out, err = run(capsys, "revoke", kids["b"][1])
+    assert code == 0, err
+    assert f"b: key.revoked {kids['b'][1]} at " in out
+    assert err.startswith("keyrotd: not searched: ") and str(broken) in err
+    code, out, err = run(capsys, "revoke", "nosuchkid")  # perhaps in a: say why it is unknown
+    assert (code, out) == (1, "")
+    assert str(broken) in err and err.count("\n") == 1
+
+
 def test_revoke_unknown_kid_in_every_keyset(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

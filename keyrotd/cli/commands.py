@@ -22,7 +22,7 @@ from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
 from keyrotd.inspection.verdict import lifecycle_report
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
 from keyrotd.lifecycle import Revoke, Rotate, Transition, next_transition
-from keyrotd.model import Key, Keyset
+from keyrotd.model import Key, Keyset, from_json
 from keyrotd.propagation import held_report, progress_report
 from keyrotd.rotating import successor_note
 from keyrotd.storage import Storage, open_storage
@@ -119,7 +119,7 @@ def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace, c
 
 
 def cmd_revoke(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
-    name, kid = find_kid(settings, storage, args.kid, args.keyset, clock)
+    name, kid = find_kid(settings, storage, args.kid, args.keyset)
     mgr = manager(settings, storage, name, clock)
     outcome = mgr.apply(Revoke(kid))
     if not any(t.event == "key.revoked" for t in outcome.transitions):
@@ -132,17 +132,21 @@ def cmd_revoke(settings: Settings, storage: Storage, args: argparse.Namespace, c
 
 
 def find_kid(
-    settings: Settings, storage: Storage, given: str, keyset: str | None, clock: Clock
+    settings: Settings, storage: Storage, given: str, keyset: str | None
 ) -> tuple[str, str]:
     """The keyset and the whole kid ``revoke`` acts on: ``given`` is a kid or a prefix of one,
-    looked up in ``keyset`` or, without it, in every keyset. A keyset that cannot be read is
-    reported if the kid is found nowhere else (its error names the document)."""
-    names = [keyset] if keyset else [ks.name for ks in settings.keysets]
+    looked up in ``keyset`` or, without it, in every keyset (one batched read). A keyset that
+    cannot be read is reported if the kid is found nowhere else (its error names the document)."""
+    names = [settings.keyset(keyset).name] if keyset else [ks.name for ks in settings.keysets]
     readable: dict[str, Keyset] = {}
     unreadable: list[KeyrotdError] = []
-    for name in names:
+    for name, stored in storage.read_many(names).items():
         try:
-            readable[name] = manager(settings, storage, name, clock).view()
+            if isinstance(stored, KeyrotdError):
+                raise stored
+            readable[name] = (
+                Keyset(name) if stored is None else from_json(stored.data, stored.location)
+            )
         except KeyrotdError as exc:
             if keyset:
                 raise
