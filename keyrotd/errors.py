@@ -85,6 +85,17 @@ class KeyNotFoundError(KeyrotdError):
     temporary = False
 
 
+class RefusedError(KeyrotdError):
+    """A command refused as given, changing nothing, that could be forced (exit 1; HTTP 409).
+    ``http_hint`` says what to do in the words of the HTTP API."""
+
+    temporary = False
+
+    def __init__(self, message: str, hint: str = "", http_hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.http_hint = http_hint or hint
+
+
 class TokenError(KeyrotdError):
     """An issuer refused to mint a token (for example a lifetime above ``token_lifetime``)."""
 

@@ -15,6 +15,8 @@ The schedule (CONTRACT section 3):
   ``token_lifetime + clock_skew`` (G3), then expires into the bounded history;
 - exceptions to G2, each reported with ``exception`` set: the first key of a keyset, ``rotate
   --now``, revoking the active key and ``import --as active`` (a key its verifiers hold already);
+  ``rotate --now`` only for a successor published long enough ago, unless forced
+  (``Rotate.settle``, ``keyrotd.rotating``);
 - with ``policy.observe`` a successor is published *awaiting confirmation*: no ``activates_at``
   until an :class:`Observed` poll confirms it (``keyrotd.propagation``, CONTRACT section 9); until
   then it is held, however late, and the active key keeps signing.
@@ -85,7 +87,7 @@ def plan(
             work.import_key(command)
         work.ensure_active()
         if isinstance(command, Rotate):
-            work.rotate(command.now)
+            work.rotate(command.now, command.settle)
         elif isinstance(command, Revoke):
             work.revoke_kid(command.kid)
         elif isinstance(command, Observed):

@@ -24,6 +24,10 @@ class Rotate:
     """``keyrotd rotate``: bring the next rotation forward; ``now`` is the emergency variant."""
 
     now: bool = False
+    settle: timedelta | None = None
+    """With ``now``: the least age of the successor it activates (``--now`` is refused for a
+    younger one or none, :func:`keyrotd.rotating.refuse_rotate_now`). None: no such check
+    (``--force``)."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from keyrotd.lifecycle_commands import FIRST_KEY, IMPORTED, EventName, Import, T
 from keyrotd.model import HISTORY_LIMIT, Key, Keyset, KeyState, Policy
 from keyrotd.propagation import Poll, awaiting, observe
 from keyrotd.revocations import ever_revoked
+from keyrotd.rotating import refuse_rotate_now
 
 
 class OutOfKeys(Exception):
@@ -154,9 +155,11 @@ class Planner:
         if self.now >= period_end - self.policy.publish_ahead:
             self.new_key(max(self.now + self.policy.publish_ahead, period_end), gated=True)
 
-    def rotate(self, emergency: bool) -> None:
+    def rotate(self, emergency: bool, settle: timedelta | None = None) -> None:
         pending = self.pending()
         if emergency:
+            if settle is not None:
+                refuse_rotate_now(self.name, pending[0] if pending else None, self.now, settle)
             key = pending[0] if pending else self.new_key(self.now)
             self.activate(key, self.now, "rotate --now")
         elif pending:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.resources
 import io
 import json
@@ -11,6 +12,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,9 +27,13 @@ import pytest
 
 from keyrotd.cli import build_parser, main
 from keyrotd.cli.handover import handover_notices
-from keyrotd.keys import PRIVATE_MEMBERS, generate_key
+from keyrotd.config import load_settings
+from keyrotd.keys import PRIVATE_MEMBERS, NewKey, generate_key
+from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import Revoke, Rotate, plan
 from keyrotd.model import ALGORITHMS, Keyset, Policy
+from keyrotd.storage import open_storage
+from tests.support.clock import ManualClock
 
 
 def write_config(directory: Path, body: str) -> Path:
@@ -105,7 +111,7 @@ def test_rotate_now_says_it_is_an_emergency(
     run(capsys, "rotate")
     _, before, _ = run(capsys, "status", "--json")
     pending = [k for k in json.loads(before)["keysets"][0]["keys"] if k["state"] == "pending"]
-    code, out, _ = run(capsys, "rotate", "--now")
+    code, out, _ = run(capsys, "rotate", "--now", "--force")  # published a moment ago
     assert code == 0
     first, second = out.splitlines()[:2]
     assert re.fullmatch(
@@ -151,11 +157,11 @@ def test_revoke_unknown_kid_fails_with_one_line(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run(capsys, "rotate")
-    code, out, err = run(capsys, "revoke", "nope")
+    code, out, err = run(capsys, "revoke", "nope-nope")
     assert code == 1
     assert out == ""
     assert (
-        err == "keyrotd: keyset default has no key with kid nope: list the kids with "
+        err == "keyrotd: keyset default has no key with kid nope-nope: list the kids with "
         "`keyrotd status`\n"
     )
 
@@ -514,3 +520,274 @@ def test_revoking_a_retired_key_says_only_who_rejects_its_tokens() -> None:
         "2026-03-02T00:10:30Z; a verifier holding an older copy accepts them until it refetches "
         "(by 2026-03-02T00:15:30Z if it honours Cache-Control)",
     ]
+
+
+# -- output to a closed pipe (`keyrotd status | head -1`) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["status"], ["status", "--json"], ["jwks"], ["check-config", "--example"], ["--help"]],
+)
+def test_output_to_a_closed_pipe_ends_quietly(argv: list[str], tmp_path: Path) -> None:
+    """The reader went away (``| head -1``) before keyrotd wrote: exit 0 or death by SIGPIPE,
+    nothing on stderr, never "internal error"."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
+    cli = [sys.executable, "-m", "keyrotd.cli"]
+    subprocess.run([*cli, "rotate"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        result = subprocess.run(
+            [*cli, *argv], cwd=tmp_path, env=env, stdout=write_end, stderr=subprocess.PIPE,
+            text=True, check=False, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode in (0, -signal.SIGPIPE), result.stderr
+    assert result.stderr == ""
+
+
+# -- revoke KID: every keyset, and a prefix as `status` shows ---------------------------------
+
+
+def two_keysets(directory: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, list[str]]:
+    """Keysets ``a`` and ``b`` (ES256), each with an active key and a pending successor: their
+    kids, active first."""
+    write_config(directory, '[[keysets]]\nname = "a"\nalgorithm = "ES256"\n'
+                            '[[keysets]]\nname = "b"\nalgorithm = "ES256"\n')  # fmt: skip
+    for name in ("a", "b"):
+        assert run(capsys, "rotate", "--keyset", name)[0] == 0
+    _, out, _ = run(capsys, "status", "--json")
+    return {ks["name"]: [k["kid"] for k in ks["keys"]] for ks in json.loads(out)["keysets"]}
+
+
+def test_revoke_without_keyset_finds_the_kid_in_any_keyset(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kids = two_keysets(in_tmp, capsys)
+    pending = kids["b"][1]
+    code, out, err = run(capsys, "revoke", pending)
+    assert (code, err) == (0, ""), err
+    assert f"b: key.revoked {pending} at " in out
+    _, out, _ = run(capsys, "jwks", "--keyset", "b")
+    assert pending not in {k["kid"] for k in json.loads(out)["keys"]}
+    _, out, _ = run(capsys, "jwks", "--keyset", "a")
+    assert [k["kid"] for k in json.loads(out)["keys"]] == kids["a"]
+
+
+def test_revoke_takes_the_eight_characters_status_shows(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kids = two_keysets(in_tmp, capsys)
+    active = kids["b"][0]
+    _, shown, _ = run(capsys, "status", "--keyset", "b")
+    assert f" {active[:8]} " in shown
+    code, out, err = run(capsys, "revoke", active[:8])
+    assert code == 0, err  # stderr: the warning an emergency logs
+    assert f"REVOKED the active key {active} of keyset b: " in out
+    code, out, _ = run(capsys, "revoke", active[:10], "--keyset", "b")
+    assert (code, out) == (
+        0,
+        f"b: {active} is already revoked and out of the JWKS; nothing to do\n",
+    )
+
+
+@pytest.mark.parametrize("length", [3, 7])
+def test_revoke_refuses_a_prefix_shorter_than_eight_characters(
+    length: int, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kids = two_keysets(in_tmp, capsys)
+    code, out, err = run(capsys, "revoke", kids["a"][0][:length])
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "at least 8 characters" in err, err
+    _, out, _ = run(capsys, "status", "--json")
+    assert [len(ks["keys"]) for ks in json.loads(out)["keysets"]] == [2, 2]  # nothing revoked
+
+
+def keysets_of(directory: Path, made: dict[str, list[NewKey]]) -> None:
+    """Keysets written by the manager from the keys given (an active key and its successor
+    each): kids that no real key pair would give, such as one kid in two keysets."""
+    config = write_config(directory, "".join(
+        f'[[keysets]]\nname = "{name}"\nalgorithm = "ES256"\n' for name in made
+    ))  # fmt: skip
+    settings = load_settings(str(config), environ={})
+    storage = open_storage(settings.storage)
+    for name, keys in made.items():
+        factory = iter(keys)
+        spec = KeysetSpec.from_settings(settings.keyset(name))
+        KeysetManager(storage, spec, key_factory=lambda *_: next(factory)).apply()  # noqa: B023
+    storage.close()
+
+
+def test_revoke_names_the_keysets_holding_the_kid(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = generate_key("ES256")
+    keysets_of(in_tmp, {"a": [shared, generate_key("ES256")], "b": [shared, generate_key("ES256")]})
+    code, out, err = run(capsys, "revoke", shared.kid[:12])
+    assert (code, out) == (1, "")
+    assert err == (
+        f"keyrotd: kid {shared.kid} is in more than one keyset (a, b): choose one with --keyset\n"
+    )
+    code, out, err = run(capsys, "revoke", shared.kid, "--keyset", "b")
+    assert code == 0, err
+    assert f"b: key.revoked {shared.kid} at " in out
+
+
+def test_revoke_names_the_kids_an_ambiguous_prefix_matches(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = (
+        dataclasses.replace(generate_key("ES256"), kid=f"SamePrefix{n}") for n in ("1", "2")
+    )
+    keysets_of(in_tmp, {"a": [first, generate_key("ES256")], "b": [second, generate_key("ES256")]})
+    code, out, err = run(capsys, "revoke", "SamePref")
+    assert (code, out) == (1, "")
+    assert err == (
+        "keyrotd: SamePref matches more than one kid: SamePrefix1 (keyset a), SamePrefix2 "
+        "(keyset b): give more of the kid\n"
+    )
+    code, out, err = run(capsys, "revoke", "SamePref", "--keyset", "b")
+    assert code == 0, err
+    assert "REVOKED the active key SamePrefix2 of keyset b: " in out
+
+
+def test_revoke_looks_past_a_keyset_it_cannot_read(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kids = two_keysets(in_tmp, capsys)
+    broken = in_tmp / "keyrotd-data" / "a.json"
+    broken.write_text("{not json")
+    code, out, err = run(capsys, "revoke", kids["b"][1])
+    assert code == 0, err
+    assert f"b: key.revoked {kids['b'][1]} at " in out
+    assert err.startswith("keyrotd: not searched: ") and str(broken) in err
+    code, out, err = run(capsys, "revoke", "nosuchkid")  # perhaps in a: say why it is unknown
+    assert (code, out) == (1, "")
+    assert str(broken) in err and err.count("\n") == 1
+
+
+def test_revoke_unknown_kid_in_every_keyset(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two_keysets(in_tmp, capsys)
+    code, out, err = run(capsys, "revoke", "nosuchkid")
+    assert (code, out) == (1, "")
+    assert err == (
+        "keyrotd: no keyset has a key with kid nosuchkid (searched a, b): list the kids with "
+        "`keyrotd status`\n"
+    )
+
+
+# -- rotate: nothing to bring forward; rotate --now only for a successor verifiers hold -----------
+
+
+def at(clock: ManualClock, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv), clock)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def store_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((directory / "keyrotd-data").glob("*.json"))}
+
+
+def test_rotate_says_when_there_is_nothing_to_bring_forward(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = ManualClock(T0)
+    assert at(clock, capsys, "rotate")[0] == 0  # the first key signs, a successor is published
+    _, report, _ = at(clock, capsys, "status", "--json")
+    [successor] = [k for k in json.loads(report)["keysets"][0]["keys"] if k["state"] == "pending"]
+    said = (
+        f"default: nothing to bring forward: {successor['kid']}, published at "
+        "2026-03-01T00:00:00Z, activates at 2026-03-02T00:00:00Z, as soon as publish_ahead (1d) "
+        "allows; `keyrotd rotate --now` activates it at once, as an emergency"
+    )
+    clock.advance(timedelta(minutes=1))
+    before = store_bytes(in_tmp)
+    code, out, err = at(clock, capsys, "rotate")
+    assert (code, err) == (0, "")
+    assert out == f"{said}, from 2026-03-01T00:05:30Z (before that, only with --force)\n"
+    clock.advance(timedelta(hours=1))
+    code, out, err = at(clock, capsys, "rotate")
+    assert (code, err, out) == (0, "", f"{said}\n")
+    assert store_bytes(in_tmp) == before
+
+
+def test_rotate_now_refuses_a_successor_published_a_moment_ago(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """refresh_interval 30s + max(jwks_max_age 5m, verifier_cache 30s): 5m30s after publication
+    every verifier holds the successor; before that, --now is refused unless --force."""
+    clock = ManualClock(T0)
+    assert at(clock, capsys, "rotate")[0] == 0
+    clock.advance(timedelta(minutes=5, seconds=29))
+    before = store_bytes(in_tmp)
+    code, out, err = at(clock, capsys, "rotate", "--now")
+    assert (code, out) == (1, "")
+    _, report, _ = at(clock, capsys, "status", "--json")
+    [successor] = [k for k in json.loads(report)["keysets"][0]["keys"] if k["state"] == "pending"]
+    assert err == (
+        f"keyrotd: keyset default: refusing rotate --now: its successor {successor['kid']} was "
+        "published at 2026-03-01T00:00:00Z, 5m29s ago, and verifiers may not hold it before "
+        "2026-03-01T00:05:30Z (refresh_interval + max(jwks_max_age, verifier_cache) = 5m30s "
+        "after its publication): they could reject the tokens it signs: run `keyrotd rotate "
+        "--now` again from 2026-03-01T00:05:30Z, or add --force to activate it anyway\n"
+    )
+    assert store_bytes(in_tmp) == before  # nothing changed
+    clock.advance(timedelta(seconds=1))
+    code, out, _ = at(clock, capsys, "rotate", "--now")
+    assert code == 0
+    assert out.startswith(f"EMERGENCY ROTATION of keyset default: {successor['kid']} signs from ")
+
+
+def test_rotate_now_twice_is_refused_the_second_time(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = ManualClock(T0)
+    assert at(clock, capsys, "rotate")[0] == 0
+    clock.advance(timedelta(hours=2))
+    assert at(clock, capsys, "rotate", "--now")[0] == 0  # a new successor is published at once
+    clock.advance(timedelta(seconds=3))
+    code, _, err = at(clock, capsys, "rotate", "--now")
+    assert code == 1
+    assert "2026-03-01T02:00:00Z, 3s ago" in err and "--force" in err
+    code, out, _ = at(clock, capsys, "rotate", "--now", "--force")
+    assert code == 0
+    assert "EMERGENCY ROTATION of keyset default: " in out
+    assert "it was published at 2026-03-01T02:00:00Z, 3s ago" in out
+
+
+def test_rotate_now_refuses_when_no_successor_is_published(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_config(in_tmp, '[[keysets]]\nname = "k"\nalgorithm = "ES256"\n'
+                         'rotation_period = "2h"\npublish_ahead = "1h"\n')  # fmt: skip
+    clock = ManualClock(T0)
+    assert at(clock, capsys, "rotate")[0] == 0
+    _, report, _ = at(clock, capsys, "status", "--json")
+    [successor] = [k for k in json.loads(report)["keysets"][0]["keys"] if k["state"] == "pending"]
+    clock.advance(timedelta(minutes=5))
+    assert at(clock, capsys, "revoke", successor["kid"])[0] == 0  # the next one is due in 55m
+    clock.advance(timedelta(minutes=5))
+    before = store_bytes(in_tmp)
+    code, out, err = at(clock, capsys, "rotate", "--now")
+    assert (code, out) == (1, "")
+    assert err == (
+        "keyrotd: keyset k: refusing rotate --now: no successor is published, and a new key "
+        "would sign before verifiers hold it (refresh_interval + max(jwks_max_age, "
+        "verifier_cache) = 5m30s after its publication): run `keyrotd rotate` now to publish "
+        "one and `keyrotd rotate --now` from 2026-03-01T00:15:30Z, or add --force to sign with "
+        "a new key at once\n"
+    )
+    assert store_bytes(in_tmp) == before
+    code, out, _ = at(clock, capsys, "rotate", "--now", "--force")
+    assert code == 0 and "EMERGENCY ROTATION of keyset k: " in out
+
+
+def test_force_goes_with_now(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "rotate", "--force")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "--force" in err and "--now" in err

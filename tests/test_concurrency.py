@@ -47,7 +47,7 @@ def test_fifty_cli_writers_lose_nothing(tmp_path: Path) -> None:
     pending = [k["kid"] for k in status["keysets"][0]["keys"] if k["state"] == "pending"]
 
     commands: list[tuple[str, ...]] = []
-    commands += [("rotate", "--now")] * 30
+    commands += [("rotate", "--now", "--force")] * 30
     commands += [("rotate",)] * 15
     commands += [("revoke", pending[0])] * 5
     with ThreadPoolExecutor(max_workers=len(commands)) as pool:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyrotd.errors import KeyNotFoundError, KeyrotdError
+from keyrotd.errors import KeyNotFoundError, KeyrotdError, RefusedError
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey
 from keyrotd.lifecycle import (
     TICK,
@@ -31,6 +31,8 @@ from keyrotd.model import HISTORY_LIMIT, Keyset, KeyState, Policy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+SETTLE = timedelta(minutes=5, seconds=30)
+"""refresh_interval 30s + max(jwks_max_age 5m, verifier_cache 30s)"""
 DAY = timedelta(days=1)
 POLICY = Policy(
     rotation_period=DAY,
@@ -127,6 +129,29 @@ def test_rotate_brings_a_pending_successor_forward_only_as_far_as_g2_allows() ->
     ks = step(ks, tight, T0 + 22 * HOUR).keyset  # successor for T0+24h
     result = step(ks, tight, T0 + 23 * HOUR, Rotate())
     assert [p.activates_at for p in result.keyset.pending] == [T0 + 24 * HOUR]
+
+
+@pytest.mark.parametrize(
+    ("age", "refused"),
+    [(None, True), (timedelta(0), True), (timedelta(seconds=329), True), (SETTLE, False)],
+)
+def test_rotate_now_waits_until_verifiers_may_hold_the_successor(
+    age: timedelta | None, refused: bool
+) -> None:
+    """``age``: how long ago the successor was published (None: there is none); the planner
+    refuses, changing nothing, a successor younger than ``settle``, and none at all."""
+    ks = step(Keyset("default"), POLICY, T0).keyset
+    now = T0 + 13 * HOUR
+    if age is not None:
+        ks = step(ks, POLICY, now - age).keyset  # the successor is published then (12h on)
+        assert [p.created_at for p in ks.pending] == [now - age]
+    if refused:
+        with pytest.raises(RefusedError, match="refusing rotate --now") as caught:
+            step(ks, POLICY, now, Rotate(now=True, settle=SETTLE))
+        assert caught.value.exit_code == 1
+    else:
+        assert step(ks, POLICY, now, Rotate(now=True, settle=SETTLE)).changed
+    assert step(ks, POLICY, now, Rotate(now=True)).changed  # forced: settle None
 
 
 def test_rotate_now_activates_at_once_and_says_so() -> None:

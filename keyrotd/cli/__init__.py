@@ -8,10 +8,13 @@ server) are imported by the commands that need them. The package: :mod:`~keyrotd
 :mod:`~keyrotd.cli.inspect` (``inspect``'s reading of the token and the keys),
 :mod:`~keyrotd.cli.client_commands` (``client``), :mod:`~keyrotd.cli.handover` (emergency
 notices).
+
+Output to a closed pipe (``keyrotd status | head -1``) ends quietly, exit 0, for every command.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -25,6 +28,16 @@ __all__ = ["build_parser", "kid_after_double_dash", "main"]
 
 def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
     """Run ``keyrotd ARGV`` (default ``sys.argv[1:]``) at the time ``clock`` tells."""
+    try:
+        code = _run(argv, clock)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is still ours to handle
+    except BrokenPipeError:
+        _discard_stdout()
+        return 0
+    return code
+
+
+def _run(argv: Sequence[str] | None, clock: Clock) -> int:
     args_list = kid_after_double_dash(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args_list
     try:
@@ -45,6 +58,8 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
         return 130
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
+    except BrokenPipeError:  # the reader of stdout went away: main() ends quietly
+        raise
     except Exception as exc:  # the last resort: still one line unless --debug
         if debug:
             traceback.print_exc()
@@ -54,6 +69,18 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _discard_stdout() -> None:
+    """The reader of stdout is gone: send what is still buffered to /dev/null, so that the
+    interpreter's own flush at exit does not fail again (as the Python docs advise for SIGPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file descriptor (a test's capture): nothing is flushed at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _one_line(text: str) -> str:

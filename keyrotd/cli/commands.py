@@ -14,16 +14,19 @@ from importlib.resources import files
 from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
 from keyrotd.cli.import_command import cmd_import
+from keyrotd.cli.kids import resolve_kid
 from keyrotd.cli.preflight import preflight
 from keyrotd.cli.sign_command import cmd_sign
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
 from keyrotd.config import KeysetSettings, Settings, load_settings
+from keyrotd.config.policy import rotate_times
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
-from keyrotd.errors import KeyrotdError
+from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
 from keyrotd.lifecycle import Revoke, Rotate, Transition
-from keyrotd.model import Keyset
+from keyrotd.model import Keyset, from_json
+from keyrotd.rotating import successor_note
 from keyrotd.status import keyset_status
 from keyrotd.storage import Storage, open_storage
 from keyrotd.timeline import render_status
@@ -70,6 +73,10 @@ def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock
     return KeysetManager(storage, spec, clock, custody=custody)
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def emit(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
@@ -107,33 +114,64 @@ def cmd_signing_key(
 
 
 def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
-    mgr = manager(settings, storage, args.keyset, clock)
-    outcome = mgr.apply(Rotate(now=args.now))
+    if args.force and not args.now:
+        raise UsageError("--force goes with --now", "use `keyrotd rotate --now --force`")
+    chosen = settings.keyset(args.keyset)
+    times = rotate_times(settings.server, chosen)
+    mgr = manager(settings, storage, chosen.name, clock)
+    outcome = mgr.apply(Rotate(now=args.now, settle=None if args.force else times.settle))
     print_handover(settings, mgr, outcome)
     print_transitions(mgr.name, outcome.transitions)
-    successor = outcome.keyset.successor
-    if successor and successor.activates_at is not None:
-        print(
-            f"{mgr.name}: {successor.kid} is published and activates at "
-            f"{rfc3339(successor.activates_at)}"
-        )
-    elif successor and successor.awaiting:
-        print(f"{mgr.name}: {successor.kid} is published and awaits confirmation (observe)")
+    note = successor_note(outcome.keyset, outcome.transitions, times, clock())
+    if note is not None:
+        print(note[0])
     elif not outcome.transitions:
         print(f"{mgr.name}: nothing to do")
     return 0
 
 
 def cmd_revoke(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
-    mgr = manager(settings, storage, args.keyset, clock)
-    outcome = mgr.apply(Revoke(args.kid))
+    name, kid = find_kid(settings, storage, args.kid, args.keyset)
+    mgr = manager(settings, storage, name, clock)
+    outcome = mgr.apply(Revoke(kid))
     if not any(t.event == "key.revoked" for t in outcome.transitions):
-        entry = outcome.keyset.find(args.kid)
+        entry = outcome.keyset.find(kid)
         state = entry.state.value if entry else "gone"
-        print(f"{mgr.name}: {args.kid} is already {state} and out of the JWKS; nothing to do")
+        print(f"{mgr.name}: {kid} is already {state} and out of the JWKS; nothing to do")
     print_handover(settings, mgr, outcome)
     print_transitions(mgr.name, outcome.transitions)
     return 0
+
+
+def find_kid(
+    settings: Settings, storage: Storage, given: str, keyset: str | None
+) -> tuple[str, str]:
+    """The keyset and the whole kid ``revoke`` acts on: ``given`` is a kid or a prefix of one,
+    looked up in ``keyset`` or, without it, in every keyset (one batched read). A keyset that
+    cannot be read is reported if the kid is found nowhere else (its error names the document)."""
+    names = [settings.keyset(keyset).name] if keyset else [ks.name for ks in settings.keysets]
+    readable: dict[str, Keyset] = {}
+    unreadable: list[KeyrotdError] = []
+    for name, stored in storage.read_many(names).items():
+        try:
+            if isinstance(stored, KeyrotdError):
+                raise stored
+            readable[name] = (
+                Keyset(name) if stored is None else from_json(stored.data, stored.location)
+            )
+        except KeyrotdError as exc:
+            if keyset:
+                raise
+            unreadable.append(exc)
+    try:
+        found = resolve_kid(given, readable)
+    except KeyNotFoundError:
+        if unreadable:
+            raise unreadable[0] from None
+        raise
+    for failure in unreadable:
+        print(f"keyrotd: not searched: {one_line(str(failure))}", file=sys.stderr)
+    return found
 
 
 def print_handover(settings: Settings, mgr: KeysetManager, outcome: Outcome) -> None:

@@ -13,8 +13,10 @@ from typing import NoReturn
 from keyrotd import __version__
 from keyrotd.errors import UsageError
 
-_DASH_KID = re.compile(r"-[A-Za-z0-9_-]{42}")
-"""A kid (43 base64url characters) that starts with '-', which argparse takes for an option."""
+_DASH_KID = re.compile(r"-[A-Za-z0-9_-]{7,42}")
+"""A kid (43 base64url characters) or a prefix of one (8 or more) that starts with '-', which
+argparse takes for an option; :data:`_REVOKE_OPTIONS` are options all the same."""
+_REVOKE_OPTIONS = frozenset({"--keyset", "--config", "--debug", "--help", "--version"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,9 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("rotate", "bring the next rotation forward")
     keyset(p)
     p.add_argument("--now", action="store_true", help="emergency: the successor signs at once")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --now: even a successor verifiers may not hold yet, or a brand-new key",
+    )
     p = command("revoke", "drop a key from the JWKS at once")
-    p.add_argument("kid", metavar="KID", help="the kid of the key to revoke (see `keyrotd status`)")
-    keyset(p)
+    p.add_argument(
+        "kid",
+        metavar="KID",
+        help="the kid of the key to revoke, or its first 8 or more characters (see `keyrotd "
+        "status`)",
+    )
+    p.add_argument("--keyset", metavar="N", help="the keyset holding KID (default: search all)")
     from keyrotd.cli.sign_command import add_sign_parser
 
     add_sign_parser(command("sign", "print a token signed by the active key"), KEYSET_HELP)
@@ -121,7 +133,8 @@ def kid_after_double_dash(argv: list[str]) -> list[str]:
     """
     if "revoke" not in argv or "--" in argv:
         return argv
-    kids = [arg for arg in argv[argv.index("revoke") + 1 :] if _DASH_KID.fullmatch(arg)]
+    after = argv[argv.index("revoke") + 1 :]
+    kids = [arg for arg in after if _DASH_KID.fullmatch(arg) and arg not in _REVOKE_OPTIONS]
     if len(kids) != 1:
         return argv
     rest = list(argv)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from keyrotd.config.kubernetes import check_signer
 from keyrotd.config.messages import config_error
 from keyrotd.durations import format_duration, quote
+from keyrotd.rotating import RotateTimes
 
 if TYPE_CHECKING:
     from keyrotd.config.models import KeysetSettings, ServerSettings, Settings
@@ -47,7 +48,7 @@ def _check_keyset(label: str, where: str, keyset: KeysetSettings, server: Server
             "lower publish_ahead or raise rotation_period",
         )
     refresh, max_age, cache = server.refresh_interval, server.jwks_max_age, keyset.verifier_cache
-    propagation = refresh + max(max_age, cache)
+    propagation = settle_time(server, keyset)
     if ahead <= propagation:
         raise config_error(
             f"{label}: {where}.publish_ahead ({format_duration(ahead)}) is not above "
@@ -58,6 +59,18 @@ def _check_keyset(label: str, where: str, keyset: KeysetSettings, server: Server
             f"{format_duration(propagation)}, or lower refresh_interval or jwks_max_age "
             "(verifier_cache only if every verifier refetches sooner: see docs/verifiers.md)",
         )
+
+
+def settle_time(server: ServerSettings, keyset: KeysetSettings) -> timedelta:
+    """How long after its publication every verifier may hold a key: a daemon serves it within
+    ``refresh_interval``, a verifier refetches within ``max(jwks_max_age, verifier_cache)``.
+    ``publish_ahead`` must exceed it, and ``rotate --now`` waits for it (``keyrotd.rotating``)."""
+    return server.refresh_interval + max(server.jwks_max_age, keyset.verifier_cache)
+
+
+def rotate_times(server: ServerSettings, keyset: KeysetSettings) -> RotateTimes:
+    """The times a rotate of ``keyset`` goes by (``keyrotd.rotating``)."""
+    return RotateTimes(keyset.publish_ahead, settle_time(server, keyset))
 
 
 def _at_least(label: str, setting: str, value: timedelta, *, above_zero: bool) -> None:

@@ -4,7 +4,7 @@
     GET  /keysets/{name}/signing-key       {"active": private JWK, "next": ..., "next_activates_at"}
     GET  /keysets/{name}/status            that keyset's entry of ``keyrotd status --json``
     POST /keysets/{name}/sign              {"token", "kid", "expires_at"} (``keyrotd.signing``)
-    POST /keysets/{name}/rotate[?now=true]
+    POST /keysets/{name}/rotate[?now=true[&force=true]]   409: a refused --now (``rotating``)
     POST /keysets/{name}/keys/{kid}/revoke
 
 They exist only when ``server.admin_token_file`` or ``server.admin_clients_file`` is set. The
@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
@@ -53,13 +53,14 @@ from keyrotd.daemon.responses import (
 )
 from keyrotd.daemon.state import Board
 from keyrotd.daemon.status_page import keyset_entry
-from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError
+from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, RefusedError
 from keyrotd.keysets import Outcome
 from keyrotd.lifecycle import Command, Revoke, Rotate
+from keyrotd.rotating import HTTP, RotateTimes, successor_note
 from keyrotd.secretfiles import load_admin_token as load_admin_token  # its home moved there
 from keyrotd.signing import Signed, SigningKey, SignRefused, answer_of, parse_request
 from keyrotd.signing import sign as sign_token
-from keyrotd.times import rfc3339
+from keyrotd.times import rfc3339, utc_now
 
 if TYPE_CHECKING:
     from keyrotd.daemon.signer_source import Signers
@@ -132,6 +133,19 @@ class Admin:
     """Who signs for a keyset (``POST .../sign``): in memory, or in custody."""
     custody_pool: Executor | None = None
     """Where a custody signs (a token or KMS call): never on the event loop."""
+    rotate_times: Mapping[str, RotateTimes] = field(default_factory=dict)
+    """Per keyset, ``publish_ahead`` and how old a successor must be for ``?now=true`` without
+    ``force=true`` (:func:`keyrotd.config.policy.rotate_times`)."""
+
+    def times(self, name: str) -> RotateTimes:
+        """The keyset's rotate times; for one no longer configured (served until a restart),
+        the longest of any."""
+        known = self.rotate_times.get(name)
+        if known is not None:
+            return known
+        longest = max((t.settle for t in self.rotate_times.values()), default=timedelta(0))
+        ahead = max((t.publish_ahead for t in self.rotate_times.values()), default=timedelta(0))
+        return RotateTimes(ahead, longest)
 
 
 @dataclass(frozen=True)
@@ -227,7 +241,13 @@ def decide(
     now = query.get("now", ["false"])[-1].lower()
     if now not in ("true", "false", "1", "0"):
         return error(400, "now must be true or false")
-    return command(admin, executor, name, Rotate(now=now in ("true", "1")))
+    force = query.get("force", ["false"])[-1].lower()
+    if force not in ("true", "false", "1", "0"):
+        return error(400, "force must be true or false")
+    if force in ("true", "1") and now not in ("true", "1"):
+        return error(400, "force=true goes with now=true")
+    settle = None if force in ("true", "1") else admin.times(name).settle
+    return command(admin, executor, name, Rotate(now=now in ("true", "1"), settle=settle))
 
 
 def signing_key(board: Board, name: str) -> Response:
@@ -292,9 +312,16 @@ async def command(admin: Admin, executor: Executor, name: str, action: Command) 
         outcome = await loop.run_in_executor(executor, admin.run, name, action)
     except KeyNotFoundError as exc:
         return error(404, exc.message)
+    except RefusedError as exc:  # a --now too early: nothing changed
+        return respond(409, {"error": f"{exc.message}: {exc.http_hint}", "keyset": name})
     except KeyrotdError as exc:
         return error(503, str(exc))
-    return respond(200, outcome_json(name, outcome))
+    body = outcome_json(name, outcome)
+    if isinstance(action, Rotate):  # what the CLI says, in the words of the HTTP API
+        times = admin.times(name)
+        noted = successor_note(outcome.keyset, outcome.transitions, times, utc_now(), HTTP)
+        body["message"], body["nothing_to_bring_forward"] = noted or (None, False)
+    return respond(200, body)
 
 
 def outcome_json(name: str, outcome: Outcome) -> dict[str, object]:

@@ -30,7 +30,13 @@ from keyrotd.custody.interface import Custody, CustodyProvider
 from keyrotd.daemon.journal import FailureEvent, Failures, Journal
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.state import Board
-from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, StorageError
+from keyrotd.errors import (
+    ConfigError,
+    KeyNotFoundError,
+    KeyrotdError,
+    RefusedError,
+    StorageError,
+)
 from keyrotd.keys import NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome, SyncFailed
 from keyrotd.lifecycle import Command, next_key_needed_at
@@ -167,7 +173,7 @@ class KeysetRunner:
         with self._lock:
             try:
                 outcome = self.manager.apply(command)
-            except KeyNotFoundError:
+            except (KeyNotFoundError, RefusedError):  # refused as asked: no failure
                 raise
             except Exception as exc:
                 self._publish_failure(self._failed("rotation", exc), None)

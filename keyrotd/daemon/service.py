@@ -33,6 +33,7 @@ from typing import Any, Final
 from keyrotd import logs
 from keyrotd.config import Settings
 from keyrotd.config.kubernetes import signer_keyset
+from keyrotd.config.policy import rotate_times
 from keyrotd.custody import open_custody
 from keyrotd.daemon.admin import Admin, Clients
 from keyrotd.daemon.audit import Audit
@@ -109,8 +110,17 @@ class Daemon:
         """The public app's options, and the admin app's when ``admin_listen`` is set."""
         configured = any(path is not None for path in admin_files(settings))
         run = self.rotator.command
+        times = {ks.name: rotate_times(settings.server, ks) for ks in settings.keysets}
         admin = (
-            Admin(self.clients, run, self.audit, self.where, self.signers, self.custody_pool)
+            Admin(
+                self.clients,
+                run,
+                self.audit,
+                self.where,
+                self.signers,
+                self.custody_pool,
+                rotate_times=times,
+            )
             if configured
             else None
         )

@@ -9,6 +9,7 @@ from datetime import datetime
 import pytest
 
 from tests.support.daemon import TOKEN, Daemon
+from tests.support.waiting import wait_for
 
 from .conftest import DaemonFactory
 
@@ -108,9 +109,19 @@ def test_signing_key_at_the_root_is_the_first_keysets(daemon_factory: DaemonFact
     assert daemon.admin("POST", "/signing-key").status == 405
 
 
-def test_rotate_now_activates_the_published_successor(daemon: Daemon) -> None:
+def test_rotate_now_activates_the_published_successor(daemon_factory: DaemonFactory) -> None:
+    """Without force, once the successor is refresh_interval + max(jwks_max_age,
+    verifier_cache) = 1s + max(1s, 1s) = 2s old."""
+    keyset = {"name": "main", "algorithm": "ES256", "rotation_period": "1h", "publish_ahead": "1h"}
+    keyset["verifier_cache"] = "1s"
+    daemon = daemon_factory(keysets=[keyset]).start()
     before = daemon.admin("GET", "/keysets/main/signing-key").json()
-    reply = daemon.admin("POST", "/keysets/main/rotate?now=true")
+    reply = wait_for(
+        lambda: (r := daemon.admin("POST", "/keysets/main/rotate?now=true")).status != 409 and r,
+        10,
+        "the successor to be 2s old",
+        every=0.25,
+    )
     assert reply.status == 200, reply.body
     body = reply.json()
     assert body["active"] == before["next"]["kid"]
@@ -120,6 +131,43 @@ def test_rotate_now_activates_the_published_successor(daemon: Daemon) -> None:
     assert after["active"]["kid"] == before["next"]["kid"]
     assert kids(daemon)[0] == before["next"]["kid"]
     assert daemon.admin("POST", "/keysets/main/rotate?now=perhaps").status == 400
+
+
+def test_rotate_says_there_is_nothing_to_bring_forward(daemon: Daemon) -> None:
+    before = daemon.admin("GET", "/keysets/main/signing-key").json()
+    reply = daemon.admin("POST", "/keysets/main/rotate")
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    successor = before["next"]["kid"]
+    assert body["nothing_to_bring_forward"] is True
+    assert body["next"] == {"kid": successor, "activates_at": before["next_activates_at"]}
+    assert body["message"].startswith(f"main: nothing to bring forward: {successor}, published at ")
+    assert f"activates at {before['next_activates_at'].split('.')[0]}" in body["message"]
+    assert "`?now=true` activates it at once, as an emergency" in body["message"]
+    assert daemon.admin("GET", "/keysets/main/signing-key").json() == before
+
+
+def test_rotate_now_refuses_a_successor_published_a_moment_ago(daemon: Daemon) -> None:
+    """1s + max(1s, verifier_cache 30s): the successor is not 31s old yet: 409, nothing
+    changed; force=true activates it all the same."""
+    before = daemon.admin("GET", "/keysets/main/signing-key").json()
+    reply = daemon.admin("POST", "/keysets/main/rotate?now=true")
+    assert reply.status == 409, reply.body
+    body = reply.json()
+    assert set(body) == {"error", "keyset"} and body["keyset"] == "main"
+    assert body["error"].startswith(
+        f"keyset main: refusing rotate --now: its successor {before['next']['kid']} was "
+        "published at "
+    )
+    assert "= 31s after its publication" in body["error"]
+    assert body["error"].endswith("or add force=true to activate it anyway")
+    assert daemon.admin("GET", "/keysets/main/signing-key").json() == before
+    assert daemon.admin("POST", "/keysets/main/rotate?force=true").status == 400
+    reply = daemon.admin("POST", "/keysets/main/rotate?now=true&force=true")
+    assert reply.status == 200, reply.body
+    assert reply.json()["active"] == before["next"]["kid"]
+    audited = [e for e in daemon.log_events() if e.get("event") == "admin.request"]
+    assert [e["status"] for e in audited if e["action"] == "rotate"] == [409, 400, 200]
 
 
 def test_revoke_drops_the_key_and_hands_over(daemon: Daemon) -> None:

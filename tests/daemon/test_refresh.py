@@ -61,7 +61,10 @@ def test_a_refresh_of_an_unchanged_aws_store_is_one_request_per_20_keysets(
         read_alone = requests(daemon, "GetSecretValue")
         cli = [sys.executable, "-m", "keyrotd.cli", "--config", str(daemon.config)]
         subprocess.run(
-            [*cli, "rotate", "--now", "--keyset", "tenant07"], env=aws, check=True, timeout=60
+            [*cli, "rotate", "--now", "--force", "--keyset", "tenant07"],
+            env=aws,
+            check=True,
+            timeout=60,
         )
         daemon.wait_for(
             lambda: daemon.get("/keysets/tenant07/jwks.json").json() != before,

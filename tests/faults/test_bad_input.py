@@ -537,6 +537,8 @@ def dash_key() -> NewKey:
         ["revoke", "KID", "--keyset", "default"],
         ["revoke", "--keyset", "default", "KID"],
         ["--config", "CONFIG", "revoke", "KID"],
+        ["revoke", "PREFIX"],  # the 8 characters `status` shows
+        ["revoke", "--keyset", "default", "PREFIX"],
     ],
 )
 def test_revoke_takes_a_kid_that_starts_with_a_dash(
@@ -550,7 +552,8 @@ def test_revoke_takes_a_kid_that_starts_with_a_dash(
     manager = KeysetManager(FileStorage(tmp_path / "store"), spec, key_factory=lambda *_: key)
     manager.apply()
     manager.apply(Rotate())  # the dash key is active, a successor is pending
-    argv = [{"KID": key.kid, "CONFIG": str(config)}.get(arg, arg) for arg in argv]
+    given = {"KID": key.kid, "PREFIX": key.kid[:8], "CONFIG": str(config)}
+    argv = [given.get(arg, arg) for arg in argv]
     if "--config" not in argv:
         argv = ["--config", str(config), *argv]
     assert main(argv) == 0, capsys.readouterr().err

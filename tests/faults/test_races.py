@@ -196,7 +196,8 @@ def api_commands(writer: int, count: int) -> list[Command]:
 
 
 ADMIN_TOKEN = "races-admin-token-5e8d1c0b"
-ADMIN_ORDERS = ("rotate", "rotate?now=true", "rotate", "rotate?now=true")
+NOW = "rotate?now=true&force=true"  # races, not the age of a successor: forced
+ADMIN_ORDERS = ("rotate", NOW, "rotate", NOW)
 
 
 def start_daemons(race: Race, directory: Path, count: int) -> list[Daemon]:
@@ -254,7 +255,7 @@ def run_race(
     outcome = bootstrap.apply(Rotate())
     race.report(outcome.transitions)
     [pending] = outcome.keyset.pending
-    cli_argv = [("rotate", "--now"), ("rotate",), ("revoke", pending.kid)]
+    cli_argv = [("rotate", "--now", "--force"), ("rotate",), ("revoke", pending.kid)]
     running = start_daemons(race, directory, daemons)
     stop = threading.Event()
     reader = threading.Thread(target=race.reader, args=(stop,))
@@ -279,7 +280,7 @@ def run_race(
     assert codes == [0] * daemons
     for daemon in running:
         race.report(daemon.transitions())
-    assert admin_emergencies == daemons * ADMIN_ORDERS.count("rotate?now=true")
+    assert admin_emergencies == daemons * ADMIN_ORDERS.count(NOW)
 
     cli_emergencies = sum("rotate --now)" in out for out in outputs)
     expected = sum(1 for i in range(cli_runs) if i % 3 == 0)

@@ -119,7 +119,7 @@ def test_no_private_member_in_any_cli_output(
     )
     op.run("inspect", token, "--audience", "api")
     op.run("inspect", token, "--audience", "api", "--json")
-    op.run("rotate", "--now")  # a warning log line, and a retired key
+    op.run("rotate", "--now", "--force")  # a warning log line, and a retired key
     op.run("signing-key")
     retired = [k.kid for k in op.keyset().keys if k.state.value == "retired"]
     op.run("inspect", token, "--audience", "api")  # signed by a key now retired: still valid
@@ -326,7 +326,7 @@ def test_no_private_member_over_http_in_metrics_or_in_daemon_logs(
         signing_keys(alg)
         for label, method, path in (
             ("rotate", "POST", f"/keysets/{alg}/rotate"),
-            ("rotate-now", "POST", f"/keysets/{alg}/rotate?now=true"),
+            ("rotate-now", "POST", f"/keysets/{alg}/rotate?now=true&force=true"),
             ("jwks", "GET", f"/keysets/{alg}/jwks.json"),
         ):
             reply = daemon.request(method, path, auth if method == "POST" else None)

@@ -384,7 +384,7 @@ def test_issuer_and_verifiers_across_replicas_never_fail(
 
 CLI_COMMANDS = (
     ("rotate",),
-    ("rotate", "--now"),
+    ("rotate", "--now", "--force"),
     ("revoke", "@newest"),
     ("revoke", "@active"),
     ("revoke", "@oldest"),

@@ -568,7 +568,7 @@ def test_a_cli_run_by_root_keeps_the_store_owned_by_its_owner() -> None:
         cli(config, "rotate", as_nobody=True)  # the daemon's user made the store
         first = json.loads(cli(config, "status", "--json").stdout)["keysets"][0]
 
-        cli(config, "rotate", "--now")  # the emergency, as root
+        cli(config, "rotate", "--now", "--force")  # the emergency, as root
         cli(config, "revoke", first["keys"][0]["kid"])
         cli(config, "rotate", "--keyset", "other")  # root writes a keyset's first files
 
@@ -578,7 +578,7 @@ def test_a_cli_run_by_root_keeps_the_store_owned_by_its_owner() -> None:
         }
         assert owners(store) == files
         for keyset in ("default", "other"):  # nobody still reads and writes them
-            cli(config, "rotate", "--now", "--keyset", keyset, as_nobody=True)
+            cli(config, "rotate", "--now", "--force", "--keyset", keyset, as_nobody=True)
         after = json.loads(cli(config, "status", "--json", as_nobody=True).stdout)["keysets"]
         assert [keyset["version"] for keyset in after] == [str(int(first["version"]) + 3), "2"]
         assert owners(store) == files
