@@ -15,6 +15,7 @@ from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
 from keyrotd.cli.preflight import preflight
 from keyrotd.config import KeysetSettings, Settings, load_settings
+from keyrotd.config.storage_types import require_store as check_store
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyrotdError
 from keyrotd.inspection.verdict import lifecycle_report
@@ -49,12 +50,24 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
         from keyrotd.cli.inspect import run_inspect
 
         return run_inspect(settings, args, clock)
+    if args.command in READERS:
+        require_store(settings)
     storage = open_storage(settings.storage)
     try:
         handler: Command = COMMANDS[args.command]
         return handler(settings, storage, args, clock)
     finally:
         storage.close()
+
+
+READERS = frozenset({"status", "jwks", "signing-key", "revoke"})
+"""Commands that use a store but never create one (``inspect`` too: it exits 3 without one).
+The writers -- ``run`` and ``rotate`` -- create it where the configuration points."""
+
+
+def require_store(settings: Settings) -> None:
+    storage = settings.storage
+    check_store(storage.type, storage.path, settings.source)
 
 
 def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetManager:

@@ -13,6 +13,7 @@ Other modules import from here, not from the parts.
 
 from keyrotd.config.fields import RSA_KEY_SIZES, issuer_path, split_admin_listen, split_listen
 from keyrotd.config.loading import CONFIG_VARIABLE, DEFAULT_FILE, find_config_file, load_settings
+from keyrotd.config.messages import missing_socket_directory
 from keyrotd.config.models import (
     ENV_PREFIX,
     KeysetSettings,
@@ -37,6 +38,7 @@ __all__ = [
     "find_config_file",
     "issuer_path",
     "load_settings",
+    "missing_socket_directory",
     "split_admin_listen",
     "split_listen",
 ]
