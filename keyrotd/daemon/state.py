@@ -99,7 +99,8 @@ class Published:
         active = self.keyset.active
         if active is None or active.private_jwk is None:
             raise LookupError(f"keyset {self.name} has no active key")
-        schedule = schedule_of(self.keyset, self.settings.policy, f"keyset {self.name}")
+        where = f"keyset {self.name}"
+        schedule = schedule_of(self.keyset, self.settings.policy, where, self.settings.issuer)
         return compact_json(signing_key_body(schedule))
 
 
