@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from keyrotd.storage import Storage, open_storage
 from keyrotd.timeline import render_status
 from keyrotd.times import Clock, rfc3339
 
+log = logging.getLogger("keyrotd.config")
+
 Command = Callable[[Settings, Storage, argparse.Namespace, Clock], int]
 """A storage command: the settings, the open storage, the arguments, the clock."""
 
@@ -35,16 +38,23 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
     if args.command == "check-config" and args.example:
         return print_example()  # whatever the configuration: the hints of its errors point here
     settings = load_settings(args.config)
+    warnings: list[str] = []
     if args.command in ("run", "check-config"):
-        preflight(settings, clock())  # the same refusals, before anything is bound or read
+        # the same refusals and warnings, before anything is bound or read
+        warnings = preflight(settings, clock())
     if args.command == "run":
         from keyrotd.daemon import run_daemon
 
+        logs.configure(settings.logging.format, settings.logging.level)
+        for warning in warnings:
+            log.warning(warning, extra={"event": "config.warning"})
         return run_daemon(settings, args.config)
     # Commands log only warnings (emergencies) to stderr; their results go to stdout.
     level = "warning" if settings.logging.level in {"debug", "info"} else settings.logging.level
     logs.configure(settings.logging.format, level)
     if args.command == "check-config":
+        for warning in warnings:
+            print(f"keyrotd: warning: {warning}", file=sys.stderr)
         return check_config(settings, clock)
     if args.command == "inspect":
         from keyrotd.cli.inspect import run_inspect
