@@ -60,10 +60,10 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
         from keyrotd.cli.inspect import run_inspect
 
         return run_inspect(settings, args, clock)
-    if args.command in READERS:
-        require_store(settings)
-    storage = open_storage(settings.storage)
+    storage = open_storage(settings.storage)  # a bad encryption key file: exit 2 first
     try:
+        if args.command in READERS:
+            require_store(settings)
         handler: Command = COMMANDS[args.command]
         return handler(settings, storage, args, clock)
     finally:
