@@ -1,4 +1,4 @@
-"""Relative paths (docs/configuration.md): a file's against its directory, the environment's and
+"""Relative paths (README.md, Configuration): a file's against its directory, the environment's and
 the defaults' against the working directory; readers never create a store that is not there."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 
 from keyrotd.cli import main
 from keyrotd.config import load_settings
+from keyrotd.errors import ConfigError
 
 
 @pytest.fixture
@@ -127,3 +128,16 @@ def test_the_example_and_defaults_of_other_types_are_fine(tmp_path: Path) -> Non
         'path = "./keyrotd-data"\n',
     )
     assert load_settings(str(config), environ={}).storage.region == "eu-west-1"
+
+
+def test_an_images_file_store_variable_does_not_stop_a_file_choosing_aws(tmp_path: Path) -> None:
+    """config/Containerfile sets KEYROTD_STORAGE__PATH for its file store."""
+    config = config_in(tmp_path, '[storage]\ntype = "aws"\nregion = "eu-west-1"\n')
+    image = {"KEYROTD_STORAGE__PATH": "/var/lib/keyrotd"}
+    settings = load_settings(str(config), environ=image)
+    assert settings.storage.type == "aws"
+    assert "KEYROTD_STORAGE__PATH" not in settings.source
+    with pytest.raises(ConfigError, match='region is a setting of storage type "aws"'):
+        load_settings(None, environ={"KEYROTD_STORAGE__REGION": "eu-west-1"})
+    with pytest.raises(ConfigError, match='path is a setting of storage type "file"'):
+        load_settings(str(config), environ={**image, "KEYROTD_STORAGE__TYPE": "aws"})

@@ -1,6 +1,6 @@
 """Every check ``keyrotd run`` makes before it binds or reads storage, shared with
 ``keyrotd check-config`` so that both refuse the same configuration with the same line
-(docs/configuration.md): the secret files, the admin clients file, the TLS pair, the storage's
+(README.md, Configuration): the secret files, the admin clients file, the TLS pair, the storage's
 own settings (an AWS region, found as boto3 finds it), the directory of an admin unix socket, and
 the size of the JWKS and documents a policy makes (:mod:`keyrotd.config.capacity`)."""
 

@@ -35,6 +35,7 @@ from keyrotd.config.models import (
     StorageSettings,
 )
 from keyrotd.config.policy import check_policy
+from keyrotd.config.storage_types import for_the_files_type
 from keyrotd.durations import quote
 
 CONFIG_VARIABLE: Final = "KEYROTD_CONFIG"
@@ -80,6 +81,11 @@ def load_settings(
     label = "configuration" if path is None else str(path)
     file_values = {} if path is None else _read_file(path)
     env_values, variables = _read_environ(environ)
+    if "storage" in env_values:
+        kept = for_the_files_type(file_values.get("storage"), env_values["storage"])
+        for key in set(env_values["storage"]) - set(kept):
+            variables.pop(("storage", key), None)
+        env_values = {**env_values, "storage": kept}
     try:
         settings = Settings(**_merged(file_values, env_values))
     except ValidationError as exc:
@@ -98,7 +104,7 @@ def _absolute_paths(
     env_values: Mapping[str, Any],
 ) -> Settings:
     """Every relative path made absolute: one the file set against the file's directory, one
-    from the environment or the defaults against the working directory (docs/configuration.md).
+    from the environment or the defaults against the working directory (README.md, Configuration).
     """
     updates: dict[str, BaseModel] = {}
     for section in ("storage", "server"):

@@ -2,14 +2,14 @@
 
 :data:`TYPE_SETTINGS` is the one declaration of which ``[storage]`` keys belong to which type; a
 key of another type set to anything but its default is refused, naming the type(s) it belongs to
-(docs/configuration.md). A new backend adds its keys here.
+(docs/cli.md). A new backend adds its keys here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from keyrotd.durations import InvalidValueError, quote
 from keyrotd.errors import KeyrotdError
@@ -37,6 +37,23 @@ def refuse_foreign_settings(kind: str, given: Mapping[str, object]) -> None:
                 f"{key} is a setting of storage type {types}, not of {quote(kind)}",
                 f"remove it, or set storage.type = {quote(belongs[0])}",
             )
+
+
+def for_the_files_type(file_storage: object, env_storage: Any) -> Any:
+    """The ``KEYROTD_STORAGE__*`` values less those of another type than the one the file
+    chooses: an image's default for the file store (config/Containerfile sets
+    ``KEYROTD_STORAGE__PATH``) must not stop a configuration file that chooses ``aws``. A
+    variable that sets the type itself keeps every value (and each is checked against it)."""
+    if not isinstance(file_storage, Mapping) or not isinstance(env_storage, Mapping):
+        return env_storage
+    kind = file_storage.get("type")
+    if not isinstance(kind, str) or kind.lower() not in TYPE_SETTINGS or "type" in env_storage:
+        return env_storage
+    return {
+        key: value
+        for key, value in env_storage.items()
+        if not owners(str(key)) or kind.lower() in owners(str(key))
+    }
 
 
 def require_store(kind: str, path: Path, source: str) -> None:
