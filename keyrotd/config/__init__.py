@@ -6,7 +6,9 @@ The package's parts, each with one job:
 - :mod:`~keyrotd.config.fields`: the value of each single setting (paths, URLs, addresses...);
 - :mod:`~keyrotd.config.loading`: finding and reading the file and the environment;
 - :mod:`~keyrotd.config.messages`: the one-line error naming the source, the setting and the fix;
-- :mod:`~keyrotd.config.policy`: refusing settings that cannot keep the guarantees.
+- :mod:`~keyrotd.config.policy`: refusing settings that cannot keep the guarantees;
+- :mod:`~keyrotd.config.storage_types`: which ``[storage]`` keys belong to which type;
+- :mod:`~keyrotd.config.capacity`: the keys a policy keeps in a JWKS, and its documents' size.
 
 Other modules import from here, not from the parts.
 """
