@@ -50,6 +50,7 @@ from keyrotd.issuing import (
     Held,
     StorageSource,
     background_refresh_interval,
+    bearer_token,
     duration,
     fetch_signing_key,
     signing_key_endpoint,
@@ -156,6 +157,7 @@ class Issuer:
         if remote:
             return RemoteIssuer(sign_endpoint(url, keyset, ca_file), token, timeout, clock)
         endpoint = signing_key_endpoint(url, keyset, ca_file)
+        token = bearer_token(token)
         lifetime = None if token_lifetime is None else duration(token_lifetime, "token_lifetime")
         return cls(
             lambda: fetch_signing_key(endpoint, token, timeout),
@@ -177,7 +179,8 @@ class Issuer:
     ) -> str:
         """A compact JWT of ``claims`` (not modified) plus ``iat`` and ``exp`` (``lifetime``
         seconds, at most and by default ``token_lifetime``), ``nbf`` and a random ``jti`` when
-        asked. The header holds ``kid``, ``alg`` and ``typ: JWT``."""
+        asked, and ``iss`` from the keyset's ``issuer`` unless the claims carry one. The header
+        holds ``kid``, ``alg`` and ``typ: JWT``."""
         limit = self._limit()
         seconds = limit if lifetime is None else duration(lifetime, "lifetime")
         if seconds > limit:
@@ -193,18 +196,27 @@ class Issuer:
                 "leave them out: use lifetime=, not_before= and jti= instead",
             )
         now = self._clock()
+        held = self._current()
         issued_at = math.floor(now.timestamp())
         payload = {**claims, "iat": issued_at, "exp": issued_at + int(seconds.total_seconds())}
+        if held.issuer is not None and "iss" not in claims:
+            payload["iss"] = held.issuer
         if not_before:
             payload["nbf"] = issued_at
         if jti:
             payload["jti"] = secrets.token_urlsafe(16)
-        signer = self._current().signer(now)
+        signer = held.signer(now)
         header = {"alg": signer.alg, "kid": signer.kid, "typ": "JWT"}
         try:
             return sign_compact(header, payload, signer.key)
         except (TypeError, ValueError) as exc:  # claims that are not JSON
             raise TokenError(f"the claims cannot be encoded: {exc}", "use JSON values") from None
+
+    @property
+    def next_activates_at(self) -> datetime | None:
+        """When this issuer will switch to the next key, from the schedule it holds; ``None``
+        when no switch is known (no successor, or one awaiting confirmation)."""
+        return self._current().switch_at(self._clock())
 
     def signing_key(self) -> dict[str, str]:
         """The private JWK that signs now (``kid``, ``alg`` and ``use`` included)."""

@@ -4,7 +4,8 @@ KeyrotdError.
 :func:`get_json` serves the issuer (``keyrotd.client``) and ``keyrotd inspect --jwks-url``: an
 :class:`Endpoint` is a URL (optionally trusting one CA file) or a request path on a unix socket;
 the body is at most 1 MiB, and with an ``Authorization`` header redirects are refused so the
-bearer token goes to the daemon only.
+bearer token goes to the daemon only. A failure says what went wrong (an untrusted certificate,
+TLS against plain HTTP or the reverse, nothing listening, a timeout) and never quotes a header.
 """
 
 from __future__ import annotations
@@ -110,8 +111,7 @@ def get_json(
     try:
         status, reason, body = _get(endpoint, sent, timeout)
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
-        cause = getattr(exc, "reason", exc)
-        raise KeyrotdError(f"{endpoint}: cannot fetch the {what} ({cause})", "is it up?") from None
+        raise _unreachable(endpoint, what, exc, timeout) from None
     if not 200 <= status < 300:
         hint = (status_hints or {}).get(status, f"check the URL; it should serve a {what}")
         raise KeyrotdError(f"{endpoint}: HTTP {status} {reason}", hint)
@@ -121,6 +121,57 @@ def get_json(
         return json.loads(body)
     except (ValueError, RecursionError):
         raise KeyrotdError(f"{endpoint}: the {what} is not JSON", "check the URL") from None
+
+
+def _unreachable(endpoint: Endpoint, what: str, exc: Exception, timeout: float) -> KeyrotdError:
+    """What went wrong on the way to ``endpoint``, and the fix for that (never a header's text:
+    it could hold the bearer token)."""
+    cause = getattr(exc, "reason", exc)
+    cause = cause if isinstance(cause, BaseException) else exc
+    where = f"{endpoint}: cannot fetch the {what}"
+    https = endpoint.socket is None and endpoint.url.startswith("https://")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        why = cause.verify_message or str(cause)
+        code = cause.reason or "CERTIFICATE_VERIFY_FAILED"
+        return KeyrotdError(
+            f"{where}: the server's TLS certificate is not trusted ({why}) [{code}]",
+            "pass ca_file= the CA that signed the daemon's certificate (server.tls_cert_file), "
+            "and use a host name the certificate names",
+        )
+    if isinstance(cause, ssl.SSLError):
+        plain = "WRONG_VERSION_NUMBER" in str(cause) or "record layer" in str(cause)
+        return KeyrotdError(
+            f"{where}: the TLS handshake failed ({cause})",
+            "the server does not speak TLS there: use http:// (the daemon has no "
+            "server.tls_cert_file), or its TLS port"
+            if plain
+            else "check that the URL is the daemon's HTTPS listener",
+        )
+    closed = (ConnectionResetError, http.client.RemoteDisconnected, http.client.BadStatusLine)
+    if isinstance(cause, closed) and not https and endpoint.socket is None:
+        return KeyrotdError(
+            f"{where}: the server closed the connection without an HTTP answer ({_text(cause)})",
+            "if the daemon serves HTTPS (server.tls_cert_file is set), use an https:// URL",
+        )
+    if isinstance(cause, ConnectionRefusedError | FileNotFoundError):
+        target = "no socket is there" if endpoint.socket else "nothing listens there"
+        setting = "server.admin_listen" if endpoint.socket else "server.listen or admin_listen"
+        return KeyrotdError(
+            f"{where}: {target} ({_text(cause)})",
+            f"start the daemon, or check the URL against its {setting}",
+        )
+    if isinstance(cause, TimeoutError):
+        return KeyrotdError(
+            f"{where}: no answer within {timeout:g}s",
+            "check the network path to the daemon and that it is not overloaded",
+        )
+    if isinstance(cause, ValueError):  # its text may quote a header, so the token: left out
+        return KeyrotdError(f"{where}: the request is invalid", "check the URL and the token")
+    return KeyrotdError(f"{where} ({_text(cause)})", "check the URL and that the daemon is up")
+
+
+def _text(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
 
 
 def _get(endpoint: Endpoint, headers: Mapping[str, str], timeout: float) -> tuple[int, str, bytes]:

@@ -14,7 +14,7 @@ from joserfc.jwk import Key
 from joserfc.jws import JWSRegistry
 
 from keyrotd.custody.interface import CustodySigner
-from keyrotd.errors import ConfigError, KeyrotdError, TokenError
+from keyrotd.errors import ConfigError, KeyrotdError, TokenError, UsageError
 from keyrotd.fetching import Endpoint, get_json
 from keyrotd.model import Jwk
 from keyrotd.schedule import Schedule, parse_signing_key, schedule_of
@@ -57,6 +57,7 @@ class Held:
     next_activates_at: datetime | None
     token_lifetime: timedelta | None
     fetched_at: datetime
+    issuer: str | None = None
 
     @classmethod
     def of(cls, schedule: Schedule, fetched_at: datetime) -> Held:
@@ -66,11 +67,18 @@ class Held:
             next_activates_at=schedule.next_activates_at,
             token_lifetime=schedule.token_lifetime,
             fetched_at=fetched_at,
+            issuer=schedule.issuer,
         )
 
     def signer(self, now: datetime) -> Signer:
         due = self.next_activates_at is not None and now >= self.next_activates_at
         return self.next if self.next is not None and due else self.active
+
+    def switch_at(self, now: datetime) -> datetime | None:
+        """When :meth:`signer` will change, from what is held; ``None`` when no change is known
+        (no successor, one awaiting confirmation, or the switch already made)."""
+        at = self.next_activates_at
+        return at if self.next is not None and at is not None and now < at else None
 
 
 @dataclass(frozen=True)
@@ -94,18 +102,20 @@ def storage_source(
 ) -> StorageSource:
     """The keyset (default: the first one) on the configured storage: ``path`` as ``--config``."""
     from keyrotd.config import load_settings
+    from keyrotd.config.storage_types import require_store
     from keyrotd.keysets import KeysetManager, KeysetSpec
     from keyrotd.storage import open_storage
 
     settings = load_settings(None if path is None else config_file(path), environ)
     chosen = settings.keyset(keyset)
     spec = KeysetSpec.from_settings(chosen)
+    require_store(settings.storage.type, settings.storage.path, settings.source)
     storage = open_storage(settings.storage)
     manager = KeysetManager(storage, spec, clock=clock)
     where = storage.location(spec.name)
 
     def fetch() -> Schedule:
-        return schedule_of(manager.view(), spec.policy, where)
+        return schedule_of(manager.view(), spec.policy, where, chosen.issuer)
 
     if spec.custody == "storage":
         return StorageSource(fetch, where, storage.close, settings=chosen)
@@ -169,6 +179,23 @@ def duration(value: float | timedelta, name: str, shortest: float = 1.0) -> time
     if not math.isfinite(seconds) or seconds < shortest:
         raise TokenError(f"{name} {value!r} is too short", f"give at least {shortest:g}s")
     return timedelta(seconds=seconds)
+
+
+def bearer_token(token: str) -> str:
+    """The token as given less surrounding whitespace (as read from a file); refused, without
+    showing it, when it holds what no HTTP header can carry (a line break, a control character,
+    a space inside)."""
+    if not isinstance(token, str):
+        raise UsageError("token= is not a string", "pass the token as text")
+    stripped = token.strip()
+    if not stripped or not all("!" <= char <= "~" for char in stripped):
+        raise UsageError(
+            "the token is empty or holds a character a bearer token cannot (a line break, a "
+            "space or a control character inside it); it is not shown here",
+            "pass the token exactly as `keyrotd client add` printed it, or the content of "
+            "server.admin_token_file",
+        )
+    return stripped
 
 
 def fetch_signing_key(endpoint: Endpoint, token: str, timeout: float) -> Schedule:

@@ -6,7 +6,7 @@ when it activates, and the keyset's ``token_lifetime`` and ``publish_ahead``. Th
 :func:`parse_signing_key` reads that body back, so both sides use one definition of the format:
 
     {"active": JWK, "next": JWK | null, "next_activates_at": RFC 3339 | null,
-     "token_lifetime": whole seconds, "publish_ahead": whole seconds}
+     "token_lifetime": whole seconds, "publish_ahead": whole seconds, "issuer": string | null}
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ class Schedule:
     next_activates_at: datetime | None = None
     token_lifetime: timedelta | None = None
     publish_ahead: timedelta | None = None
+    issuer: str | None = None
+    """The keyset's ``issuer`` setting: the ``iss`` of tokens whose claims carry none."""
 
 
-def schedule_of(keyset: Keyset, policy: Policy, where: str) -> Schedule:
+def schedule_of(keyset: Keyset, policy: Policy, where: str, issuer: str = "") -> Schedule:
     """The schedule of a keyset as readers see it: its active key and its successor."""
     active = keyset.active
     if active is None:
@@ -46,6 +48,7 @@ def schedule_of(keyset: Keyset, policy: Policy, where: str) -> Schedule:
         next_activates_at=successor.activates_at if successor else None,
         token_lifetime=policy.token_lifetime,
         publish_ahead=policy.publish_ahead,
+        issuer=issuer or None,
     )
 
 
@@ -59,6 +62,7 @@ def signing_key_body(schedule: Schedule) -> dict[str, object]:
         else rfc3339(schedule.next_activates_at),
         "token_lifetime": _whole_seconds(schedule.token_lifetime),
         "publish_ahead": _whole_seconds(schedule.publish_ahead),
+        "issuer": schedule.issuer,
     }
 
 
@@ -79,7 +83,14 @@ def parse_signing_key(data: object) -> Schedule:
         token_lifetime=_optional_seconds(data.get("token_lifetime"), "token_lifetime"),
         # whole seconds rounded down: a sub-second publish_ahead arrives as 0
         publish_ahead=_optional_seconds(data.get("publish_ahead"), "publish_ahead", zero=True),
+        issuer=_optional_issuer(data.get("issuer")),
     )
+
+
+def _optional_issuer(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value):
+        return value
+    raise ValueError("issuer is not a non-empty string or null")
 
 
 def _whole_seconds(value: timedelta | None) -> int | None:

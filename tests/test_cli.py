@@ -169,6 +169,7 @@ def test_revoke_unknown_kid_fails_with_one_line(
 def test_jwks_before_any_key_explains_what_to_do(
     in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (in_tmp / "keyrotd-data").mkdir()  # the store is there (no store at all: test_config_paths)
     code, _, err = run(capsys, "jwks")
     assert code == 1
     assert err.count("\n") == 1

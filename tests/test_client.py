@@ -383,6 +383,7 @@ def test_the_background_refresh_runs_and_close_stops_it(clock: ManualClock) -> N
 
 
 def test_from_config_without_keys_says_what_to_do(config: Path) -> None:
+    (config.parent / "data").mkdir()  # a store without the keyset (no store: a reader refuses)
     with pytest.raises(KeyrotdError) as error:
         Issuer.from_config(str(config), background=False, environ={})
     assert "keyset default has no active key" in error.value.message

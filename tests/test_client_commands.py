@@ -72,7 +72,7 @@ def test_list_prints_name_and_scopes_and_never_a_hash(
     assert run(capsys, "client", "list") == (
         0,
         "",
-        "keyrotd: no clients yet: clients.toml does not exist\n",
+        f"keyrotd: no clients yet: {workdir / 'clients.toml'} does not exist\n",  # absolute
     )
     tokens = [
         add(capsys, "ci", "rotate:default", "signing-key:*"),
@@ -99,7 +99,7 @@ def test_remove_drops_only_that_client_and_keeps_the_rest_as_written(
     path.write_text(text.replace('name = "ci"', 'name = "ci"  # the pipeline'))
     code, out, err = run(capsys, "client", "remove", "bot")
     assert (code, err) == (0, "")
-    assert out.startswith("client bot removed from clients.toml")
+    assert out.startswith(f"client bot removed from {workdir / 'clients.toml'}")
     remaining = path.read_text()
     assert "# the pipeline" in remaining and "# on call\n[[clients]]" in remaining
     assert [c.name for c in load_clients_file(path)] == ["ci", "ops"]
@@ -142,8 +142,8 @@ def test_add_rewrites_a_file_it_cannot_append_to(
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["add", "ci", "--scope", "rotate:default"], 1, "client ci already exists in clients.toml"),
-        (["remove", "nobody"], 1, "no client nobody in clients.toml"),
+        (["add", "ci", "--scope", "rotate:default"], 1, "client ci already exists in {dir}"),
+        (["remove", "nobody"], 1, "no client nobody in {dir}"),
         (["add", "x", "--scope", "rotate"], 2, "--scope 'rotate' is not a scope"),
         (["add", "x", "--scope", "delete:default"], 2, "--scope 'delete:default' is not a scope"),
         (["add", "x", "--scope", "rotate:a b"], 2, "KEYSET is neither a keyset name nor *"),
@@ -162,6 +162,7 @@ def test_refusals_change_nothing(
     before = (workdir / "clients.toml").read_bytes()
     got, out, err = run(capsys, "client", *argv)
     assert (got, out) == (code, "")
+    message = message.replace("{dir}", str(workdir / "clients.toml"))  # shown absolute
     assert err.startswith("keyrotd: ") and message in err and err.count("\n") == 1
     assert (workdir / "clients.toml").read_bytes() == before
 
@@ -236,7 +237,8 @@ def test_a_bad_existing_file_is_never_overwritten(
     for argv in (["add", "x", "--scope", "rotate:*"], ["remove", "ci"], ["list"]):
         code, out, err = run(capsys, "client", *argv)
         assert (code, out) == (2, "")
-        assert f"server.admin_clients_file clients.toml{'' if mode == 0o644 else ':'}" in err
+        shown = f"{path}{'' if mode == 0o644 else ':'}"  # the resolved, absolute path
+        assert f"server.admin_clients_file {shown}" in err
         assert message in err
     assert path.read_text() == content
     assert stat.S_IMODE(path.stat().st_mode) == mode
@@ -267,7 +269,7 @@ def test_a_symlinked_file_is_not_replaced(
 def test_a_missing_directory_is_named(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (workdir / "keyrotd.toml").write_text('[server]\nadmin_clients_file = "no/such/c.toml"\n')
     code, _, err = run(capsys, "client", "add", "ci", "--scope", "rotate:*")
-    assert code == 2 and "the directory no/such does not exist" in err
+    assert code == 2 and f"the directory {workdir / 'no' / 'such'} does not exist" in err
 
 
 def keyrotd_exe() -> str:

@@ -165,19 +165,13 @@ def test_a_good_token_is_valid(world: World) -> None:
     key = jwt.PyJWK(world.keys["C"]).key  # minted by PyJWT, not by keyrotd
     token = jwt.encode(fresh(), key, algorithm="ES256", headers={"kid": world.kid("C")})
     code, out, err = run(world, token, "--audience", "api", "--issuer", "https://auth.example")
-    first, hint, checked, header, claims = out.splitlines()
+    first, checked, header, claims = out.splitlines()  # no hint: nothing to fix
     assert (code, err) == (0, "")
     assert first.startswith(
         f"valid: signed by {world.kid('C')} (active) of keyset default: the current signing key; "
         "the token expires at "
     )
     assert re.search(r"\(in (10m|9m5\ds)\)$", first)
-    since = (world.start + DAY + 12 * HOUR).isoformat(timespec="seconds").replace("+00:00", "Z")
-    assert hint == (
-        f"  hint: kid {world.kid('C')} is in the JWKS since {since}: a verifier that rejects this "
-        "token as signed by an unknown key has a JWKS cached from before that: make it refetch "
-        "the JWKS on an unknown kid"
-    )
     assert checked.startswith("  checked against keyset default at ")
     assert json.loads(header.removeprefix("  header: ")) == {
         "alg": "ES256", "kid": world.kid("C"), "typ": "JWT"}  # fmt: skip

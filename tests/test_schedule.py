@@ -70,8 +70,12 @@ def test_the_wire_format_round_trips() -> None:
         "next_activates_at": "2026-12-02T12:00:00.000250Z",
         "token_lifetime": 3600,
         "publish_ahead": 43200,
+        "issuer": None,
     }
     assert parse_signing_key(body) == schedule
+    named = schedule_of(Keyset("api", (active, successor)), POLICY, "x", "https://a.example/t")
+    assert wire(named)["issuer"] == "https://a.example/t"  # type: ignore[index]
+    assert parse_signing_key(wire(named)) == named
 
 
 def test_durations_go_out_as_whole_seconds_rounded_down() -> None:
@@ -88,7 +92,7 @@ def test_durations_go_out_as_whole_seconds_rounded_down() -> None:
     assert type(body["publish_ahead"]) is int
     text = json.dumps(body)
     assert '"token_lifetime": 59,' in text
-    assert text.endswith('"publish_ahead": 90}')
+    assert text.endswith('"publish_ahead": 90, "issuer": null}')
     parsed = parse_signing_key(json.loads(text))
     assert parsed.token_lifetime == timedelta(seconds=59)
     assert parsed.publish_ahead == timedelta(seconds=90)
@@ -167,6 +171,7 @@ def test_the_daemon_serves_the_wire_format_as_compact_json() -> None:
     expected = (
         f'{{"active":{json.dumps(active.private(), separators=(",", ":"))},'
         f'"next":{json.dumps(successor.private(), separators=(",", ":"))},'
-        '"next_activates_at":"2026-12-02T12:00:00Z","token_lifetime":3600,"publish_ahead":43200}'
+        '"next_activates_at":"2026-12-02T12:00:00Z","token_lifetime":3600,"publish_ahead":43200,'
+        '"issuer":null}'
     )
     assert published.signing_key() == expected.encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from keyrotd.cli.sign_command import cmd_sign
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.config.policy import rotate_times
+from keyrotd.config.storage_types import require_store as check_store
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
@@ -32,6 +34,8 @@ from keyrotd.storage import Storage, open_storage
 from keyrotd.timeline import render_status
 from keyrotd.times import Clock, rfc3339
 
+log = logging.getLogger("keyrotd.config")
+
 Command = Callable[[Settings, Storage, argparse.Namespace, Clock], int]
 """A storage command: the settings, the open storage, the arguments, the clock."""
 
@@ -40,27 +44,46 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
     if args.command == "check-config" and args.example:
         return print_example()  # whatever the configuration: the hints of its errors point here
     settings = load_settings(args.config)
+    warnings: list[str] = []
     if args.command in ("run", "check-config"):
-        preflight(settings, clock())  # the same refusals, before anything is bound or read
+        # the same refusals and warnings, before anything is bound or read
+        warnings = preflight(settings, clock())
     if args.command == "run":
         from keyrotd.daemon import run_daemon
 
+        logs.configure(settings.logging.format, settings.logging.level)
+        for warning in warnings:
+            log.warning(warning, extra={"event": "config.warning"})
         return run_daemon(settings, args.config)
     # Commands log only warnings (emergencies) to stderr; their results go to stdout.
     level = "warning" if settings.logging.level in {"debug", "info"} else settings.logging.level
     logs.configure(settings.logging.format, level)
     if args.command == "check-config":
+        for warning in warnings:
+            print(f"keyrotd: warning: {warning}", file=sys.stderr)
         return check_config(settings, clock)
     if args.command == "inspect":
         from keyrotd.cli.inspect import run_inspect
 
         return run_inspect(settings, args, clock)
-    storage = open_storage(settings.storage)
+    storage = open_storage(settings.storage)  # a bad encryption key file: exit 2 first
     try:
+        if args.command in READERS:
+            require_store(settings)
         handler: Command = COMMANDS[args.command]
         return handler(settings, storage, args, clock)
     finally:
         storage.close()
+
+
+READERS = frozenset({"status", "jwks", "signing-key", "revoke"})
+"""Commands that use a store but never create one (``inspect`` too: it exits 3 without one).
+The writers -- ``run`` and ``rotate`` -- create it where the configuration points."""
+
+
+def require_store(settings: Settings) -> None:
+    storage = settings.storage
+    check_store(storage.type, storage.path, settings.source)
 
 
 def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetManager:

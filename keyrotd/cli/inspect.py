@@ -1,20 +1,26 @@
 """``keyrotd inspect``'s I/O: the token from the argument or stdin, the keys from storage or a URL.
 
-:func:`run_inspect` reads the token, the keys (the keyset from storage, live keys and history;
-or a JWKS over HTTP), has :func:`keyrotd.inspection.inspect_token` judge it at the clock's time
-and prints the verdict. Exit 0 for a valid token, 1 with the cause otherwise, 3
-(:class:`KeysUnavailableError`) when the keys to judge by cannot be read: the URL is unreachable,
-answers non-2xx or serves no JWKS; the keyset's document is missing, unreadable or corrupt.
-Configuration and usage errors stay exit 2. It never prints key material.
+:func:`run_inspect` reads the token (the argument, the file it names, or stdin), the keys (the
+keyset from storage, live keys and history; or a JWKS over HTTP), has
+:func:`keyrotd.inspection.inspect_token` judge it at the clock's time (``--clock-skew``, else the
+keyset's ``clock_skew``, else 5m for a JWKS) and prints the verdict. Exit 0 for a valid token, 1
+with the cause otherwise, 3 (:class:`KeysUnavailableError`) when the keys to judge by cannot be
+read: the URL is unreachable, answers non-2xx or serves no JWKS; the keyset's document is
+missing, unreadable or corrupt. Configuration and usage errors stay exit 2. It never prints key
+material.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from keyrotd.durations import InvalidValueError, parse_duration
 from keyrotd.errors import KeyrotdError, UsageError
 from keyrotd.inspection import DEFAULT_SKEW, MAX_TOKEN, KeySource, inspect_token, render
 from keyrotd.keysets import KeysetManager, KeysetSpec
@@ -41,12 +47,14 @@ class KeysUnavailableError(KeyrotdError):
 
 
 def run_inspect(settings: Settings, args: argparse.Namespace, clock: Clock) -> int:
+    skew = clock_skew(args.clock_skew)
     token = read_token(args.token)
     now = clock()
     if args.jwks_url:
-        keys = jwks_source(args.jwks_url)
+        keys = jwks_source(args.jwks_url, DEFAULT_SKEW if skew is None else skew)
     else:
         keys = keyset_source(settings, args.keyset, now)
+        keys = keys if skew is None else dataclasses.replace(keys, clock_skew=skew)
     verdict = inspect_token(token, keys, now, args.audience, args.issuer)
     if args.json:
         sys.stdout.write(json.dumps(verdict.as_json(), indent=2) + "\n")
@@ -55,10 +63,21 @@ def run_inspect(settings: Settings, args: argparse.Namespace, clock: Clock) -> i
     return 0 if verdict.valid else 1
 
 
+def clock_skew(value: str | None) -> timedelta | None:
+    """``--clock-skew``: the leeway for exp, nbf and iat; ``None``: the keyset's (or 5m)."""
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except InvalidValueError as exc:
+        raise UsageError(f"--clock-skew: {exc.problem}", exc.hint) from None
+
+
 def read_token(argument: str) -> str:
-    """The argument, or stdin for ``-`` (bytes that are not UTF-8 make an incorrect format)."""
+    """The argument, the file it names, or stdin for ``-`` (bytes that are not UTF-8 make an
+    incorrect format)."""
     if argument != "-":
-        return argument
+        return _token_file(argument) if os.path.isfile(argument) else argument
     stream = getattr(sys.stdin, "buffer", None)
     try:
         data = stream.read(MAX_TOKEN + 1) if stream is not None else sys.stdin.read(MAX_TOKEN + 1)
@@ -67,6 +86,19 @@ def read_token(argument: str) -> str:
             f"cannot read the token from stdin ({exc})", "pass the token as the argument"
         ) from None
     return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+
+
+def _token_file(name: str) -> str:
+    """The token held in the file ``name`` (a token is never a file's name)."""
+    try:
+        with open(name, "rb") as file:
+            data = file.read(MAX_TOKEN + 1)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read the token from {name} ({exc.strerror or type(exc).__name__})",
+            "check the file's permissions, or pass the token itself",
+        ) from None
+    return data.decode("utf-8", errors="replace")
 
 
 def keyset_source(settings: Settings, name: str | None, now: datetime) -> KeySource:
@@ -109,8 +141,8 @@ def _stored_keyset(manager: KeysetManager, now: datetime) -> Keyset:
     return view(loaded.keyset, manager.spec.policy, now)
 
 
-def jwks_source(url: str) -> KeySource:
-    """The keys of a JWKS fetched over HTTP(S); the leeway is :data:`DEFAULT_SKEW`."""
+def jwks_source(url: str, skew: timedelta = DEFAULT_SKEW) -> KeySource:
+    """The keys of a JWKS fetched over HTTP(S), judged with ``skew`` of leeway."""
     from keyrotd.fetching import get_json
 
     try:
@@ -120,7 +152,7 @@ def jwks_source(url: str) -> KeySource:
     except KeyrotdError as exc:
         raise KeysUnavailableError.of(exc) from None
     try:
-        return KeySource.of_jwks(document, url, DEFAULT_SKEW)
+        return KeySource.of_jwks(document, url, skew)
     except ValueError as exc:
         raise KeysUnavailableError(
             f"{url}: {exc}", "give the URL of a JWKS, e.g. …/jwks.json"

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default="-",
         metavar="TOKEN|-",
-        help="the token (a leading 'Bearer ' is ignored); - or nothing: read it from stdin",
+        help="the token, or a file holding it (a leading 'Authorization: Bearer ' or 'Bearer ' "
+        "is ignored); - or nothing: read it from stdin",
     )
     where = p.add_mutually_exclusive_group()
     keyset(where)
@@ -108,7 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--jwks-url",
         metavar="URL",
         help="judge by the JWKS at this http(s) URL instead of storage (no history: revoked and "
-        "expired keys look unknown; clock skew 5m)",
+        "expired keys look unknown; clock skew 5m unless --clock-skew)",
+    )
+    p.add_argument(
+        "--clock-skew",
+        metavar="DURATION",
+        help="leeway for exp, nbf and iat, e.g. 30s or 2m (default: the keyset's clock_skew; "
+        "5m with --jwks-url)",
     )
     p.add_argument("--audience", metavar="A", help="require A in the token's aud claim")
     p.add_argument("--issuer", metavar="I", help="require the token's iss claim to be I")

@@ -1,20 +1,28 @@
 """Every check ``keyrotd run`` makes before it binds or reads storage, shared with
 ``keyrotd check-config`` so that both refuse the same configuration with the same line
-(CONTRACT section 2): the secret files, the admin clients file and the TLS pair."""
+(README.md, Configuration): the secret files, the admin clients file, the TLS pair, the storage's
+own settings (an AWS region, found as boto3 finds it), the directory of an admin unix socket, and
+the size of the JWKS and documents a policy makes (:mod:`keyrotd.config.capacity`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
+from typing import Final
 
 from keyrotd.clients import load_registry
-from keyrotd.config import Settings
+from keyrotd.config import Settings, missing_socket_directory, split_admin_listen
+from keyrotd.config.capacity import MANY_KEYS, capacity
 from keyrotd.config.kubernetes import check_signer_socket
+from keyrotd.errors import ConfigError
 from keyrotd.secretfiles import check_files
 
 
-def preflight(settings: Settings, now: datetime) -> None:
-    """Raise the first :class:`~keyrotd.errors.ConfigError` ``run`` would raise at start."""
+def preflight(settings: Settings, now: datetime) -> list[str]:
+    """Raise the first :class:`~keyrotd.errors.ConfigError` ``run`` would raise at start; the
+    warnings both give (one line each)."""
     check_files(settings)
+    warnings = check_capacity(settings)
     check_signer_socket(settings)
     if any(keyset.custody != "storage" for keyset in settings.keysets):
         from keyrotd.custody import check_custody
@@ -27,3 +35,58 @@ def preflight(settings: Settings, now: datetime) -> None:
         from keyrotd.daemon.tls import check_tls_pair  # cryptography's x509: only when TLS is on
 
         check_tls_pair(*server.tls, now)
+    admin = split_admin_listen(server.admin_listen) if server.admin_listen else None
+    if isinstance(admin, Path) and not admin.parent.is_dir():
+        raise missing_socket_directory("server.admin_listen", admin)
+    if settings.storage.type == "aws":
+        # Opening reads nothing: it finds the region (settings, environment, AWS config files)
+        # and refuses without one, exactly as `run` would.
+        from keyrotd.storage import open_storage
+
+        open_storage(settings.storage).close()
+    return warnings
+
+
+def check_capacity(settings: Settings) -> list[str]:
+    """Refuse a keyset whose largest document would not fit its storage; a warning for each
+    that keeps more than :data:`MANY_KEYS` keys in its JWKS at once."""
+    limit = _document_limit(settings.storage.type)
+    label = "configuration" if settings.config_file is None else str(settings.config_file)
+    warnings: list[str] = []
+    for index, keyset in enumerate(settings.keysets):
+        where = f"keysets[{index}] ({keyset.name})"
+        estimate = capacity(keyset)
+        algorithm = keyset.algorithm
+        if algorithm.startswith(("RS", "PS")):
+            algorithm += f" {keyset.rsa_key_size}-bit"
+        if estimate.document_bytes > limit:
+            raise ConfigError(
+                f"{label}: {where} would store documents of about {estimate.document_bytes} bytes "
+                f"({estimate.keys} {algorithm} keys in its JWKS at once), above the "
+                f"{settings.storage.type} storage limit of {limit} bytes",
+                _FEWER_KEYS,
+            )
+        if estimate.keys > MANY_KEYS:
+            warnings.append(
+                f"{where} keeps about {estimate.keys} keys in its JWKS at once (more than "
+                f"{MANY_KEYS}; (publish_ahead + token_lifetime + clock_skew) / rotation_period "
+                f"+ 2): verifiers fetch and scan them all; {_FEWER_KEYS}"
+            )
+    return warnings
+
+
+_FEWER_KEYS: Final = (
+    "raise rotation_period, or lower token_lifetime or publish_ahead (a smaller algorithm, "
+    "ES256 or EdDSA, makes each key smaller)"
+)
+
+
+def _document_limit(kind: str) -> int:
+    """The largest document the storage type accepts (its backend's own limit)."""
+    if kind == "aws":
+        from keyrotd.storage.aws import MAX_DOCUMENT_SIZE as AWS_LIMIT
+
+        return AWS_LIMIT
+    from keyrotd.storage.file import MAX_DOCUMENT_SIZE as FILE_LIMIT
+
+    return FILE_LIMIT

@@ -83,9 +83,8 @@ def check_signer(settings: Settings, label: str) -> None:
 
 def check_signer_socket(settings: Settings) -> None:
     """The socket's directory exists (``run`` and ``check-config``; not a storage read)."""
+    from keyrotd.config.messages import missing_socket_directory
+
     path: Path | None = settings.kubernetes.signer_socket
     if path is not None and not path.parent.is_dir():
-        raise config_error(
-            f"kubernetes.signer_socket {path}: directory {path.parent} does not exist",
-            "create it (a systemd RuntimeDirectory, or the emptyDir shared with the API server)",
-        )
+        raise missing_socket_directory("kubernetes.signer_socket", path)

@@ -23,6 +23,7 @@ from keyrotd.config.messages import (
     Location,
     config_error,
     dotted,
+    holds,
     invalid_setting,
     toml_error,
 )
@@ -31,6 +32,7 @@ from keyrotd.config.models import (
     Settings,
 )
 from keyrotd.config.policy import check_policy
+from keyrotd.config.storage_types import for_the_files_type
 from keyrotd.durations import quote
 
 CONFIG_VARIABLE: Final = "KEYROTD_CONFIG"
@@ -76,14 +78,46 @@ def load_settings(
     label = "configuration" if path is None else str(path)
     file_values = {} if path is None else _read_file(path)
     env_values, variables = _read_environ(environ)
+    if "storage" in env_values:
+        kept = for_the_files_type(file_values.get("storage"), env_values["storage"])
+        for key in set(env_values["storage"]) - set(kept):
+            variables.pop(("storage", key), None)
+        env_values = {**env_values, "storage": kept}
     try:
         settings = Settings(**_merged(file_values, env_values))
     except ValidationError as exc:
         raise invalid_setting(exc.errors()[0], label, env_values, variables) from None
+    settings = _absolute_paths(settings, path, file_values, env_values)
     settings._config_file = path  # the one place that records them: not user settings
     settings._overrides = tuple(sorted(variables.values()))
     check_policy(settings)
     return settings
+
+
+def _absolute_paths(
+    settings: Settings,
+    config: Path | None,
+    file_values: Mapping[str, Any],
+    env_values: Mapping[str, Any],
+) -> Settings:
+    """Every relative path made absolute: one the file set against the file's directory, one
+    from the environment or the defaults against the working directory (README.md, Configuration).
+    """
+    updates: dict[str, BaseModel] = {}
+    for section, kind in _SECTIONS.items():
+        if kind is None:
+            continue  # keysets hold no paths
+        model: BaseModel = getattr(settings, section)
+        changed: dict[str, Path] = {}
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if not isinstance(value, Path):
+                continue
+            by_file = holds(file_values, (section, name)) and not holds(env_values, (section, name))
+            base = config.parent if config is not None and by_file else Path()
+            changed[name] = Path(os.path.abspath(base / value))
+        updates[section] = model.model_copy(update=changed)
+    return settings.model_copy(update=updates)
 
 
 def _read_file(path: Path) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def _source(
     location: Location, label: str, env_values: Mapping[str, Any], variables: dict[Location, str]
 ) -> tuple[str, bool]:
     """Who set ``location``: a variable or ``label``, and whether that name says the setting."""
-    if not _holds(env_values, location):
+    if not holds(env_values, location):
         return label, False
     for size in range(len(location), 0, -1):
         if location[:size] in variables:
@@ -69,7 +69,7 @@ def _source(
     return label, False
 
 
-def _holds(values: object, location: Location) -> bool:
+def holds(values: object, location: Location) -> bool:
     """Whether ``values`` (nested tables and lists) has something at ``location``."""
     for step in location:
         in_table = isinstance(values, Mapping) and step in values
@@ -109,3 +109,13 @@ def dotted(location: Location) -> str:
             part = step if re.fullmatch(r"[A-Za-z0-9_-]+", step) else quote(step)
             text += f".{part}" if text else part
     return text
+
+
+def missing_socket_directory(setting: str, socket: Path) -> ConfigError:
+    """A unix socket cannot be bound in a directory that does not exist (``run`` and
+    ``check-config`` refuse it before binding, the listener if it vanished since)."""
+    return config_error(
+        f"{setting}: the directory {socket.parent} of the socket {socket} does not exist",
+        f"create it (mkdir -p {socket.parent}, owned by the daemon's user; under systemd, "
+        f"RuntimeDirectory= creates it under /run) or change {setting}",
+    )

@@ -44,6 +44,7 @@ from keyrotd.config.fields import (
     split_listen,
 )
 from keyrotd.config.kubernetes import KubernetesSettings
+from keyrotd.config.storage_types import refuse_foreign_settings
 from keyrotd.durations import Duration, InvalidValueError, quote
 from keyrotd.errors import UsageError
 from keyrotd.model import Policy
@@ -63,6 +64,17 @@ class StorageSettings(BaseModel):
     region: Region = ""
     endpoint_url: EndpointUrl = ""
     kms_key_id: str = ""
+
+    @model_validator(mode="after")
+    def _settings_of_its_type(self) -> StorageSettings:
+        fields = type(self).model_fields
+        given = {
+            name: getattr(self, name)
+            for name in self.model_fields_set
+            if getattr(self, name) != fields[name].default
+        }
+        refuse_foreign_settings(self.type, given)
+        return self
 
 
 class CustodySettings(BaseModel):

@@ -6,6 +6,9 @@ the admin one, each a granian embedded server on the one asyncio loop.
   run is removed first; a live one, or a path that is not a socket, is refused.
 - ``on_bound`` runs once every listener is bound (``READY=1`` waits for it).
 - Any listener ending (stop, failed bind, dead worker) stops the others.
+- A failed bind names its cause and that cause's fix: a port in use (stop that process), a low
+  port without privilege (a port above 1023, or CAP_NET_BIND_SERVICE), an address of another
+  machine, a socket directory that is missing or not writable.
 - :meth:`Listeners.renew_tls` points the TLS listeners at a new pair of (private, checked) files
   and respawns their workers; the old worker keeps serving until the new one has started.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import os
 import socket
 import stat
 import threading
@@ -27,7 +31,7 @@ from granian.constants import Interfaces, SSLProtocols
 from granian.log import LogLevels
 from granian.server.embed import Server
 
-from keyrotd.config import split_admin_listen
+from keyrotd.config import missing_socket_directory, split_admin_listen
 from keyrotd.daemon.http import App
 from keyrotd.errors import ConfigError, KeyrotdError
 
@@ -98,6 +102,8 @@ class Listeners:
             if path is None:
                 host, port = split_admin_listen(listener.address)  # type: ignore[misc]
                 check_port_free(host, port, listener)
+            elif not path.parent.is_dir():
+                raise missing_socket_directory(_SETTING[listener.name], path)
             else:
                 clear_stale_socket(path, listener)
 
@@ -123,7 +129,8 @@ class Listeners:
         except RuntimeError as exc:  # granian reports a failed bind as a RuntimeError
             if listener.bound:
                 raise
-            raise cannot_listen(listener, _first_line(str(exc))) from None
+            reason = _first_line(str(exc))
+            raise cannot_listen(listener, reason, _errno_named_in(reason)) from None
         finally:
             self.stop()
 
@@ -151,7 +158,7 @@ def check_port_free(host: str, port: int, listener: Listener) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as exc:
-        raise cannot_listen(listener, exc.strerror or str(exc)) from None
+        raise cannot_listen(listener, exc.strerror or str(exc), exc.errno) from None
 
 
 def clear_stale_socket(path: Path, listener: Listener) -> None:
@@ -162,7 +169,7 @@ def clear_stale_socket(path: Path, listener: Listener) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise cannot_listen(listener, exc.strerror or str(exc)) from None
+        raise cannot_listen(listener, exc.strerror or str(exc), exc.errno) from None
     if not stat.S_ISSOCK(mode):
         raise ConfigError(
             f"{_SETTING[listener.name]}: {path} exists and is not a socket",
@@ -173,9 +180,9 @@ def clear_stale_socket(path: Path, listener: Listener) -> None:
             probe.connect(str(path))
         except OSError as exc:
             if exc.errno != errno.ECONNREFUSED:
-                raise cannot_listen(listener, exc.strerror or str(exc)) from None
+                raise cannot_listen(listener, exc.strerror or str(exc), exc.errno) from None
         else:
-            raise cannot_listen(listener, "a process is listening on it")
+            raise cannot_listen(listener, "a process is listening on it", errno.EADDRINUSE)
     path.unlink()
 
 
@@ -184,8 +191,40 @@ def _first_line(reason: str) -> str:
     return (reason.split("Stack backtrace:")[0].strip().splitlines() or [reason])[0]
 
 
-def cannot_listen(listener: Listener, reason: str) -> KeyrotdError:
-    return KeyrotdError(
-        f"cannot listen on {listener.address} ({reason})",
-        f"stop the process using it (another keyrotd?) or change {_SETTING[listener.name]}",
-    )
+def _errno_named_in(reason: str) -> int | None:
+    """The errno whose text granian's bind error carries (it gives no number)."""
+    for number in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, errno.ENOENT):
+        if os.strerror(number).lower() in reason.lower():
+            return number
+    return None
+
+
+def cannot_listen(listener: Listener, reason: str, cause: int | None = None) -> KeyrotdError:
+    """The refusal of one failed bind: its cause, and the fix for that cause."""
+    return KeyrotdError(f"cannot listen on {listener.address} ({reason})", _fix(listener, cause))
+
+
+def _fix(listener: Listener, cause: int | None) -> str:
+    setting = _SETTING[listener.name]
+    path = listener.socket_path
+    if cause == errno.EADDRINUSE:
+        return f"stop the process using it (another keyrotd?) or change {setting}"
+    if cause == errno.EACCES and path is not None:
+        return (
+            f"give the daemon's user write access to {path.parent} (under systemd, "
+            f"RuntimeDirectory= creates one it owns) or change {setting}"
+        )
+    if cause == errno.EACCES:
+        return (
+            f"ports below 1024 need privilege: use a port above 1023 in {setting} (e.g. behind "
+            "a proxy), or grant the daemon CAP_NET_BIND_SERVICE (systemd: "
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE)"
+        )
+    if cause == errno.EADDRNOTAVAIL:
+        return (
+            f"the host is not an address of this machine: use one of its addresses, 0.0.0.0 or "
+            f"[::] in {setting}"
+        )
+    if cause == errno.ENOENT and path is not None:
+        return missing_socket_directory(setting, path).hint
+    return f"check {setting}"

@@ -113,7 +113,8 @@ class Published:
         active = self.keyset.active
         if active is None or not active.holds_private:
             raise LookupError(f"keyset {self.name} has no active key")
-        schedule = schedule_of(self.keyset, self.settings.policy, f"keyset {self.name}")
+        where = f"keyset {self.name}"
+        schedule = schedule_of(self.keyset, self.settings.policy, where, self.settings.issuer)
         return compact_json(signing_key_body(schedule))
 
 

@@ -38,7 +38,8 @@ def render(verdict: Verdict) -> str:
         lines = [f"valid: {verdict.detail}"]
     else:
         lines = [f"invalid: {verdict.cause}", f"  {verdict.detail}"]
-    lines.append(f"  hint: {verdict.hint}")
+    if verdict.hint:  # only where one helps
+        lines.append(f"  hint: {verdict.hint}")
     lines.append(f"  checked against {verdict.source} at {rfc3339(verdict.checked_at, 'seconds')}")
     if verdict.header is not None:
         lines.append(f"  header: {json.dumps(verdict.header, ensure_ascii=True)}")

@@ -8,6 +8,7 @@ that matter) and a hint (what the operator can do about it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -89,10 +90,12 @@ FORMAT_HINT: Final = (
 )
 
 
+_PASTED_HEADER: Final = re.compile(r"\s*(?:authorization\s*:\s*)?bearer\s+", re.IGNORECASE)
+"""What a pasted ``Authorization: Bearer`` line (or a bare ``Bearer``) puts before the token."""
+
+
 def _decode(token: str) -> Compact:
-    text = token.strip()
-    if text[:7].lower() == "bearer ":
-        text = text[7:].strip()
+    text = _PASTED_HEADER.sub("", token, count=1).strip()
     if not text:
         fail(INCORRECT_FORMAT, "the token is empty", "pass the token as the argument, or on stdin")
     if len(text) > MAX_TOKEN:

@@ -121,6 +121,7 @@ class Verdict:
     cause: str | None
     detail: str
     hint: str
+    """What to do about it; empty where nothing helps (a valid token of the signing key)."""
     source: str
     checked_at: datetime
     header: dict[str, Any] | None = None
@@ -133,7 +134,7 @@ class Verdict:
             "valid": self.valid,
             "cause": self.cause,
             "detail": self.detail,
-            "hint": self.hint,
+            "hint": self.hint or None,
             "kid": header.get("kid"),
             "alg": header.get("alg"),
             "header": self.header,

@@ -88,7 +88,7 @@ def test_signing_key_durations_are_whole_seconds_in_the_json(daemon: Daemon) -> 
     """Go's and serde's integer fields refuse ``3600.0``: the raw bytes say ``3600``."""
     body = daemon.admin("GET", "/keysets/main/signing-key").body
     durations = body[body.index(b'"token_lifetime"') :]  # after the keys: no key material shown
-    assert durations == b'"token_lifetime":3600,"publish_ahead":3600}'
+    assert durations == b'"token_lifetime":3600,"publish_ahead":3600,"issuer":null}'
 
     def no_float(text: str) -> float:
         raise AssertionError(f"a float in the signing-key body: {text}")

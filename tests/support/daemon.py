@@ -55,8 +55,10 @@ def make_daemon(
         server_values["admin_token_file"] = token_file
     server_values.update(server or {})
     config = workdir / "keyrotd.toml"
+    other_type = (env or {}).get("KEYROTD_STORAGE__TYPE", "file") != "file"
     sections: dict[str, Mapping[str, object]] = {
-        "storage": {"path": workdir / "data"},
+        # storage.path is a file-store setting: refused beside another type
+        "storage": {} if other_type else {"path": workdir / "data"},
         "server": server_values,
         "logging": {"format": "json", "level": log_level},
     }
