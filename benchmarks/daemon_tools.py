@@ -54,9 +54,16 @@ class Wrk:
         )
 
 
-def wrk(url: str, seconds: int = 10, headers: dict[str, str] | None = None) -> Wrk:
-    """``wrk -t2 -c64 -d<seconds>s --latency`` against ``url``."""
+def wrk(
+    url: str,
+    seconds: int = 10,
+    headers: dict[str, str] | None = None,
+    script: Path | None = None,
+) -> Wrk:
+    """``wrk -t2 -c64 -d<seconds>s --latency`` against ``url`` (``script``: a Lua request)."""
     command = [require("wrk"), "-t2", "-c64", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     out = subprocess.run(
