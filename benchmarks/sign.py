@@ -58,10 +58,8 @@ class OpenBao:
         self.log = (directory / "bao.log").open("wb")
         # OpenBao enables audit devices from its configuration only (not through its API)
         audit = directory / "bao-audit.hcl"
-        audit.write_text(
-            f'audit "file" "bench" {{\n  options {{\n    file_path = "{directory / "bao-audit.log"}"'
-            "\n  }\n}\n"
-        )
+        log_file = directory / "bao-audit.log"
+        audit.write_text(f'audit "file" "bench" {{\n  options {{ file_path = "{log_file}" }}\n}}\n')
         self.process = subprocess.Popen(
             [
                 binary,
