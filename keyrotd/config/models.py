@@ -60,6 +60,8 @@ class StorageSettings(BaseModel):
     region: Region = ""
     endpoint_url: EndpointUrl = ""
     kms_key_id: str = ""
+    revision_file: OptionalPath = None
+    """Any type: the high-water marks of G8 across restarts (keyrotd/storage/revision_file.py)."""
 
 
 class ServerSettings(BaseModel):

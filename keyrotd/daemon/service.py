@@ -73,7 +73,7 @@ class Daemon:
             self.notifier, settings.server.listen, lambda: self.board.snapshot
         )
         self.board = Board(on_change=self.readiness.board_changed)
-        self.storage = open_storage(settings.storage)
+        self.storage = open_storage(settings.storage, on_rollback=self.metrics.storage_rollback)
         self.rotator = Rotator(
             self.storage,
             self.board,
@@ -81,7 +81,7 @@ class Daemon:
             settings.server.refresh_interval,
             replica=f"{socket.gethostname()} {settings.server.listen}",
         )
-        self.metrics.count_requests(self.storage)
+        self.metrics.count_requests(getattr(self.storage, "backend", self.storage))
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")
         self.clients = Clients.load(*admin_files(settings))
         self.audit = Audit(self.metrics, time.monotonic)

@@ -38,8 +38,10 @@ def make_daemon(
     log_level: str = "info",
     env: Mapping[str, str] | None = None,
     ca_file: Path | None = None,
+    storage: Mapping[str, object] | None = None,
 ) -> Daemon:
-    """Write a config (fast policy by default) and a token file; the daemon is not started."""
+    """Write a config (fast policy by default) and a token file; the daemon is not started.
+    ``storage``: settings added to the file store in ``workdir / "data"``, or another type's."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     server_values: dict[str, object] = {
@@ -55,7 +57,7 @@ def make_daemon(
     server_values.update(server or {})
     config = workdir / "keyrotd.toml"
     sections: dict[str, Mapping[str, object]] = {
-        "storage": {"path": workdir / "data"},
+        "storage": _storage(workdir, storage or {}),
         "server": server_values,
         "logging": {"format": "json", "level": log_level},
     }
@@ -70,6 +72,12 @@ def make_daemon(
     }
     clean_env.update(env or {})
     return Daemon(workdir=workdir, config=config, port=port, env=clean_env, ca_file=ca_file)
+
+
+def _storage(workdir: Path, given: Mapping[str, object]) -> Mapping[str, object]:
+    if given.get("type", "file") != "file":
+        return given
+    return {"path": workdir / "data", **given}
 
 
 def start_daemon(
