@@ -35,6 +35,7 @@ from keyrotd.lifecycle_commands import (
     Plan,
     Postpone,
     Republish,
+    Restore,
     Revoke,
     Rotate,
     Tick,
@@ -52,6 +53,7 @@ __all__ = [
     "Plan",
     "Postpone",
     "Republish",
+    "Restore",
     "Revoke",
     "Rotate",
     "Tick",
@@ -86,11 +88,14 @@ def plan(
             work.revoke_kid(command.kid)
         elif isinstance(command, Observed):
             work.observed(command.poll)
+        elif isinstance(command, Restore):
+            work.restore(command.keys, command.revoked)
         work.materialize()
         work.ensure_successor()
     except OutOfKeys:
         return Plan(keyset, (), needs_keys=work.used)
-    if not work.transitions and work.keys == list(keyset.keys):
+    rewrite = isinstance(command, Restore) and command.rewrite
+    if not work.transitions and work.keys == list(keyset.keys) and not rewrite:
         return Plan(keyset, (), changed=False)
     result = Keyset(
         name=keyset.name,

@@ -180,6 +180,7 @@ def status_report(ks: KeysetSettings, storage: Storage, now: datetime) -> dict[s
         "algorithm": ks.algorithm,
         "location": loaded.location,
         "version": loaded.version,
+        "revision": loaded.keyset.revision,
         "updated_at": rfc3339(keyset.updated_at) if keyset.updated_at else None,
         "keys": [key_report(k) for k in keyset.keys],
         "history": [key_report(k) for k in keyset.history],
@@ -220,7 +221,23 @@ def print_example() -> int:
     return 0
 
 
+def cmd_backup(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    from keyrotd.cli.backup import cmd_backup
+
+    return cmd_backup(settings, storage, args, clock)
+
+
+def cmd_restore(
+    settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock
+) -> int:
+    from keyrotd.cli.backup import cmd_restore
+
+    return cmd_restore(settings, storage, args, clock)
+
+
 COMMANDS: dict[str, Command] = {
+    "backup": cmd_backup,
+    "restore": cmd_restore,
     "jwks": cmd_jwks,
     "signing-key": cmd_signing_key,
     "rotate": cmd_rotate,
