@@ -203,3 +203,27 @@ def test_awscurrent_moved_back_is_refused(
         assert "AWSCURRENT" in current[old]  # nothing written on top
     finally:
         daemon.stop()
+
+
+def test_the_python_issuer_keeps_signing_with_what_it_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keyrotd.client import Issuer
+    from keyrotd.errors import RollbackError
+
+    daemon = encrypted_daemon(tmp_path, revision_file=True)  # its configuration; not started
+    assert cli(daemon, "rotate", "--keyset", KEYSET) == 0
+    capsys.readouterr()
+    copy = (daemon.data / f"{KEYSET}.json").read_bytes()
+    with Issuer.from_config(str(daemon.config), KEYSET, background=False, environ={}) as issuer:
+        revoked = issuer.signing_key()["kid"]
+        assert cli(daemon, "revoke", revoked, "--keyset", KEYSET) == 0
+        assert issuer.refresh()
+        signing = issuer.signing_key()["kid"]
+        move_back(daemon, copy)
+
+        assert not issuer.refresh()
+        assert issuer.signing_key()["kid"] == signing != revoked
+    assert '"event": "storage.rollback_detected"' in capsys.readouterr().err
+    with pytest.raises(RollbackError):  # a new issuer, with the revision file
+        Issuer.from_config(str(daemon.config), KEYSET, background=False, environ={})

@@ -76,3 +76,30 @@ def test_root_gives_it_to_the_owner_of_the_store(tmp_path: Path) -> None:
     for made in (path, tmp_path / "revisions.json.lock"):
         info = made.stat()
         assert (info.st_uid, info.st_gid) == (nobody.pw_uid, nobody.pw_gid), made
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file away")
+def test_a_root_cli_leaves_the_revision_file_to_the_owner_of_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keyrotd.cli import main
+
+    nobody = pwd.getpwnam("nobody")
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    os.chown(store, nobody.pw_uid, nobody.pw_gid)
+    marks = tmp_path / "revisions.json"
+    config = tmp_path / "keyrotd.toml"
+    config.write_text(f'[storage]\npath = "{store}"\nrevision_file = "{marks}"\n')
+
+    assert main(["rotate", "--config", str(config)]) == 0
+
+    capsys.readouterr()
+    for made in (marks, tmp_path / "revisions.json.lock"):
+        info = made.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (
+            nobody.pw_uid,
+            nobody.pw_gid,
+            0o600,
+        ), made
+    assert RevisionFile(marks).load()["default"].revision == 1
