@@ -21,3 +21,7 @@ def preflight(settings: Settings, now: datetime) -> None:
         from keyrotd.daemon.tls import check_tls_pair  # cryptography's x509: only when TLS is on
 
         check_tls_pair(*server.tls, now)
+    if settings.storage.revision_file is not None:  # its directory must exist (G8)
+        from keyrotd.storage.revision_file import RevisionFile
+
+        RevisionFile(settings.storage.revision_file)

@@ -63,9 +63,12 @@ class RevisionFile:
     """The marks file (see the module docstring)."""
 
     def __init__(self, path: Path, owner_of: Path | None = None) -> None:
+        """Refuses (exit 2) a path whose directory does not exist: a daemon would otherwise
+        start and fail every read."""
         self.path = Path(path).absolute()
         self._owner_of = owner_of
         self._seen: tuple[tuple[int, int, int, int], Marks] | None = None
+        self._check_directory()
 
     def load(self) -> Marks:
         """The marks in the file ({} if there is none yet); parsed again only when it changed."""
@@ -92,12 +95,7 @@ class RevisionFile:
         from keyrotd.storage.file_locks import exclusive_lock
 
         with self._errors():
-            if not self.path.parent.is_dir():
-                raise ConfigError(
-                    f"storage.revision_file: the directory {self.path.parent} does not exist",
-                    "create it (owned by the user running keyrotd), or point revision_file "
-                    "at a file in an existing directory outside the store",
-                )
+            self._check_directory()
             owner = self._owner()
             lock = self.path.with_name(self.path.name + ".lock")
             with exclusive_lock(lock, 10.0, owner):
@@ -108,6 +106,14 @@ class RevisionFile:
                 temp = self.path.with_name(f".{self.path.name}.tmp")
                 temp.unlink(missing_ok=True)  # a crashed writer's, under the lock
                 replace_atomically(self.path, temp, _render(marks), _MODE, owner)
+
+    def _check_directory(self) -> None:
+        if not self.path.parent.is_dir():
+            raise ConfigError(
+                f"storage.revision_file: the directory {self.path.parent} does not exist",
+                "create it (owned by the user running keyrotd), or point revision_file at a "
+                "file in an existing directory outside the store",
+            )
 
     def _owner(self) -> Owner | None:
         if os.geteuid() != 0:

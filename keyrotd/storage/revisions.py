@@ -105,10 +105,14 @@ class RevisionGuard:
 
     def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
         results = self.backend.read_many(keysets)
+        try:
+            recorded = self._recorded()  # one look at the revision file for the whole batch
+        except KeyrotdError as error:
+            return {k: error if isinstance(r, Versioned) else r for k, r in results.items()}
         for keyset, result in results.items():
             if isinstance(result, Versioned):
                 try:
-                    self._accept(keyset, result)
+                    self._accept(keyset, result, recorded)
                 except KeyrotdError as error:
                     results[keyset] = error
         try:
@@ -142,19 +146,24 @@ class RevisionGuard:
         with self._lock:
             return self._mark(keyset)
 
-    def _mark(self, keyset: str) -> Mark | None:
-        mark = self._marks.get(keyset)
-        if self.revision_file is not None:
-            recorded = self.revision_file.load().get(keyset)
-            mark = recorded if mark is None else mark.merge(recorded)
-        return mark
+    def _recorded(self) -> dict[str, Mark]:
+        return {} if self.revision_file is None else self.revision_file.load()
 
-    def _accept(self, keyset: str, stored: Versioned) -> None:
+    def _mark(self, keyset: str, recorded: dict[str, Mark] | None = None) -> Mark | None:
+        """This process's mark of ``keyset`` merged with the revision file's (``recorded``:
+        the file as just read; None: read it now)."""
+        mark = self._marks.get(keyset)
+        found = (self._recorded() if recorded is None else recorded).get(keyset)
+        return found if mark is None else mark.merge(found)
+
+    def _accept(
+        self, keyset: str, stored: Versioned, recorded: dict[str, Mark] | None = None
+    ) -> None:
         summary = self._summary(keyset, stored.data)
         if summary is None:
             return
         with self._lock:
-            mark = self._mark(keyset)
+            mark = self._mark(keyset, recorded)
             if mark is not None and _goes_back(summary, mark):
                 self._report(keyset, mark, summary, stored.location)
             self._raise(keyset, summary, mark)
@@ -180,9 +189,15 @@ class RevisionGuard:
                     del self._unsaved[keyset]
 
     def _summary(self, keyset: str, data: bytes) -> Summary | None:
+        """``summarize(data)``, parsed once per document: the same bytes object (the file
+        store's unchanged read), or bytes with the same digest, reuse the last summary."""
         cached = self._summaries.get(keyset)
         if cached is not None and cached[0] is data:
             return cached[1]
+        last = None if cached is None else cached[1]
+        if last is not None and hashlib.sha256(data).hexdigest() == last.digest:
+            self._summaries[keyset] = (data, last)
+            return last
         summary = summarize(data)
         self._summaries[keyset] = (data, summary)
         return summary

@@ -103,3 +103,32 @@ def test_a_root_cli_leaves_the_revision_file_to_the_owner_of_the_store(
             0o600,
         ), made
     assert RevisionFile(marks).load()["default"].revision == 1
+
+
+def test_a_missing_directory_is_a_configuration_error_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keyrotd.cli import main
+
+    config = tmp_path / "keyrotd.toml"
+    marks = tmp_path / "nowhere" / "revisions.json"
+    config.write_text(f'[storage]\npath = "{tmp_path / "store"}"\nrevision_file = "{marks}"\n')
+
+    assert main(["status", "--config", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert f"the directory {tmp_path / 'nowhere'} does not exist" in err
+
+
+def test_check_config_finds_the_missing_directory_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keyrotd.cli import main
+
+    config = tmp_path / "keyrotd.toml"
+    marks = tmp_path / "nowhere" / "revisions.json"
+    config.write_text(f'[storage]\npath = "{tmp_path / "store"}"\nrevision_file = "{marks}"\n')
+
+    assert main(["check-config", "--config", str(config)]) == 2
+
+    assert "does not exist" in capsys.readouterr().err
