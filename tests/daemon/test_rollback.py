@@ -227,3 +227,26 @@ def test_the_python_issuer_keeps_signing_with_what_it_accepted(
     assert '"event": "storage.rollback_detected"' in capsys.readouterr().err
     with pytest.raises(RollbackError):  # a new issuer, with the revision file
         Issuer.from_config(str(daemon.config), KEYSET, background=False, environ={})
+
+
+def test_restore_is_how_an_operator_brings_a_refused_keyset_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon = encrypted_daemon(tmp_path, revision_file=True).start()
+    try:
+        backup = tmp_path / "api.backup"
+        assert cli(daemon, "backup", "--keyset", KEYSET, "--output", str(backup)) == 0
+        kid, copy = revoke_behind_a_copy(daemon, capsys)
+        move_back(daemon, copy)
+        daemon.wait_for(
+            lambda: KEYSET in daemon.get("/readyz").json()["degraded"], 10, "/readyz degraded"
+        )
+
+        assert cli(daemon, "restore", str(backup)) == 0
+
+        daemon.wait_for(lambda: daemon.get("/readyz").json()["degraded"] == [], 10, "recovery")
+        assert kid not in served_kids(daemon)
+        assert signing_kid(daemon) != kid
+        assert len(rollbacks(daemon)) == 1
+    finally:
+        daemon.stop()
