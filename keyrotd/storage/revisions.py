@@ -97,22 +97,26 @@ class RevisionGuard:
         return self.backend.location(keyset)
 
     def read(self, keyset: str) -> Versioned | None:
+        before = self.accepted(keyset)  # what was accepted before the read began (see _accept)
         stored = self.backend.read(keyset)
         if stored is not None:
-            self._accept(keyset, stored)
+            self._accept(keyset, stored, before)
             self._save()
         return stored
 
     def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
-        results = self.backend.read_many(keysets)
         try:
             recorded = self._recorded()  # one look at the revision file for the whole batch
         except KeyrotdError as error:
-            return {k: error if isinstance(r, Versioned) else r for k, r in results.items()}
+            return dict.fromkeys(keysets, error)
+        with self._lock:
+            remembered = {k: self._marks.get(k) for k in keysets}
+        results = self.backend.read_many(keysets)
         for keyset, result in results.items():
             if isinstance(result, Versioned):
+                before = _merged(remembered.get(keyset), recorded.get(keyset))
                 try:
-                    self._accept(keyset, result, recorded)
+                    self._accept(keyset, result, before)
                 except KeyrotdError as error:
                     results[keyset] = error
         try:
@@ -149,30 +153,29 @@ class RevisionGuard:
     def _recorded(self) -> dict[str, Mark]:
         return {} if self.revision_file is None else self.revision_file.load()
 
-    def _mark(self, keyset: str, recorded: dict[str, Mark] | None = None) -> Mark | None:
-        """This process's mark of ``keyset`` merged with the revision file's (``recorded``:
-        the file as just read; None: read it now)."""
-        mark = self._marks.get(keyset)
-        found = (self._recorded() if recorded is None else recorded).get(keyset)
-        return found if mark is None else mark.merge(found)
+    def _mark(self, keyset: str) -> Mark | None:
+        """This process's mark of ``keyset`` merged with the revision file's."""
+        return _merged(self._marks.get(keyset), self._recorded().get(keyset))
 
-    def _accept(
-        self, keyset: str, stored: Versioned, recorded: dict[str, Mark] | None = None
-    ) -> None:
+    def _accept(self, keyset: str, stored: Versioned, before: Mark | None) -> None:
+        """Check ``stored`` against ``before``, the mark as it was when the read began: a write
+        (by this process or another) that lands while the read is in flight raises the mark,
+        and the older document the read may still return is not a rollback."""
         summary = self._summary(keyset, stored.data)
         if summary is None:
             return
         with self._lock:
-            mark = self._mark(keyset, recorded)
-            if mark is not None and _goes_back(summary, mark):
-                self._report(keyset, mark, summary, stored.location)
-            self._raise(keyset, summary, mark)
+            if before is not None and _goes_back(summary, before):
+                self._report(keyset, before, summary, stored.location)
+            self._raise(keyset, summary, before)
 
-    def _raise(self, keyset: str, summary: Summary, mark: Mark | None) -> None:
-        """Under the lock: take ``summary`` as accepted; what the revision file lacks is saved."""
-        new = Mark(summary.revision, summary.digest, summary.revoked).merge(mark)
+    def _raise(self, keyset: str, summary: Summary, known: Mark | None) -> None:
+        """Under the lock: take ``summary`` as accepted, never lowering a mark; what differs
+        from ``known`` (the file's and this process's mark) is saved."""
+        new = Mark(summary.revision, summary.digest, summary.revoked).merge(known)
+        new = new.merge(self._marks.get(keyset))
         self._marks[keyset] = new
-        if new != mark:
+        if new != known:
             self._unsaved[keyset] = new
 
     def _save(self) -> None:
@@ -246,6 +249,10 @@ class RevisionGuard:
             f"document was deleted or rolled back)",
             "bring its keys back with `keyrotd restore BACKUP`",
         )
+
+
+def _merged(mine: Mark | None, recorded: Mark | None) -> Mark | None:
+    return recorded if mine is None else mine.merge(recorded)
 
 
 def _refusal(keyset: str, location: str, summary: Summary, mark: Mark) -> str:
