@@ -175,10 +175,18 @@ def test_awscurrent_moved_back_is_refused(
     import boto3
 
     prefix = f"rollback-{moto.port}/"
-    storage = {"type": "aws", "secret_prefix": prefix, "region": REGION, "endpoint_url": moto.url}
+    storage = {
+        "type": "aws",
+        "secret_prefix": prefix,
+        "region": REGION,
+        "endpoint_url": moto.url,
+        "revision_file": tmp_path / "revisions.json",
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
     daemon = make_daemon(tmp_path, keysets=KEYSETS, storage=storage, env=env).start()
     try:
+        backup = tmp_path / "api.backup"
+        assert cli(daemon, "backup", "--keyset", KEYSET, "--output", str(backup)) == 0
         client = boto3.client("secretsmanager", region_name=REGION, endpoint_url=moto.url)
         secret = f"{prefix}{KEYSET}"
         before = client.describe_secret(SecretId=secret)
@@ -201,6 +209,10 @@ def test_awscurrent_moved_back_is_refused(
         assert metric(daemon, f'keyrotd_storage_rollbacks_total{{keyset="{KEYSET}"}}') == 1
         current = client.describe_secret(SecretId=secret)["VersionIdsToStages"]
         assert "AWSCURRENT" in current[old]  # nothing written on top
+
+        assert cli(daemon, "restore", str(backup)) == 0  # the way back: a write going forward
+        daemon.wait_for(lambda: daemon.get("/readyz").json()["degraded"] == [], 10, "recovery")
+        assert kid not in served_kids(daemon)
     finally:
         daemon.stop()
 
