@@ -44,14 +44,17 @@ def cmd_backup(settings: Settings, storage: Storage, args: argparse.Namespace, c
     keyset = from_json(stored.data, stored.location)
     key = _encryption_key(settings)
     blob = seal_backup(keyset, stored.data, key)
-    sealed = "sealed with the storage encryption key" if key else "NOT encrypted: it holds "
-    sealed += "" if key else "private keys; keep it as secret as the store"
+    sealed = (
+        "sealed with the storage encryption key"
+        if key
+        else "NOT encrypted: it holds private keys; keep it as secret as the store"
+    )
     where = "stdout"
     if args.output:
         target = Path(args.output).absolute()
         temp = target.with_name(f".{target.name}.tmp")
-        temp.unlink(missing_ok=True)
         try:
+            temp.unlink(missing_ok=True)  # left by an interrupted backup
             replace_atomically(target, temp, blob, 0o600, None)
         except OSError as error:
             raise KeyrotdError(
