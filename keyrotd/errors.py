@@ -73,6 +73,18 @@ class CorruptDocumentError(StorageError):
     temporary = False
 
 
+class RollbackError(StorageError):
+    """A keyset document older than one already accepted (G8, docs/threat-model.md): a lower
+    revision, the same revision with other content, or a revoked kid back in it. Permanent: the
+    reader keeps what it accepted and nothing is written on top until an operator acts."""
+
+    temporary = False
+
+    def __init__(self, keyset: str, accepted: int, found: int, message: str, hint: str) -> None:
+        super().__init__(message, hint)
+        self.keyset, self.accepted, self.found = keyset, accepted, found
+
+
 class DocumentTooLargeError(StorageError):
     """A document exceeds the backend's size limit."""
 

@@ -239,7 +239,9 @@ class KeysetManager:
                 continue  # time passed while generating: plan again (the write checks the version)
             if not result.changed:
                 return Outcome(result.keyset, (), written=False, attempts=attempt), now, None
-            data = to_json(result.keyset)
+            # G8: every write raises the document's revision (the storage refuses a lower one)
+            keyset = dataclasses.replace(result.keyset, revision=loaded.keyset.revision + 1)
+            data = to_json(keyset)
             try:
                 self.version = self.storage.write(self.name, data, loaded.version)
             except ConflictError:
@@ -252,11 +254,11 @@ class KeysetManager:
                 conflicts += 1
                 self.sleep(self.retry.delay(conflicts).total_seconds())
                 continue
-            self._parsed = (data, result.keyset)
+            self._parsed = (data, keyset)
             self._seen_document = True
             for transition in result.transitions:
                 self.on_transition(self.name, transition)
-            written = Outcome(result.keyset, result.transitions, written=True, attempts=attempt)
+            written = Outcome(keyset, result.transitions, written=True, attempts=attempt)
             return written, now, loaded.keyset
         raise self._gave_up()
 

@@ -38,6 +38,7 @@ from keyrotd.lifecycle_commands import (
     Plan,
     Postpone,
     Republish,
+    Restore,
     Revoke,
     Rotate,
     Tick,
@@ -56,6 +57,7 @@ __all__ = [
     "Plan",
     "Postpone",
     "Republish",
+    "Restore",
     "Revoke",
     "Rotate",
     "Tick",
@@ -92,11 +94,14 @@ def plan(
             work.revoke_kid(command.kid)
         elif isinstance(command, Observed):
             work.observed(command.poll)
+        elif isinstance(command, Restore):
+            work.restore(command.keys, command.revoked)
         work.materialize()
         work.ensure_successor()
     except OutOfKeys:
         return Plan(keyset, (), needs_keys=work.used)
-    if not work.transitions and work.keys == list(keyset.keys):
+    rewrite = isinstance(command, Restore) and command.rewrite
+    if not work.transitions and work.keys == list(keyset.keys) and not rewrite:
         return Plan(keyset, (), changed=False)
     result = Keyset(
         name=keyset.name,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
-from keyrotd.model import Jwk, Keyset
+from keyrotd.model import Jwk, Key, Keyset
 from keyrotd.propagation import Poll
 
 EventName = Literal[
@@ -82,7 +82,18 @@ class Import:
     revoked_elsewhere: frozenset[str] = frozenset()
 
 
-Command = Tick | Rotate | Revoke | Republish | Postpone | Observed | Import
+@dataclass(frozen=True)
+class Restore:
+    """``keyrotd restore``: revoke every live kid of ``revoked`` (the revision file's), then add
+    back ``keys`` (retired, verification only) that the keyset neither holds nor ever revoked.
+    ``rewrite``: the keyset planned on is the backup itself, written even when nothing changed."""
+
+    keys: tuple[Key, ...] = ()
+    revoked: frozenset[str] = frozenset()
+    rewrite: bool = False
+
+
+Command = Tick | Rotate | Revoke | Republish | Postpone | Observed | Import | Restore
 TICK: Final = Tick()
 FIRST_KEY: Final = "first key of a new keyset"
 IMPORTED: Final = "import --as active"

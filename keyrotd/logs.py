@@ -27,6 +27,8 @@ FIELDS: Final = (
     "attempt",
     "path",
     "listener",
+    "accepted",  # storage.rollback_detected: the revision accepted and the one refused
+    "found",
 )
 AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count")
 """The fields of ``admin.request`` events (``keyrotd.daemon.audit``)."""

@@ -202,6 +202,9 @@ class Keyset:
     history: tuple[Key, ...] = ()
     updated_at: datetime | None = None
     format: str = FORMAT
+    revision: int = 0
+    """Raised by one on every write (G8: revisions only go forward); 0 in a document written
+    before keyrotd kept it."""
 
     @property
     def active(self) -> Key | None:

@@ -205,6 +205,15 @@ class Planner:
                 if seen.activates_at is not None:
                     self._emit("key.confirmed", key.kid, poll.at)
 
+    def restore(self, keys: tuple[Key, ...], revoked: frozenset[str]) -> None:
+        """``keyrotd restore``: no revoked kid stays live (the active one hands over as by
+        ``revoke``); ``keys`` the keyset never held are added as they are (retired)."""
+        for key in list(self.keys):
+            if key.kid in revoked and key in self.keys:
+                self.revoke_kid(key.kid)
+        known = {k.kid for k in (*self.keys, *self.history)}
+        self.keys += [k for k in keys if k.kid not in known and k.kid not in revoked]
+
     def revoke_kid(self, kid: str) -> None:
         key = next((k for k in self.keys if k.kid == kid), None)
         if key is None:

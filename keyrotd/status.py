@@ -33,6 +33,7 @@ def keyset_status(
         "custody": settings.custody,
         "location": location,
         "version": version,
+        "revision": keyset.revision,
         "updated_at": rfc3339(keyset.updated_at) if keyset.updated_at else None,
         "keys": [key_report(k) for k in keyset.keys],
         "history": [key_report(k) for k in keyset.history],

@@ -294,7 +294,23 @@ def print_example() -> int:
     return 0
 
 
+def cmd_backup(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    from keyrotd.cli.backup import cmd_backup
+
+    return cmd_backup(settings, storage, args, clock)
+
+
+def cmd_restore(
+    settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock
+) -> int:
+    from keyrotd.cli.backup import cmd_restore
+
+    return cmd_restore(settings, storage, args, clock)
+
+
 COMMANDS: dict[str, Command] = {
+    "backup": cmd_backup,
+    "restore": cmd_restore,
     "jwks": cmd_jwks,
     "signing-key": cmd_signing_key,
     "rotate": cmd_rotate,

@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     from keyrotd.cli.import_command import add_import_parser
 
     add_import_parser(command("import", "adopt an existing key (PEM or JWK)"), KEYSET_HELP)
+    p = command("backup", "write the keyset's document, sealed, with its revision")
+    keyset(p)
+    p.add_argument(
+        "--output", metavar="F", help="write the backup to file F (mode 0600); default: stdout"
+    )
+    p = command("restore", "bring a backup's keys back, never a revoked one")
+    p.add_argument("file", metavar="FILE", help="a file written by `keyrotd backup`")
+    p.add_argument("--keyset", metavar="N", help="the keyset (default: the backup's own)")
     p = command("jwks", "print the JWKS that is served")
     keyset(p)
     p = command("signing-key", "print the active private JWK (for issuers)")

@@ -44,6 +44,10 @@ def preflight(settings: Settings, now: datetime) -> list[str]:
         from keyrotd.storage import open_storage
 
         open_storage(settings.storage).close()
+    if settings.storage.revision_file is not None:  # its directory must exist (G8)
+        from keyrotd.storage.revision_file import RevisionFile
+
+        RevisionFile(settings.storage.revision_file)
     return warnings
 
 

@@ -64,6 +64,8 @@ class StorageSettings(BaseModel):
     region: Region = ""
     endpoint_url: EndpointUrl = ""
     kms_key_id: str = ""
+    revision_file: OptionalPath = None
+    """Any type: the high-water marks of G8 across restarts (keyrotd/storage/revision_file.py)."""
 
     @model_validator(mode="after")
     def _settings_of_its_type(self) -> StorageSettings:

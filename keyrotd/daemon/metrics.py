@@ -254,6 +254,12 @@ class Metrics:
             ["keyset"],
             registry=self.registry,
         )
+        self._storage_rollbacks = Counter(
+            "keyrotd_storage_rollbacks",
+            "Keyset documents refused for going back to an older revision (G8)",
+            ["keyset"],
+            registry=self.registry,
+        )
         self._notify_dropped = Counter(
             "keyrotd_notify_dropped",
             "sd_notify messages dropped because $NOTIFY_SOCKET was full (its reader stalled)",
@@ -301,6 +307,9 @@ class Metrics:
 
     def storage_failed(self, keyset: str) -> None:
         self._storage_failures.labels(keyset).inc()
+
+    def storage_rollback(self, keyset: str) -> None:
+        self._storage_rollbacks.labels(keyset).inc()
 
     def notify_dropped(self) -> None:
         self._notify_dropped.inc()

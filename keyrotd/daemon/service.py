@@ -81,7 +81,7 @@ class Daemon:
             self.notifier, settings.server.listen, lambda: self.board.snapshot
         )
         self.board = Board(on_change=self.readiness.board_changed)
-        self.storage = open_storage(settings.storage)
+        self.storage = open_storage(settings.storage, on_rollback=self.metrics.storage_rollback)
         self.rotator = Rotator(
             self.storage,
             self.board,
@@ -93,7 +93,7 @@ class Daemon:
         self.signers = Signers(self.board, self.rotator.custody, self.rotator.resync)
         self.custody_pool = ThreadPoolExecutor(8, thread_name_prefix="keyrotd-custody")
         """Signatures made in a token or KMS: off the event loop, beside the admin pool."""
-        self.metrics.count_requests(self.storage)
+        self.metrics.count_requests(getattr(self.storage, "backend", self.storage))
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")
         self.clients = Clients.load(*admin_files(settings))
         self.audit = Audit(self.metrics, time.monotonic)

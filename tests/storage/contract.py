@@ -6,6 +6,10 @@ store (for example ``functools.partial(FileStorage, tmp_path)``). It is called i
 started with multiprocessing's "spawn" context. The ``storage`` fixture defaults to one storage
 made by that factory; a subclass may override it, but it must use the same store.
 
+The G8 tests (revisions only go forward) put the backend behind the guard every reader uses
+(:class:`keyrotd.storage.revisions.RevisionGuard`, as ``open_storage`` does) and move a document
+back with the backend's own write, as anyone who may write the store could.
+
 The lost-update test starts ``concurrent_writers`` processes (50). Spawning a Python process costs
 about a quarter of a CPU-second, so a variant of a backend already tested with 50 may lower it.
 """
@@ -18,11 +22,14 @@ import queue
 from collections.abc import Callable, Iterator
 from multiprocessing.context import SpawnProcess
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 
 import pytest
 
-from keyrotd.errors import KeyrotdError
+from keyrotd.errors import KeyrotdError, RollbackError
 from keyrotd.storage.interface import ConflictError, DocumentTooLargeError, Storage
+from keyrotd.storage.revision_file import RevisionFile
+from keyrotd.storage.revisions import RevisionGuard
 
 StorageFactory = Callable[[], Storage]
 
@@ -217,6 +224,101 @@ class StorageContract:
         assert sorted(ids) == list(range(writers))
         assert len(set(versions.values())) == writers
         assert stored.version == versions[ids[-1]]
+
+    # -- G8: revisions only go forward ---------------------------------------------------------
+    def test_g8_a_document_moved_back_is_refused_and_not_written_over(
+        self, storage: Storage, storage_factory: StorageFactory, tmp_path: Path
+    ) -> None:
+        guarded = RevisionGuard(storage_factory(), RevisionFile(tmp_path / "revisions.json"))
+        first = guarded.write("alpha", document(1, active="k1"), None)
+        second = guarded.write("alpha", document(2, active="k2", revoked="k1"), first)
+        moved_back = storage.write("alpha", document(1, active="k1"), second)  # the rollback
+
+        with pytest.raises(RollbackError) as refused:
+            guarded.read("alpha")
+        with pytest.raises(RollbackError):
+            guarded.write("alpha", document(2, active="k3"), moved_back)
+
+        assert (refused.value.accepted, refused.value.found) == (2, 1)
+        stored = storage.read("alpha")
+        assert stored is not None
+        assert (stored.version, stored.data) == (moved_back, document(1, active="k1"))
+        guarded.close()
+
+    def test_g8_a_new_reader_with_the_revision_file_refuses_it_too(
+        self, storage: Storage, storage_factory: StorageFactory, tmp_path: Path
+    ) -> None:
+        marks = tmp_path / "revisions.json"
+        writer = RevisionGuard(storage_factory(), RevisionFile(marks))
+        first = writer.write("alpha", document(1, active="k1"), None)
+        writer.write("alpha", document(2, active="k2", revoked="k1"), first)
+        writer.close()
+        current = storage.read("alpha")
+        assert current is not None
+        storage.write("alpha", document(1, active="k1"), current.version)
+
+        afresh = RevisionGuard(storage_factory(), RevisionFile(marks))
+        forgetful = RevisionGuard(storage_factory())
+        try:
+            with pytest.raises(RollbackError):
+                afresh.read("alpha")
+            refused = afresh.read_many(["alpha"])["alpha"]
+            accepted = forgetful.read("alpha")  # no revision file: nothing to remember
+        finally:
+            afresh.close()
+            forgetful.close()
+        assert isinstance(refused, RollbackError)
+        assert accepted is not None
+
+    def test_g8_the_same_revision_with_other_content_is_refused(
+        self, storage: Storage, storage_factory: StorageFactory
+    ) -> None:
+        guarded = RevisionGuard(storage_factory())
+        version = guarded.write("alpha", document(1, active="k1"), None)
+        storage.write("alpha", document(1, active="k9"), version)
+
+        results = guarded.read_many(["alpha"])
+
+        assert isinstance(results["alpha"], RollbackError)
+        guarded.close()
+
+    def test_g8_a_revoked_kid_never_comes_back_even_at_a_higher_revision(
+        self, storage: Storage, storage_factory: StorageFactory
+    ) -> None:
+        guarded = RevisionGuard(storage_factory())
+        first = guarded.write("alpha", document(1, active="k1"), None)
+        second = guarded.write("alpha", document(2, active="k2", revoked="k1"), first)
+        storage.write("alpha", document(3, active="k1"), second)
+
+        with pytest.raises(RollbackError, match="revoked kid k1"):
+            guarded.read("alpha")
+        guarded.close()
+
+    def test_g8_one_keysets_rollback_hides_no_other(
+        self, storage: Storage, storage_factory: StorageFactory
+    ) -> None:
+        guarded = RevisionGuard(storage_factory())
+        version = guarded.write("alpha", document(1, active="k1"), None)
+        guarded.write("alpha", document(2, active="k2"), version)
+        guarded.write("beta", document(1, active="b1"), None)
+        current = storage.read("alpha")
+        assert current is not None
+        storage.write("alpha", document(1, active="k1"), current.version)
+
+        results = guarded.read_many(["alpha", "beta"])
+
+        assert isinstance(results["alpha"], RollbackError)
+        beta = results["beta"]
+        assert not isinstance(beta, KeyrotdError) and beta is not None
+        assert beta.data == document(1, active="b1")
+        guarded.close()
+
+
+def document(revision: int, *, active: str, revoked: str | None = None) -> bytes:
+    """A keyset document as the guard reads it: its revision, its live keys and history."""
+    history = [] if revoked is None else [{"kid": revoked, "state": "revoked"}]
+    keys = [{"kid": active, "state": "active"}]
+    return json.dumps({"revision": revision, "keys": keys, "history": history}).encode()
 
 
 def append_own_id(

@@ -39,8 +39,10 @@ def make_daemon(
     env: Mapping[str, str] | None = None,
     ca_file: Path | None = None,
     custody: Mapping[str, object] | None = None,
+    storage: Mapping[str, object] | None = None,
 ) -> Daemon:
-    """Write a config (fast policy by default) and a token file; the daemon is not started."""
+    """Write a config (fast policy by default) and a token file; the daemon is not started.
+    ``storage``: settings added to the file store in ``workdir / "data"``, or another type's."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     server_values: dict[str, object] = {
@@ -58,7 +60,7 @@ def make_daemon(
     other_type = (env or {}).get("KEYROTD_STORAGE__TYPE", "file") != "file"
     sections: dict[str, Mapping[str, object]] = {
         # storage.path is a file-store setting: refused beside another type
-        "storage": {} if other_type else {"path": workdir / "data"},
+        "storage": {} if other_type and not storage else _storage(workdir, storage or {}),
         "server": server_values,
         "logging": {"format": "json", "level": log_level},
     }
@@ -75,6 +77,12 @@ def make_daemon(
     }
     clean_env.update(env or {})
     return Daemon(workdir=workdir, config=config, port=port, env=clean_env, ca_file=ca_file)
+
+
+def _storage(workdir: Path, given: Mapping[str, object]) -> Mapping[str, object]:
+    if given.get("type", "file") != "file":
+        return given
+    return {"path": workdir / "data", **given}
 
 
 def start_daemon(
