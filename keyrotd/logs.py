@@ -25,7 +25,7 @@ FIELDS: Final = (
     "path",
     "listener",
 )
-AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count")
+AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count", "now")
 """The fields of ``admin.request`` events (``keyrotd.daemon.audit``)."""
 PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # CONTRACT 9 events
 

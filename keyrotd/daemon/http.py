@@ -1,4 +1,4 @@
-"""The raw RSGI/ASGI application: routing by hand, precomputed bodies, JSON errors.
+"""The raw ASGI application: routing by hand, precomputed bodies, JSON errors.
 
     GET /.well-known/jwks.json                     JWKS of the first keyset
     GET /keysets/{name}/jwks.json                  JWKS of a keyset
@@ -12,7 +12,11 @@
 No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and one
 ``response_bytes`` call (about 2 µs of Python; see benchmarks/). Responses to GET also answer HEAD.
 Request bodies are never read. Every error has a JSON body; an unexpected exception is logged
-(its type, never its text) and answered with a bare 500.
+(its type, never its text) and answered with a bare 500. A path whose segment holds an encoded
+``/`` (``%2F``) is answered 400 on every route: the server decodes ``path``, so only
+``raw_path`` (as sent) tells ``/keysets/a%2Fsigning-key`` from ``/keysets/a/signing-key``.
+granian's RSGI interface has no raw path; that is why the listeners run this app over ASGI
+(docs/http.md, "Connections").
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from keyrotd.daemon import admin as admin_endpoints
 from keyrotd.daemon.admin import Admin
@@ -42,10 +46,6 @@ from keyrotd.daemon.responses import (
     respond,
 )
 from keyrotd.daemon.state import Board
-
-if TYPE_CHECKING:
-    from granian._granian import RSGIHTTPProtocol as HTTPProtocol
-    from granian.rsgi import Scope as RSGIScope
 
 log = logging.getLogger("keyrotd.daemon")
 
@@ -90,7 +90,7 @@ class App:
         }
 
     async def __call__(self, scope: Scope, receive: object, send: Send) -> None:
-        """ASGI: what the tests and other servers can run."""
+        """ASGI (granian's ``Interfaces.ASGINL``: ``keyrotd run`` serves it)."""
         if scope["type"] != "http":
             return
         response = await self.answer(scope)
@@ -98,25 +98,6 @@ class App:
         start = {"type": "http.response.start", "status": response.status}
         await send({**start, "headers": response.headers})
         await send({"type": "http.response.body", "body": body})
-
-    async def __rsgi__(self, scope: RSGIScope, protocol: HTTPProtocol) -> None:
-        """RSGI, granian's own interface, which ``keyrotd run`` uses: the same answers as ASGI
-        (its scope rebuilt as ASGI gives it), for less work per request than ASGI's messages."""
-        if scope.proto != "http":
-            return
-        request = {
-            "method": scope.method,
-            "path": scope.path,  # granian decoded it already (as ASGI's ``path`` is): never twice
-            "query_string": scope.query_string.encode("latin-1"),
-            "client": scope.client,  # "ip:port" (TCP), the peer's socket path (unix): audit
-            "headers": [
-                (k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()
-            ],
-        }
-        response = await self.answer(request)
-        body = b"" if scope.method == "HEAD" else response.body
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
-        protocol.response_bytes(response.status, headers, body)
 
     async def answer(self, scope: Scope) -> Response:
         try:
@@ -131,6 +112,9 @@ class App:
     def route(self, scope: Scope) -> Response | Awaitable[Response]:
         path: str = scope["path"]
         method: str = scope["method"]
+        raw_path: bytes = scope.get("raw_path") or b""
+        if b"%2F" in raw_path or b"%2f" in raw_path:
+            return error(400, "a path segment must not hold an encoded / (%2F)")
         if not self.public:
             return self.admin_route(path, scope)
         if path == "/.well-known/jwks.json":

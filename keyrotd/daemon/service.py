@@ -3,7 +3,7 @@
 - the scheduler (APScheduler's background thread and its workers) reads and writes storage and
   publishes immutable snapshots to the board;
 - granian's *embedded* servers (``listeners``: the public one, and the admin one when
-  ``server.admin_listen`` is set) run the raw app (RSGI) on this process's asyncio loop (main
+  ``server.admin_listen`` is set) run the raw app (ASGI) on this process's asyncio loop (main
   thread), reading the board without locks; admin writes go to a small thread pool;
 - the loop also handles the signals (SIGTERM/SIGINT stop, SIGHUP reload) and sd_notify.
 
