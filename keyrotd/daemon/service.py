@@ -140,6 +140,14 @@ class Daemon:
             " (HTTPS)" if tls else "",
             extra={"event": "daemon.starting"},
         )
+        if self.settings.server.insecure_admin:
+            log.warning(
+                "server.insecure_admin = true: admin endpoints (bearer tokens, private keys) %s",
+                f"are served over plain HTTP on {address}"
+                if (address := self.settings.server.plain_admin_address)
+                else "may be served over plain HTTP off loopback",
+                extra={"event": "server.insecure_admin"},
+            )
         try:
             listeners.check_free()
         except KeyrotdError:

@@ -26,7 +26,7 @@ from keyrotd.lifecycle import Transition
 from .http import Reply, exchange
 from .waiting import wait_for
 
-TOKEN = "test-admin-token-4f1c0e"
+TOKEN = "test-admin-token-4f1c0e-9d2b7a5e31c8f064"
 START_TIMEOUT = 30.0
 NOBODY = 65534
 
