@@ -17,6 +17,7 @@ it re-reads the TLS files and the admin clients even when the new configuration 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import logging
 import os
@@ -54,8 +55,25 @@ STOP_TIMEOUT: Final = 4.0
 """Longest wait for the jobs in progress at shutdown (systemd and the contract allow 5 s)."""
 
 
+PR_SET_DUMPABLE: Final = 4
+
+
+def make_non_dumpable() -> None:
+    """No core file, and no ptrace or /proc/PID/mem by other processes of the same uid: the
+    process holds private keys and tokens (systemd's ``LimitCORE=0`` only covers the first, and
+    only under systemd). Linux only; elsewhere a warning."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0
+    except (OSError, AttributeError):
+        failed = True
+    if failed:
+        log.warning("could not make the process non-dumpable (prctl PR_SET_DUMPABLE)")
+
+
 class Daemon:
     def __init__(self, settings: Settings, config_path: str | None) -> None:
+        make_non_dumpable()  # before any key or token is read
         self.settings = settings
         self.config_path = config_path
         self.tls_files = settings.server.tls
