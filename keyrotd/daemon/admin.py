@@ -29,6 +29,7 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 from keyrotd.clients import Action, Client, Registry, load_registry
+from keyrotd.clients.registry import EVERY_SCOPE
 from keyrotd.daemon.audit import UNKNOWN, Audit, Entry, remote_of, shown
 from keyrotd.daemon.responses import (
     GET,
@@ -125,6 +126,19 @@ class Request:
         if len(parts) == 4 and parts[1] == "keys" and parts[3] == "revoke":
             return cls("revoke", parts[0], parts[2])
         return None
+
+
+def sees_client_names(admin: Admin | None, scope: Scope) -> Client | None:
+    """The client whose token the request carries if it may see admin client names in
+    ``/metrics``: one with a ``status`` scope (on any keyset), or with every scope (the
+    full-power admin token); else None."""
+    if admin is None:
+        return None
+    client = admin.clients.registry.authenticate(header(scope["headers"], b"authorization"))
+    if client is None:
+        return None
+    status = any(s.covers("status", s.keyset) for s in client.scopes)
+    return client if status or set(EVERY_SCOPE) <= set(client.scopes) else None
 
 
 def route(

@@ -41,9 +41,11 @@ from keyrotd.daemon.responses import (
     Send,
     cacheable,
     error,
+    header,
     not_allowed,
     not_found,
     respond,
+    unauthorized,
 )
 from keyrotd.daemon.state import Board
 
@@ -86,7 +88,6 @@ class App:
         self.plain: Final[dict[str, Callable[[], Response]]] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
-            "/metrics": self.metrics_text,
         }
 
     async def __call__(self, scope: Scope, receive: object, send: Send) -> None:
@@ -115,6 +116,8 @@ class App:
         raw_path: bytes = scope.get("raw_path") or b""
         if b"%2F" in raw_path or b"%2f" in raw_path:
             return error(400, "a path segment must not hold an encoded / (%2F)")
+        if path == "/metrics":
+            return self.metrics_text(scope) if method in GET else not_allowed(GET)
         if not self.public:
             return self.admin_route(path, scope)
         if path == "/.well-known/jwks.json":
@@ -193,5 +196,18 @@ class App:
             return respond(503, {**body, "degraded": degraded})
         return respond(200, {"status": "ready", "keysets": keysets, "degraded": degraded})
 
-    def metrics_text(self) -> Response:
-        return Response(200, [(b"content-type", CONTENT_TYPE), NO_STORE], self.metrics.render())
+    def metrics_text(self, scope: Scope) -> Response:
+        """Prometheus text. Admin client names only to a token with a ``status`` scope: on the
+        public listener they are left out for anyone else (and always, when an admin listener
+        exists); on the admin listener ``/metrics`` is for such a token alone (401 or 403)."""
+        client = admin_endpoints.sees_client_names(self.options.admin, scope)
+        if not self.public and client is None:
+            admin = self.options.admin
+            authenticated = admin is not None and admin.clients.registry.authenticate(
+                header(scope["headers"], b"authorization")
+            )
+            if not authenticated:
+                return unauthorized()
+            return error(403, "/metrics here needs a token with a status scope")
+        body = self.metrics.render(client_names=client is not None)
+        return Response(200, [(b"content-type", CONTENT_TYPE), NO_STORE], body)
