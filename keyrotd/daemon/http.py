@@ -31,6 +31,7 @@ from typing import Final
 from keyrotd.daemon import admin as admin_endpoints
 from keyrotd.daemon.admin import Admin
 from keyrotd.daemon.discovery import Discovery, Route
+from keyrotd.daemon.idle import Activity
 from keyrotd.daemon.metrics import CONTENT_TYPE, Metrics
 from keyrotd.daemon.responses import (
     GET,
@@ -85,6 +86,7 @@ class App:
         self.executor = executor
         self.alive = alive
         self.stopping = False
+        self.activity = Activity()
         self.plain: Final[dict[str, Callable[[], Response]]] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
@@ -94,7 +96,8 @@ class App:
         """ASGI (granian's ``Interfaces.ASGINL``: ``keyrotd run`` serves it)."""
         if scope["type"] != "http":
             return
-        response = await self.answer(scope)
+        with self.activity.request():  # the idle rule of the unix socket reads it
+            response = await self.answer(scope)
         body = b"" if scope["method"] == "HEAD" else response.body
         start = {"type": "http.response.start", "status": response.status}
         await send({**start, "headers": response.headers})

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Final
 
 from keyrotd import logs
-from keyrotd.config import Settings
+from keyrotd.config import Settings, split_listen
 from keyrotd.daemon.admin import Admin, Clients
 from keyrotd.daemon.audit import Audit
 from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
+from keyrotd.daemon.idle import CHECK_EVERY, IdleCloser
 from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.reload import admin_files, adopt_library_loggers, reload
@@ -211,6 +212,7 @@ class Daemon:
         if early_stop:
             loop.call_soon(stop, early_stop[0])
         watchdog = loop.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
+        closing = loop.create_task(self._close_idle(listeners))
         try:
             await listeners.serve()
             # granian's threads hand requests to this loop with call_soon_threadsafe: let those
@@ -218,8 +220,25 @@ class Daemon:
             # dropped with the loop ("coroutine ... was never awaited", seen at 10,000 keysets).
             await asyncio.sleep(DRAIN)
         finally:
+            closing.cancel()
             if watchdog is not None:
                 watchdog.cancel()
+
+    async def _close_idle(self, listeners: Listeners) -> None:
+        """Shut down connections idle for a minute, on every listener (``idle``)."""
+        ports, paths = set(), set()
+        for listener in listeners.all:
+            path = listener.socket_path
+            if path is None:
+                ports.add(split_listen(listener.address)[1])
+            else:
+                paths.add(str(path))
+        activity = None if self.admin_app is None else self.admin_app.activity
+        closer = IdleCloser(ports, paths, activity)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            await loop.run_in_executor(None, closer.check)  # /proc: never on the loop itself
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval or 1.0
