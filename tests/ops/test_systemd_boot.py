@@ -37,8 +37,10 @@ TOKEN_FILE = "/etc/keyrotd/admin.token"
 CLIENTS_FILE = "/etc/keyrotd/clients.toml"
 # The README's systemd recipe, run line by line as root in /root, the checkout being ./keyrotd
 RECIPE = (
-    "useradd --system --home-dir /var/lib/keyrotd --shell /usr/sbin/nologin keyrotd",
-    "python3 -m venv /opt/keyrotd && /opt/keyrotd/bin/pip install ./keyrotd",
+    "useradd --system --home-dir /var/lib/keyrotd --shell /usr/sbin/nologin keyrotd"
+    " && groupadd --system keyrotd-clients",
+    "python3 -m venv /opt/keyrotd && /opt/keyrotd/bin/pip install --require-hashes"
+    " -r keyrotd/requirements/deploy.txt && /opt/keyrotd/bin/pip install --no-deps ./keyrotd",
     "install -m 0644 keyrotd/config/keyrotd.service /etc/systemd/system/keyrotd.service",
     "install -d -m 0750 -g keyrotd /etc/keyrotd",
     """printf '[storage]\\npath = "/var/lib/keyrotd"\\n' > /etc/keyrotd/keyrotd.toml""",
