@@ -156,11 +156,13 @@ def _call_later(delay: float, callback: Callable[[], None]) -> object:
 
 
 def remote_of(scope: Scope) -> str:
-    """``ip:port`` of the peer, or ``unix`` for a unix socket (RSGI gives granian's client
-    address text, which is the peer's socket path, usually empty, there; ASGI a tuple)."""
+    """``ip:port`` of the peer, or ``unix`` for a unix socket (granian's ASGI scope gives a
+    tuple, ``("", "0")`` on a unix socket; RSGI a text, the peer's socket path there)."""
     client = scope.get("client")
     if isinstance(client, tuple | list) and len(client) == 2:
         host, port = client
+        if not host:  # granian's ASGI scope on a unix socket: ("", "0")
+            return "unix"
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     if isinstance(client, str):
         host, colon, port = client.rpartition(":")
