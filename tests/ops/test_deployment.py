@@ -27,6 +27,8 @@ def test_the_unit_creates_the_socket_directory_for_a_group_that_cannot_read_the_
     assert socket_group != config_group
     supplementary = " ".join(v for k, v in pairs if k == "SupplementaryGroups").split()
     assert config_group in supplementary  # the daemon still reads its configuration
+    # a private user namespace maps no supplementary group: the start fails (216/GROUP)
+    assert values.get("PrivateUsers", "no") == "no"
     assert f"groupadd --system {socket_group}" in README.read_text()
 
 
