@@ -30,7 +30,7 @@ FIELDS: Final = (
     "accepted",  # storage.rollback_detected: the revision accepted and the one refused
     "found",
 )
-AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count")
+AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count", "now")
 """The fields of ``admin.request`` events (``keyrotd.daemon.audit``)."""
 PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # docs/propagation.md events
 LIBRARY_EVENTS: Final = (

@@ -1,8 +1,9 @@
 """The files that guard secrets, and the one rule for them (CONTRACT section 2).
 
-The admin token, the admin clients file and the storage encryption key are refused
-(:class:`ConfigError`, exit 2) unless each is a regular file with no permission for others and
-no group write (0600, 0640, 0400 and 0440 pass). Every command that loads one of these files
+The admin token, the admin clients file, the storage encryption key and the TLS private key are
+refused (:class:`ConfigError`, exit 2) unless each is a regular file with no permission for others
+and no group write (0600, 0640, 0400 and 0440 pass). An admin token shorter than
+:data:`MIN_ADMIN_TOKEN` characters is refused too. Every command that loads one of these files
 reads it through :func:`read_secret_file`; ``keyrotd run`` and ``keyrotd check-config`` check
 them all first (``keyrotd.cli.preflight``), so both refuse the same files with the same line.
 
@@ -29,7 +30,10 @@ UNSAFE_MODE: Final = stat.S_IWGRP | stat.S_IRWXO
 """Permission bits a secret file must not have: group write, anything for others."""
 MAX_SECRET_FILE_SIZE: Final = 1024 * 1024
 _TOKEN_SIZE: Final = 4096
+MIN_ADMIN_TOKEN: Final = 32
+"""Fewest characters of an admin token (``openssl rand -hex 32`` makes 64)."""
 _ADMIN_TOKEN: Final = "server.admin_token_file"  # noqa: S105 - a setting name
+_TLS_KEY: Final = "server.tls_key_file"
 _ENCRYPTION_KEY: Final = "storage.encryption_key_file"
 
 
@@ -52,7 +56,19 @@ def load_admin_token(path: Path) -> bytes:
             f"{_ADMIN_TOKEN} {path} is empty",
             "write a random token into it, e.g. `openssl rand -hex 32`",
         )
+    if len(token.decode("utf-8", "replace")) < MIN_ADMIN_TOKEN:
+        raise ConfigError(
+            f"{_ADMIN_TOKEN} {path} holds a token shorter than {MIN_ADMIN_TOKEN} characters",
+            "write a longer random token into it, e.g. `openssl rand -hex 32`",
+        )
     return token
+
+
+def load_tls_key(path: Path) -> bytes:
+    """The PEM text of the TLS private key in ``path``, once it passes the file rule."""
+    return read_secret_file(
+        path, _TLS_KEY, missing_hint="give the private key file of server.tls_cert_file"
+    )
 
 
 def load_encryption_key(path: Path) -> bytes:

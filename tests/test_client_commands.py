@@ -198,7 +198,7 @@ def test_admin_is_taken_only_beside_an_admin_token(
     add(capsys, "admin", "rotate:*")
     run(capsys, "client", "remove", "admin")
     token_file = workdir / "admin.token"
-    token_file.write_text("the-admin-token\n")
+    token_file.write_text("the-admin-token-of-32-characters\n")
     token_file.chmod(0o600)
     config = (workdir / "keyrotd.toml").read_text()
     (workdir / "keyrotd.toml").write_text(

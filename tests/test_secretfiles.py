@@ -79,7 +79,8 @@ def test_a_fifo_is_refused_without_hanging(tmp_path: Path) -> None:
 
 
 def test_admin_token_is_stripped_and_must_not_be_empty(tmp_path: Path) -> None:
-    assert load_admin_token(secret(tmp_path / "token", b"  abc\n")) == b"abc"
+    token = b"abc" + b"0" * 29  # 32 characters, the fewest accepted
+    assert load_admin_token(secret(tmp_path / "token", b"  " + token + b"\n")) == token
     blank = secret(tmp_path / "blank", b" \n\t")
     with pytest.raises(ConfigError) as raised:
         load_admin_token(blank)
@@ -108,7 +109,7 @@ def test_encryption_key_is_32_bytes_of_base64(tmp_path: Path) -> None:
 
 
 def test_check_files_reads_every_configured_file(tmp_path: Path) -> None:
-    token = secret(tmp_path / "token", b"abc\n")
+    token = secret(tmp_path / "token", b"abc" + b"0" * 29 + b"\n")
     key = secret(tmp_path / "key", base64.b64encode(KEY))
     server = ServerSettings(admin_token_file=token)
     check_files(Settings(server=server, storage=StorageSettings(encryption_key_file=key)))

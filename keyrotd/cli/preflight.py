@@ -1,8 +1,9 @@
 """Every check ``keyrotd run`` makes before it binds or reads storage, shared with
 ``keyrotd check-config`` so that both refuse the same configuration with the same line
 (README.md, Configuration): the secret files, the admin clients file, the TLS pair, the storage's
-own settings (an AWS region, found as boto3 finds it), the directory of an admin unix socket, and
-the size of the JWKS and documents a policy makes (:mod:`keyrotd.config.capacity`)."""
+own settings (an AWS region, found as boto3 finds it), the directory of an admin unix socket,
+where the admin endpoints are served, custody and the Kubernetes signer's socket, and the size of
+the JWKS and documents a policy makes (:mod:`keyrotd.config.capacity`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Final
 
 from keyrotd.clients import load_registry
-from keyrotd.config import Settings, missing_socket_directory, split_admin_listen
+from keyrotd.config import ServerSettings, Settings, missing_socket_directory, split_admin_listen
 from keyrotd.config.capacity import MANY_KEYS, capacity
 from keyrotd.config.kubernetes import check_signer_socket
 from keyrotd.errors import ConfigError
@@ -29,6 +30,7 @@ def preflight(settings: Settings, now: datetime) -> list[str]:
 
         check_custody(settings)
     server = settings.server
+    check_admin_transport(server)
     if server.admin_clients_file is not None:
         load_registry(server.admin_token_file, server.admin_clients_file)
     if server.tls is not None:
@@ -49,6 +51,21 @@ def preflight(settings: Settings, now: datetime) -> list[str]:
 
         RevisionFile(settings.storage.revision_file)
     return warnings
+
+
+def check_admin_transport(server: ServerSettings) -> None:
+    """Refuse admin endpoints (bearer tokens, private keys) over plain HTTP off loopback, unless
+    ``server.insecure_admin`` says so (``keyrotd run`` then warns at every start)."""
+    address = server.plain_admin_address
+    if address is None or server.insecure_admin:
+        return
+    setting = "server.admin_listen" if server.admin_listen else "server.listen"
+    raise ConfigError(
+        f"{setting} = {address!r} would serve the admin endpoints (bearer tokens, private keys) "
+        "over plain HTTP to other hosts",
+        'set server.tls_cert_file and server.tls_key_file, or admin_listen = "unix:/PATH" or a '
+        "loopback address; server.insecure_admin = true allows it (behind a TLS proxy only)",
+    )
 
 
 def check_capacity(settings: Settings) -> list[str]:

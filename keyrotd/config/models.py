@@ -7,6 +7,7 @@ rule is in :mod:`keyrotd.config.fields`; the rules across fields are here.
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Final
@@ -106,6 +107,8 @@ class ServerSettings(BaseModel):
     jwks_max_age: Duration = timedelta(minutes=5)
     cors_origins: CorsOrigins = ()
     """Origins allowed to read the JWKS and discovery from a browser; ``*``: any."""
+    insecure_admin: bool = False
+    """Allow the admin endpoints over plain HTTP off loopback (see :attr:`plain_admin_address`)."""
 
     @model_validator(mode="after")
     def _tls_pair_and_listeners(self) -> ServerSettings:
@@ -135,12 +138,40 @@ class ServerSettings(BaseModel):
         return self.tls_cert_file, self.tls_key_file
 
     @property
+    def plain_admin_address(self) -> str | None:
+        """The address where admin endpoints would be served over plain HTTP, reachable from
+        other hosts: ``admin_listen`` on TCP, or ``listen`` carrying them (with an admin token or
+        clients file) — without TLS, and neither loopback (127.0.0.0/8, ::1, ``localhost``) nor a
+        unix socket. ``keyrotd run`` and ``check-config`` refuse it unless ``insecure_admin``."""
+        if self.tls is not None:
+            return None
+        if self.admin_listen:
+            where = split_admin_listen(self.admin_listen)
+            address = None if isinstance(where, Path) else self.admin_listen
+        elif self.admin_token_file is not None or self.admin_clients_file is not None:
+            address = self.listen
+        else:
+            address = None
+        if address is None or _loopback(split_listen(address)[0]):
+            return None
+        return address
+
+    @property
     def host(self) -> str:
         return split_listen(self.listen)[0]
 
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to anything
 
 
 class LoggingSettings(BaseModel):

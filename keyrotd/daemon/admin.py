@@ -12,10 +12,11 @@ They exist only when ``server.admin_token_file`` or ``server.admin_clients_file`
 client ``admin`` with every scope); SIGHUP builds a new one from the files and swaps it in, or
 logs one ``clients.reload_failed`` line and keeps the old one. A request is checked in this
 order: 405 wrong method, 401 no known token, 413 a body, 403 outside the client's scopes (an
-unknown keyset too, unless the scope is ``*``), 404 unknown keyset. Every one is audited
-(``audit``). Rotate and revoke write storage: they run in a worker thread, never on the event
-loop. Sign reads the body (at most 64 KiB) and signs on the event loop with the key of the served
-snapshot: no storage, no lock, nothing but the signature.
+unknown keyset too, unless the scope is ``*``), 400 a path or query that is not ASCII or a query
+parameter the endpoint does not know (:func:`query_flags`), 404 unknown keyset. Every one is
+audited (``audit``); a rotate's line says whether ``now`` was asked. Rotate and revoke write
+storage: they run in a worker thread, never on the event loop. Sign reads the body (at most
+64 KiB) and signs with the key of the served snapshot (in custody: off the event loop).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 from keyrotd.clients import Action, Client, Registry, load_registry
+from keyrotd.clients.registry import EVERY_SCOPE
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.daemon.audit import UNKNOWN, Audit, Entry, remote_of, shown
 from keyrotd.daemon.responses import (
@@ -79,6 +81,10 @@ _ALLOWED: Final[dict[Action, tuple[str, ...]]] = {
     "revoke": POST,
     "status": GET,
 }
+_PARAMETERS: Final[dict[Action, tuple[str, ...]]] = {"rotate": ("now", "force")}
+"""The query parameters each action knows (all true/false); any other one is a 400."""
+_BOOLEAN: Final = {"true": True, "1": True, "false": False, "0": False}
+_MAX_PARAMETERS: Final = 8
 
 _BY_PATH: Final[dict[str, Action]] = {
     "signing-key": "signing-key",
@@ -166,6 +172,19 @@ class Request:
         return None
 
 
+def sees_client_names(admin: Admin | None, scope: Scope) -> Client | None:
+    """The client whose token the request carries if it may see admin client names in
+    ``/metrics``: one with a ``status`` scope (on any keyset), or with every scope (the
+    full-power admin token); else None."""
+    if admin is None:
+        return None
+    client = admin.clients.registry.authenticate(header(scope["headers"], b"authorization"))
+    if client is None:
+        return None
+    status = any(s.covers("status", s.keyset) for s in client.scopes)
+    return client if status or set(EVERY_SCOPE) <= set(client.scopes) else None
+
+
 def route(
     admin: Admin, board: Board, executor: Executor, parts: list[str], scope: Scope
 ) -> Answer | None:
@@ -174,6 +193,7 @@ def route(
     if request is None:
         return None
     client = admin.clients.registry.authenticate(header(scope["headers"], b"authorization"))
+    flags = query_flags(scope["query_string"], _PARAMETERS.get(request.action, ()))
     entry = Entry(
         client=UNKNOWN if client is None else client.name,
         remote=remote_of(scope),
@@ -182,9 +202,12 @@ def route(
         action=request.action,
         status=0,
         kid=None if request.kid is None else shown(request.kid),
+        now=flags.get("now", False)
+        if request.action == "rotate" and isinstance(flags, dict)
+        else None,
     )
     try:
-        answer = decide(admin, board, executor, request, client, scope)
+        answer = decide(admin, board, executor, request, client, scope, flags)
     except Exception:
         admin.audit.record(replace(entry, status=500))  # http answers a bare 500
         raise
@@ -211,8 +234,10 @@ def decide(
     request: Request,
     client: Client | None,
     scope: Scope,
+    flags: dict[str, bool] | str,
 ) -> Answer:
-    """The answer to an admin request (see the module docstring for the order of checks)."""
+    """The answer to an admin request (see the module docstring for the order of checks);
+    ``flags``: the query's parameters, or why they are refused (:func:`query_flags`)."""
     allowed = _ALLOWED[request.action]
     if scope["method"] not in allowed:
         return not_allowed(allowed)
@@ -224,6 +249,10 @@ def decide(
     if not client.allows(request.action, name):
         scope_needed = f"{request.action}:{name}"
         return error(403, f"client {client.name} does not have the scope {scope_needed}")
+    if not (name.isascii() and (request.kid or "").isascii()):
+        return error(400, "the path must be ASCII: no keyset or key id has other characters")
+    if isinstance(flags, str):
+        return error(400, flags)
     if name not in board.snapshot.order:
         return error(404, f"unknown keyset {name}")
     if request.action == "signing-key":
@@ -237,17 +266,32 @@ def decide(
         return sign(admin, board, name, scope)
     if request.kid is not None:
         return command(admin, executor, name, Revoke(request.kid))
-    query = parse_qs(scope["query_string"].decode("latin-1"))
-    now = query.get("now", ["false"])[-1].lower()
-    if now not in ("true", "false", "1", "0"):
-        return error(400, "now must be true or false")
-    force = query.get("force", ["false"])[-1].lower()
-    if force not in ("true", "false", "1", "0"):
-        return error(400, "force must be true or false")
-    if force in ("true", "1") and now not in ("true", "1"):
+    now, force = flags.get("now", False), flags.get("force", False)
+    if force and not now:
         return error(400, "force=true goes with now=true")
-    settle = None if force in ("true", "1") else admin.times(name).settle
-    return command(admin, executor, name, Rotate(now=now in ("true", "1"), settle=settle))
+    settle = None if force else admin.times(name).settle
+    return command(admin, executor, name, Rotate(now=now, settle=settle))
+
+
+def query_flags(query_string: bytes, known: tuple[str, ...]) -> dict[str, bool] | str:
+    """The true/false parameters of an admin request's query, each one of ``known``; a str:
+    why the query is refused (answered 400 once the client's token and scope are accepted)."""
+    text = query_string.decode("latin-1")  # bytes as sent: this never fails
+    if not text.isascii():
+        return "the query string must be ASCII (percent-encode other characters)"
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_PARAMETERS)
+    except ValueError:
+        return f"a query takes at most {_MAX_PARAMETERS} parameters"
+    flags: dict[str, bool] = {}
+    for name, value in pairs:
+        if name not in known:
+            accepted = ", ".join(known) or "none"
+            return f"unknown query parameter {shown(name)!r} (this endpoint accepts: {accepted})"
+        if value.lower() not in _BOOLEAN:
+            return f"{name} must be true or false"
+        flags[name] = _BOOLEAN[value.lower()]
+    return flags
 
 
 def signing_key(board: Board, name: str) -> Response:

@@ -3,7 +3,8 @@
 Every request to an admin endpoint, allowed or not, is one ``admin.request`` event with
 ``client`` (the name, or ``unknown``), ``remote`` (``ip:port``, or ``unix`` on a unix socket:
 granian gives no peer credentials there, so no uid), ``method``, ``keyset``, ``action`` and
-``status`` (an int); a revoke also names the ``kid``. Allowed requests (and 5xx failures) log at
+``status`` (an int); a revoke also names the ``kid``, a rotate says whether ``now`` was
+asked. Allowed requests (and 5xx failures) log at
 info (error for 5xx), refusals (every 4xx) at warning.
 
 Refusals are what a flood is made of: at most :data:`REFUSAL_LINES` of them are logged in any
@@ -57,6 +58,8 @@ class Entry:
     action: str
     status: int
     kid: str | None = None
+    now: bool | None = None
+    """A rotate: whether ``now`` was asked (None: another action, or a query not understood)."""
 
     @property
     def refused(self) -> bool:
@@ -108,6 +111,8 @@ class Audit:
         if entry.status >= 500:
             level = logging.ERROR
         kid = "" if entry.kid is None else f" kid={entry.kid}"
+        if entry.now is not None:
+            kid += f" now={'true' if entry.now else 'false'}"
         log.log(
             level,
             "admin request: client=%s remote=%s %s %s keyset=%s%s status=%d",
@@ -127,6 +132,7 @@ class Audit:
                 "action": entry.action,
                 "status": entry.status,
                 "kid": entry.kid,
+                "now": entry.now,
             },
         )
 
@@ -150,11 +156,13 @@ def _call_later(delay: float, callback: Callable[[], None]) -> object:
 
 
 def remote_of(scope: Scope) -> str:
-    """``ip:port`` of the peer, or ``unix`` for a unix socket (RSGI gives granian's client
-    address text, which is the peer's socket path, usually empty, there; ASGI a tuple)."""
+    """``ip:port`` of the peer, or ``unix`` for a unix socket (granian's ASGI scope gives a
+    tuple, ``("", "0")`` on a unix socket; RSGI a text, the peer's socket path there)."""
     client = scope.get("client")
     if isinstance(client, tuple | list) and len(client) == 2:
         host, port = client
+        if not host:  # granian's ASGI scope on a unix socket: ("", "0")
+            return "unix"
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     if isinstance(client, str):
         host, colon, port = client.rpartition(":")

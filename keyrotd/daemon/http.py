@@ -1,4 +1,4 @@
-"""The raw RSGI/ASGI application: routing by hand, precomputed bodies, JSON errors.
+"""The raw ASGI application: routing by hand, precomputed bodies, JSON errors.
 
     GET /.well-known/jwks.json                     JWKS of the first keyset
     GET /keysets/{name}/jwks.json                  JWKS of a keyset
@@ -15,6 +15,11 @@ No framework: a JWKS request costs a dict lookup, a float comparison, a header s
 Request bodies are read only by ``POST .../sign`` (``responses.read_body``, at most 64 KiB).
 Every error has a JSON body; an unexpected exception is logged (its type, never its text) and
 answered with a bare 500.
+A path whose segment holds an encoded
+``/`` (``%2F``) is answered 400 on every route: the server decodes ``path``, so only
+``raw_path`` (as sent) tells ``/keysets/a%2Fsigning-key`` from ``/keysets/a/signing-key``.
+granian's RSGI interface has no raw path; that is why the listeners run this app over ASGI
+(docs/http.md, "Connections").
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from keyrotd.daemon import admin as admin_endpoints
 from keyrotd.daemon import status_page
 from keyrotd.daemon.admin import Admin
 from keyrotd.daemon.cors import Cors, with_headers
 from keyrotd.daemon.discovery import Discovery, Route
+from keyrotd.daemon.idle import Activity
 from keyrotd.daemon.metrics import CONTENT_TYPE, HTTP_BUCKETS, HttpStats, Metrics, RouteStats
 from keyrotd.daemon.responses import (
     GET,
@@ -42,15 +48,13 @@ from keyrotd.daemon.responses import (
     Send,
     cacheable,
     error,
+    header,
     not_allowed,
     not_found,
     respond,
+    unauthorized,
 )
 from keyrotd.daemon.state import Board
-
-if TYPE_CHECKING:
-    from granian._granian import RSGIHTTPProtocol as HTTPProtocol
-    from granian.rsgi import Scope as RSGIScope
 
 log = logging.getLogger("keyrotd.daemon")
 
@@ -139,42 +143,23 @@ class App:
         self.executor = executor
         self.alive = alive
         self.stopping = False
+        self.activity = Activity()
         self.plain: Final[dict[str, Callable[[], Response]]] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
-            "/metrics": self.metrics_text,
         }
         self.routes = Routes(metrics.http, "public" if public else "admin")
 
     async def __call__(self, scope: Scope, receive: object, send: Send) -> None:
-        """ASGI: what the tests and other servers can run."""
+        """ASGI (granian's ``Interfaces.ASGINL``: ``keyrotd run`` serves it)."""
         if scope["type"] != "http":
             return
-        response = await self.answer({**scope, "receive": receive})
+        with self.activity.request():  # the idle rule of the unix socket reads it
+            response = await self.answer({**scope, "receive": receive})
         body = b"" if scope["method"] == "HEAD" else response.body
         start = {"type": "http.response.start", "status": response.status}
         await send({**start, "headers": response.headers})
         await send({"type": "http.response.body", "body": body})
-
-    async def __rsgi__(self, scope: RSGIScope, protocol: HTTPProtocol) -> None:
-        """RSGI, granian's own interface, which ``keyrotd run`` uses: the same answers as ASGI
-        (its scope rebuilt as ASGI gives it), for less work per request than ASGI's messages."""
-        if scope.proto != "http":
-            return
-        request = {
-            "method": scope.method,
-            "path": scope.path,  # granian decoded it already (as ASGI's ``path`` is): never twice
-            "query_string": scope.query_string.encode("latin-1"),
-            "client": scope.client,  # "ip:port" (TCP), the peer's socket path (unix): audit
-            "rsgi": protocol,  # the body, for the one endpoint that reads one (``read_body``)
-            "headers": [
-                (k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()
-            ],
-        }
-        response = await self.answer(request)
-        body = b"" if scope.method == "HEAD" else response.body
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers]
-        protocol.response_bytes(response.status, headers, body)
 
     async def answer(self, scope: Scope) -> Response:
         began = _clock()
@@ -202,6 +187,11 @@ class App:
     def route(self, scope: Scope) -> Response | Awaitable[Response]:
         path: str = scope["path"]
         method: str = scope["method"]
+        raw_path: bytes = scope.get("raw_path") or b""
+        if b"%2F" in raw_path or b"%2f" in raw_path:
+            return error(400, "a path segment must not hold an encoded / (%2F)")
+        if path == "/metrics":
+            return self.metrics_text(scope) if method in GET else not_allowed(GET)
         if not self.public:
             return self.admin_route(path, scope)
         if path == "/.well-known/jwks.json":
@@ -294,5 +284,18 @@ class App:
             return respond(503, {**body, "degraded": degraded})
         return respond(200, {"status": "ready", "keysets": keysets, "degraded": degraded})
 
-    def metrics_text(self) -> Response:
-        return Response(200, [(b"content-type", CONTENT_TYPE), NO_STORE], self.metrics.render())
+    def metrics_text(self, scope: Scope) -> Response:
+        """Prometheus text. Admin client names only to a token with a ``status`` scope: on the
+        public listener they are left out for anyone else (and always, when an admin listener
+        exists); on the admin listener ``/metrics`` is for such a token alone (401 or 403)."""
+        client = admin_endpoints.sees_client_names(self.options.admin, scope)
+        if not self.public and client is None:
+            admin = self.options.admin
+            authenticated = admin is not None and admin.clients.registry.authenticate(
+                header(scope["headers"], b"authorization")
+            )
+            if not authenticated:
+                return unauthorized()
+            return error(403, "/metrics here needs a token with a status scope")
+        body = self.metrics.render(client_names=client is not None)
+        return Response(200, [(b"content-type", CONTENT_TYPE), NO_STORE], body)

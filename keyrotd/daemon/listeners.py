@@ -70,7 +70,7 @@ def make_listener(name: str, address: str, app: App, tls: tuple[Path, Path] | No
         address=host,
         port=port,
         uds=uds,
-        interface=Interfaces.RSGI,
+        interface=Interfaces.ASGINL,  # raw_path: see keyrotd.daemon.http
         backlog=1024,
         log_level=LogLevels.error,
         websockets=False,

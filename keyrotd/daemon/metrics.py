@@ -3,12 +3,18 @@
 Counters are incremented where things happen (the runners). Everything that depends on the
 clock — key ages, seconds to the next transition, keys per state, readiness — is computed at
 scrape time from the board's snapshot by :class:`_BoardCollector`, so it is never stale.
+
+No label holds a credential: an observed URL is shown by :func:`public_url` (no query, fragment
+or user info), and the families naming admin clients (``keyrotd_admin_requests_total``) are in a
+registry of their own, rendered only for a token with a ``status`` scope
+(:meth:`Metrics.render`, ``keyrotd.daemon.admin.sees_client_names``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import urllib.parse
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
@@ -271,11 +277,13 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.admin_registry = CollectorRegistry(auto_describe=False)
+        """The families that name admin clients (see the module docstring)."""
         self._admin_requests = Counter(
             "keyrotd_admin_requests",
             "Requests to the admin endpoints by client (or unknown), action and HTTP status",
             ["client", "action", "code"],
-            registry=self.registry,
+            registry=self.admin_registry,
         )
         self._tokens_signed = Counter(
             "keyrotd_tokens_signed",
@@ -334,5 +342,20 @@ class Metrics:
         if callable(counts):
             self.registry.register(_RequestCollector(counts))
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, *, client_names: bool = False) -> bytes:
+        """The ``/metrics`` body; the admin client families only with ``client_names``."""
+        public = generate_latest(self.registry)
+        return public + generate_latest(self.admin_registry) if client_names else public
+
+
+def public_url(url: str) -> str:
+    """``url`` as a label or a log line may show it: scheme, host, port and path, never the
+    query (a signed URL's ``X-Amz-Signature``), the fragment or user info."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = (f"[{host}]" if ":" in host else host) + ("" if port is None else f":{port}")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 from prometheus_client import Counter, Histogram
 from prometheus_client.registry import CollectorRegistry
 
-from keyrotd.daemon.metrics import HeldGauge
+from keyrotd.daemon.metrics import HeldGauge, public_url
 from keyrotd.daemon.observe_fetch import ObserveError, fetch
 from keyrotd.daemon.state import Board
 from keyrotd.lifecycle import Observed
@@ -213,13 +213,19 @@ class Observer:
                 answers[url] = future.result(timeout=0)
             except Exception as exc:
                 reason = str(exc) if isinstance(exc, ObserveError) else "no answer in time"
-                self.errors.labels(name, url).inc()
+                shown = public_url(url)  # a signed URL's query is a credential
+                self.errors.labels(name, shown).inc()
                 log.warning(
                     "keyset %s: observed URL %s: %s",
                     name,
-                    url,
+                    shown,
                     reason,
-                    extra={"event": "observe.failed", "keyset": name, "url": url, "error": reason},
+                    extra={
+                        "event": "observe.failed",
+                        "keyset": name,
+                        "url": shown,
+                        "error": reason,
+                    },
                 )
                 answers[url] = Answer(None)
         return answers
@@ -235,7 +241,8 @@ class Observer:
         if self._holds.get(name) == (key.kid, lacking):
             return
         self._holds[name] = (key.kid, lacking)
-        reason = "awaiting " + ", ".join(lacking) if lacking else "confirmed, activating at "
+        shown = [public_url(url) for url in lacking]
+        reason = "awaiting " + ", ".join(shown) if lacking else "confirmed, activating at "
         if not lacking and key.activates_at is not None:
             reason += rfc3339(key.activates_at)
         log.warning(
@@ -247,7 +254,7 @@ class Observer:
                 "event": "key.activation_held",
                 "keyset": name,
                 "kid": key.kid,
-                "urls": list(lacking),
+                "urls": shown,
             },
         )
 
@@ -272,13 +279,13 @@ class Observer:
                     "key.revocation_seen %s kid=%s gone from %s after %.1fs",
                     name,
                     entry.kid,
-                    url,
+                    public_url(url),
                     delay,
                     extra={
                         "event": "key.revocation_seen",
                         "keyset": name,
                         "kid": entry.kid,
-                        "url": url,
+                        "url": public_url(url),
                         "delay": round(delay, 3),
                     },
                 )

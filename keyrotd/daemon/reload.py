@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keyrotd import logs
+from keyrotd.cli.preflight import check_admin_transport
 from keyrotd.config import Settings, load_settings
 from keyrotd.daemon.tls import check_tls_pair, tls_refused
 from keyrotd.errors import KeyrotdError
@@ -38,6 +39,7 @@ def reload_settings(daemon: Daemon) -> Settings | None:
     """The new settings in use, or None when refused (the admin clients re-read even so)."""
     try:
         new = load_settings(daemon.config_path)
+        check_admin_transport(new.server)  # a token must not enable plain HTTP admin off loopback
         public, admin = daemon.app_options(new)
     except Exception as exc:
         daemon.metrics.reloads.labels("failed").inc()

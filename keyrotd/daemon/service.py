@@ -3,7 +3,7 @@
 - the scheduler (APScheduler's background thread and its workers) reads and writes storage and
   publishes immutable snapshots to the board;
 - granian's *embedded* servers (``listeners``: the public one, and the admin one when
-  ``server.admin_listen`` is set) run the raw app (RSGI) on this process's asyncio loop (main
+  ``server.admin_listen`` is set) run the raw app (ASGI) on this process's asyncio loop (main
   thread), reading the board without locks; admin writes go to a small thread pool;
 - the loop also handles the signals (SIGTERM/SIGINT stop, SIGHUP reload) and sd_notify.
 
@@ -17,6 +17,7 @@ it re-reads the TLS files and the admin clients even when the new configuration 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import functools
 import logging
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from keyrotd import logs
-from keyrotd.config import Settings
+from keyrotd.config import Settings, split_listen
 from keyrotd.config.kubernetes import signer_keyset
 from keyrotd.config.policy import rotate_times
 from keyrotd.custody import open_custody
@@ -40,6 +41,7 @@ from keyrotd.daemon.audit import Audit
 from keyrotd.daemon.cors import Cors
 from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
+from keyrotd.daemon.idle import CHECK_EVERY, IdleCloser
 from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.reload import admin_files, adopt_library_loggers, reload
@@ -60,8 +62,25 @@ STOP_TIMEOUT: Final = 4.0
 """Longest wait for the jobs in progress at shutdown (systemd and the contract allow 5 s)."""
 
 
+PR_SET_DUMPABLE: Final = 4
+
+
+def make_non_dumpable() -> None:
+    """No core file, and no ptrace or /proc/PID/mem by other processes of the same uid: the
+    process holds private keys and tokens (systemd's ``LimitCORE=0`` only covers the first, and
+    only under systemd). Linux only; elsewhere a warning."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        failed = libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0
+    except (OSError, AttributeError):
+        failed = True
+    if failed:
+        log.warning("could not make the process non-dumpable (prctl PR_SET_DUMPABLE)")
+
+
 class Daemon:
     def __init__(self, settings: Settings, config_path: str | None) -> None:
+        make_non_dumpable()  # before any key or token is read
         self.settings = settings
         self.config_path = config_path
         self.tls_files = settings.server.tls
@@ -176,6 +195,14 @@ class Daemon:
             " (HTTPS)" if tls else "",
             extra={"event": "daemon.starting"},
         )
+        if self.settings.server.insecure_admin:
+            log.warning(
+                "server.insecure_admin = true: admin endpoints (bearer tokens, private keys) %s",
+                f"are served over plain HTTP on {address}"
+                if (address := self.settings.server.plain_admin_address)
+                else "may be served over plain HTTP off loopback",
+                extra={"event": "server.insecure_admin"},
+            )
         try:
             listeners.check_free()
         except KeyrotdError:
@@ -254,6 +281,7 @@ class Daemon:
         if early_stop:
             loop.call_soon(stop, early_stop[0])
         watchdog = loop.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
+        closing = loop.create_task(self._close_idle(listeners))
         try:
             await listeners.serve()
             # granian's threads hand requests to this loop with call_soon_threadsafe: let those
@@ -261,8 +289,25 @@ class Daemon:
             # dropped with the loop ("coroutine ... was never awaited", seen at 10,000 keysets).
             await asyncio.sleep(DRAIN)
         finally:
+            closing.cancel()
             if watchdog is not None:
                 watchdog.cancel()
+
+    async def _close_idle(self, listeners: Listeners) -> None:
+        """Shut down connections idle for a minute, on every listener (``idle``)."""
+        ports, paths = set(), set()
+        for listener in listeners.all:
+            path = listener.socket_path
+            if path is None:
+                ports.add(split_listen(listener.address)[1])
+            else:
+                paths.add(str(path))
+        activity = None if self.admin_app is None else self.admin_app.activity
+        closer = IdleCloser(ports, paths, activity)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            await loop.run_in_executor(None, closer.check)  # /proc: never on the loop itself
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval or 1.0

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from keyrotd.errors import ConfigError
+from keyrotd.secretfiles import load_tls_key
 
 RSA_SIZES: Final = (2048, 3072, 4096)
 EC_CURVES: Final = ("secp256r1", "secp384r1")
@@ -60,7 +61,7 @@ class TlsPair:
 def check_tls_pair(cert: Path, key: Path, now: datetime) -> TlsPair:
     """The pair in ``cert`` and ``key`` if a TLS listener can serve it at ``now``."""
     cert_where, key_where = f"server.tls_cert_file {cert}", f"server.tls_key_file {key}"
-    cert_pem, key_pem = _read(cert_where, cert), _read(key_where, key)
+    cert_pem, key_pem = _read(cert_where, cert), load_tls_key(key)  # the secret-file rule
     leaf = _leaf_certificate(cert_where, cert_pem)
     private = _private_key(key_where, key_pem)
     spki = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)

@@ -32,7 +32,8 @@ def counted(daemon: Daemon) -> dict[tuple[str, str, str], float]:
     pattern = re.compile(
         r'^keyrotd_admin_requests_total\{action="([^"]+)",client="([^"]+)",code="(\d+)"\} (\S+)$'
     )
-    for line in daemon.get("/metrics").body.decode().splitlines():
+    scrape = daemon.request("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    for line in scrape.body.decode().splitlines():
         match = pattern.match(line)
         if match:
             action, client, code, value = match.groups()
@@ -142,7 +143,7 @@ def test_suppressed_refusals_are_flushed_by_the_timer() -> None:
     timers[0][1]()
     assert audit.suppressed == 0
     audit.flush()  # nothing left: no second line
-    body = metrics.render().decode()
+    body = metrics.render(client_names=True).decode()
     assert (
         'keyrotd_admin_requests_total{action="signing-key",client="unknown",code="401"} 25.0'
         in (body)

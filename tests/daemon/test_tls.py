@@ -322,7 +322,7 @@ def test_check_tls_pair_names_the_setting_file_and_cause(ca: TestCA, tmp_path: P
     later = datetime.now(UTC) + timedelta(days=3)
     with pytest.raises(ConfigError, match=r"server\.tls_cert_file .*: the certificate expired"):
         check_tls_pair(cert, key, later)
-    with pytest.raises(ConfigError, match=r"server\.tls_key_file .* cannot be read"):
+    with pytest.raises(ConfigError, match=r"server\.tls_key_file .* does not exist"):
         check_tls_pair(cert, tmp_path / "missing.key", datetime.now(UTC))
     with pytest.raises(ConfigError, match=r"server\.tls_cert_file .* is not a PEM certificate"):
         check_tls_pair(key, key, datetime.now(UTC))

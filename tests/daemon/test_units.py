@@ -156,9 +156,9 @@ def test_clock_watch_reports_jumps_not_drift() -> None:
 
 def test_admin_token_checks(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    path.write_text("  s3cret \n")
+    path.write_text("  s3cret-of-32-characters-01234567 \n")
     path.chmod(0o640)
-    assert load_admin_token(path) == b"s3cret"
+    assert load_admin_token(path) == b"s3cret-of-32-characters-01234567"
     path.chmod(0o604)
     with pytest.raises(ConfigError, match="accessible to other users"):
         load_admin_token(path)

@@ -195,7 +195,7 @@ def api_commands(writer: int, count: int) -> list[Command]:
     return first + [cycle[(writer + i) % len(cycle)] for i in range(count - len(first))]
 
 
-ADMIN_TOKEN = "races-admin-token-5e8d1c0b"
+ADMIN_TOKEN = "races-admin-token-5e8d1c0b-7f3a9c2e41d6"
 NOW = "rotate?now=true&force=true"  # races, not the age of a successor: forced
 ADMIN_ORDERS = ("rotate", NOW, "rotate", NOW)
 

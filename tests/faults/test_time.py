@@ -345,7 +345,7 @@ token_lifetime = "1s"
 clock_skew = "1s"
 verifier_cache = "1s"
 """
-TOKEN = "faketime-admin-token"
+TOKEN = "faketime-admin-token-3b9e0d7c52a1f846"
 needs_libfaketime = pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime not installed")
 
 

@@ -3,9 +3,10 @@
 No registry is reachable here, so the base image is made from Debian packages (debootstrap) and
 passed as the ``BASE`` build argument; the Containerfile itself is used unchanged. The image is
 built, run with a volume and the admin token as a podman secret mounted as docs/container.md says;
-the JWKS is fetched from the host, a token signed with the served signing key is verified with
-PyJWT, ``keyrotd status`` runs inside, the health check runs, the container restarts with the
-same keys and stops with exit 0. A secret mounted with podman's default mode (0444) is refused.
+the JWKS is fetched from the host, the signing key from the admin unix socket inside (the published
+port serves no admin endpoint), a token signed with it is verified with PyJWT, ``keyrotd status``
+runs inside, the health check runs, the container restarts with the same keys and stops with
+exit 0. A secret mounted with podman's default mode (0444) is refused.
 """
 
 from __future__ import annotations
@@ -81,6 +82,31 @@ def jwks_when_up(port: int) -> dict[str, Any]:
     return wait_for(fetch, 90, "the container's JWKS", every=0.5)
 
 
+# run by the container's python: GET the signing key over the admin socket, the token from a file
+SIGNING_KEY = """
+import http.client, json, socket, sys
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("/run/keyrotd/admin.sock")
+headers = {}
+if len(sys.argv) > 1:
+    with open(sys.argv[1]) as token:
+        headers["Authorization"] = "Bearer " + token.read().strip()
+connection = Unix("localhost", timeout=5)
+connection.request("GET", "/keysets/default/signing-key", headers=headers)
+answer = connection.getresponse()
+body = answer.read()
+print(json.dumps([answer.status, json.loads(body) if answer.status == 200 else None]))
+"""
+
+
+def signing_key_inside(podman: Podman, name: str, *token_file: str) -> tuple[int, Any]:
+    shown = podman.run("exec", "-i", name, "python", "-", *token_file, stdin=SIGNING_KEY.encode())
+    status, body = json.loads(shown.stdout)
+    return status, body
+
+
 def run_options(port: int, volume: str) -> list[str]:
     return [
         *ULIMITS,
@@ -112,9 +138,10 @@ def test_container_end_to_end(podman: Podman, image: str) -> None:
     kids = [key["kid"] for key in jwks["keys"]]
     assert all(set(key) & {"d", "p", "q", "dp", "dq", "qi", "k"} == set() for key in jwks["keys"])
 
-    base = f"http://127.0.0.1:{port}/keysets/default/signing-key"
-    assert get(base)[0] == 401
-    status, signing = get(base, token)
+    published = f"http://127.0.0.1:{port}/keysets/default/signing-key"
+    assert get(published, token)[0] == 404  # no admin endpoint on the published port
+    assert signing_key_inside(podman, name)[0] == 401
+    status, signing = signing_key_inside(podman, name, "/run/secrets/admin.token")
     assert status == 200
     active = signing["active"]
     assert active["kid"] == kids[0]

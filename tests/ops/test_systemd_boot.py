@@ -37,8 +37,10 @@ TOKEN_FILE = "/etc/keyrotd/admin.token"
 CLIENTS_FILE = "/etc/keyrotd/clients.toml"
 # The README's systemd recipe, run line by line as root in /root, the checkout being ./keyrotd
 RECIPE = (
-    "useradd --system --home-dir /var/lib/keyrotd --shell /usr/sbin/nologin keyrotd",
-    "python3 -m venv /opt/keyrotd && /opt/keyrotd/bin/pip install ./keyrotd",
+    "useradd --system --home-dir /var/lib/keyrotd --shell /usr/sbin/nologin keyrotd"
+    " && groupadd --system keyrotd-clients",
+    "python3 -m venv /opt/keyrotd && /opt/keyrotd/bin/pip install --require-hashes"
+    " -r keyrotd/requirements/deploy.txt && /opt/keyrotd/bin/pip install --no-deps ./keyrotd",
     "install -m 0644 keyrotd/config/keyrotd.service /etc/systemd/system/keyrotd.service",
     "install -d -m 0750 -g keyrotd /etc/keyrotd",
     """printf '[storage]\\npath = "/var/lib/keyrotd"\\n' > /etc/keyrotd/keyrotd.toml""",
@@ -110,9 +112,9 @@ class Machine:
 
 
 def checkout(tar_path: Path) -> Path:
-    """What ``pip install ./keyrotd`` needs of this checkout, and the unit, as a tar."""
+    """What the recipe's pip needs of this checkout (the lock too), and the unit, as a tar."""
     with tarfile.open(tar_path, mode="w") as tar:
-        for name in ("pyproject.toml", "README.md", "LICENSE", "keyrotd", "config"):
+        for name in ("pyproject.toml", "README.md", "LICENSE", "keyrotd", "config", "requirements"):
             tar.add(
                 ROOT / name,
                 arcname=f"keyrotd/{name}",
@@ -151,7 +153,11 @@ def machine(podman: Podman) -> Iterator[Machine]:
 def installed(machine: Machine) -> Machine:
     """The README's recipe, whose last line starts the unit (no token, no clients file)."""
     for line in RECIPE:
-        machine.sh(line)
+        try:
+            machine.sh(line)
+        except AssertionError as error:  # the unit's own words, when it did not start
+            journal = machine.sh("journalctl -u keyrotd --no-pager -n 40", check=False)
+            raise AssertionError(f"{error}\n{journal.stdout}") from None
     return machine
 
 
@@ -191,6 +197,12 @@ def test_unit_starts_without_admin_token_or_clients_file(installed: Machine) -> 
     pinged = "WatchdogTimestampMonotonic"
     seen = installed.unit(pinged)[pinged]
     wait_for(lambda: installed.unit(pinged)[pinged] != seen, 25, "WATCHDOG=1", every=1)
+
+
+def test_the_socket_directory_belongs_to_the_issuers_group(installed: Machine) -> None:
+    """Issuers join keyrotd-clients for the admin socket, not keyrotd (which reads the token)."""
+    shown = installed.sh("stat -c '%U %G %a' /run/keyrotd").stdout.split()
+    assert shown == ["keyrotd", "keyrotd-clients", "750"]
 
 
 def test_reload_adds_the_admin_token(installed: Machine) -> None:

@@ -26,12 +26,12 @@ from keyrotd.lifecycle import Transition
 from .http import Reply, exchange
 from .waiting import wait_for
 
-TOKEN = "test-admin-token-4f1c0e"
+TOKEN = "test-admin-token-4f1c0e-9d2b7a5e31c8f064"
 START_TIMEOUT = 30.0
 NOBODY = 65534
 
 LAUNCHER = """
-import os, sys
+import ctypes, os, sys
 import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.inspect, keyrotd.cli.client_commands
 import keyrotd.daemon.service
 import keyrotd.storage.file, keyrotd.keysets, keyrotd.daemon.audit
@@ -42,6 +42,8 @@ if os.environ.pop("KEYROTD_TEST_AS_NOBODY", "") == "1":
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
+    # dumpable again, as a process started as nobody is (setuid cleared it)
+    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)
 sys.exit(keyrotd.cli.main(sys.argv[1:]))
 """
 
