@@ -156,3 +156,31 @@ def test_only_a_daemon_serving_the_signer_loads_grpc(tmp_path: Path) -> None:
         assert _loaded(signer.process.pid, "cygrpc")  # the probe sees grpcio when it is there
     finally:
         assert signer.stop() == 0
+
+
+def test_without_grpcio_both_refuse_and_name_the_extra(tmp_path: Path) -> None:
+    """An installation without the ``kubernetes`` extra (grpcio absent, as in a plain
+    ``pip install keyrotd``) is refused at start, not met at the first socket call."""
+    config = _config(tmp_path)
+    probe = (
+        "import sys\n"
+        "sys.modules['grpc'] = None  # as if grpcio were not installed\n"
+        "from keyrotd.cli import main\n"
+        "raise SystemExit(main(sys.argv[1:]))\n"
+    )
+    answers = []
+    for command in ("check-config", "run"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, command, "--config", str(config)],
+            env=clean_environment(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        answers.append(done)
+        assert done.returncode == 2, (command, done.stderr[-2000:])
+    line = answers[0].stderr
+    assert line.count("\n") == 1 and line in answers[1].stderr
+    assert "kubernetes.signer_socket" in line and "pip install 'keyrotd[kubernetes]'" in line
+    assert not (tmp_path / "data").exists()
