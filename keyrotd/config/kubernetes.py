@@ -82,9 +82,19 @@ def check_signer(settings: Settings, label: str) -> None:
 
 
 def check_signer_socket(settings: Settings) -> None:
-    """The socket's directory exists (``run`` and ``check-config``; not a storage read)."""
+    """The socket's directory exists and grpcio is installed (``run`` and ``check-config``; not a
+    storage read, and grpcio is looked for, never imported)."""
+    from importlib.util import find_spec
+
     from keyrotd.config.messages import missing_socket_directory
 
     path: Path | None = settings.kubernetes.signer_socket
-    if path is not None and not path.parent.is_dir():
+    if path is None:
+        return
+    if not path.parent.is_dir():
         raise missing_socket_directory("kubernetes.signer_socket", path)
+    if find_spec("grpc") is None:
+        raise config_error(
+            "kubernetes.signer_socket is set but grpcio is not installed",
+            "pip install 'keyrotd[kubernetes]' (or remove [kubernetes] signer_socket)",
+        )

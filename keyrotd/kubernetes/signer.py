@@ -13,9 +13,11 @@ import base64
 import binascii
 import json
 import os
+import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,6 +153,68 @@ class Signer:
         return self.token_lifetime
 
 
+_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class HandlerPool(Executor):
+    """The threads that answer the socket: ``workers`` of them, never shared with HTTP, and daemon
+    threads. A call stuck in a signature (an HSM or KMS that stopped answering) keeps its thread
+    until the custody's own timeout, but never the process: ThreadPoolExecutor's threads are
+    joined at interpreter exit, which would hold SIGTERM for as long."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while (work := self._work.get()) is not None:
+            future, fn, args, kwargs = work
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:  # handed to whoever waits on the future
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the signer's handler pool is shut down")
+            future: Future[Any] = Future()
+            self._work.put((future, fn, args, kwargs))
+            return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking work; with ``wait``, give running calls a second (never more)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    work = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if work is not None:
+                    work[0].cancel()
+        for _ in self._threads:
+            self._work.put(None)
+        if wait:
+            end = time.monotonic() + 1.0
+            for thread in self._threads:
+                thread.join(timeout=max(0.0, end - time.monotonic()))
+
+
 def _servicer(signer: Signer, messages: Any, base: type) -> Any:
     """A servicer of one proto version (v1 or v1alpha1: the same messages in two packages)."""
     import grpc
@@ -210,8 +274,7 @@ def serve(socket_path: Path, signer: Signer) -> Any:
     if socket_path.is_socket():
         socket_path.unlink()  # a previous run's socket: nobody listens on it any more
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="keyrotd-k8s-signer"),
-        maximum_concurrent_rpcs=WORKERS * 8,
+        HandlerPool(WORKERS, "keyrotd-k8s-signer"), maximum_concurrent_rpcs=WORKERS * 8
     )
     for messages, services in ((v1, v1_grpc), (v1alpha1, v1alpha1_grpc)):
         servicer = _servicer(signer, messages, services.ExternalJWTSignerServicer)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -23,6 +24,11 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from keyrotd.kubernetes.externaljwt.v1 import api_pb2 as v1
 from keyrotd.kubernetes.externaljwt.v1 import api_pb2_grpc as v1_grpc
+from keyrotd.kubernetes.externaljwt.v1alpha1 import api_pb2 as v1alpha1
+from keyrotd.kubernetes.externaljwt.v1alpha1 import api_pb2_grpc as v1alpha1_grpc
+
+VERSIONS: dict[str, tuple[Any, Any]] = {"v1": (v1, v1_grpc), "v1alpha1": (v1alpha1, v1alpha1_grpc)}
+"""The proto packages: v1 (Kubernetes 1.34 and later), v1alpha1 (1.32 and 1.33)."""
 
 
 @dataclass
@@ -35,21 +41,30 @@ class Tally:
 
 
 class ApiServerKeyCache:
-    def __init__(self, socket_path: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        socket_path: str,
+        clock: Callable[[], float] = time.monotonic,
+        version: str = "v1",
+    ) -> None:
         self.channel = grpc.insecure_channel(f"unix:{socket_path}")
-        self.stub = v1_grpc.ExternalJWTSignerStub(self.channel)
+        self.messages, stubs = VERSIONS[version]
+        self.stub = stubs.ExternalJWTSignerStub(self.channel)
         self.clock = clock
-        self.metadata = self.stub.Metadata(v1.MetadataRequest())
+        self.metadata = self.stub.Metadata(self.messages.MetadataRequest())
         self.keys: dict[str, Any] = {}
         self.next_fetch = 0.0
         self.tally = Tally()
+        self.timestamps: list[datetime] = []
+        """The ``data_timestamp`` of every FetchKeys answer, in order."""
         self._lock = threading.Lock()
         self.fetch()
 
     def fetch(self) -> None:
-        answer = self.stub.FetchKeys(v1.FetchKeysRequest())
+        answer = self.stub.FetchKeys(self.messages.FetchKeysRequest())
         assert answer.refresh_hint_seconds >= 1
         self.keys = {k.key_id: load_der_public_key(k.key) for k in answer.keys}
+        self.timestamps.append(answer.data_timestamp.ToDatetime(tzinfo=UTC))
         self.next_fetch = self.clock() + answer.refresh_hint_seconds
         self.tally.fetches += 1
 
@@ -57,12 +72,12 @@ class ApiServerKeyCache:
         if self.clock() >= self.next_fetch:
             self.fetch()
 
-    def sign_and_verify(self, claims: dict[str, Any]) -> None:
+    def sign_and_verify(self, claims: dict[str, Any]) -> str:
         """One service-account token: Sign, then verify it as the API server and its JWKS's
-        verifiers do, with the keys held when it was signed."""
+        verifiers do, with the keys held when it was signed; the kid that signed it."""
         self.tick()
         payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-        answer = self.stub.Sign(v1.SignJWTRequest(claims=payload))
+        answer = self.stub.Sign(self.messages.SignJWTRequest(claims=payload))
         token = f"{answer.header}.{payload}.{answer.signature}"
         header = jwt.get_unverified_header(token)
         assert set(header) == {"alg", "kid", "typ"} and header["typ"] == "JWT"
@@ -72,9 +87,10 @@ class ApiServerKeyCache:
         if key is None:
             self.tally.rejected.append(header["kid"])
             self.fetch()  # once, on an unknown kid
-            return
+            return str(header["kid"])
         jwt.decode(token, key, algorithms=[header["alg"]], audience="api")
         self.tally.verified += 1
+        return str(header["kid"])
 
     def close(self) -> None:
         self.channel.close()
