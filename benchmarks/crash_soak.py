@@ -1,4 +1,4 @@
-"""Crash soak (issue 6.1, heavy run): SIGKILL file-store writers during 1,000 rotations.
+"""Crash soak (heavy run): SIGKILL file-store writers during 1,000 rotations.
 
     python benchmarks/crash_soak.py [--rotations 1000] [--max-delay 0.04] [--seed 6]
 

@@ -1,4 +1,4 @@
-"""Issuers in Python (CONTRACT section 6): sign JWTs with the keyset's current key.
+"""Issuers in Python (docs/issuers.md): sign JWTs with the keyset's current key.
 
 An :class:`Issuer` holds the signing schedule — the active private key, and the next one with its
 activation time — and switches to the next key at that exact time from what it holds, without a

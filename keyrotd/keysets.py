@@ -2,8 +2,8 @@
 
 This is the only place that writes keyset documents. On a lost compare-and-swap it re-reads and
 re-plans after the backoff of :data:`keyrotd.retries.COMPARE_AND_SWAP` (G6); key generation never
-happens while a storage lock is held (STYLE rule 2). Every other error goes to the caller, which
-reads ``temporary`` on it (the daemon retries; the CLI reports).
+happens while a storage lock is held (keys are made before the write). Every other error goes to
+the caller, which reads ``temporary`` on it (the daemon retries; the CLI reports).
 """
 
 from __future__ import annotations

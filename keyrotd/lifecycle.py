@@ -7,7 +7,7 @@ through ``fresh``. When the planner needs more keys than it was given it says so
 and ``Plan`` are in ``keyrotd.lifecycle_commands``, the steps in ``keyrotd.planner``; all are
 importable from here.
 
-The schedule (CONTRACT section 3):
+The schedule (docs/guarantees.md):
 - the active key gets a successor ``publish_ahead`` before its ``rotation_period`` ends; the
   successor is created (published) at that moment or, after downtime, whenever the planner next
   runs, and activates no sooner than ``publish_ahead`` after it was published (G2, G4);
@@ -18,7 +18,7 @@ The schedule (CONTRACT section 3):
   ``rotate --now`` only for a successor published long enough ago, unless forced
   (``Rotate.settle``, ``keyrotd.rotating``);
 - with ``policy.observe`` a successor is published *awaiting confirmation*: no ``activates_at``
-  until an :class:`Observed` poll confirms it (``keyrotd.propagation``, CONTRACT section 9); until
+  until an :class:`Observed` poll confirms it (``keyrotd.propagation``, docs/propagation.md); until
   then it is held, however late, and the active key keeps signing.
 """
 

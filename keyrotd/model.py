@@ -57,9 +57,9 @@ LIVE_STATES: Final = frozenset({KeyState.PENDING, KeyState.ACTIVE, KeyState.RETI
 
 @dataclass(frozen=True)
 class Policy:
-    """The timing rules of one keyset (see CONTRACT section 2).
+    """The timing rules of one keyset (see README.md, Configuration).
 
-    With ``observe`` set, a successor is published *awaiting confirmation* (CONTRACT section 9):
+    With ``observe`` set, a successor is published *awaiting confirmation* (docs/propagation.md):
     it activates only once every URL was seen serving it, ``verifier_cache`` at least after.
     """
 
@@ -89,7 +89,7 @@ class UrlProgress:
 
 @dataclass(frozen=True)
 class Propagation:
-    """An awaiting successor's progress (CONTRACT section 9), kept in the document so that a
+    """An awaiting successor's progress (docs/propagation.md), kept in the document so that a
     restart, the CLI and every replica see the same: the schedule it would have had by time
     alone, each URL's progress, the largest ``max-age`` of an answer lacking it, and, once every
     URL of one poll served it, when that poll was received (``confirmed_at``, T)."""

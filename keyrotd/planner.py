@@ -170,8 +170,8 @@ class Planner:
             self.new_key(self.now + self.policy.publish_ahead, gated=True)
 
     def _reschedule(self, key: Key, when: Callable[[datetime], datetime]) -> None:
-        """Move a pending key's scheduled time; a confirmed activation time never moves (CONTRACT
-        9), an awaiting successor's time-based schedule does."""
+        """Move a pending key's scheduled time; a confirmed activation time never moves
+        (docs/propagation.md), an awaiting successor's time-based schedule does."""
         progress = key.propagation
         if progress is None:
             assert key.activates_at is not None

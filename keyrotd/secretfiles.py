@@ -1,4 +1,4 @@
-"""The files that guard secrets, and the one rule for them (CONTRACT section 2).
+"""The files that guard secrets, and the one rule for them (README.md, Configuration).
 
 The admin token, the admin clients file, the storage encryption key and the TLS private key are
 refused (:class:`ConfigError`, exit 2) unless each is a regular file with no permission for others

@@ -1,6 +1,6 @@
 """The clock vocabulary: the time now, RFC 3339 text, and the rule that tells a clock jump.
 
-Nothing deep in keyrotd reads the clock itself: a :data:`Clock` is passed in (STYLE 1), and
+Nothing deep in keyrotd reads the clock itself: a :data:`Clock` is passed in, and
 :func:`utc_now` is the one that reads the real one.
 """
 

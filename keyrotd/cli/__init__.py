@@ -42,7 +42,7 @@ def _run(argv: Sequence[str] | None, clock: Clock) -> int:
     debug = "--debug" in args_list
     try:
         args = build_parser().parse_args(args_list)
-        if args.command == "client":  # issue 11: keyrotd.cli.client_commands, not storage
+        if args.command == "client":  # keyrotd.cli.client_commands: no storage
             from keyrotd.cli.client_commands import dispatch as client_dispatch
 
             return client_dispatch(args)

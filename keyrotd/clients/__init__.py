@@ -1,4 +1,5 @@
-"""Scoped admin clients (CONTRACT 8): who may call the authenticated endpoints, and for what.
+"""Scoped admin clients: who may call the authenticated endpoints, and for what
+(docs/admin-clients.md).
 
 The API for the daemon (401/403, SIGHUP re-read, audit log) and for ``check-config``::
 
@@ -8,12 +9,13 @@ The API for the daemon (401/403, SIGHUP re-read, audit log) and for ``check-conf
     elif not client.allows(action, keyset):     -> 403 (audit: client.name)
     else:                                       -> run it (audit: client.name)
 
-- :func:`load_registry` reads both files (each must pass the file rule of CONTRACT 2: a regular
-  file, nothing for others, no group write) and raises a one-line :class:`ConfigError` (exit 2)
-  naming the file and the fix for any defect: bad TOML, unknown keys, a bad hash or scope, two
-  clients with one name or one token, a client named ``admin`` beside ``admin_token_file``, or a
-  missing file. On SIGHUP call it again and keep the old registry if it raises. It is cheap: no
-  network, no heavy import (no boto3, granian, APScheduler).
+- :func:`load_registry` reads both files (each must pass the secret-file rule, README.md
+  "Configuration": a regular file, nothing for others, no group write) and raises a one-line
+  :class:`ConfigError` (exit 2) naming the file and the fix for any defect: bad TOML, unknown
+  keys, a bad hash or scope, two clients with one name or one token, a client named ``admin``
+  beside ``admin_token_file``, or a missing file. On SIGHUP call it again and keep the old
+  registry if it raises. It is cheap: no network, no heavy import (no boto3, granian,
+  APScheduler).
 - ``admin_token_file`` is the client ``admin`` with every scope (each action on ``*``).
 - ``action`` is one of :data:`ACTIONS`: ``"signing-key"``, ``"sign"``, ``"status"``, ``"rotate"``,
   ``"revoke"`` (the last path segment of the endpoint); ``keyset`` is the keyset name from the

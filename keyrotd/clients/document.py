@@ -48,7 +48,7 @@ _TABLE: Final = re.compile(r"^[ \t]*\[\[[ \t]*clients[ \t]*\]\][ \t]*(#.*)?$", r
 
 
 def load_clients_file(path: Path, *, missing_ok: bool = False) -> tuple[Client, ...]:
-    """The clients in ``path``, checked by the file rule of CONTRACT 2 and parsed."""
+    """The clients in ``path``, checked by the secret-file rule (``keyrotd.secretfiles``)."""
     if missing_ok and not path.exists():
         return ()
     return parse_clients(read_secret_file(path, SETTING), f"{SETTING} {path}")

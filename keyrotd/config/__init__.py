@@ -1,4 +1,4 @@
-"""The configuration (CONTRACT section 2): a TOML file, overridden by ``KEYROTD_*`` variables.
+"""The configuration (README.md, Configuration): a TOML file, overridden by ``KEYROTD_*`` variables.
 
 The package's parts, each with one job:
 

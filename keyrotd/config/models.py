@@ -201,7 +201,7 @@ class KeysetSettings(BaseModel):
     ``max-age`` says (node ``jose``: 30 s; see docs/verifiers.md)."""
     observe: ObserveUrls = ()
     """Public JWKS URLs verifiers fetch: a successor activates only once all serve it
-    (CONTRACT section 9, docs/propagation.md)."""
+    (docs/propagation.md)."""
     custody: CustodyType = "storage"
     """Where the private keys live: in the document, a PKCS#11 token or AWS KMS."""
 

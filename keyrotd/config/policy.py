@@ -1,4 +1,4 @@
-"""The policy check: refuse settings that cannot keep the guarantees (CONTRACT sections 2 and 3)."""
+"""The policy check: refuse settings that cannot keep the guarantees (docs/guarantees.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def check_policy(settings: Settings) -> None:
-    """Refuse a policy that cannot keep the guarantees (CONTRACT section 2 and 3)."""
+    """Refuse a policy that cannot keep the guarantees (docs/guarantees.md)."""
     label = "configuration" if settings.config_file is None else str(settings.config_file)
     server = settings.server
     _at_least(label, "server.refresh_interval", server.refresh_interval, above_zero=True)

@@ -1,4 +1,4 @@
-"""``keyrotd run``: the daemon of CONTRACT section 5.
+"""``keyrotd run``: the daemon (docs/http.md).
 
 The heavy modules (granian, APScheduler, prometheus_client) load only here, when the daemon runs:
 ``keyrotd --help`` and the operator commands never import them.

@@ -1,8 +1,8 @@
 """SIGHUP: load the configuration again (a bad one is logged, the running one kept), renew TLS.
 
 The admin clients and the TLS files are re-read even when the new configuration is refused
-(CONTRACT 8; see ``admin`` and ``tls``). Changes of storage, listeners or TLS on/off are logged
-as taking effect at the next restart.
+(docs/admin-clients.md; see ``admin`` and ``tls``). Changes of storage, listeners or TLS on/off
+are logged as taking effect at the next restart.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def reload_settings(daemon: Daemon) -> Settings | None:
             "configuration reload failed, keeping the running one",
             extra={"event": "config.reload_failed", "error": str(exc)},
         )
-        daemon.clients.reload(*admin_files(daemon.settings))  # re-read even so (CONTRACT 8)
+        daemon.clients.reload(
+            *admin_files(daemon.settings)
+        )  # re-read even so (docs/admin-clients.md)
         return None
     daemon.clients.reload(*admin_files(new))  # before the new options can enable the endpoints
     old = daemon.settings

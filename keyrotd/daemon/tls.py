@@ -12,7 +12,7 @@ nothing reaches it unchecked:
   granian is only ever given those, so a half-renewed pair on disk (certbot writes cert and key
   one after the other) cannot reach it.
 
-``keyrotd check-config`` calls :func:`check_tls_pair` too (CONTRACT section 2).
+``keyrotd check-config`` calls :func:`check_tls_pair` too (README.md, Configuration).
 """
 
 from __future__ import annotations

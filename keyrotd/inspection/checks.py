@@ -1,6 +1,6 @@
 """The checks of ``keyrotd inspect``, as a pure function of (token, known keys, now).
 
-They run in the contract's order (CONTRACT section 4) and the first failure is the cause:
+They run in the order docs/cli.md gives and the first failure is the cause:
 incorrect format, unknown key, revoked key, expired key, signature mismatch, expired token,
 audience mismatch, issuer mismatch. Each cause comes with a detail (what is wrong, with the times
 that matter) and a hint (what the operator can do about it).

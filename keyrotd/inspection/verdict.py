@@ -1,6 +1,6 @@
 """What ``keyrotd inspect`` says: the causes, the keys it knows, and the verdict.
 
-The causes are the contract's words (CONTRACT section 4), in the order they are checked.
+The causes are the words docs/cli.md gives, in the order they are checked.
 """
 
 from __future__ import annotations

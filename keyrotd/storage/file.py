@@ -11,7 +11,7 @@ described in :mod:`keyrotd.storage.sealing`.
 Run by root (an operator's emergency ``rotate --now`` or ``revoke`` beside a daemon running as
 another user), every file it writes -- temp file, document and lock file -- is given the owner and
 group of the storage directory before use (``fchown`` on the open file, before the rename), so the
-daemon can still open them (CONTRACT 4). A directory root creates is root's, and so are its files.
+daemon can still open them (docs/cli.md). A directory root creates is root's, and so are its files.
 
 A document that fails its checks is a :class:`CorruptDocumentError` naming the file, and keyrotd
 never rewrites it; writes on top of it refuse too. A file keyrotd did not create -- a FIFO, a
@@ -287,7 +287,7 @@ def _make_private_directories(directory: Path) -> None:
 
 
 def _owner_for(directory: Path) -> Owner | None:
-    """Root writes as the owner of the store (CONTRACT 4): a root CLI must not leave files the
+    """Root writes as the owner of the store (docs/cli.md): a root CLI must not leave files the
     daemon's user cannot open. ``None``: keep the writer's own uid and gid."""
     if os.geteuid() != 0:
         return None
