@@ -19,27 +19,6 @@ from keyrotd.storage import Storage
 from keyrotd.times import Clock, rfc3339
 
 
-def add_import_parser(parser: argparse.ArgumentParser, keyset_help: str) -> None:
-    parser.add_argument(
-        "file", metavar="FILE", help="the key: PEM (private or public) or a JWK as JSON"
-    )
-    parser.add_argument("--keyset", metavar="N", help=keyset_help)
-    parser.add_argument(
-        "--as",
-        dest="as_state",
-        choices=("active", "retired"),
-        default="active",
-        help="active (default): it signs at once, the active key retires; retired: published "
-        "for verification until --until, never signs (a public key will do)",
-    )
-    parser.add_argument(
-        "--until",
-        metavar="T",
-        help="with --as retired (required there): when it leaves the JWKS, RFC 3339 "
-        "(2026-12-31T00:00:00Z) or a duration from now (30d)",
-    )
-
-
 def cmd_import(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
     from keyrotd.cli.commands import print_transitions
 

@@ -84,11 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status`)",
     )
     p.add_argument("--keyset", metavar="N", help="the keyset holding KID (default: search all)")
-    from keyrotd.cli.sign_command import add_sign_parser
-
     add_sign_parser(command("sign", "print a token signed by the active key"), KEYSET_HELP)
-    from keyrotd.cli.import_command import add_import_parser
-
     add_import_parser(command("import", "adopt an existing key (PEM or JWK)"), KEYSET_HELP)
     p = command("backup", "write the keyset's document, sealed, with its revision")
     keyset(p)
@@ -155,3 +151,41 @@ def kid_after_double_dash(argv: list[str]) -> list[str]:
     rest = list(argv)
     rest.remove(kids[0])
     return [*rest, "--", kids[0]]
+
+
+def add_sign_parser(parser: argparse.ArgumentParser, keyset_help: str) -> None:
+    parser.add_argument(
+        "claims",
+        nargs="?",
+        default="-",
+        metavar="CLAIMS|-",
+        help='the claims as a JSON object, e.g. \'{"sub": "alice"}\'; - or nothing: read stdin',
+    )
+    parser.add_argument("--keyset", metavar="N", help=keyset_help)
+    parser.add_argument(
+        "--lifetime",
+        metavar="S",
+        help="seconds (or 90s, 15m, 1h) until the token expires; default and most: the keyset's "
+        "token_lifetime",
+    )
+
+
+def add_import_parser(parser: argparse.ArgumentParser, keyset_help: str) -> None:
+    parser.add_argument(
+        "file", metavar="FILE", help="the key: PEM (private or public) or a JWK as JSON"
+    )
+    parser.add_argument("--keyset", metavar="N", help=keyset_help)
+    parser.add_argument(
+        "--as",
+        dest="as_state",
+        choices=("active", "retired"),
+        default="active",
+        help="active (default): it signs at once, the active key retires; retired: published "
+        "for verification until --until, never signs (a public key will do)",
+    )
+    parser.add_argument(
+        "--until",
+        metavar="T",
+        help="with --as retired (required there): when it leaves the JWKS, RFC 3339 "
+        "(2026-12-31T00:00:00Z) or a duration from now (30d)",
+    )

@@ -18,23 +18,6 @@ from keyrotd.storage import Storage
 from keyrotd.times import Clock
 
 
-def add_sign_parser(parser: argparse.ArgumentParser, keyset_help: str) -> None:
-    parser.add_argument(
-        "claims",
-        nargs="?",
-        default="-",
-        metavar="CLAIMS|-",
-        help='the claims as a JSON object, e.g. \'{"sub": "alice"}\'; - or nothing: read stdin',
-    )
-    parser.add_argument("--keyset", metavar="N", help=keyset_help)
-    parser.add_argument(
-        "--lifetime",
-        metavar="S",
-        help="seconds (or 90s, 15m, 1h) until the token expires; default and most: the keyset's "
-        "token_lifetime",
-    )
-
-
 def cmd_sign(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
     from keyrotd.cli.commands import require_keys
 

@@ -75,7 +75,10 @@ def make_non_dumpable() -> None:
     except (OSError, AttributeError):
         failed = True
     if failed:
-        log.warning("could not make the process non-dumpable (prctl PR_SET_DUMPABLE)")
+        log.warning(
+            "could not make the process non-dumpable (prctl PR_SET_DUMPABLE)",
+            extra={"event": "daemon.dumpable"},
+        )
 
 
 class Daemon:

@@ -251,7 +251,7 @@ def test_a_root_cli_never_chowns_a_file_hard_linked_into_the_store(
     active = kid(config)
     (store / name).unlink()
     os.link(shadow, store / name)
-    for argv in (("rotate", "--now"), ("revoke", active)):
+    for argv in (("rotate", "--now", "--force"), ("revoke", active)):
         fails_naming(cli(config, *argv), store / name, "links")
         assert owner_and_mode(shadow) == (0, 42, 0o640)
     assert shadow.read_text().startswith("root:")
@@ -264,7 +264,7 @@ def test_a_root_cli_refuses_a_lock_file_owned_by_another_user(
     lock = store / "default.lock"
     os.chown(lock, 0, 0)
     os.chmod(lock, 0o644)
-    fails_naming(cli(config, "rotate", "--now"), lock, "owned by uid 0")
+    fails_naming(cli(config, "rotate", "--now", "--force"), lock, "owned by uid 0")
     assert owner_and_mode(lock) == (0, 0, 0o644)
 
 
@@ -276,8 +276,8 @@ def test_a_fifo_in_the_store_never_hangs_the_cli(
     fifo = store / name
     replace_with_fifo(fifo)
     os.chown(fifo, NOBODY, NOBODY)
-    fails_naming(cli(config, "rotate", "--now"), fifo, "a FIFO")
-    fails_naming(cli(config, "rotate", "--now", as_nobody=True), fifo, "a FIFO")
+    fails_naming(cli(config, "rotate", "--now", "--force"), fifo, "a FIFO")
+    fails_naming(cli(config, "rotate", "--now", "--force", as_nobody=True), fifo, "a FIFO")
     if name == "default.json":
         fails_naming(cli(config, "status"), fifo, "a FIFO")
     info = os.lstat(fifo)
