@@ -293,6 +293,25 @@ def sign_endpoint(url: str, keyset: str | None, ca_file: str | os.PathLike[str] 
     return Endpoint.of_daemon(url, path, ca_file)
 
 
+def claims_to_send(
+    claims: Mapping[str, Any], now: datetime, *, not_before: bool, jti: bool
+) -> dict[str, Any]:
+    """The claims an issuer that does not sign itself sends: ``nbf`` and ``jti`` when asked, and
+    none of the claims the signer sets (:class:`TokenError` naming them)."""
+    given = ISSUER_CLAIMS & claims.keys() | ({"jti"} & claims.keys() if jti else set())
+    if given:
+        raise TokenError(
+            f"claims already hold {', '.join(sorted(given))}, which the issuer sets",
+            "leave them out: use lifetime=, not_before= and jti= instead",
+        )
+    sent: dict[str, Any] = dict(claims)
+    if not_before:
+        sent["nbf"] = math.floor(now.timestamp())
+    if jti:
+        sent["jti"] = secrets.token_urlsafe(16)
+    return sent
+
+
 class RemoteIssuer(Issuer):
     """``Issuer.from_url(..., remote=True)``: every token signed by the daemon (see the module
     docstring); no key, no schedule, no background thread."""
@@ -323,17 +342,7 @@ class RemoteIssuer(Issuer):
         jti: bool = False,
     ) -> str:
         """As :meth:`Issuer.sign`, signed by the daemon (``iat``, ``exp``, ``iss`` its own)."""
-        given = ISSUER_CLAIMS & claims.keys() | ({"jti"} & claims.keys() if jti else set())
-        if given:
-            raise TokenError(
-                f"claims already hold {', '.join(sorted(given))}, which the issuer sets",
-                "leave them out: use lifetime=, not_before= and jti= instead",
-            )
-        sent: dict[str, Any] = dict(claims)
-        if not_before:
-            sent["nbf"] = math.floor(self._clock().timestamp())
-        if jti:
-            sent["jti"] = secrets.token_urlsafe(16)
+        sent = claims_to_send(claims, self._clock(), not_before=not_before, jti=jti)
         body: dict[str, Any] = {"claims": sent}
         if lifetime is not None:
             body["lifetime"] = math.floor(duration(lifetime, "lifetime").total_seconds())
@@ -412,18 +421,8 @@ class CustodyIssuer(Issuer):
         from keyrotd.signing import SignRefused, request_of
         from keyrotd.signing import sign as sign_token
 
-        given = ISSUER_CLAIMS & claims.keys() | ({"jti"} & claims.keys() if jti else set())
-        if given:
-            raise TokenError(
-                f"claims already hold {', '.join(sorted(given))}, which the issuer sets",
-                "leave them out: use lifetime=, not_before= and jti= instead",
-            )
         now = self._clock()
-        sent: dict[str, Any] = dict(claims)
-        if not_before:
-            sent["nbf"] = math.floor(now.timestamp())
-        if jti:
-            sent["jti"] = secrets.token_urlsafe(16)
+        sent = claims_to_send(claims, now, not_before=not_before, jti=jti)
         seconds = None
         if lifetime is not None:
             seconds = math.floor(duration(lifetime, "lifetime").total_seconds())
