@@ -78,9 +78,11 @@ def test_allows_follows_the_scopes(clients_file: Path) -> None:
 
 
 def test_an_admin_token_is_the_client_admin_with_every_scope(clients_file: Path) -> None:
-    token_file = write_private(clients_file.with_name("admin.token"), "  the-admin-token\n")
+    token_file = write_private(
+        clients_file.with_name("admin.token"), "  the-admin-token-of-more-than-32-characters\n"
+    )
     registry = load_registry(token_file, clients_file)
-    admin = registry.authenticate(b"Bearer the-admin-token")
+    admin = registry.authenticate(b"Bearer the-admin-token-of-more-than-32-characters")
     assert admin is not None and admin.name == "admin"
     assert all(admin.allows(action, "anything") for action in ACTIONS)
     assert [client.name for client in registry.clients] == ["admin", "ci", "deploy", "ops"]
@@ -235,7 +237,9 @@ def test_an_empty_clients_file_has_no_clients(tmp_path: Path) -> None:
 
 def test_a_client_named_admin_beside_an_admin_token_is_refused(tmp_path: Path) -> None:
     path = write_private(tmp_path / "clients.toml", table("admin", TOKENS[0], "rotate:*"))
-    token_file = write_private(tmp_path / "admin.token", "the-admin-token")
+    token_file = write_private(
+        tmp_path / "admin.token", "the-admin-token-of-more-than-32-characters"
+    )
     assert [c.name for c in load_registry(None, path).clients] == ["admin"]
     with pytest.raises(ConfigError) as caught:
         load_registry(token_file, path)

@@ -72,5 +72,5 @@ def test_a_fifo_over_a_document_fails_that_keyset_only(daemon_factory: DaemonFac
     assert done.returncode == 1
     [line] = done.stderr.splitlines()
     assert str(fifo) in line and "a FIFO" in line
-    assert cli(daemon, "rotate", "--now", "--keyset", "other").returncode == 0
+    assert cli(daemon, "rotate", "--now", "--force", "--keyset", "other").returncode == 0
     daemon.check_alive()
