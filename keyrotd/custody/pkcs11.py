@@ -265,23 +265,28 @@ class Pkcs11Custody:
         prefix = f"{LABEL_PREFIX}{keyset}/"
 
         def list_in(session: Any) -> list[CustodyKey]:
-            keys = []
-            for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
-                label = str(obj[Attribute.LABEL])
-                created = label[len(prefix) :]
-                if not label.startswith(prefix) or not created.isdigit():
-                    continue
-                kid = bytes(obj[Attribute.ID]).decode("ascii", "replace")
-                keys.append(
-                    CustodyKey(
-                        kid=kid,
-                        alg="",
-                        public_jwk={},
-                        handle=kid,
-                        created_at=datetime.fromtimestamp(int(created), UTC),
+            # Public halves too: a writer killed inside the key generation (the public object
+            # stored, the private not yet) or inside a destruction leaves a public half alone,
+            # which the sweep must find to destroy.
+            keys: dict[str, CustodyKey] = {}
+            for kind in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                for obj in session.get_objects({Attribute.CLASS: kind}):
+                    label = str(obj[Attribute.LABEL])
+                    created = label[len(prefix) :]
+                    if not label.startswith(prefix) or not created.isdigit():
+                        continue
+                    kid = bytes(obj[Attribute.ID]).decode("ascii", "replace")
+                    keys.setdefault(
+                        kid,
+                        CustodyKey(
+                            kid=kid,
+                            alg="",
+                            public_jwk={},
+                            handle=kid,
+                            created_at=datetime.fromtimestamp(int(created), UTC),
+                        ),
                     )
-                )
-            return keys
+            return list(keys.values())
 
         return self._run("listing keys", list_in)
 
