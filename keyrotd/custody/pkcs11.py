@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ from keyrotd.keys import PRIVATE_MEMBERS, RSA_KEY_SIZES, thumbprint
 from keyrotd.model import Jwk
 
 LABEL_PREFIX: Final = "keyrotd/"
+RESTART_INTERVAL: Final = 1.0
+"""Seconds between two restarts of the library while the token cannot be opened."""
 _T = TypeVar("_T")
 
 _CURVE_OIDS: Final = {
@@ -68,12 +71,27 @@ class Pkcs11Custody:
         self._pin = pin
         self._lock = threading.Lock()
         self._session: Any = None
+        self._restarted_at = -RESTART_INTERVAL
         self._private: dict[str, Any] = {}
         """kid -> private key object of the current session (dropped with the session)."""
 
     # --- sessions -------------------------------------------------------------------------
 
     def _open(self) -> Any:
+        """A new logged-in session. After a failure the library is started again (C_Finalize,
+        C_Initialize) before the next try, at most once a second: a module may not see a token
+        come back otherwise (SoftHSM2 does not, once its token directory went away)."""
+        try:
+            return self._open_session()
+        except CustodyUnavailableError:
+            if time.monotonic() - self._restarted_at < RESTART_INTERVAL:
+                raise
+        self._restarted_at = time.monotonic()
+        with contextlib.suppress(self._pkcs11.exceptions.PKCS11Error):
+            self._pkcs11.lib(str(self._module)).reinitialize()
+        return self._open_session()
+
+    def _open_session(self) -> Any:
         pkcs11 = self._pkcs11
         try:
             library = pkcs11.lib(str(self._module))
