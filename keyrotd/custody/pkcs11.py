@@ -38,6 +38,7 @@ from keyrotd.custody.interface import (
 )
 from keyrotd.keys import PRIVATE_MEMBERS, RSA_KEY_SIZES, thumbprint
 from keyrotd.model import Jwk
+from keyrotd.retries import TOKEN_OPEN
 
 LABEL_PREFIX: Final = "keyrotd/"
 RESTART_INTERVAL: Final = 1.0
@@ -80,16 +81,24 @@ class Pkcs11Custody:
     def _open(self) -> Any:
         """A new logged-in session. After a failure the library is started again (C_Finalize,
         C_Initialize) before the next try, at most once a second: a module may not see a token
-        come back otherwise (SoftHSM2 does not, once its token directory went away)."""
+        come back otherwise (SoftHSM2 does not, once its token directory went away), nor see a
+        token another process is logging in to (SoftHSM2 again): see ``retries.TOKEN_OPEN``."""
         try:
             return self._open_session()
         except CustodyUnavailableError:
             if time.monotonic() - self._restarted_at < RESTART_INTERVAL:
                 raise
-        self._restarted_at = time.monotonic()
-        with contextlib.suppress(self._pkcs11.exceptions.PKCS11Error):
-            self._pkcs11.lib(str(self._module)).reinitialize()
-        return self._open_session()
+        for failures in range(1, TOKEN_OPEN.attempts):
+            self._restarted_at = time.monotonic()
+            with contextlib.suppress(self._pkcs11.exceptions.PKCS11Error):
+                self._pkcs11.lib(str(self._module)).reinitialize()
+            try:
+                return self._open_session()
+            except CustodyUnavailableError:
+                if failures + 1 >= TOKEN_OPEN.attempts:
+                    raise
+                time.sleep(TOKEN_OPEN.delay(failures).total_seconds())
+        raise AssertionError("unreachable")
 
     def _open_session(self) -> Any:
         pkcs11 = self._pkcs11
@@ -154,6 +163,20 @@ class Pkcs11Custody:
                             f"({type(error).__name__})",
                             "keyrotd retries; check the token",
                         ) from error
+                except pkcs11.exceptions.FunctionFailed as error:
+                    # CKR_FUNCTION_FAILED: "could not be performed", e.g. SoftHSM2 meeting an
+                    # object file another process holds: try again later.
+                    raise CustodyUnavailableError(
+                        f"pkcs11 custody: {what} failed in token {self._token_label!r} "
+                        "(FunctionFailed)",
+                        "try again; check the token if it persists",
+                    ) from error
+                except pkcs11.exceptions.PKCS11Error as error:
+                    raise CustodyError(
+                        f"pkcs11 custody: {what} failed in token {self._token_label!r} "
+                        f"({type(error).__name__})",
+                        "check the token and its module (pkcs11-tool -L)",
+                    ) from error
         raise AssertionError("unreachable")
 
     # --- the custody --------------------------------------------------------------------
@@ -202,7 +225,17 @@ class Pkcs11Custody:
                     f"pkcs11 custody: token {self._token_label!r} cannot make {alg} keys",
                     "use an algorithm the token supports, or storage custody",
                 ) from error
-            jwk = _public_jwk(public, alg)
+            try:
+                jwk = _public_jwk(public, alg)
+            except ValueError as error:  # an attribute read back empty (a token under load)
+                for half in (public, private):
+                    with contextlib.suppress(self._pkcs11.exceptions.PKCS11Error):
+                        half.destroy()  # else an orphan the sweep destroys
+                raise CustodyUnavailableError(
+                    f"pkcs11 custody: token {self._token_label!r} answered an unreadable "
+                    f"public key for a new {alg} key",
+                    "try again; check the token if it persists",
+                ) from error
             kid = thumbprint(jwk)
             # The kid is known only now: the objects take it as their CKA_ID. A crash before this
             # leaves objects with a random id that no document names: orphans a sweep destroys.
@@ -211,7 +244,14 @@ class Pkcs11Custody:
             self._private[kid] = private
             return kid, jwk
 
-        kid, jwk = self._run("creating a key", generate)
+        for failures in range(1, TOKEN_OPEN.attempts + 1):
+            try:
+                kid, jwk = self._run("creating a key", generate)
+                break
+            except CustodyUnavailableError:  # a new key: nothing refers to it, make it again
+                if failures == TOKEN_OPEN.attempts:
+                    raise
+                time.sleep(TOKEN_OPEN.delay(failures).total_seconds())
         return CustodyKey(
             kid=kid,
             alg=alg,
