@@ -78,3 +78,12 @@ STORAGE: Final = Retry(
 )
 """The daemon's retry of a sync that met a temporary storage error (capped further at
 ``refresh_interval``; past ``attempts`` the refresh alone retries)."""
+
+TOKEN_OPEN: Final = Retry(
+    attempts=4,
+    base_delay=timedelta(milliseconds=50),
+    max_delay=timedelta(milliseconds=200),
+    jitter=0.5,
+)
+"""A PKCS#11 token that cannot be opened, tried again with the library started anew: a module
+shared by processes may answer "no token" while another one logs in (SoftHSM2 does)."""

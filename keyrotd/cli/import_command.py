@@ -35,6 +35,17 @@ def cmd_import(settings: Settings, storage: Storage, args: argparse.Namespace, c
     keyset = settings.keyset(args.keyset)
     path = Path(args.file)
     key = read_key_file(path, keyset.algorithm)
+    if keyset.custody != "storage" and (key.private_jwk is not None or not retired):
+        # docs/custody.md: a key that signs is made in custody, never brought in.
+        what = (
+            "a private key, which would have existed outside custody"
+            if key.private_jwk
+            else ("a public key, which cannot sign")
+        )
+        raise KeyrotdError(
+            f"keyset {keyset.name} keeps its keys in {keyset.custody} custody: {path} holds {what}",
+            "import only a public key, with --as retired --until T (to verify old tokens)",
+        )
     if not retired and key.private_jwk is None:
         raise KeyrotdError(
             f"{path} holds a public key; a key that signs needs its private half",

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,8 +38,11 @@ from keyrotd.custody.interface import (
 )
 from keyrotd.keys import PRIVATE_MEMBERS, RSA_KEY_SIZES, thumbprint
 from keyrotd.model import Jwk
+from keyrotd.retries import TOKEN_OPEN
 
 LABEL_PREFIX: Final = "keyrotd/"
+RESTART_INTERVAL: Final = 1.0
+"""Seconds between two restarts of the library while the token cannot be opened."""
 _T = TypeVar("_T")
 
 _CURVE_OIDS: Final = {
@@ -68,12 +72,35 @@ class Pkcs11Custody:
         self._pin = pin
         self._lock = threading.Lock()
         self._session: Any = None
+        self._restarted_at = -RESTART_INTERVAL
         self._private: dict[str, Any] = {}
         """kid -> private key object of the current session (dropped with the session)."""
 
     # --- sessions -------------------------------------------------------------------------
 
     def _open(self) -> Any:
+        """A new logged-in session. After a failure the library is started again (C_Finalize,
+        C_Initialize) before the next try, at most once a second: a module may not see a token
+        come back otherwise (SoftHSM2 does not, once its token directory went away), nor see a
+        token another process is logging in to (SoftHSM2 again): see ``retries.TOKEN_OPEN``."""
+        try:
+            return self._open_session()
+        except CustodyUnavailableError:
+            if time.monotonic() - self._restarted_at < RESTART_INTERVAL:
+                raise
+        for failures in range(1, TOKEN_OPEN.attempts):
+            self._restarted_at = time.monotonic()
+            with contextlib.suppress(self._pkcs11.exceptions.PKCS11Error):
+                self._pkcs11.lib(str(self._module)).reinitialize()
+            try:
+                return self._open_session()
+            except CustodyUnavailableError:
+                if failures + 1 >= TOKEN_OPEN.attempts:
+                    raise
+                time.sleep(TOKEN_OPEN.delay(failures).total_seconds())
+        raise AssertionError("unreachable")
+
+    def _open_session(self) -> Any:
         pkcs11 = self._pkcs11
         try:
             library = pkcs11.lib(str(self._module))
@@ -136,6 +163,20 @@ class Pkcs11Custody:
                             f"({type(error).__name__})",
                             "keyrotd retries; check the token",
                         ) from error
+                except pkcs11.exceptions.FunctionFailed as error:
+                    # CKR_FUNCTION_FAILED: "could not be performed", e.g. SoftHSM2 meeting an
+                    # object file another process holds: try again later.
+                    raise CustodyUnavailableError(
+                        f"pkcs11 custody: {what} failed in token {self._token_label!r} "
+                        "(FunctionFailed)",
+                        "try again; check the token if it persists",
+                    ) from error
+                except pkcs11.exceptions.PKCS11Error as error:
+                    raise CustodyError(
+                        f"pkcs11 custody: {what} failed in token {self._token_label!r} "
+                        f"({type(error).__name__})",
+                        "check the token and its module (pkcs11-tool -L)",
+                    ) from error
         raise AssertionError("unreachable")
 
     # --- the custody --------------------------------------------------------------------
@@ -184,7 +225,17 @@ class Pkcs11Custody:
                     f"pkcs11 custody: token {self._token_label!r} cannot make {alg} keys",
                     "use an algorithm the token supports, or storage custody",
                 ) from error
-            jwk = _public_jwk(public, alg)
+            try:
+                jwk = _public_jwk(public, alg)
+            except ValueError as error:  # an attribute read back empty (a token under load)
+                for half in (public, private):
+                    with contextlib.suppress(self._pkcs11.exceptions.PKCS11Error):
+                        half.destroy()  # else an orphan the sweep destroys
+                raise CustodyUnavailableError(
+                    f"pkcs11 custody: token {self._token_label!r} answered an unreadable "
+                    f"public key for a new {alg} key",
+                    "try again; check the token if it persists",
+                ) from error
             kid = thumbprint(jwk)
             # The kid is known only now: the objects take it as their CKA_ID. A crash before this
             # leaves objects with a random id that no document names: orphans a sweep destroys.
@@ -193,7 +244,14 @@ class Pkcs11Custody:
             self._private[kid] = private
             return kid, jwk
 
-        kid, jwk = self._run("creating a key", generate)
+        for failures in range(1, TOKEN_OPEN.attempts + 1):
+            try:
+                kid, jwk = self._run("creating a key", generate)
+                break
+            except CustodyUnavailableError:  # a new key: nothing refers to it, make it again
+                if failures == TOKEN_OPEN.attempts:
+                    raise
+                time.sleep(TOKEN_OPEN.delay(failures).total_seconds())
         return CustodyKey(
             kid=kid,
             alg=alg,
@@ -265,23 +323,28 @@ class Pkcs11Custody:
         prefix = f"{LABEL_PREFIX}{keyset}/"
 
         def list_in(session: Any) -> list[CustodyKey]:
-            keys = []
-            for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
-                label = str(obj[Attribute.LABEL])
-                created = label[len(prefix) :]
-                if not label.startswith(prefix) or not created.isdigit():
-                    continue
-                kid = bytes(obj[Attribute.ID]).decode("ascii", "replace")
-                keys.append(
-                    CustodyKey(
-                        kid=kid,
-                        alg="",
-                        public_jwk={},
-                        handle=kid,
-                        created_at=datetime.fromtimestamp(int(created), UTC),
+            # Public halves too: a writer killed inside the key generation (the public object
+            # stored, the private not yet) or inside a destruction leaves a public half alone,
+            # which the sweep must find to destroy.
+            keys: dict[str, CustodyKey] = {}
+            for kind in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                for obj in session.get_objects({Attribute.CLASS: kind}):
+                    label = str(obj[Attribute.LABEL])
+                    created = label[len(prefix) :]
+                    if not label.startswith(prefix) or not created.isdigit():
+                        continue
+                    kid = bytes(obj[Attribute.ID]).decode("ascii", "replace")
+                    keys.setdefault(
+                        kid,
+                        CustodyKey(
+                            kid=kid,
+                            alg="",
+                            public_jwk={},
+                            handle=kid,
+                            created_at=datetime.fromtimestamp(int(created), UTC),
+                        ),
                     )
-                )
-            return keys
+            return list(keys.values())
 
         return self._run("listing keys", list_in)
 

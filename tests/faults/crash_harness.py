@@ -7,6 +7,7 @@ rotations). See ``crash_worker.py`` for the child side and its line protocol.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -117,6 +118,12 @@ class CrashRun:
     """Simulated seconds per real second: a 60 s rotation period lasts 120 ms."""
     pause: float = 0.002
     seed: int = 0
+    worker: Path = WORKER
+    """The child's script (``crash_worker.py``, or a variant that writes through a custody)."""
+    extra: dict[str, object] = field(default_factory=dict)
+    """More of the child's configuration, for such a variant."""
+    ready_line: str | None = None
+    """A line the child prints once set up: the random delay before the kill starts there."""
     history: History = field(init=False)
     figures: CrashFigures = field(default_factory=CrashFigures)
 
@@ -136,10 +143,11 @@ class CrashRun:
             "epoch": self.epoch,
             "speed": self.speed,
             "pause": self.pause,
+            **self.extra,
         }
         self.stderr = (self.directory / "worker.stderr").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), json.dumps(config)],
+            [sys.executable, str(self.worker), json.dumps(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -194,11 +202,19 @@ class CrashRun:
         self.process.stdin.flush()
         lines, child = self.reader.until("child ")
         pid = int(child.split()[1])
+        if self.ready_line is not None:
+            early, ready = self.reader.until(self.ready_line)
+            lines += [*early, ready]
         if point is None:
             lines += self.reader.lines_until(time.monotonic() + self.rng.uniform(0, max_delay))
-            os.kill(pid, signal.SIGKILL)
-        rest, dead = self.reader.until(f"dead {pid} ")
-        lines += rest
+            with contextlib.suppress(ProcessLookupError):  # it died by itself: said below
+                os.kill(pid, signal.SIGKILL)
+        ended = [line for line in lines if line.startswith(f"dead {pid} ")]
+        if ended:  # it died by itself before the kill
+            dead = ended[0]
+        else:
+            rest, dead = self.reader.until(f"dead {pid} ")
+            lines += rest
         status = int(dead.split()[2])
         if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
             errors = [line for line in lines if line.startswith("E ")]
