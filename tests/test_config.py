@@ -1,4 +1,4 @@
-"""Configuration (CONTRACT section 2): lookup, environment overrides, validation, policy, errors."""
+"""Configuration (README.md): lookup, environment overrides, validation, policy, errors."""
 
 from __future__ import annotations
 

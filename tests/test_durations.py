@@ -1,4 +1,4 @@
-"""The duration grammar of CONTRACT section 2, its short form, and the ``Duration`` type."""
+"""The duration grammar of README.md, Configuration, its short form, and the ``Duration`` type."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ The store is built at test time by the manager on a manual clock, from Ed25519 k
 fixed 32-byte seeds (test constants, not secrets: only the seeds and the public outputs are
 committed). The commands then run in-process at a fixed ``now``; their stdout, with the store's
 directory written as ``<dir>``, must equal the files under ``tests/golden/``, recorded from the
-code before the restructure of issue 10. ``RECORD_GOLDEN_OUTPUT=1`` rewrites them (only when
+code before a restructure. ``RECORD_GOLDEN_OUTPUT=1`` rewrites them (only when
 the output is meant to change).
 """
 

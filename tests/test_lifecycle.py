@@ -1,4 +1,4 @@
-"""The planner against the guarantees of CONTRACT section 3 (G1-G5), by example and by property."""
+"""The planner against the guarantees of docs/guarantees.md (G1-G5), by example and by property."""
 
 from __future__ import annotations
 
@@ -320,7 +320,7 @@ def check_document(keyset: Keyset) -> None:
         assert not PRIVATE_MEMBERS & set(jwk)
         assert jwk["kid"] not in gone
         assert jwk["use"] == "sig" and jwk["alg"]
-    # Private key kept by pending and active keys only (CONTRACT section 3 table).
+    # Private key kept by pending and active keys only (docs/guarantees.md table).
     for key in (*keyset.keys, *keyset.history):
         holds = key.state in {KeyState.PENDING, KeyState.ACTIVE}
         assert (key.private_jwk is not None) == holds, key

@@ -1,4 +1,4 @@
-"""The policy check (CONTRACT sections 2 and 3): settings that cannot keep the guarantees."""
+"""The policy check (docs/guarantees.md): settings that cannot keep the guarantees."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_policy_errors_name_the_settings(in_tmp: Path, body: str, message: str) 
 def test_publish_ahead_must_exceed_the_verifier_cache(
     in_tmp: Path, publish_ahead: str, verifier_cache: str, accepted: bool
 ) -> None:
-    """node jose keeps a JWKS up to 30 s past an unknown kid whatever max-age says (issue 9)."""
+    """node jose keeps a JWKS up to 30 s past an unknown kid whatever max-age says."""
     write(
         in_tmp,
         '[server]\nrefresh_interval = "1s"\njwks_max_age = "1s"\n[[keysets]]\n'

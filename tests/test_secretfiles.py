@@ -1,4 +1,4 @@
-"""The files that guard secrets (CONTRACT section 2): the one rule and its exact refusals."""
+"""The files that guard secrets (README.md, Configuration): the one rule and its exact refusals."""
 
 from __future__ import annotations
 

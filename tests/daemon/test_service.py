@@ -171,7 +171,7 @@ def wait_readyz(daemon: Daemon, status: int, body: dict[str, object]) -> None:
 
 
 def test_storage_failure_keeps_the_jwks_served_and_readyz_200_degraded(daemon: Daemon) -> None:
-    """A storage outage must not pull every replica out of a load balancer (CONTRACT 5): the
+    """A storage outage must not pull every replica out of a load balancer (docs/http.md): the
     JWKS is still served, so /readyz stays 200 and names the degraded keyset, never a file."""
     served = daemon.get("/.well-known/jwks.json")
     document = daemon.data / "main.json"

@@ -1,4 +1,4 @@
-"""The recommended deployment end to end (CONTRACT sections 6 and 8): the public listener on
+"""The recommended deployment end to end (docs/threat-model.md): the public listener on
 HTTPS, the admin endpoints on a unix socket or an HTTPS port of their own, one scoped client per
 issuer made with ``keyrotd client add``, and the Python issuer signing with it — its tokens
 verified by PyJWT against the JWKS fetched over HTTPS with the test's CA.

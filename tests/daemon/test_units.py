@@ -100,7 +100,7 @@ def test_the_served_view_holds_what_fell_due_within_a_forward_clock_jump() -> No
 
 
 def test_the_board_calls_its_change_hook_outside_its_lock() -> None:
-    """STYLE 13: the hook (sd_notify) runs after the lock the HTTP path needs is released."""
+    """the hook (sd_notify) runs after the lock the HTTP path needs is released."""
     held: list[bool] = []
     board = Board(on_change=lambda *_: held.append(board._lock.locked()))
     board.arrange(("k",))

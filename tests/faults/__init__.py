@@ -1,1 +1,1 @@
-"""Fault injection: crashes, races, clock jumps, outages, bad input and secrets (issue 6)."""
+"""Fault injection: crashes, races, clock jumps, outages, bad input and secrets."""

@@ -1,4 +1,4 @@
-"""Bad input (issue 6.5): generated configuration files and environments through the real CLI
+"""Bad input: generated configuration files and environments through the real CLI
 entry point, and odd HTTP requests against a real daemon.
 
 Configuration: whole documents built from every setting with good, nearly good and bad values
@@ -661,7 +661,7 @@ def test_check_config_names_the_environment_overrides(
     capsys: pytest.CaptureFixture[str],
     with_file: bool,
 ) -> None:
-    """It said "built-in defaults" when only KEYROTD_* variables were in play (issue 9)."""
+    """It said "built-in defaults" when only KEYROTD_* variables were in play."""
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "elsewhere.toml"
     config.write_text('[logging]\nformat = "text"\n')

@@ -1,4 +1,4 @@
-"""Crashes (issue 6.1): writers SIGKILLed at random moments and at each point of the write path.
+"""Crashes: writers SIGKILLed at random moments and at each point of the write path.
 
 After every kill the store must load, hold exactly one active key, and still hold every key that
 was published and has not expired; every activation must follow its publication by

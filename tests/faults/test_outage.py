@@ -1,4 +1,4 @@
-"""Outages (issue 6.4): storage unreachable, then slow, for longer than a rotation period, under a
+"""Outages: storage unreachable, then slow, for longer than a rotation period, under a
 real ``keyrotd run`` subprocess reached over real HTTP.
 
 File backend: the daemon runs as ``nobody`` and the test (root) makes its storage directory

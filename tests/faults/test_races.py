@@ -1,4 +1,4 @@
-"""Races (issue 6.2): two daemons, CLI processes and direct API writers on one keyset, file and
+"""Races: two daemons, CLI processes and direct API writers on one keyset, file and
 AWS. The daemons tick by themselves (scheduled transitions, 1 s refresh) and take rotations
 through their admin endpoints; their transitions are read back from their JSON logs.
 

@@ -1,4 +1,4 @@
-"""Secrets (issue 6.6), without the daemon: for every algorithm, no private member in any CLI
+"""Secrets, without the daemon: for every algorithm, no private member in any CLI
 output, JWKS, log line, error message or ``status``; files 0600 and directories 0700; every
 flipped byte of a stored document detected.
 
@@ -67,7 +67,9 @@ class Operator:
         self.key = os.urandom(32)
         key_file = tmp_path / "storage.key"
         key_file.write_text(base64.b64encode(self.key).decode())
-        key_file.chmod(0o600)  # the file rule of CONTRACT 2 refuses a world-readable key
+        key_file.chmod(
+            0o600
+        )  # the file rule of README.md, Configuration refuses a world-readable key
         self.config = tmp_path / "keyrotd.toml"
         self.config.write_text(CONFIG.format(store=self.store, key_file=key_file, fmt=fmt, alg=alg))
         self.capsys = capsys

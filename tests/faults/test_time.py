@@ -1,4 +1,4 @@
-"""Time (issue 6.3): the wall clock jumps forward past a rotation period and back by an hour.
+"""Time: the wall clock jumps forward past a rotation period and back by an hour.
 
 What "early" and "unpublished" mean here. keyrotd records every lifecycle time in the document
 in *wall-clock* time and the planner compares wall-clock times: a key activates when

@@ -1,4 +1,4 @@
-"""Propagation-gated activation across three replicas on AWS storage (CONTRACT section 9).
+"""Propagation-gated activation across three replicas on AWS storage (docs/propagation.md).
 
 Three ``keyrotd run`` replicas share one keyset on moto's Secrets Manager; each observes the
 three replicas' public JWKS URLs and one nginx (honouring keyrotd's Cache-Control) in front of

@@ -1,4 +1,4 @@
-"""Three replicas, one AWS endpoint (issue 4): real ``keyrotd run`` subprocesses on moto's server
+"""Three replicas, one AWS endpoint: real ``keyrotd run`` subprocesses on moto's server
 (127.0.0.1, a port of its own), reached over real HTTP; the tests read the secrets with boto3.
 
 One moto server and one set of three replicas serve the whole module (starting them costs

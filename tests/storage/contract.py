@@ -1,4 +1,4 @@
-"""The contract every storage backend passes (CONTRACT section 7, guarantee G6).
+"""The contract every storage backend passes (docs/storage.md, guarantee G6).
 
 A backend's test module subclasses :class:`StorageContract` and provides the fixture
 ``storage_factory``: a *picklable* zero-argument callable returning a new Storage on one fresh

@@ -511,7 +511,7 @@ def test_file_storage_is_a_storage(tmp_path: Path) -> None:
     assert storage.max_document_size == 1024 * 1024
 
 
-# Ownership: a CLI run by root writes files the daemon's user can still use (CONTRACT 4)
+# Ownership: a CLI run by root writes files the daemon's user can still use (docs/cli.md)
 
 NOBODY = 65534
 AS_NOBODY = """
@@ -553,7 +553,7 @@ def owners(directory: Path) -> dict[str, tuple[int, int, str]]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a root CLI on a store owned by nobody")
 def test_a_cli_run_by_root_keeps_the_store_owned_by_its_owner() -> None:
-    """``rotate --now`` as root left root-owned files: the daemon (nobody) went 503 (issue 9)."""
+    """``rotate --now`` as root left root-owned files: the daemon (nobody) went 503."""
     base = Path(tempfile.mkdtemp(prefix="keyrotd-owner-"))
     try:
         base.chmod(0o755)
