@@ -42,6 +42,7 @@ RECIPE = (
     "python3 -m venv /opt/keyrotd && /opt/keyrotd/bin/pip install --require-hashes"
     " -r keyrotd/requirements/deploy.txt && /opt/keyrotd/bin/pip install --no-deps ./keyrotd",
     "install -m 0644 keyrotd/config/keyrotd.service /etc/systemd/system/keyrotd.service",
+    "install -D -m 0644 keyrotd/README.md /usr/share/doc/keyrotd/README.md",
     "install -d -m 0750 -g keyrotd /etc/keyrotd",
     """printf '[storage]\\npath = "/var/lib/keyrotd"\\n' > /etc/keyrotd/keyrotd.toml""",
     "systemctl daemon-reload && systemctl enable --now keyrotd",
