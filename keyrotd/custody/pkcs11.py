@@ -329,11 +329,16 @@ class Pkcs11Custody:
             keys: dict[str, CustodyKey] = {}
             for kind in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
                 for obj in session.get_objects({Attribute.CLASS: kind}):
-                    label = str(obj[Attribute.LABEL])
+                    try:
+                        label = str(obj[Attribute.LABEL])
+                        kid = bytes(obj[Attribute.ID]).decode("ascii", "replace")
+                    except self._pkcs11.exceptions.PKCS11Error:
+                        # an object whose attributes cannot be read (a writer killed while the
+                        # token wrote it): not one keyrotd can tell is its own, so never touched
+                        continue
                     created = label[len(prefix) :]
                     if not label.startswith(prefix) or not created.isdigit():
                         continue
-                    kid = bytes(obj[Attribute.ID]).decode("ascii", "replace")
                     keys.setdefault(
                         kid,
                         CustodyKey(

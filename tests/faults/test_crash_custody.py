@@ -71,16 +71,23 @@ class CustodyCrashRun(CrashRun):
 
     def labelled_objects(self) -> dict[str, set[str]]:
         """Every object (either half) keyrotd labelled for the keyset: id -> object classes."""
-        from pkcs11 import Attribute
+        import pkcs11
+        from pkcs11 import Attribute, ObjectClass
 
         found: dict[str, set[str]] = {}
 
         def scan(session: Any) -> None:
-            for obj in session.get_objects():
-                label = str(obj[Attribute.LABEL])
-                if label.startswith(f"{LABEL_PREFIX}default/"):
-                    kid = bytes(obj[Attribute.ID]).decode("ascii", "replace")
-                    found.setdefault(kid, set()).add(str(obj[Attribute.CLASS]))
+            # objects with key material, either half (a writer killed mid-generation may leave a
+            # public half alone); one whose attributes cannot be read is labelled by nobody
+            for kind in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY, ObjectClass.SECRET_KEY):
+                for obj in session.get_objects({Attribute.CLASS: kind}):
+                    try:
+                        label = str(obj[Attribute.LABEL])
+                        kid = bytes(obj[Attribute.ID]).decode("ascii", "replace")
+                    except pkcs11.exceptions.PKCS11Error:
+                        continue
+                    if label.startswith(f"{LABEL_PREFIX}default/"):
+                        found.setdefault(kid, set()).add(str(kind))
 
         self.custody()._run("scanning", scan)
         return found
