@@ -27,7 +27,7 @@ from daemon_tools import percentile
 
 from keyrotd.keys import NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import next_transition
+from keyrotd.lifecycle.due import next_transition
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
 

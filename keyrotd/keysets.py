@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Final
 from keyrotd.custody.interface import ORPHAN_GRACE
 from keyrotd.errors import ConflictError, KeyrotdError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle import TICK, Command, Postpone, Republish, Transition, plan, view
+from keyrotd.lifecycle.commands import TICK, Command, Postpone, Republish, Transition
+from keyrotd.lifecycle.planner import plan, view
 from keyrotd.model import Keyset, Policy, from_json, to_json
 from keyrotd.outcomes import Loaded, Outcome, SyncFailed, log_transition
 from keyrotd.retries import COMPARE_AND_SWAP, Retry

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from keyrotd.lifecycle import FIRST_KEY, Transition
+from keyrotd.lifecycle.commands import FIRST_KEY, Transition
 from keyrotd.model import Keyset
 from keyrotd.times import rfc3339
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from keyrotd.config import KeysetSettings
 from keyrotd.durations import format_duration
 from keyrotd.inspection.verdict import lifecycle_report
-from keyrotd.lifecycle import next_transition
+from keyrotd.lifecycle.due import next_transition
 from keyrotd.model import Key, Keyset
 from keyrotd.propagation import held_report, progress_report
 from keyrotd.times import rfc3339

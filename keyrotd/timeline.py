@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from keyrotd.lifecycle import next_transition
+from keyrotd.lifecycle.due import next_transition
 from keyrotd.model import Key, Keyset, KeyState, Policy
 from keyrotd.propagation import summary
 from keyrotd.times import rfc3339

@@ -30,7 +30,8 @@ from keyrotd.cli.handover import handover_notices
 from keyrotd.config import load_settings
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import Revoke, Rotate, plan
+from keyrotd.lifecycle.commands import Revoke, Rotate
+from keyrotd.lifecycle.planner import plan
 from keyrotd.model import ALGORITHMS, Keyset, Policy
 from keyrotd.storage import open_storage
 from tests.support.clock import ManualClock

@@ -220,7 +220,7 @@ def test_keeps_signing_with_the_held_keys_while_storage_is_unreachable(
 def test_refresh_picks_up_an_emergency_rotation(
     manager: KeysetManager, issuer: Issuer, clock: ManualClock
 ) -> None:
-    from keyrotd.lifecycle import Rotate
+    from keyrotd.lifecycle.commands import Rotate
 
     before = issuer.signing_key()["kid"]
     clock.advance(timedelta(seconds=1))

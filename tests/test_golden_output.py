@@ -28,7 +28,7 @@ from keyrotd.cli import main
 from keyrotd.config import load_settings
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey, thumbprint
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import Revoke
+from keyrotd.lifecycle.commands import Revoke
 from keyrotd.model import Jwk
 from keyrotd.storage import open_storage
 from keyrotd.tokens import import_key, sign_compact

@@ -32,7 +32,7 @@ from keyrotd.config import load_settings
 from keyrotd.inspection import CAUSES, KeySource, inspect_token
 from keyrotd.keys import generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import Revoke
+from keyrotd.lifecycle.commands import Revoke
 from keyrotd.model import Jwk
 from keyrotd.storage import open_storage
 from keyrotd.tokens import b64url_encode, import_key, json_part, sign_compact
@@ -421,7 +421,7 @@ def test_clock_skew_boundaries() -> None:
 
 
 def test_a_retired_key_still_verifies_and_a_late_signature_is_flagged() -> None:
-    from keyrotd.lifecycle import plan
+    from keyrotd.lifecycle.planner import plan
     from keyrotd.model import Keyset, Policy
 
     policy = Policy(DAY, 12 * HOUR, HOUR, timedelta(minutes=5))

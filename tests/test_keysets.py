@@ -20,7 +20,7 @@ import pytest
 from keyrotd.errors import ConflictError, StorageError
 from keyrotd.keys import NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import plan
+from keyrotd.lifecycle.planner import plan
 from keyrotd.model import Keyset, Policy, from_json, to_json
 from keyrotd.retries import COMPARE_AND_SWAP
 from keyrotd.storage.file import FileStorage

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, RefusedError
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey
-from keyrotd.lifecycle import (
+from keyrotd.lifecycle.commands import (
     TICK,
     Command,
     Import,
@@ -23,10 +23,9 @@ from keyrotd.lifecycle import (
     Revoke,
     Rotate,
     Transition,
-    next_transition,
-    plan,
-    view,
 )
+from keyrotd.lifecycle.due import next_transition
+from keyrotd.lifecycle.planner import plan, view
 from keyrotd.model import HISTORY_LIMIT, Keyset, KeyState, Policy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

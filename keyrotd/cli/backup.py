@@ -19,7 +19,7 @@ from keyrotd.cli.commands import print_transitions
 from keyrotd.config import Settings
 from keyrotd.errors import CorruptDocumentError, KeyrotdError, RollbackError
 from keyrotd.keysets import KeysetManager, KeysetSpec, Loaded
-from keyrotd.lifecycle import Restore
+from keyrotd.lifecycle.commands import Restore
 from keyrotd.model import Keyset, from_json
 from keyrotd.restoring import open_backup, readoptable, seal_backup
 from keyrotd.retries import Retry

@@ -26,7 +26,7 @@ from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
-from keyrotd.lifecycle import Revoke, Rotate, Transition
+from keyrotd.lifecycle.commands import Revoke, Rotate, Transition
 from keyrotd.model import Keyset, from_json
 from keyrotd.rotating import successor_note
 from keyrotd.status import keyset_status
@@ -239,7 +239,7 @@ def cmd_status(settings: Settings, storage: Storage, args: argparse.Namespace, c
 
 def status_view(ks: KeysetSettings, storage: Storage, now: datetime) -> tuple[Keyset, str]:
     """The keyset as readers see it at ``now``, and where it is stored."""
-    from keyrotd.lifecycle import view
+    from keyrotd.lifecycle.planner import view
 
     loaded = KeysetManager(storage, KeysetSpec.from_settings(ks)).load()
     return view(loaded.keyset, ks.policy, now), loaded.location
@@ -249,7 +249,7 @@ def status_report(
     ks: KeysetSettings, storage: Storage, now: datetime, settings: Settings | None = None
 ) -> dict[str, object]:
     """The keyset's entry of ``status --json`` (built by ``keyrotd.status``, as the daemon's)."""
-    from keyrotd.lifecycle import view
+    from keyrotd.lifecycle.planner import view
 
     loaded = KeysetManager(storage, KeysetSpec.from_settings(ks)).load()
     keyset = view(loaded.keyset, ks.policy, now)

@@ -13,7 +13,7 @@ from keyrotd.durations import parse_duration
 from keyrotd.errors import KeyrotdError, UsageError
 from keyrotd.importing import read_key_file
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import Import
+from keyrotd.lifecycle.commands import Import
 from keyrotd.model import utc
 from keyrotd.storage import Storage
 from keyrotd.times import Clock, rfc3339

@@ -24,7 +24,7 @@ from keyrotd.durations import InvalidValueError, parse_duration
 from keyrotd.errors import KeyrotdError, UsageError
 from keyrotd.inspection import DEFAULT_SKEW, MAX_TOKEN, KeySource, inspect_token, render
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import view
+from keyrotd.lifecycle.planner import view
 
 if TYPE_CHECKING:
     from datetime import datetime

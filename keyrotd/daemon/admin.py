@@ -57,7 +57,7 @@ from keyrotd.daemon.state import Board
 from keyrotd.daemon.status_page import keyset_entry
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, RefusedError
 from keyrotd.keysets import Outcome
-from keyrotd.lifecycle import Command, Revoke, Rotate
+from keyrotd.lifecycle.commands import Command, Revoke, Rotate
 from keyrotd.rotating import HTTP, RotateTimes, successor_note
 from keyrotd.secretfiles import load_admin_token as load_admin_token  # its home moved there
 from keyrotd.signing import Signed, SigningKey, SignRefused, answer_of, parse_request

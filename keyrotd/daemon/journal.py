@@ -20,8 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final, Literal
 
-from keyrotd.lifecycle import Transition
-from keyrotd.lifecycle_commands import EventName
+from keyrotd.lifecycle.commands import EventName, Transition
 from keyrotd.model import Key, Keyset, KeyState
 from keyrotd.outcomes import log_transition
 

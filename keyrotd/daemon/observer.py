@@ -33,7 +33,7 @@ from prometheus_client.registry import CollectorRegistry
 from keyrotd.daemon.metrics import HeldGauge, public_url
 from keyrotd.daemon.observe_fetch import ObserveError, fetch
 from keyrotd.daemon.state import Board
-from keyrotd.lifecycle import Observed
+from keyrotd.lifecycle.commands import Observed
 from keyrotd.model import Keyset, KeyState
 from keyrotd.propagation import Answer, Poll, confirmation_delay, held
 from keyrotd.times import rfc3339

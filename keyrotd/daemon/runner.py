@@ -39,7 +39,8 @@ from keyrotd.errors import (
 )
 from keyrotd.keys import NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome, SyncFailed
-from keyrotd.lifecycle import Command, next_key_needed_at
+from keyrotd.lifecycle.commands import Command
+from keyrotd.lifecycle.due import next_key_needed_at
 from keyrotd.model import Keyset
 from keyrotd.storage import Storage, Versioned
 from keyrotd.times import Clock, utc_now

@@ -33,7 +33,8 @@ from keyrotd.config import KeysetSettings
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.daemon.responses import compact_json, strong_etag
 from keyrotd.issuing import Signer
-from keyrotd.lifecycle import next_transition, view
+from keyrotd.lifecycle.due import next_transition
+from keyrotd.lifecycle.planner import view
 from keyrotd.model import Keyset, KeyState
 from keyrotd.schedule import schedule_of, signing_key_body
 from keyrotd.times import CLOCK_JUMP, forward_jump

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 from keyrotd.daemon.audit import UNKNOWN, Entry, remote_of, shown
 from keyrotd.daemon.responses import GET, NO_STORE, Response, Scope, header, not_allowed
 from keyrotd.daemon.state import Board, Health, Published
-from keyrotd.lifecycle import next_transition
+from keyrotd.lifecycle.due import next_transition
 from keyrotd.status import keyset_status
 from keyrotd.timeline import (
     PUBLISHED,

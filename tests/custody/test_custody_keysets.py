@@ -19,7 +19,7 @@ from keyrotd.custody import close_all, open_custody
 from keyrotd.errors import ConflictError
 from keyrotd.keys import PRIVATE_MEMBERS
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import Revoke, Rotate
+from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.model import KeyState
 from keyrotd.storage import open_storage
 from keyrotd.storage.interface import Storage, Versioned

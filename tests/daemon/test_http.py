@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 from keyrotd.config import load_settings
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import next_transition, view
+from keyrotd.lifecycle.due import next_transition
+from keyrotd.lifecycle.planner import view
 from keyrotd.storage import open_storage
 from tests.support.daemon import Daemon
 

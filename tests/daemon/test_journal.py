@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from keyrotd.daemon.journal import REPEAT, Failures, Journal
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK, Command, Revoke, Rotate
+from keyrotd.lifecycle.commands import TICK, Command, Revoke, Rotate
 from keyrotd.model import Keyset, KeyState, Policy, from_json
 from keyrotd.storage.file import FileStorage
 from tests.support.clock import ManualClock

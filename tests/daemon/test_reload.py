@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from keyrotd.lifecycle import view
+from keyrotd.lifecycle.planner import view
 from keyrotd.model import KeyState, Policy
 from tests.support.daemon import Daemon
 

@@ -21,7 +21,7 @@ from keyrotd.daemon.state import Board, Published
 from keyrotd.daemon.systemd import Notifier
 from keyrotd.errors import ConfigError
 from keyrotd.keys import generate_key
-from keyrotd.lifecycle import plan
+from keyrotd.lifecycle.planner import plan
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 SETTINGS = KeysetSettings(

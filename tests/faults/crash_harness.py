@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import Transition
+from keyrotd.lifecycle.commands import Transition
 from keyrotd.model import Keyset, KeyState, Policy, from_json
 from keyrotd.storage.file import FileStorage
 from tests.support.clock import T0

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK, Command, Rotate
+from keyrotd.lifecycle.commands import TICK, Command, Rotate
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keyrotd.keys import PRIVATE_MEMBERS
-from keyrotd.lifecycle import Transition, view
+from keyrotd.lifecycle.commands import Transition
+from keyrotd.lifecycle.planner import view
 from keyrotd.model import Key, Keyset, KeyState, Policy
 
 SECOND = timedelta(seconds=1)

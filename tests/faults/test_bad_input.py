@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from keyrotd.cli import main
 from keyrotd.keys import NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import Rotate
+from keyrotd.lifecycle.commands import Rotate
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
 from tests.support.config import toml_value

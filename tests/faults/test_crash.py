@@ -14,7 +14,7 @@ import pytest
 
 from keyrotd.cli import main
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK
+from keyrotd.lifecycle.commands import TICK
 
 from .crash_harness import POLICY, CrashRun
 from .crash_worker import SELF_KILL_POINTS

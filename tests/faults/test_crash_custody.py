@@ -18,7 +18,7 @@ import pytest
 
 from keyrotd.custody.pkcs11 import LABEL_PREFIX, Pkcs11Custody
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK
+from keyrotd.lifecycle.commands import TICK
 from keyrotd.model import Keyset
 from tests.support.softhsm import SoftHsm
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK
+from keyrotd.lifecycle.commands import TICK
 from keyrotd.model import Policy
 from keyrotd.storage import Storage, Versioned
 from keyrotd.storage.file import FileStorage

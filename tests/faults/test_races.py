@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK, Command, Rotate, Transition
+from keyrotd.lifecycle.commands import TICK, Command, Rotate, Transition
 from keyrotd.model import Keyset, Policy, from_json
 from keyrotd.storage import Storage
 from keyrotd.storage.file import FileStorage

@@ -27,7 +27,7 @@ from keyrotd import logs
 from keyrotd.cli import main
 from keyrotd.errors import CorruptDocumentError, KeyrotdError
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK, Revoke, Rotate
+from keyrotd.lifecycle.commands import TICK, Revoke, Rotate
 from keyrotd.model import ALGORITHMS, Keyset, from_json, to_json
 from keyrotd.storage.file import FileStorage
 from keyrotd.storage.sealing import seal

@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK, Command, Rotate
+from keyrotd.lifecycle.commands import TICK, Command, Rotate
 from keyrotd.model import Keyset, KeyState, Policy, from_json
 from keyrotd.storage.file import FileStorage
 from keyrotd.times import CLOCK_JUMP

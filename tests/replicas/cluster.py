@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from keyrotd.errors import StorageError
-from keyrotd.lifecycle import Transition
+from keyrotd.lifecycle.commands import Transition
 from keyrotd.model import Keyset, Policy, from_json
 from keyrotd.storage.aws import AwsStorage
 from keyrotd.times import utc_now

@@ -46,7 +46,8 @@ import pytest
 
 from keyrotd.config import load_settings
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK, view
+from keyrotd.lifecycle.commands import TICK
+from keyrotd.lifecycle.planner import view
 from keyrotd.model import Key, KeyState, Policy, from_json
 from keyrotd.storage.aws import AwsStorage, RetryPolicy
 from keyrotd.times import utc_now

@@ -30,7 +30,7 @@ from keyrotd.errors import (
     TemporaryStorageError,
 )
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK, Rotate
+from keyrotd.lifecycle.commands import TICK, Rotate
 from keyrotd.model import Policy, from_json
 from keyrotd.storage.aws import MAX_DOCUMENT_SIZE, AwsStorage, RetryPolicy
 from keyrotd.storage.aws_swap import STAGING_LABEL

@@ -517,7 +517,7 @@ NOBODY = 65534
 AS_NOBODY = """
 import os, sys
 import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.client_commands, keyrotd.storage.file
-import keyrotd.lifecycle, keyrotd.keys
+import keyrotd.lifecycle.planner, keyrotd.keys
 import encodings.idna, json
 os.setgroups([])
 os.setgid(65534)

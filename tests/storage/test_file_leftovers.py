@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import TICK
+from keyrotd.lifecycle.commands import TICK
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
 

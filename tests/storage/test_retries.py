@@ -21,7 +21,7 @@ from keyrotd.errors import (
     is_temporary,
 )
 from keyrotd.keysets import KeysetManager, KeysetSpec
-from keyrotd.lifecycle import Rotate
+from keyrotd.lifecycle.commands import Rotate
 from keyrotd.model import Policy
 from keyrotd.retries import COMPARE_AND_SWAP, STORAGE, Retry
 from keyrotd.storage import Storage

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from keyrotd.lifecycle import Transition
+from keyrotd.lifecycle.commands import Transition
 
 from .http import Reply, exchange
 from .waiting import wait_for

@@ -1,4 +1,4 @@
-"""The planner's working state: the queries, primitive changes and steps one ``plan`` call runs."""
+"""The rule itself: ``plan``, ``view``, the planner's working state, its steps, its due times."""
 
 from __future__ import annotations
 
@@ -8,7 +8,22 @@ from datetime import datetime, timedelta
 
 from keyrotd.errors import KeyNotFoundError, KeyrotdError
 from keyrotd.keys import NewKey
-from keyrotd.lifecycle_commands import FIRST_KEY, IMPORTED, EventName, Import, Transition
+from keyrotd.lifecycle.commands import (
+    FIRST_KEY,
+    IMPORTED,
+    TICK,
+    Command,
+    EventName,
+    Import,
+    Observed,
+    Plan,
+    Postpone,
+    Republish,
+    Restore,
+    Revoke,
+    Rotate,
+    Transition,
+)
 from keyrotd.model import HISTORY_LIMIT, Key, Keyset, KeyState, Policy
 from keyrotd.propagation import Poll, awaiting, observe
 from keyrotd.revocations import ever_revoked
@@ -232,7 +247,7 @@ class Planner:
         self.activate(successor, self.now, "revoke of the active key")
 
     def import_key(self, imported: Import) -> None:
-        """Adopt a key made elsewhere (``lifecycle_commands.Import``)."""
+        """Adopt a key made elsewhere (``commands.Import``)."""
         kid = imported.kid
         if ever_revoked(kid, self.history, imported.revoked_elsewhere):
             raise KeyrotdError(
@@ -272,3 +287,58 @@ class Planner:
         for successor in self.pending():  # the next rotation counts from the import
             soonest = max(successor.created_at + self.policy.publish_ahead, next_period)
             self._reschedule(successor, lambda at: soonest)  # noqa: B023 (called at once)
+
+
+def plan(
+    keyset: Keyset,
+    policy: Policy,
+    now: datetime,
+    command: Command = TICK,
+    fresh: tuple[NewKey, ...] = (),
+) -> Plan:
+    """The next state of ``keyset`` at ``now`` after ``command``; pure and deterministic."""
+    work = Planner(keyset, policy, now, fresh)
+    try:
+        # Both re-date keys before anything falls due on the old schedule.
+        if isinstance(command, Republish):
+            work.republish(command.kids)
+        elif isinstance(command, Postpone):
+            work.postpone(command.by)
+        work.materialize()
+        if isinstance(command, Import):  # before ensure_active: an imported key may be the first
+            work.import_key(command)
+        work.ensure_active()
+        if isinstance(command, Rotate):
+            work.rotate(command.now, command.settle)
+        elif isinstance(command, Revoke):
+            work.revoke_kid(command.kid)
+        elif isinstance(command, Observed):
+            work.observed(command.poll)
+        elif isinstance(command, Restore):
+            work.restore(command.keys, command.revoked)
+        work.materialize()
+        work.ensure_successor()
+    except OutOfKeys:
+        return Plan(keyset, (), needs_keys=work.used)
+    rewrite = isinstance(command, Restore) and command.rewrite
+    if not work.transitions and work.keys == list(keyset.keys) and not rewrite:
+        return Plan(keyset, (), changed=False)
+    result = Keyset(
+        name=keyset.name,
+        keys=tuple(work.keys),
+        history=tuple(work.history),
+        updated_at=now,
+    )
+    return Plan(result, tuple(work.transitions), changed=True)
+
+
+def view(keyset: Keyset, policy: Policy, now: datetime) -> Keyset:
+    """What readers see at ``now``: the stored document with due activations and expiries applied.
+
+    It creates nothing, so it is safe for the JWKS, ``status`` and issuers between writes.
+    """
+    work = Planner(keyset, policy, now, ())
+    work.materialize()
+    if not work.transitions:
+        return keyset
+    return dataclasses.replace(keyset, keys=tuple(work.keys), history=tuple(work.history))
