@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from keyrotd.errors import ConfigError, KeyrotdError
+from keyrotd.lifecycle.due import expires_after
 from keyrotd.model import Key, Keyset, KeyState, Policy, from_json
 from keyrotd.storage.sealing import EnvelopeError, KeyRequiredError, seal, unseal
 
@@ -80,7 +81,7 @@ def readoptable(
         if key.state is KeyState.RETIRED and key.expires_at is not None:
             retired_at, expires_at = key.retired_at or now, key.expires_at
         else:
-            retired_at, expires_at = now, now + policy.retention
+            retired_at, expires_at = now, expires_after(current, policy, now)
         if expires_at <= now:
             continue
         activated = key.activates_at if key.activates_at and key.activates_at <= now else None

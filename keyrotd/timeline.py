@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from keyrotd.lifecycle.due import next_transition
+from keyrotd.lifecycle.commands import Due
+from keyrotd.lifecycle.due import due_times, expires_after, next_due
 from keyrotd.model import Key, Keyset, KeyState, Policy
 from keyrotd.propagation import summary
 from keyrotd.times import rfc3339
@@ -72,7 +73,8 @@ def render_status(
         lines.append(f"{_INDENT}no keys yet: run `keyrotd rotate` or start `keyrotd run`")
         return "\n".join(lines) + "\n"
     spans = {key.kid: key_spans(key, keyset, policy) for key in keyset.keys}
-    upcoming = next_transition(keyset, policy)
+    due = next_due(keyset, policy)
+    upcoming = None if due is None else due.at
     start, end = axis(spans.values(), now, upcoming)
     bar = max(_MIN_BAR, width - len(_row_prefix(keyset.keys[0])) - 1)
     lines += _axis_header(start, end, now, bar)
@@ -83,11 +85,10 @@ def render_status(
     if keyset.history:
         count = len(keyset.history)
         lines.append(f"{_INDENT}history: {count} keys out of the JWKS (kid and times in --json)")
-    if upcoming is not None:
+    if due is not None:
         lines.append(
-            f"{_INDENT}next transition: {rfc3339(upcoming, 'seconds')} "
-            f"(in {human_duration(upcoming - now)}): "
-            f"{what_happens(keyset, upcoming)}"
+            f"{_INDENT}next transition: {rfc3339(due.at, 'seconds')} "
+            f"(in {human_duration(due.at - now)}): {what_happens(due)}"
         )
     return "\n".join(lines) + "\n"
 
@@ -101,13 +102,13 @@ def key_spans(key: Key, keyset: Keyset, policy: Policy) -> tuple[Span, ...]:
         return (Span(key.created_at, activates, PUBLISHED), Span(activates, None, SIGNING))
     retires = key.retired_at
     if retires is None:
-        # the earliest scheduled successor (not ``Keyset.successor``, which skips keys whose
-        # private half is not at hand: a picture of the schedule must show them too)
-        successors = [k.activates_at for k in keyset.pending if k.activates_at is not None]
-        retires = min(successors, default=None)
+        # when the planner retires it: at the earliest scheduled activation (of any successor,
+        # even one whose private half is not at hand: a picture of the schedule shows them too)
+        retiring = (d.at for d in due_times(keyset, policy) if d.event == "key.retired")
+        retires = next(retiring, None)
     expires = key.expires_at
     if expires is None and retires is not None:
-        expires = retires + policy.retention
+        expires = expires_after(keyset, policy, retires)
     spans = [Span(key.created_at, activates, PUBLISHED), Span(activates, retires, SIGNING)]
     if retires is not None:
         spans.append(Span(retires, expires, RETIRED))
@@ -185,13 +186,11 @@ def key_line(key: Key) -> str:
     return f"{key.state.value:<{_STATE_WIDTH}} {key.kid}  {key.alg}  {when}".rstrip()
 
 
-def what_happens(keyset: Keyset, at: datetime) -> str:
-    for key in keyset.keys:
-        if key.state is KeyState.PENDING and key.activates_at == at:
-            return f"{key.kid[:_KID_WIDTH]} starts signing"
-        if key.state is KeyState.RETIRED and key.expires_at == at:
-            return f"{key.kid[:_KID_WIDTH]} leaves the JWKS"
-    return "a successor is published"
+def what_happens(due: Due) -> str:
+    """What the planner says happens at a due time, in the words of ``status``."""
+    if due.kid is None:
+        return due.reason
+    return f"{due.kid[:_KID_WIDTH]} {due.reason}"
 
 
 def short_stamp(moment: datetime) -> str:

@@ -1,13 +1,14 @@
 """APScheduler 3 drives every transition at its exact time.
 
-Per keyset there is one date-trigger job, ``transition:<name>``, at ``lifecycle.next_transition``
-of what was last read or written, delayed by this replica's :func:`replica_offset`; it is
-replaced after every sync. The first load of every keyset (and the syncs after a clock jump)
-run in a pool of their own, not as a job each. A ``refresh`` interval job reads every keyset
-each ``refresh_interval`` in one ``Storage.read_many`` (a ``stat`` per file; 20 secrets per AWS
-request) and starts a ``refresh:<name>`` job only for the keysets that changed (other replicas,
-the CLI), failed last time or are overdue. ``spare:<name>`` prepares the next RSA key
-shortly before it is needed (see ``runner``).
+Per keyset there is one date-trigger job, ``transition:<name>``, at the next due time the
+planner reports (``lifecycle.due.next_transition``) of what was last read or written, delayed by
+this replica's :func:`replica_offset`; it is replaced after every sync. The first load of every
+keyset (and the syncs after a clock jump) run in a pool of their own, not as a job each. A
+``refresh`` interval job reads every keyset each ``refresh_interval`` in one
+``Storage.read_many`` (a ``stat`` per file; 20 secrets per AWS request) and starts a
+``refresh:<name>`` job only for the keysets that changed (other replicas, the CLI), failed last
+time or are overdue. ``spare:<name>`` prepares the next RSA key shortly before it is needed (see
+``runner``).
 
 APScheduler 3 drops a job that runs later than ``misfire_grace_time`` (one second by default)
 after its time, silently: a busy machine would skip a rotation. Every job here has
@@ -151,6 +152,10 @@ class Rotator:
             self._stopping = True
         self._loading.shutdown(wait=True, cancel_futures=True)  # the syncs not started: dropped
         self._scheduler.shutdown(wait=True)
+
+    def wakes_at(self, name: str) -> datetime | None:
+        """When the keyset's next transition job runs (None: none is scheduled)."""
+        return self._due.get(name)
 
     @property
     def alive(self) -> bool:

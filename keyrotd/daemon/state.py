@@ -6,7 +6,7 @@ seconds):
 
 - ``recompute_at``: the next activation or expiry that ``view`` applies by itself. Once the
   clock passes it the body is recomputed, even before the scheduler's write lands;
-- ``changes_at``: ``lifecycle.next_transition`` of the view, i.e. the next scheduled change of
+- ``changes_at``: ``lifecycle.due.next_transition`` of the view, i.e. the next scheduled change of
   that JWKS (it also counts a successor becoming due, which only a write can publish). The
   ``Cache-Control`` max-age never reaches past it.
 
@@ -33,9 +33,9 @@ from keyrotd.config import KeysetSettings
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.daemon.responses import compact_json, strong_etag
 from keyrotd.issuing import Signer
-from keyrotd.lifecycle.due import next_transition
+from keyrotd.lifecycle.due import next_transition, next_view_change
 from keyrotd.lifecycle.planner import view
-from keyrotd.model import Keyset, KeyState
+from keyrotd.model import Keyset
 from keyrotd.schedule import schedule_of, signing_key_body
 from keyrotd.times import CLOCK_JUMP, forward_jump
 
@@ -44,16 +44,6 @@ NEVER: Final = math.inf
 
 def _epoch(value: datetime | None) -> float:
     return NEVER if value is None else value.timestamp()
-
-
-def _next_materialized(keyset: Keyset) -> datetime | None:
-    """The next activation or expiry, the changes ``lifecycle.view`` applies without a write."""
-    times = [
-        k.activates_at if k.state is KeyState.PENDING else k.expires_at
-        for k in keyset.keys
-        if k.state in (KeyState.PENDING, KeyState.RETIRED)
-    ]
-    return min((t for t in times if t is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -88,7 +78,7 @@ class Published:
             keyset=seen,
             body=body,
             etag=strong_etag(body),
-            recompute_at=_epoch(_next_materialized(seen)),
+            recompute_at=_epoch(next_view_change(seen, settings.policy)),
             changes_at=_epoch(next_transition(seen, settings.policy)),
             computed_wall=now.timestamp(),
             computed_mono=mono,

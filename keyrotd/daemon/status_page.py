@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 from keyrotd.daemon.audit import UNKNOWN, Entry, remote_of, shown
 from keyrotd.daemon.responses import GET, NO_STORE, Response, Scope, header, not_allowed
 from keyrotd.daemon.state import Board, Health, Published
-from keyrotd.lifecycle.due import next_transition
+from keyrotd.lifecycle.due import next_due, next_transition
 from keyrotd.status import keyset_status
 from keyrotd.timeline import (
     PUBLISHED,
@@ -238,12 +238,12 @@ def _health(health: Health | None) -> str:
 
 def _next(entry: KeysetEntry, now: datetime) -> str:
     keyset, policy = entry.published.keyset, entry.published.settings.policy
-    upcoming = next_transition(keyset, policy)
-    if upcoming is None:
+    due = next_due(keyset, policy)
+    if due is None:
         return "none scheduled"
     return (
-        f"{_e(rfc3339(upcoming, 'seconds'))} (in {_e(human_duration(upcoming - now))}): "
-        f"{_e(what_happens(keyset, upcoming))}"
+        f"{_e(rfc3339(due.at, 'seconds'))} (in {_e(human_duration(due.at - now))}): "
+        f"{_e(what_happens(due))}"
     )
 
 

@@ -110,6 +110,18 @@ class Transition:
 
 
 @dataclass(frozen=True)
+class Due:
+    """One instant at which the plan changes by itself (no command, only time passing), what
+    happens then and to which key (None: a successor not made yet). The planner says them
+    (``Planner.due``); the scheduler, the served views, ``status`` and its timeline read them."""
+
+    at: datetime
+    event: EventName
+    kid: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class Plan:
     keyset: Keyset
     transitions: tuple[Transition, ...]

@@ -13,6 +13,7 @@ from keyrotd.lifecycle.commands import (
     IMPORTED,
     TICK,
     Command,
+    Due,
     EventName,
     Import,
     Observed,
@@ -103,7 +104,7 @@ class Planner:
         retired = key.replace(
             state=KeyState.RETIRED,
             retired_at=at,
-            expires_at=at + self.policy.retention,
+            expires_at=self.expires_after(at),
             drop_private=True,
         )
         self._swap(key, retired)
@@ -127,17 +128,60 @@ class Planner:
         self._to_history(key, dataclasses.replace(entry, propagation=None))
         self._emit("key.revoked", key.kid, self.now)
 
+    # -- the rule's times: the steps below take theirs from here, and so does everyone else -
+    def successor_due(self, signs_from: datetime) -> datetime:
+        """When a key signing from ``signs_from`` needs a published successor: ``publish_ahead``
+        before its ``rotation_period`` ends (G2, G4)."""
+        return signs_from + self.policy.rotation_period - self.policy.publish_ahead
+
+    def expires_after(self, retired_at: datetime) -> datetime:
+        """When a key that stopped signing at ``retired_at`` leaves the JWKS (G3)."""
+        return retired_at + self.policy.retention
+
+    def scheduled(self) -> list[tuple[datetime, int, Key]]:
+        """Every activation (0) and expiry (1) the document fixes, due or not, in key order:
+        what ``materialize`` (and so ``view``) applies once ``now`` reaches it."""
+        found: list[tuple[datetime, int, Key]] = []
+        for key in self.keys:
+            if key.state is KeyState.PENDING and key.activates_at is not None:
+                found.append((key.activates_at, 0, key))
+            elif key.state is KeyState.RETIRED and key.expires_at is not None:
+                found.append((key.expires_at, 1, key))
+        return found
+
+    def due(self) -> tuple[Due, ...]:
+        """Every instant at which the plan changes by itself, soonest first (ties in key order):
+        each activation (and the active key's retirement with the first), each expiry, and,
+        with no successor yet, when ``ensure_successor`` publishes one."""
+        items = [
+            Due(at, "key.activated", key.kid, "starts signing")
+            if kind == 0
+            else Due(at, "key.expired", key.kid, "leaves the JWKS")
+            for at, kind, key in self.scheduled()
+        ]
+        active = self.active()
+        if active is not None:
+            activations = [d.at for d in items if d.event == "key.activated"]
+            if activations:
+                items.append(Due(min(activations), "key.retired", active.kid, "stops signing"))
+            if active.activates_at is not None and not self.pending():
+                due = self.successor_due(active.activates_at)
+                items.append(Due(due, "key.created", None, "a successor is published"))
+        return tuple(sorted(items, key=lambda d: d.at))
+
+    def key_needed_at(self) -> datetime | None:
+        """When the next new key is needed: the successor of the last scheduled key (the latest
+        pending key's schedule, else the active key's activation). None: one is needed now."""
+        pending = [k.scheduled_at for k in self.pending() if k.scheduled_at is not None]
+        active = self.active()
+        start = max(pending) if pending else (active.activates_at if active else None)
+        return None if start is None else self.successor_due(start)
+
     # -- steps ---------------------------------------------------------------------------
     def materialize(self) -> None:
         """Apply every scheduled activation and expiry up to ``now``, in time order."""
         while True:
-            due: list[tuple[datetime, int, Key]] = []
-            for key in self.keys:
-                if key.state is KeyState.PENDING and key.activates_at is not None:
-                    due.append((key.activates_at, 0, key))
-                elif key.state is KeyState.RETIRED and key.expires_at is not None:
-                    due.append((key.expires_at, 1, key))
-            due = [d for d in due if d[0] <= self.now]
+            due = [d for d in self.scheduled() if d[0] <= self.now]
             if not due:
                 return
             at, kind, key = min(due, key=lambda d: (d[0], d[1], d[2].created_at))
@@ -166,8 +210,8 @@ class Planner:
         if active is None or self.pending():
             return
         assert active.activates_at is not None
-        period_end = active.activates_at + self.policy.rotation_period
-        if self.now >= period_end - self.policy.publish_ahead:
+        if self.now >= self.successor_due(active.activates_at):
+            period_end = active.activates_at + self.policy.rotation_period
             self.new_key(max(self.now + self.policy.publish_ahead, period_end), gated=True)
 
     def rotate(self, emergency: bool, settle: timedelta | None = None) -> None:
