@@ -1,8 +1,8 @@
 """The propagation rule (docs/propagation.md), pure: observations are inputs, like ``now``.
 
 A daemon polls each ``observe`` URL the way a verifier would and hands the planner one
-:class:`Poll` (``lifecycle.Observe``): per URL the kids it served (None: unreachable or not a
-JWKS) and the ``max-age``/``s-maxage`` it advertised. For an awaiting successor:
+:class:`Poll` (``lifecycle.commands.Observed``): per URL the kids it served (None: unreachable
+or not a JWKS) and the ``max-age``/``s-maxage`` it advertised. For an awaiting successor:
 
 - each URL's first-seen time, whether it lacks the kid now (and since when), and the largest
   max-age of any answer that lacked it are recorded;

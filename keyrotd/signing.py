@@ -21,8 +21,6 @@ from keyrotd.errors import KeyrotdError
 from keyrotd.times import rfc3339
 from keyrotd.tokens import b64url_encode, json_part
 
-MAX_REQUEST: Final = 64 * 1024
-"""The largest sign request body (bytes); HTTP answers 413 above it."""
 OWNED: Final = frozenset({"iat", "exp"})
 """Claims keyrotd sets itself."""
 _MEMBERS: Final = frozenset({"claims", "lifetime", "typ"})

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from keyrotd.atomic import replace_atomically
-from keyrotd.cli.commands import print_transitions
+from keyrotd.cli.output import print_transitions
 from keyrotd.config import Settings
 from keyrotd.errors import CorruptDocumentError, KeyrotdError, RollbackError
 from keyrotd.keysets import KeysetManager, KeysetSpec, Loaded

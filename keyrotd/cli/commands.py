@@ -16,6 +16,7 @@ from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
 from keyrotd.cli.import_command import cmd_import
 from keyrotd.cli.kids import resolve_kid
+from keyrotd.cli.output import print_transitions, require_keys
 from keyrotd.cli.preflight import preflight
 from keyrotd.cli.sign_command import cmd_sign
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
@@ -26,7 +27,7 @@ from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
 from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
-from keyrotd.lifecycle.commands import Revoke, Rotate, Transition
+from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.model import Keyset, from_json
 from keyrotd.rotating import successor_note
 from keyrotd.status import keyset_status
@@ -61,7 +62,7 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
     if args.command == "check-config":
         for warning in warnings:
             print(f"keyrotd: warning: {warning}", file=sys.stderr)
-        return check_config(settings, clock)
+        return check_config(settings)
     if args.command == "inspect":
         from keyrotd.cli.inspect import run_inspect
 
@@ -102,14 +103,6 @@ def one_line(text: str) -> str:
 
 def emit(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-def require_keys(keyset: Keyset, location: str) -> None:
-    if not keyset.keys:
-        raise KeyrotdError(
-            f"keyset {keyset.name} has no keys yet ({location})",
-            "run `keyrotd rotate` once, or start `keyrotd run`",
-        )
 
 
 def cmd_jwks(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
@@ -210,12 +203,6 @@ def print_handover(settings: Settings, mgr: KeysetManager, outcome: Outcome) -> 
         print(line)
 
 
-def print_transitions(name: str, transitions: tuple[Transition, ...]) -> None:
-    for t in transitions:
-        note = f" (exception to publish-ahead: {t.exception})" if t.exception else ""
-        print(f"{name}: {t.event} {t.kid} at {rfc3339(t.at)}{note}")
-
-
 def cmd_status(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
     chosen = [settings.keyset(args.keyset)] if args.keyset else list(settings.keysets)
     now = clock()
@@ -275,7 +262,7 @@ def _kms_deletion_dates(report: dict[str, object], settings: Settings) -> None:
                 entry["deletion_due"] = rfc3339(due) if due else None
 
 
-def check_config(settings: Settings, clock: Clock) -> int:
+def check_config(settings: Settings) -> int:
     print(f"configuration OK ({settings.source})")
     for ks in settings.keysets:
         p = ks.policy

@@ -8,6 +8,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from keyrotd.cli.output import print_transitions
 from keyrotd.config import Settings
 from keyrotd.durations import parse_duration
 from keyrotd.errors import KeyrotdError, UsageError
@@ -20,8 +21,6 @@ from keyrotd.times import Clock, rfc3339
 
 
 def cmd_import(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
-    from keyrotd.cli.commands import print_transitions
-
     now = clock()
     retired = args.as_state == "retired"
     if not retired and args.until is not None:

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from keyrotd.cli.output import require_keys
 from keyrotd.config import Settings
 from keyrotd.custody.interface import CustodySigner
 from keyrotd.durations import parse_duration
@@ -19,8 +20,6 @@ from keyrotd.times import Clock
 
 
 def cmd_sign(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
-    from keyrotd.cli.commands import require_keys
-
     text = sys.stdin.read() if args.claims == "-" else args.claims
     if not text.strip():
         raise UsageError("no claims given", 'pass a JSON object, e.g. \'{"sub": "alice"}\'')

@@ -1,4 +1,5 @@
-"""The Kubernetes signer's settings and their checks (docs/kubernetes.md).
+"""The Kubernetes signer's checks (docs/kubernetes.md); its settings are
+``models.KubernetesSettings``.
 
 The API server verifies RS256, ES256, ES384 and ES512 only, refuses a signer whose longest token
 lifetime is under 600 s, and republishes the keys it fetched with a cache lifetime of its own: the
@@ -9,28 +10,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from pydantic import BaseModel, ConfigDict
-
-from keyrotd.config.fields import OptionalPath
 from keyrotd.config.messages import config_error
+from keyrotd.config.models import KeysetSettings, Settings
 from keyrotd.durations import format_duration, quote
-
-if TYPE_CHECKING:
-    from keyrotd.config.models import KeysetSettings, Settings
 
 SIGNER_ALGORITHMS: Final = ("RS256", "ES256", "ES384", "ES512")
 MIN_TOKEN_LIFETIME: Final = timedelta(seconds=600)
-
-
-class KubernetesSettings(BaseModel):
-    """``[kubernetes]``: serve the API server's ExternalJWTSigner on a unix socket."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    signer_socket: OptionalPath = None
-    signer_keyset: str = ""
 
 
 def signer_keyset(settings: Settings) -> KeysetSettings | None:

@@ -44,7 +44,6 @@ from keyrotd.config.fields import (
     split_admin_listen,
     split_listen,
 )
-from keyrotd.config.kubernetes import KubernetesSettings
 from keyrotd.config.storage_types import refuse_foreign_settings
 from keyrotd.durations import Duration, InvalidValueError, quote
 from keyrotd.errors import UsageError
@@ -243,6 +242,16 @@ def _issuers_at_paths_of_their_own(
 def _default_keysets_if_empty(value: object) -> object:
     """No keysets (none in the file, or ``[]``) means the one keyset ``default``."""
     return (KeysetSettings(),) if isinstance(value, list | tuple) and not value else value
+
+
+class KubernetesSettings(BaseModel):
+    """``[kubernetes]``: serve the API server's ExternalJWTSigner on a unix socket
+    (docs/kubernetes.md; checked by ``config.kubernetes``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signer_socket: OptionalPath = None
+    signer_keyset: str = ""
 
 
 class Settings(BaseSettings):

@@ -60,12 +60,6 @@ def read_pin(settings: Settings) -> str:
     return pin.decode("utf-8", "replace")
 
 
-def custody_of(settings: Settings, keyset: str | None) -> Custody | None:
-    """The custody of the keyset called ``keyset`` (the first when None); None for storage."""
-    kind = settings.keyset(keyset).custody
-    return None if kind == "storage" else open_custody(settings, kind)
-
-
 def open_custody(settings: Settings, kind: str) -> Custody:
     """The process's one custody of ``kind`` (``pkcs11`` or ``aws-kms``), opened on first use:
     a PKCS#11 library is initialised once a process, and a KMS client is worth sharing."""

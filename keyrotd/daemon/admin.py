@@ -54,12 +54,11 @@ from keyrotd.daemon.responses import (
     unauthorized,
 )
 from keyrotd.daemon.state import Board
-from keyrotd.daemon.status_page import keyset_entry
+from keyrotd.daemon.status_page import Where, keyset_entry
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, RefusedError
 from keyrotd.keysets import Outcome
 from keyrotd.lifecycle.commands import Command, Revoke, Rotate
 from keyrotd.rotating import HTTP, RotateTimes, successor_note
-from keyrotd.secretfiles import load_admin_token as load_admin_token  # its home moved there
 from keyrotd.signing import Signed, SigningKey, SignRefused, answer_of, parse_request
 from keyrotd.signing import sign as sign_token
 from keyrotd.times import rfc3339, utc_now
@@ -71,8 +70,6 @@ log = logging.getLogger("keyrotd.daemon")
 
 Run = Callable[[str, Command], Outcome]
 """Apply an admin command to a keyset (blocking: run it in a worker thread)."""
-Where = Callable[[str], tuple[str, str | None]]
-"""A keyset's storage location and the version last read (``status``); memory only."""
 Answer = Response | Awaitable[Response]
 _ALLOWED: Final[dict[Action, tuple[str, ...]]] = {
     "signing-key": GET,

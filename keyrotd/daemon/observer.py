@@ -2,8 +2,8 @@
 
 Every ``refresh_interval`` one thread of its own starts a GET of every keyset's observed URLs at
 once (plain GET, no cache-busting; bounded size and redirects, a hard deadline on each whole
-fetch), hands each keyset's answers to the planner (``lifecycle.Observed``, through the keyset's
-runner: compare-and-swap), and reports:
+fetch), hands each keyset's answers to the planner (``lifecycle.commands.Observed``, through the
+``confirm`` callable the scheduler hands it: the keyset's runner, compare-and-swap), and reports:
 
 - ``key.activation_held`` once per hold of a successor past its scheduled time, again when the
   URLs lacking it change; the gauge ``keyrotd_activation_held{keyset}``;
@@ -24,8 +24,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, wait
-from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from datetime import datetime, timedelta
+from typing import Final
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.registry import CollectorRegistry
@@ -35,11 +35,9 @@ from keyrotd.daemon.observe_fetch import ObserveError, fetch
 from keyrotd.daemon.state import Board
 from keyrotd.lifecycle.commands import Observed
 from keyrotd.model import Keyset, KeyState
+from keyrotd.outcomes import Outcome
 from keyrotd.propagation import Answer, Poll, confirmation_delay, held
 from keyrotd.times import rfc3339
-
-if TYPE_CHECKING:
-    from keyrotd.daemon.scheduling import Rotator
 
 log = logging.getLogger("keyrotd.daemon")
 
@@ -91,12 +89,19 @@ class Observer:
 
     def __init__(
         self,
-        rotator: Rotator,
+        confirm: Callable[[str, Observed], Outcome],
+        observed: Callable[[], Mapping[str, tuple[str, ...]]],
+        interval: Callable[[], timedelta],
         board: Board,
         registry: CollectorRegistry,
         clock: Callable[[], datetime],
     ) -> None:
-        self.rotator = rotator
+        """``confirm(keyset, Observed(poll))`` writes what a poll saw (the scheduler's command);
+        ``observed()`` is each configured keyset's ``observe`` URLs; ``interval()`` the current
+        ``refresh_interval``, the pace of the polls (a reload may change it)."""
+        self.confirm = confirm
+        self.observed = observed
+        self.interval = interval
         self.board = board
         self.clock = clock
         self._stop = threading.Event()
@@ -141,15 +146,15 @@ class Observer:
             self._thread.join(STOP_WAIT)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.rotator.refresh_interval.total_seconds()):
+        while not self._stop.wait(self.interval().total_seconds()):
             self.poll_all()
 
     # -- one poll -----------------------------------------------------------------------------
     def poll_all(self) -> None:
         """Start the fetches of every keyset at once, then take each keyset's answers."""
         due: dict[str, tuple[Keyset, tuple[str, ...]]] = {}
-        for name, runner in list(self.rotator.runners.items()):
-            watched = self._watched(name, runner.settings.observe)
+        for name, configured in self.observed().items():
+            watched = self._watched(name, configured)
             if watched is not None:
                 due[name] = watched
         timeout = self._timeout()
@@ -187,13 +192,13 @@ class Observer:
         return (stored, urls) if urls else None
 
     def _timeout(self) -> float:
-        return min(LONGEST_WAIT, max(0.5, self.rotator.refresh_interval.total_seconds()))
+        return min(LONGEST_WAIT, max(0.5, self.interval().total_seconds()))
 
     def _take(self, name: str, stored: Keyset, answers: Mapping[str, Answer]) -> None:
-        poll = Poll(self.clock(), answers, self.rotator.refresh_interval)  # all received by now
+        poll = Poll(self.clock(), answers, self.interval())  # all received by now
         keyset = stored
         if any(k.awaiting for k in stored.pending) and not self._stop.is_set():
-            outcome = self.rotator.command(name, Observed(poll))
+            outcome = self.confirm(name, Observed(poll))
             keyset = outcome.keyset
             for transition in outcome.transitions:
                 key = keyset.find(transition.kid)

@@ -131,7 +131,14 @@ class Rotator:
             executors={"default": JobExecutor(8)},
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 4},
         )
-        self.observer = Observer(self, board, metrics.registry, clock)
+        self.observer = Observer(
+            self.command,
+            lambda: {name: r.settings.observe for name, r in list(self.runners.items())},
+            lambda: self.refresh_interval,
+            board,
+            metrics.registry,
+            clock,
+        )
 
     # -- life --------------------------------------------------------------------------------
     def start(self, keysets: Iterable[KeysetSettings]) -> None:

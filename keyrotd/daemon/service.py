@@ -7,11 +7,12 @@
   thread), reading the board without locks; admin writes go to a small thread pool;
 - the loop also handles the signals (SIGTERM/SIGINT stop, SIGHUP reload) and sd_notify.
 
-Start: check the TLS pair and load the admin clients (refuse bad files), open storage, start
-the scheduler (its first job loads — and bootstraps — every keyset), bind. ``READY=1`` once every
-listener is bound and the first load of every keyset succeeded. Stop: ``STOPPING=1``, stop
-accepting, let the write in progress finish, exit 0. SIGHUP runs ``reload`` on the admin pool:
-it re-reads the TLS files and the admin clients even when the new configuration is refused.
+Start: check the TLS pair and load the admin clients (refuse bad files), open storage, start the
+scheduler (its start-up pool, not a job each, loads — and bootstraps — every keyset), bind.
+``READY=1`` once every listener is bound and the first load of every keyset succeeded. Stop:
+``STOPPING=1``, stop accepting, let the write in progress finish, exit 0. SIGHUP runs
+:meth:`Daemon.reload` on the admin pool: it re-reads the TLS files and the admin clients even
+when the new configuration is refused (the parts that need no daemon are in ``reload``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from keyrotd import logs
-from keyrotd.config import Settings, split_listen
+from keyrotd.cli.preflight import check_admin_transport
+from keyrotd.config import Settings, load_settings, split_listen
 from keyrotd.config.kubernetes import signer_keyset
 from keyrotd.config.policy import rotate_times
 from keyrotd.custody import open_custody
@@ -44,7 +46,7 @@ from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.idle import CHECK_EVERY, IdleCloser
 from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener
 from keyrotd.daemon.metrics import Metrics
-from keyrotd.daemon.reload import admin_files, adopt_library_loggers, reload
+from keyrotd.daemon.reload import admin_files, adopt_library_loggers, renew_tls, restart_needed
 from keyrotd.daemon.scheduling import Rotator
 from keyrotd.daemon.signer_source import Signers
 from keyrotd.daemon.state import Board
@@ -159,6 +161,58 @@ class Daemon:
         if not settings.server.admin_listen:
             return both, None
         return dataclasses.replace(both, admin=None), both
+
+    # -- SIGHUP ------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Load the configuration again (a bad one is logged and the running one kept), and the
+        TLS pair in any case."""
+        with self.reload_lock:  # SIGHUPs in quick succession: one reload after the other
+            self.readiness.reloading()
+            new = self._reload_settings()
+            self._renew_tls(new or self.settings)
+            self.readiness.reloaded()
+
+    def _reload_settings(self) -> Settings | None:
+        """The new settings in use, or None when refused (the admin clients re-read even so)."""
+        try:
+            new = load_settings(self.config_path)
+            # a token must not enable plain HTTP admin off loopback
+            check_admin_transport(new.server)
+            public, admin = self.app_options(new)
+        except Exception as exc:
+            self.metrics.reloads.labels("failed").inc()
+            log.error(
+                "configuration reload failed, keeping the running one",
+                extra={"event": "config.reload_failed", "error": str(exc)},
+            )
+            self.clients.reload(*admin_files(self.settings))  # even so (docs/admin-clients.md)
+            return None
+        self.clients.reload(*admin_files(new))  # before the new options can enable the endpoints
+        restart_needed(self.settings, new)
+        logs.configure(new.logging.format, new.logging.level)
+        adopt_library_loggers()
+        if (admin is None) == (self.admin_app is None):  # else: takes effect at the restart
+            self.app.options = public
+            if self.admin_app is not None and admin is not None:
+                self.admin_app.options = admin
+        self.rotator.configure(new.keysets, new.server.refresh_interval)
+        self.settings = new
+        self.metrics.reloads.labels("ok").inc()
+        log.info(
+            "configuration reloaded: %d keysets",
+            len(new.keysets),
+            extra={"event": "config.reloaded", "path": str(new.config_file or "")},
+        )
+        return new
+
+    def _renew_tls(self, settings: Settings) -> None:
+        """Re-read the TLS files (``settings``' while TLS stays on, else those it started with)."""
+        copies, served, listeners, loop = self.tls_copies, self.tls_pair, self.listeners, self.loop
+        if copies is None or served is None or loop is None or listeners is None:
+            return
+        files = settings.server.tls or self.tls_files
+        assert files is not None  # TLS was on at the start: tls_pair is set
+        self.tls_pair = renew_tls(files, served, copies, listeners, loop)
 
     def where(self, name: str) -> tuple[str, str | None]:
         """A keyset's storage location and the version last read (memory only: for status)."""
@@ -279,7 +333,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop, signum)
         loop.add_signal_handler(
-            signal.SIGHUP, lambda: loop.run_in_executor(self.admin_pool, reload, self)
+            signal.SIGHUP, lambda: loop.run_in_executor(self.admin_pool, self.reload)
         )
         if early_stop:
             loop.call_soon(stop, early_stop[0])

@@ -21,12 +21,14 @@ import binascii
 import hashlib
 import html
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
-from keyrotd.daemon.audit import UNKNOWN, Entry, remote_of, shown
+from keyrotd.clients import Registry
+from keyrotd.daemon.audit import UNKNOWN, Audit, Entry, remote_of, shown
 from keyrotd.daemon.responses import GET, NO_STORE, Response, Scope, header, not_allowed
 from keyrotd.daemon.state import Board, Health, Published
 from keyrotd.lifecycle.due import next_due, next_transition
@@ -43,8 +45,26 @@ from keyrotd.timeline import (
 )
 from keyrotd.times import rfc3339
 
-if TYPE_CHECKING:
-    from keyrotd.daemon.admin import Admin, Where
+Where = Callable[[str], tuple[str, str | None]]
+"""A keyset's storage location and the version last read (``status``); memory only."""
+
+
+class _Clients(Protocol):
+    @property
+    def registry(self) -> Registry: ...
+
+
+class Admin(Protocol):
+    """What the page needs of the admin endpoints (``admin.Admin``): who is asking, where each
+    keyset is stored, and the audit trail."""
+
+    @property
+    def clients(self) -> _Clients: ...
+    @property
+    def where(self) -> Where: ...
+    @property
+    def audit(self) -> Audit: ...
+
 
 REFRESH: Final = 30
 """Seconds between the page's own reloads (a ``<meta http-equiv="refresh">``)."""

@@ -38,10 +38,6 @@ class Notifier:
         self._warned = False
         self.watchdog_interval = _watchdog_interval(environ)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._address)
-
     def notify(self, *fields: str) -> None:
         """Send ``fields`` (``READY=1``, ``STATUS=...``) in one datagram, never waiting."""
         if not self._address:
@@ -94,10 +90,6 @@ class Readiness:
         self._status = ""
         self._snapshot = Snapshot()
         self._lock = threading.Lock()
-
-    @property
-    def is_bound(self) -> bool:
-        return self._bound
 
     def bound(self) -> None:
         with self._lock:

@@ -14,7 +14,6 @@ import pytest
 
 from keyrotd import logs
 from keyrotd.config import KeysetSettings
-from keyrotd.daemon.admin import load_admin_token
 from keyrotd.daemon.clock import ClockWatch
 from keyrotd.daemon.responses import etag_matches
 from keyrotd.daemon.state import Board, Published
@@ -22,6 +21,7 @@ from keyrotd.daemon.systemd import Notifier
 from keyrotd.errors import ConfigError
 from keyrotd.keys import generate_key
 from keyrotd.lifecycle.planner import plan
+from keyrotd.secretfiles import load_admin_token
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 SETTINGS = KeysetSettings(
