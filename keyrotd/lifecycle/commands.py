@@ -1,4 +1,4 @@
-"""The planner's vocabulary: the commands it takes, the transitions and the plan it returns."""
+"""The planner's vocabulary: the commands it takes, the transitions, due times and plan."""
 
 from __future__ import annotations
 
