@@ -1,7 +1,7 @@
 """SIGHUP: load the configuration again (a bad one is logged, the running one kept), renew TLS.
 
 The admin clients and the TLS files are re-read even when the new configuration is refused
-(docs/admin-clients.md; see ``admin`` and ``tls``). Changes of storage, listeners or TLS on/off
+(docs/http.md; see ``admin`` and ``tls``). Changes of storage, listeners or TLS on/off
 are logged as taking effect at the next restart.
 """
 
@@ -47,9 +47,7 @@ def reload_settings(daemon: Daemon) -> Settings | None:
             "configuration reload failed, keeping the running one",
             extra={"event": "config.reload_failed", "error": str(exc)},
         )
-        daemon.clients.reload(
-            *admin_files(daemon.settings)
-        )  # re-read even so (docs/admin-clients.md)
+        daemon.clients.reload(*admin_files(daemon.settings))  # re-read even so (docs/http.md)
         return None
     daemon.clients.reload(*admin_files(new))  # before the new options can enable the endpoints
     old = daemon.settings
