@@ -9,7 +9,7 @@ network round trips; the request counts are what AWS would bill). Requests are c
 ``AwsStorage.request_counts`` (botocore's ``before-send`` hook, every attempt).
 
 Also printed: what ``ListSecrets`` (100 secrets a page, no values) would cost as a change
-detector, and the calls per keyset per day each way. docs/aws-refresh.md explains the choice.
+detector, and the calls per keyset per day each way. docs/storage.md explains the choice.
 
 Half the keysets are written twice through keyrotd's compare-and-swap before measuring, so the
 refresh meets both freshly created secrets and ones whose ``AWSCURRENT`` was moved by
@@ -108,7 +108,7 @@ def main() -> int:
     print(
         f"{'ListSecrets as a change probe':32} {pages:>9} {list_s:>8.2f} "
         f"{pages / args.keysets * refreshes:>17.1f}   (100 a page, no values; eventually "
-        f"consistent: not used, see docs/aws-refresh.md)"
+        f"consistent: not used, see docs/storage.md)"
     )
     return 0
 

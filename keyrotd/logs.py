@@ -32,7 +32,7 @@ FIELDS: Final = (
 )
 AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count", "now")
 """The fields of ``admin.request`` events (``keyrotd.daemon.audit``)."""
-PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # docs/propagation.md events
+PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # docs/guarantees.md events
 LIBRARY_EVENTS: Final = (
     ("apscheduler", "scheduler"),
     ("_granian", "http"),

@@ -59,7 +59,7 @@ LIVE_STATES: Final = frozenset({KeyState.PENDING, KeyState.ACTIVE, KeyState.RETI
 class Policy:
     """The timing rules of one keyset (see README.md, Configuration).
 
-    With ``observe`` set, a successor is published *awaiting confirmation* (docs/propagation.md):
+    With ``observe`` set, a successor is published *awaiting confirmation* (docs/guarantees.md):
     it activates only once every URL was seen serving it, ``verifier_cache`` at least after.
     """
 
@@ -89,7 +89,7 @@ class UrlProgress:
 
 @dataclass(frozen=True)
 class Propagation:
-    """An awaiting successor's progress (docs/propagation.md), kept in the document so that a
+    """An awaiting successor's progress (docs/guarantees.md), kept in the document so that a
     restart, the CLI and every replica see the same: the schedule it would have had by time
     alone, each URL's progress, the largest ``max-age`` of an answer lacking it, and, once every
     URL of one poll served it, when that poll was received (``confirmed_at``, T)."""
@@ -128,7 +128,7 @@ class Key:
     propagation: Propagation | None = None
     handle: str | None = None
     """Where the private half lives when the keyset's custody is not ``storage``: the PKCS#11
-    object's id or the KMS key's ARN (docs/custody.md). Kept after the key stops signing, when
+    object's id or the KMS key's ARN (docs/issuers.md). Kept after the key stops signing, when
     the private half itself is destroyed, so that ``status`` can say what became of it."""
 
     @property

@@ -1,4 +1,4 @@
-"""The propagation rule (docs/propagation.md), pure: observations are inputs, like ``now``.
+"""The propagation rule (docs/guarantees.md), pure: observations are inputs, like ``now``.
 
 A daemon polls each ``observe`` URL the way a verifier would and hands the planner one
 :class:`Poll` (``lifecycle.commands.Observed``): per URL the kids it served (None: unreachable

@@ -74,7 +74,7 @@ def parse_signing_key(data: object) -> Schedule:
     upcoming = data.get("next")
     at = data.get("next_activates_at")
     if upcoming is None and at is not None:
-        # next without a time: a successor awaiting confirmation (docs/propagation.md), held
+        # next without a time: a successor awaiting confirmation (docs/guarantees.md), held
         raise ValueError("next_activates_at is set but next is null (both, or next alone)")
     return Schedule(
         active=active,

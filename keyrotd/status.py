@@ -39,7 +39,7 @@ def keyset_status(
         "history": [key_report(k) for k in keyset.history],
         "next_transition": rfc3339(upcoming) if upcoming else None,
         "next_transition_in": format_duration(upcoming - now) if upcoming else None,
-        # docs/propagation.md: null until the successor is confirmed; the hold, if any
+        # docs/guarantees.md: null until the successor is confirmed; the hold, if any
         "next_activates_at": rfc3339(successor.activates_at)
         if successor and successor.activates_at
         else None,

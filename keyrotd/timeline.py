@@ -179,9 +179,7 @@ def key_line(key: Key) -> str:
         KeyState.RETIRED: f"retired {_maybe(key.retired_at)}, leaves the JWKS "
         f"{_maybe(key.expires_at)}",
     }.get(key.state, "")
-    if (
-        awaiting
-    ):  # observed (docs/propagation.md): "seen at 2/3 URLs, missing at <url> since <time>"
+    if awaiting:  # observed (docs/guarantees.md): "seen at 2/3 URLs, missing at <url> since <time>"
         when += f": {summary(key)}"
     return f"{key.state.value:<{_STATE_WIDTH}} {key.kid}  {key.alg}  {when}".rstrip()
 

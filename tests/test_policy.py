@@ -38,7 +38,7 @@ def write(directory: Path, body: str) -> None:
             "max(server.jwks_max_age, keysets[0].verifier_cache) (30s + max(5m, 30s) = 5m30s): "
             "verifiers could miss a new key before it signs: raise publish_ahead above 5m30s, "
             "or lower refresh_interval or jwks_max_age (verifier_cache only if every verifier "
-            "refetches sooner: see docs/verifiers.md)",
+            "refetches sooner: see docs/guarantees.md)",
         ),
         (
             '[server]\nrefresh_interval = "1s"\njwks_max_age = "1s"\n'
@@ -47,7 +47,7 @@ def write(directory: Path, body: str) -> None:
             "max(server.jwks_max_age, keysets[0].verifier_cache) (1s + max(1s, 30s) = 31s): "
             "verifiers could miss a new key before it signs: raise publish_ahead above 31s, "
             "or lower refresh_interval or jwks_max_age (verifier_cache only if every verifier "
-            "refetches sooner: see docs/verifiers.md)",
+            "refetches sooner: see docs/guarantees.md)",
         ),
         (
             '[server]\nrefresh_interval = "1s"\njwks_max_age = "1s"\n'
@@ -57,7 +57,7 @@ def write(directory: Path, body: str) -> None:
             "max(server.jwks_max_age, keysets[1].verifier_cache) (1s + max(1s, 10m) = 10m1s): "
             "verifiers could miss a new key before it signs: raise publish_ahead above 10m1s, "
             "or lower refresh_interval or jwks_max_age (verifier_cache only if every verifier "
-            "refetches sooner: see docs/verifiers.md)",
+            "refetches sooner: see docs/guarantees.md)",
         ),
         (
             '[[keysets]]\nverifier_cache = "-1s"\n',

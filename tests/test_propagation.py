@@ -1,4 +1,4 @@
-"""Propagation-gated activation (docs/propagation.md): the pure rule, by example and by property.
+"""Propagation-gated activation (docs/guarantees.md): the pure rule, by example and by property.
 
 Observed URLs are modelled as caches in front of the keyset: on each poll a URL answers with the
 JWKS as it is now (and keeps it), with the copy it kept (late), with an older copy (flapping), or

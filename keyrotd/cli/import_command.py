@@ -35,7 +35,7 @@ def cmd_import(settings: Settings, storage: Storage, args: argparse.Namespace, c
     path = Path(args.file)
     key = read_key_file(path, keyset.algorithm)
     if keyset.custody != "storage" and (key.private_jwk is not None or not retired):
-        # docs/custody.md: a key that signs is made in custody, never brought in.
+        # docs/issuers.md: a key that signs is made in custody, never brought in.
         what = (
             "a private key, which would have existed outside custody"
             if key.private_jwk

@@ -1,5 +1,5 @@
 """Scoped admin clients: who may call the authenticated endpoints, and for what
-(docs/admin-clients.md).
+(docs/http.md).
 
 The API for the daemon (401/403, SIGHUP re-read, audit log) and for ``check-config``::
 

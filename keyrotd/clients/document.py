@@ -64,7 +64,7 @@ def parse_clients(data: bytes, source: str) -> tuple[Client, ...]:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
-            f"{source}: invalid TOML: {exc}", "fix the syntax (see docs/admin-clients.md)"
+            f"{source}: invalid TOML: {exc}", "fix the syntax (see docs/http.md)"
         ) from None
     unknown = [key for key in document if key != "clients"]
     if unknown:

@@ -80,7 +80,7 @@ class StorageSettings(BaseModel):
 
 
 class CustodySettings(BaseModel):
-    """Where keysets with ``custody`` other than ``storage`` keep their keys (docs/custody.md)."""
+    """Where keysets with ``custody`` other than ``storage`` keep their keys (docs/issuers.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -197,10 +197,10 @@ class KeysetSettings(BaseModel):
     issuer: IssuerUrl = ""
     verifier_cache: Duration = timedelta(seconds=30)
     """The longest a verifier keeps a JWKS without refetching on an unknown kid, whatever
-    ``max-age`` says (node ``jose``: 30 s; see docs/verifiers.md)."""
+    ``max-age`` says (node ``jose``: 30 s; see docs/guarantees.md)."""
     observe: ObserveUrls = ()
     """Public JWKS URLs verifiers fetch: a successor activates only once all serve it
-    (docs/propagation.md)."""
+    (docs/guarantees.md)."""
     custody: CustodyType = "storage"
     """Where the private keys live: in the document, a PKCS#11 token or AWS KMS."""
 

@@ -57,7 +57,7 @@ def _check_keyset(label: str, where: str, keyset: KeysetSettings, server: Server
             f"{format_duration(cache)}) = {format_duration(propagation)})",
             f"verifiers could miss a new key before it signs: raise publish_ahead above "
             f"{format_duration(propagation)}, or lower refresh_interval or jwks_max_age "
-            "(verifier_cache only if every verifier refetches sooner: see docs/verifiers.md)",
+            "(verifier_cache only if every verifier refetches sooner: see docs/guarantees.md)",
         )
 
 

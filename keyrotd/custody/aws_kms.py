@@ -248,7 +248,7 @@ class KmsCustody:
             return CustodyKeyGoneError(text, "another writer destroyed it: read storage again")
         if code in _TEMPORARY_CODES or status >= 500:
             return CustodyUnavailableError(text, "keyrotd retries")
-        return CustodyError(text, "check the IAM policy and the key spec (docs/custody.md)")
+        return CustodyError(text, "check the IAM policy and the key spec (docs/issuers.md)")
 
 
 def _public_jwk(der: bytes, alg: str) -> Jwk:

@@ -11,7 +11,7 @@ concurrent use); a token that goes away (removed, logged out, restarted) makes t
 open a new session and log in again, and while that fails every operation raises
 :class:`CustodyUnavailableError`, a temporary error: the JWKS, which never needs the token, keeps
 being served. python-pkcs11 is the binding: typed objects and attributes, key generation and
-signing with mechanism parameters (PSS) in one call, wheels on PyPI (docs/custody.md says why).
+signing with mechanism parameters (PSS) in one call, wheels on PyPI (docs/issuers.md says why).
 """
 
 from __future__ import annotations

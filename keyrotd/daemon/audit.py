@@ -1,4 +1,4 @@
-"""The audit trail of the authenticated endpoints (docs/admin-clients.md).
+"""The audit trail of the authenticated endpoints (docs/http.md).
 
 Every request to an admin endpoint, allowed or not, is one ``admin.request`` event with
 ``client`` (the name, or ``unknown``), ``remote`` (``ip:port``, or ``unix`` on a unix socket:

@@ -1,4 +1,4 @@
-"""The ``observe`` poller (docs/propagation.md): look at the JWKS the way verifiers get it.
+"""The ``observe`` poller (docs/guarantees.md): look at the JWKS the way verifiers get it.
 
 Every ``refresh_interval`` one thread of its own starts a GET of every keyset's observed URLs at
 once (plain GET, no cache-busting; bounded size and redirects, a hard deadline on each whole

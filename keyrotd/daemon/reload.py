@@ -2,7 +2,7 @@
 
 ``Daemon.reload`` (``service``) loads the configuration again (a bad one is logged, the running
 one kept) and calls these. The admin clients and the TLS files are re-read even when the new
-configuration is refused (docs/admin-clients.md; see ``admin`` and ``tls``). Changes of storage,
+configuration is refused (docs/http.md; see ``admin`` and ``tls``). Changes of storage,
 listeners or TLS on/off are logged as taking effect at the next restart.
 """
 

@@ -18,7 +18,7 @@ A keyset that a reload no longer lists keeps its runner, unconfigured (it only r
 ``runner``), until the next restart: the refresh still reads it, no transition job is scheduled.
 
 With ``keysets[].observe`` set, :class:`~keyrotd.daemon.observer.Observer` polls those URLs in a
-thread of its own and confirms successors through :meth:`Rotator.command` (docs/propagation.md).
+thread of its own and confirms successors through :meth:`Rotator.command` (docs/guarantees.md).
 
 Each keyset syncs in its own jobs, so a slow or failing keyset never stops the others. A read
 of the refresh that failed is recorded as that keyset's failed sync, and tried again by the next

@@ -185,7 +185,7 @@ class Daemon:
                 "configuration reload failed, keeping the running one",
                 extra={"event": "config.reload_failed", "error": str(exc)},
             )
-            self.clients.reload(*admin_files(self.settings))  # even so (docs/admin-clients.md)
+            self.clients.reload(*admin_files(self.settings))  # even so (docs/http.md)
             return None
         self.clients.reload(*admin_files(new))  # before the new options can enable the endpoints
         restart_needed(self.settings, new)

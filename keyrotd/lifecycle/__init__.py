@@ -18,6 +18,6 @@ The schedule (docs/guarantees.md):
   ``rotate --now`` only for a successor published long enough ago, unless forced
   (``Rotate.settle``, ``keyrotd.rotating``);
 - with ``policy.observe`` a successor is published *awaiting confirmation*: no ``activates_at``
-  until an :class:`Observed` poll confirms it (``keyrotd.propagation``, docs/propagation.md); until
+  until an :class:`Observed` poll confirms it (``keyrotd.propagation``, docs/guarantees.md); until
   then it is held, however late, and the active key keeps signing.
 """

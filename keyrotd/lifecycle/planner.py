@@ -230,7 +230,7 @@ class Planner:
 
     def _reschedule(self, key: Key, when: Callable[[datetime], datetime]) -> None:
         """Move a pending key's scheduled time; a confirmed activation time never moves
-        (docs/propagation.md), an awaiting successor's time-based schedule does."""
+        (docs/guarantees.md), an awaiting successor's time-based schedule does."""
         progress = key.propagation
         if progress is None:
             assert key.activates_at is not None

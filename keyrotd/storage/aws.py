@@ -8,7 +8,7 @@ write. The version of a document is the secret's ``VersionId``.
 - Read: ``GetSecretValue(VersionStage="AWSCURRENT")``, asked explicitly (moto answers a read
   without a stage from a stale default after ``UpdateSecretVersionStage``). The periodic
   refresh (``read_many``) reads 20 secrets a ``BatchGetSecretValue`` request instead
-  (:mod:`keyrotd.storage.aws_batch`, docs/aws-refresh.md).
+  (:mod:`keyrotd.storage.aws_batch`, docs/storage.md).
 - ``request_counts``: HTTP requests sent per operation, retries included (the billed ones).
 - Write (compare-and-swap, :mod:`keyrotd.storage.aws_swap`): a new version labelled
   ``KEYROTD_PENDING``, then ``AWSCURRENT`` moved onto it from the version that was read; the

@@ -185,7 +185,7 @@ class BatchReads:
             self._fall_back(
                 "GetSecretValue is allowed only with a secretsmanager:VersionStage condition, "
                 "which batch reads (they name no stage) do not meet: replace the condition by "
-                "the Deny statements of docs/aws-refresh.md",
+                "the Deny statements of docs/storage.md",
                 "",
             )
         return alone
@@ -206,7 +206,7 @@ class BatchReads:
         log.warning(
             "batch reads of the keyset secrets were denied, so keyrotd now reads each keyset "
             "with its own GetSecretValue request (20 times as many requests) until it "
-            f"restarts: {fix}; see docs/aws-refresh.md",
+            f"restarts: {fix}; see docs/storage.md",
             extra={"event": "storage.batch_read_denied", "error": error or None},
         )
 

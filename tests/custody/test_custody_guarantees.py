@@ -1,8 +1,8 @@
-"""The guarantees unchanged on a keyset in PKCS#11 custody (docs/custody.md): CLI processes racing
+"""The guarantees unchanged on a keyset in PKCS#11 custody (docs/issuers.md): CLI processes racing
 on one keyset in a real SoftHSM2 token never make two active keys and lose no key, and after the
 10-minute grace the token holds exactly the keys the document names (G1, G6); a running daemon
 holds a successor until the observed URL serves it, signing with the active key meanwhile
-(propagation gating, docs/propagation.md)."""
+(propagation gating, docs/guarantees.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""AWS KMS custody through a real daemon on moto's server (docs/custody.md): RS256 and ES256
+"""AWS KMS custody through a real daemon on moto's server (docs/issuers.md): RS256 and ES256
 keysets serve their JWKS and sign through POST /sign (tokens PyJWT verifies); ``rotate --now
 --force`` retires the old key, disabled and pending deletion in KMS, which ``status --json`` says
 with its deletion date. An EdDSA keyset fails its first key creation naming the custody, the

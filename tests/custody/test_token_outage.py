@@ -1,4 +1,4 @@
-"""A PKCS#11 token that goes away and comes back (docs/custody.md): a temporary error while it is
+"""A PKCS#11 token that goes away and comes back (docs/issuers.md): a temporary error while it is
 gone, the JWKS served throughout, signing again once it is back. SoftHSM2's token going away is
 its token directory moved aside; coming back, moved back."""
 

@@ -1,4 +1,4 @@
-"""``server.admin_listen`` (docs/admin-clients.md): the admin endpoints on their own listener."""
+"""``server.admin_listen`` (docs/http.md): the admin endpoints on their own listener."""
 
 from __future__ import annotations
 

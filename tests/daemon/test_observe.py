@@ -1,4 +1,4 @@
-"""Propagation-gated activation in a running daemon (docs/propagation.md), over real HTTP.
+"""Propagation-gated activation in a running daemon (docs/guarantees.md), over real HTTP.
 
 The observed URL is a small caching front run by the test: while "stuck" it keeps serving the
 copy it fetched first (as a CDN that ignores the origin's Cache-Control would), with

@@ -1,4 +1,4 @@
-"""One slow observed URL holds no other keyset (docs/propagation.md, "Slow URLs").
+"""One slow observed URL holds no other keyset (docs/guarantees.md, "Slow URLs").
 
 The slow server here answers a byte every 0.2 s: no single read waits long enough to trip a
 socket timeout, so only a deadline on the whole fetch ends it. Before, the observer's fetches

@@ -1,4 +1,4 @@
-"""TLS on the listeners (docs/admin-clients.md): a CA made here, a real daemon, real HTTPS."""
+"""TLS on the listeners (docs/http.md): a CA made here, a real daemon, real HTTPS."""
 
 from __future__ import annotations
 

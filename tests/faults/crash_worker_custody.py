@@ -36,7 +36,7 @@ def writer(config: dict[str, Any], seed: int, point: str | None, count: int) -> 
     storage = FileStorage(Path(config["path"]), None)
     manager = KeysetManager(storage, spec, base.sped_up_clock(config), custody=custody)
     # SoftHSM2's file store rewrites its token.object in place at every login: a process killed
-    # then leaves the token uninitialised (docs/custody.md). Log in before the kill may come.
+    # then leaves the token uninitialised (docs/issuers.md). Log in before the kill may come.
     custody.held("default")
     base.emit("L")
     for seq in range(1_000_000):

@@ -40,7 +40,7 @@ def check_document(keyset: Keyset, policy: Policy) -> None:
         assert jwk["kid"] not in gone, "G5: expired or revoked key in the JWKS"
     for key in (*keyset.keys, *keyset.history):
         holds = key.state in {KeyState.PENDING, KeyState.ACTIVE}
-        if key.in_custody:  # its private half is in a token or a KMS (docs/custody.md)
+        if key.in_custody:  # its private half is in a token or a KMS (docs/issuers.md)
             assert key.private_jwk is None, f"private key in the document: {key}"
         else:
             assert (key.private_jwk is not None) == holds, f"private key kept wrongly: {key}"

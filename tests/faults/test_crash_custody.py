@@ -1,4 +1,4 @@
-"""Crashes on a keyset in PKCS#11 custody (docs/custody.md): writers SIGKILLed at random moments
+"""Crashes on a keyset in PKCS#11 custody (docs/issuers.md): writers SIGKILLed at random moments
 on a real SoftHSM2 token, mostly while they make keys in it or write the document.
 
 After every kill the store loads with one active key and nothing lost (the checks of

@@ -2,7 +2,7 @@
 
 No registry is reachable here, so the base image is made from Debian packages (debootstrap) and
 passed as the ``BASE`` build argument; the Containerfile itself is used unchanged. The image is
-built, run with a volume and the admin token as a podman secret mounted as docs/container.md says;
+built, run with a volume and the admin token as a podman secret mounted as docs/operations.md says;
 the JWKS is fetched from the host, the signing key from the admin unix socket inside (the published
 port serves no admin endpoint), a token signed with it is verified with PyJWT, ``keyrotd status``
 runs inside, the health check runs, the container restarts with the same keys and stops with

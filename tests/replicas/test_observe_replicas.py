@@ -1,4 +1,4 @@
-"""Propagation-gated activation across three replicas on AWS storage (docs/propagation.md).
+"""Propagation-gated activation across three replicas on AWS storage (docs/guarantees.md).
 
 Three ``keyrotd run`` replicas share one keyset on moto's Secrets Manager; each observes the
 three replicas' public JWKS URLs and one nginx (honouring keyrotd's Cache-Control) in front of
