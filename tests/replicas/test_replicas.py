@@ -48,7 +48,7 @@ from keyrotd.config import load_settings
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK, view
 from keyrotd.model import Key, KeyState, Policy, from_json
-from keyrotd.storage.aws import AwsStorage, RetryPolicy
+from keyrotd.storage.aws.storage import AwsStorage, RetryPolicy
 from keyrotd.times import utc_now
 from tests.daemon.test_rotation_e2e import KEYSET, MAX_AGE, PUBLISH_AHEAD, REFRESH, ROTATIONS
 from tests.faults.helpers import activated

@@ -32,14 +32,13 @@ from keyrotd.errors import (
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import TICK, Rotate
 from keyrotd.model import Policy, from_json
-from keyrotd.storage.aws import MAX_DOCUMENT_SIZE, AwsStorage, RetryPolicy
-from keyrotd.storage.aws_swap import STAGING_LABEL
+from keyrotd.storage.aws.storage import MAX_DOCUMENT_SIZE, AwsStorage, RetryPolicy
+from keyrotd.storage.aws.swap import STAGING_LABEL
+from keyrotd.testing.storage import StorageContract, StorageFactory
 from tests.storage.endpoints import LossyProxy, ScriptedEndpoint, closed_port_url
 from tests.support.moto import (
     REGION,
 )
-
-from .contract import StorageContract, StorageFactory
 
 FAST_FAILURE = RetryPolicy(max_attempts=2, connect_timeout=0.5, read_timeout=0.5)
 """Two attempts and short timeouts: the fault tests finish in about a second."""
