@@ -83,7 +83,7 @@ _CORRUPT_HINT: Final = (
 
 
 class FileSettings(BaseModel):
-    """``storage.type = "file"``: its ``[storage]`` keys (config/keyrotd.toml)."""
+    """``storage.type = "file"``: its ``[storage]`` keys (`keyrotd check-config --example`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -13,7 +13,7 @@ MAX_DOCUMENT_SIZE: Final = 65536
 
 
 class AwsSettings(BaseModel):
-    """The AWS Secrets Manager store's settings (config/keyrotd.toml)."""
+    """The AWS Secrets Manager store's settings (`keyrotd check-config --example`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
