@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 from keyrotd.keys import generate_key
 from keyrotd.model import HISTORY_LIMIT, Key, Keyset, KeyState, to_json
-from keyrotd.storage.aws.settings import MAX_DOCUMENT_SIZE
+from keyrotd.storage.aws import MAX_DOCUMENT_SIZE
 
 CASES = [
     ("RS256", 2048),

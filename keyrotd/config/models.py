@@ -284,7 +284,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    storage: StorageSettings = StorageSettings()
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # built when first used
     custody: CustodySettings = CustodySettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     server: ServerSettings = ServerSettings()

@@ -9,17 +9,21 @@ Every backend it opens, built-in or installed as a package, is wrapped in a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from keyrotd.storage.interface import BaseStorage, Storage, Versioned
-from keyrotd.storage.registry import StorageChoice, chosen_backend
 
-__all__ = ["BaseStorage", "Storage", "StorageChoice", "Versioned", "open_storage"]
+if TYPE_CHECKING:
+    from keyrotd.storage.registry import StorageChoice
+
+__all__ = ["BaseStorage", "Storage", "Versioned", "open_storage"]
 
 
 def open_storage(
     settings: StorageChoice, on_rollback: Callable[[str], None] | None = None
 ) -> Storage:
     """The configured backend behind the G8 guard; ``on_rollback(keyset)`` counts refusals."""
+    from keyrotd.storage.registry import chosen_backend
     from keyrotd.storage.revision_file import RevisionFile
     from keyrotd.storage.revisions import RevisionGuard
 

@@ -21,12 +21,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Final, Generic, Protocol, TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 from keyrotd.errors import ConfigError
-from keyrotd.storage.interface import Storage
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from keyrotd.storage.interface import Storage
 
 __all__ = [
     "BUILT_IN",
@@ -45,7 +47,7 @@ ENTRY_POINT_GROUP: Final = "keyrotd.storage"
 
 BUILT_IN: Final[Mapping[str, str]] = {
     "file": "keyrotd.storage.file:BACKEND",
-    "aws": "keyrotd.storage.aws:BACKEND",
+    "aws": "keyrotd.storage.aws.backend:BACKEND",
 }
 """The built-in backends, by ``storage.type``: where each one's :class:`Backend` is. A new one is
 one line here; its module defines ``BACKEND = Backend(settings=..., open=...)``."""
@@ -53,7 +55,7 @@ one line here; its module defines ``BACKEND = Backend(settings=..., open=...)``.
 COMMON_KEYS: Final = frozenset({"type", "revision_file"})
 """``[storage]`` keys of every type, kept by keyrotd itself (``revision_file``: G8, for all)."""
 
-S = TypeVar("S", bound=BaseModel)
+S = TypeVar("S", bound="BaseModel")
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ def _load(reference: str, kind: str) -> Backend[Any]:
             f"storage type {kind!r} ({reference}) cannot be loaded: {error}",
             "reinstall the package that provides it, or choose another storage.type",
         ) from None
+    from pydantic import BaseModel
+
     if not isinstance(target, Backend) or not (
         isinstance(target.settings, type) and issubclass(target.settings, BaseModel)
     ):

@@ -53,6 +53,7 @@ class DirSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     directory: Path
+    encryption_key_file: Path | None = None  # declared by the file type too (unused here)
 
 
 class DirStorage(BaseStorage):
@@ -218,6 +219,11 @@ def test_a_packaged_backend_is_checked_run_and_rotated_by_a_daemon_and_the_cli(
         (
             {"type": "dirstore", "directory": "/srv/keys", "region": "eu-west-1"},
             ['region is a setting of storage type "aws", not of "dirstore"'],
+        ),
+        # a key two types declare: both named
+        (
+            {"type": "aws", "region": "eu-west-1", "encryption_key_file": "/srv/key"},
+            ['encryption_key_file is a setting of storage type "file" or "dirstore", not of "aws"'],
         ),
         # the plugin's model is validated like a built-in one: unknown keys and bad values
         ({"type": "dirstore", "directory": "/srv/keys", "bogus": 1}, ["unknown setting"]),

@@ -42,9 +42,9 @@ from botocore.exceptions import ClientError, NoRegionError
 
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
+from keyrotd.storage.aws import MAX_DOCUMENT_SIZE
 from keyrotd.storage.aws.batch import BatchReads
 from keyrotd.storage.aws.errors import NOT_FOUND, RetryPolicy, SecretErrors, code
-from keyrotd.storage.aws.settings import MAX_DOCUMENT_SIZE, AwsSettings
 from keyrotd.storage.aws.swap import CURRENT, SecretValue, SecretWrites
 from keyrotd.storage.interface import (
     ConflictError,
@@ -98,15 +98,6 @@ class AwsStorage:
         self._errors = SecretErrors(self.region, retry.max_attempts, kms_key_id)
         self._writes = SecretWrites(self._client, self._errors, kms_key_id)
         self._batch = BatchReads(self, self._client, self._errors)
-
-    @classmethod
-    def from_settings(cls, settings: AwsSettings) -> AwsStorage:
-        return cls(
-            secret_prefix=settings.secret_prefix,
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            kms_key_id=settings.kms_key_id,
-        )
 
     @property
     def client(self) -> SecretsManagerClient:
