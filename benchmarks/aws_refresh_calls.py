@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keyrotd.storage.aws import AwsStorage
+from keyrotd.storage.aws.storage import AwsStorage
 from keyrotd.storage.interface import Versioned, read_each
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
 

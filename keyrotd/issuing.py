@@ -102,14 +102,14 @@ def storage_source(
 ) -> StorageSource:
     """The keyset (default: the first one) on the configured storage: ``path`` as ``--config``."""
     from keyrotd.config import load_settings
-    from keyrotd.config.storage_types import require_store
     from keyrotd.keysets import KeysetManager, KeysetSpec
     from keyrotd.storage import open_storage
+    from keyrotd.storage.registry import require_store
 
     settings = load_settings(None if path is None else config_file(path), environ)
     chosen = settings.keyset(keyset)
     spec = KeysetSpec.from_settings(chosen)
-    require_store(settings.storage.type, settings.storage.path, settings.source)
+    require_store(settings.storage, settings.source)
     storage = open_storage(settings.storage)
     manager = KeysetManager(storage, spec, clock=clock)
     where = storage.location(spec.name)

@@ -42,8 +42,9 @@ def check_files(settings: Settings) -> None:
     raised (the clients file and the TLS pair: ``keyrotd.cli.preflight``)."""
     if settings.server.admin_token_file is not None:
         load_admin_token(settings.server.admin_token_file)
-    if settings.storage.type == "file" and settings.storage.encryption_key_file is not None:
-        load_encryption_key(settings.storage.encryption_key_file)
+    key_file = settings.storage.setting("encryption_key_file")  # any type that declares it
+    if isinstance(key_file, Path):
+        load_encryption_key(key_file)
 
 
 def load_admin_token(path: Path) -> bytes:

@@ -405,7 +405,8 @@ def test_console_script_in_an_empty_directory(tmp_path: Path) -> None:
     jwt.PyJWK.from_dict(json.loads(result.stdout))
 
 
-HEAVY = ("boto3", "botocore", "apscheduler", "granian", "prometheus_client", "grpc")
+HEAVY = ("boto3", "botocore", "apscheduler", "granian", "prometheus_client", "grpc", "pytest")
+"""Never loaded by file-backend commands (pytest: only keyrotd.testing imports it)."""
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["status"], ["rotate"], ["jwks"]])

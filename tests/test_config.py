@@ -21,6 +21,7 @@ from keyrotd.config import (
 )
 from keyrotd.errors import ConfigError, UsageError
 from keyrotd.model import Policy
+from keyrotd.storage.registry import BUILT_IN, COMMON_KEYS, chosen_backend
 from tests.support.config import toml_value
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "keyrotd.toml"
@@ -231,9 +232,17 @@ def test_example_file_loads_and_shows_the_defaults() -> None:
     assert loaded.model_dump() == expected
 
 
+STORAGE_KEYS = sorted(
+    COMMON_KEYS.union(*(chosen_backend(kind).settings.model_fields for kind in BUILT_IN))
+)
+"""``[storage]``: keyrotd's keys and every built-in type's (keyrotd/storage/registry.py)."""
+
+
 def test_example_file_shows_every_setting() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    for section in (StorageSettings, ServerSettings, KeysetSettings):
+    for name in STORAGE_KEYS:
+        assert f"\n{name} = " in text, name
+    for section in (ServerSettings, KeysetSettings):
         for name in section.model_fields:
             assert f"\n{name} = " in text, name
     assert '\nformat = "json"' in text
@@ -438,10 +447,9 @@ def test_aws_storage_needs_nothing_else(in_tmp: Path) -> None:
 
 # --- every error is one line, whatever the input -------------------------------------------------
 
-FIELDS = [
+FIELDS = [("storage", name) for name in STORAGE_KEYS] + [
     (section, name)
     for section, model in (
-        ("storage", StorageSettings),
         ("server", ServerSettings),
         ("logging", Settings.model_fields["logging"].annotation),
         ("keysets", KeysetSettings),

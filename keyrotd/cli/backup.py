@@ -156,5 +156,5 @@ def _version_under(storage: Storage, name: str, settings: Settings) -> str | Non
 
 
 def _encryption_key(settings: Settings) -> bytes | None:
-    key_file = settings.storage.encryption_key_file
-    return None if key_file is None else load_encryption_key(key_file)
+    key_file = settings.storage.setting("encryption_key_file")
+    return load_encryption_key(key_file) if isinstance(key_file, Path) else None

@@ -22,7 +22,6 @@ from keyrotd.cli.sign_command import cmd_sign
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.config.policy import rotate_times
-from keyrotd.config.storage_types import require_store as check_store
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
@@ -32,6 +31,7 @@ from keyrotd.model import Keyset, from_json
 from keyrotd.rotating import successor_note
 from keyrotd.status import keyset_status
 from keyrotd.storage import Storage, open_storage
+from keyrotd.storage.registry import require_store as check_store
 from keyrotd.timeline import render_status
 from keyrotd.times import Clock, rfc3339
 
@@ -83,8 +83,7 @@ The writers -- ``run`` and ``rotate`` -- create it where the configuration point
 
 
 def require_store(settings: Settings) -> None:
-    storage = settings.storage
-    check_store(storage.type, storage.path, settings.source)
+    check_store(settings.storage, settings.source)
 
 
 def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetManager:

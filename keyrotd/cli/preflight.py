@@ -17,6 +17,7 @@ from keyrotd.config.capacity import MANY_KEYS, capacity
 from keyrotd.config.kubernetes import check_signer_socket
 from keyrotd.errors import ConfigError
 from keyrotd.secretfiles import check_files
+from keyrotd.storage.registry import chosen_backend
 
 
 def preflight(settings: Settings, now: datetime) -> list[str]:
@@ -40,12 +41,9 @@ def preflight(settings: Settings, now: datetime) -> list[str]:
     admin = split_admin_listen(server.admin_listen) if server.admin_listen else None
     if isinstance(admin, Path) and not admin.parent.is_dir():
         raise missing_socket_directory("server.admin_listen", admin)
-    if settings.storage.type == "aws":
-        # Opening reads nothing: it finds the region (settings, environment, AWS config files)
-        # and refuses without one, exactly as `run` would.
-        from keyrotd.storage import open_storage
-
-        open_storage(settings.storage).close()
+    backend = chosen_backend(settings.storage.type)
+    if backend.check is not None:  # the backend's own: the AWS region, a credential file
+        backend.check(settings.storage.options)
     if settings.storage.revision_file is not None:  # its directory must exist (G8)
         from keyrotd.storage.revision_file import RevisionFile
 
@@ -71,7 +69,7 @@ def check_admin_transport(server: ServerSettings) -> None:
 def check_capacity(settings: Settings) -> list[str]:
     """Refuse a keyset whose largest document would not fit its storage; a warning for each
     that keeps more than :data:`MANY_KEYS` keys in its JWKS at once."""
-    limit = _document_limit(settings.storage.type)
+    limit = chosen_backend(settings.storage.type).max_document_size
     label = "configuration" if settings.config_file is None else str(settings.config_file)
     warnings: list[str] = []
     for index, keyset in enumerate(settings.keysets):
@@ -100,14 +98,3 @@ _FEWER_KEYS: Final = (
     "raise rotation_period, or lower token_lifetime or publish_ahead (a smaller algorithm, "
     "ES256 or EdDSA, makes each key smaller)"
 )
-
-
-def _document_limit(kind: str) -> int:
-    """The largest document the storage type accepts (its backend's own limit)."""
-    if kind == "aws":
-        from keyrotd.storage.aws import MAX_DOCUMENT_SIZE as AWS_LIMIT
-
-        return AWS_LIMIT
-    from keyrotd.storage.file import MAX_DOCUMENT_SIZE as FILE_LIMIT
-
-    return FILE_LIMIT

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from pydantic_settings import EnvSettingsSource, SettingsError
 
 from keyrotd.config.messages import (
@@ -86,7 +87,7 @@ def load_settings(
     try:
         settings = Settings(**_merged(file_values, env_values))
     except ValidationError as exc:
-        raise invalid_setting(exc.errors()[0], label, env_values, variables) from None
+        raise invalid_setting(_innermost(exc.errors()[0]), label, env_values, variables) from None
     settings = _absolute_paths(settings, path, file_values, env_values)
     settings._config_file = path  # the one place that records them: not user settings
     settings._overrides = tuple(sorted(variables.values()))
@@ -103,21 +104,36 @@ def _absolute_paths(
     """Every relative path made absolute: one the file set against the file's directory, one
     from the environment or the defaults against the working directory (README.md, Configuration).
     """
-    updates: dict[str, BaseModel] = {}
-    for section, kind in _SECTIONS.items():
-        if kind is None:
-            continue  # keysets hold no paths
-        model: BaseModel = getattr(settings, section)
-        changed: dict[str, Path] = {}
+
+    def absolute(model: BaseModel, section: str) -> BaseModel:
+        changed: dict[str, object] = {}
         for name in type(model).model_fields:
             value = getattr(model, name)
+            if isinstance(value, BaseModel):  # a storage backend's settings: keys of the table
+                changed[name] = absolute(value, section)
             if not isinstance(value, Path):
                 continue
             by_file = holds(file_values, (section, name)) and not holds(env_values, (section, name))
             base = config.parent if config is not None and by_file else Path()
             changed[name] = Path(os.path.abspath(base / value))
-        updates[section] = model.model_copy(update=changed)
+        return model.model_copy(update=changed)
+
+    updates = {
+        section: absolute(getattr(settings, section), section)
+        for section, kind in _SECTIONS.items()
+        if kind is not None  # keysets hold no paths
+    }
     return settings.model_copy(update=updates)
+
+
+def _innermost(error: ErrorDetails) -> ErrorDetails:
+    """A storage backend's own validation error, at its key in ``[storage]``: its settings
+    model is validated inside the table's (:mod:`keyrotd.config.storage_types`)."""
+    cause = error.get("ctx", {}).get("error")
+    if error["type"] != "value_error" or not isinstance(cause, ValidationError):
+        return error
+    inner = cause.errors()[0]
+    return _innermost({**inner, "loc": (*error["loc"][:1], *inner["loc"])})
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -178,7 +194,9 @@ def _variable_location(name: str) -> Location | None:
             f"{name}: unknown setting", "set KEYROTD_KEYSETS to a JSON list of keysets"
         )
     model = _SECTIONS.get(section)
-    known = section in _SECTIONS and (not rest or (len(rest) == 1 and _has_field(model, rest[0])))
+    known = section in _SECTIONS and (
+        not rest or (len(rest) == 1 and (section == "storage" or _has_field(model, rest[0])))
+    )  # a storage key is checked against the chosen type's, once the type is known
     if not known:
         raise config_error(f"{name}: unknown setting {'.'.join((section, *rest))}", UNKNOWN_HINT)
     return (section, *rest)

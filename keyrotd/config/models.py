@@ -8,16 +8,21 @@ rule is in :mod:`keyrotd.config.fields`; the rules across fields are here.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -37,46 +42,73 @@ from keyrotd.config.fields import (
     OptionalPath,
     Region,
     RsaKeySize,
-    SecretPrefix,
-    SettingPath,
-    StorageType,
     issuer_path,
     split_admin_listen,
     split_listen,
 )
-from keyrotd.config.storage_types import refuse_foreign_settings
+from keyrotd.config.storage_types import split, unknown_type
 from keyrotd.durations import Duration, InvalidValueError, quote
 from keyrotd.errors import UsageError
 from keyrotd.model import Policy
+from keyrotd.storage import registry
 
 ENV_PREFIX: Final = "KEYROTD_"
 
 
+def _defaults_of(kind: str) -> BaseModel:
+    backend = registry.find(kind)
+    if backend is None:
+        raise unknown_type(kind)
+    defaults: BaseModel = backend.settings()
+    return defaults
+
+
+def _known_storage_type(kind: str) -> str:
+    if registry.find(kind.lower()) is None:
+        raise unknown_type(kind)
+    return kind.lower()
+
+
 class StorageSettings(BaseModel):
-    """Where keysets are stored: ``file`` (a directory) or ``aws`` (Secrets Manager)."""
+    """Where keysets are stored: ``type`` picks a backend (:mod:`keyrotd.storage.registry`),
+    whose own model holds its keys (:attr:`options`); the table stays flat, as operators write it.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    type: StorageType = "file"
-    path: SettingPath = Path("./keyrotd-data")
-    encryption_key_file: OptionalPath = None
-    secret_prefix: SecretPrefix = "keyrotd/"  # noqa: S105 - a name prefix, not a secret
-    region: Region = ""
-    endpoint_url: EndpointUrl = ""
-    kms_key_id: str = ""
+    type: Annotated[str, AfterValidator(_known_storage_type)] = "file"
     revision_file: OptionalPath = None
     """Any type: the high-water marks of G8 across restarts (keyrotd/storage/revision_file.py)."""
+    options: BaseModel = Field(default_factory=lambda: _defaults_of("file"))
+    """The chosen backend's settings (a :class:`~keyrotd.storage.file.FileSettings` for
+    ``file``): its own pydantic model."""
 
-    @model_validator(mode="after")
-    def _settings_of_its_type(self) -> StorageSettings:
-        fields = type(self).model_fields
-        given = {
-            name: getattr(self, name)
-            for name in self.model_fields_set
-            if getattr(self, name) != fields[name].default
-        }
-        refuse_foreign_settings(self.type, given)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _split_by_type(cls, values: object) -> object:
+        return split(values) if isinstance(values, Mapping) else values
+
+    @model_serializer(mode="wrap")
+    def _flat(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, object]:
+        """Dumped flat, as the table is written: ``type``, ``revision_file``, the backend's keys."""
+        data: dict[str, object] = handler(self)
+        data.pop("options", None)
+        return {**data, **self.options.model_dump(mode=info.mode)}
+
+    def setting(self, name: str) -> object:
+        """The backend's setting ``name``; ``None`` when its type has no such key."""
+        return getattr(self.options, name, None)
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> object:
+            """``settings.storage.path`` reads the backend's key (tests and scripts); keyrotd's
+            own code asks :meth:`setting` or :attr:`options`."""
+            if not name.startswith("_") and name in type(self.options).model_fields:
+                return getattr(self.options, name)
+            return super().__getattr__(name)
 
 
 class CustodySettings(BaseModel):
@@ -261,7 +293,7 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    storage: StorageSettings = StorageSettings()
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # built when first used
     custody: CustodySettings = CustodySettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     server: ServerSettings = ServerSettings()

@@ -1,7 +1,9 @@
-"""Storage backends. ``open_storage`` picks one from the configuration; boto3 loads only for AWS.
+"""Storage backends. ``open_storage`` opens the one ``storage.type`` names
+(:mod:`keyrotd.storage.registry`); each backend's libraries load only when it opens.
 
-Every backend it opens is wrapped in a :class:`~keyrotd.storage.revisions.RevisionGuard`: its
-readers refuse a document that goes back (G8), whatever the backend.
+Every backend it opens, built-in or installed as a package, is wrapped in a
+:class:`~keyrotd.storage.revisions.RevisionGuard`: its readers refuse a document that goes back
+(G8), and ``storage.revision_file`` keeps the marks across restarts, whatever the backend.
 """
 
 from __future__ import annotations
@@ -9,36 +11,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from keyrotd.storage.interface import Storage, Versioned
+from keyrotd.storage.interface import BaseStorage, Storage, Versioned
 
 if TYPE_CHECKING:
-    from keyrotd.config import StorageSettings
+    from keyrotd.storage.registry import StorageChoice
 
-__all__ = ["Storage", "Versioned", "open_storage"]
+__all__ = ["BaseStorage", "Storage", "Versioned", "open_storage"]
 
 
 def open_storage(
-    settings: StorageSettings, on_rollback: Callable[[str], None] | None = None
+    settings: StorageChoice, on_rollback: Callable[[str], None] | None = None
 ) -> Storage:
     """The configured backend behind the G8 guard; ``on_rollback(keyset)`` counts refusals."""
+    from keyrotd.storage.registry import chosen_backend
     from keyrotd.storage.revision_file import RevisionFile
     from keyrotd.storage.revisions import RevisionGuard
 
-    backend = _open_backend(settings)
+    backend = chosen_backend(settings.type)
+    opened = backend.open(settings.options)
     marks = None
     if settings.revision_file is not None:
-        owner_of = settings.path if settings.type == "file" else None
+        owner_of = None if backend.store_owner is None else backend.store_owner(settings.options)
         marks = RevisionFile(settings.revision_file, owner_of)
     if on_rollback is None:
-        return RevisionGuard(backend, marks)
-    return RevisionGuard(backend, marks, on_rollback)
-
-
-def _open_backend(settings: StorageSettings) -> Storage:
-    if settings.type == "aws":
-        from keyrotd.storage.aws import AwsStorage
-
-        return AwsStorage.from_settings(settings)
-    from keyrotd.storage.file import FileStorage
-
-    return FileStorage.from_settings(settings)
+        return RevisionGuard(opened, marks)
+    return RevisionGuard(opened, marks, on_rollback)

@@ -29,13 +29,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict
 
 from keyrotd.atomic import Owner, replace_atomically
-from keyrotd.errors import ConfigError
+from keyrotd.config.fields import OptionalPath, SettingPath
+from keyrotd.errors import ConfigError, KeyrotdError
 from keyrotd.model import KEYSET_NAME
 from keyrotd.secretfiles import load_encryption_key
 from keyrotd.storage.file_locks import (
@@ -50,14 +53,14 @@ from keyrotd.storage.file_locks import (
     temp_name,
 )
 from keyrotd.storage.interface import (
+    BaseStorage,
     ConflictError,
     CorruptDocumentError,
     DocumentTooLargeError,
-    ReadResult,
     StorageError,
     Versioned,
-    read_each,
 )
+from keyrotd.storage.registry import Backend
 from keyrotd.storage.sealing import (
     KEY_SIZE,
     EnvelopeError,
@@ -67,10 +70,7 @@ from keyrotd.storage.sealing import (
     unseal,
 )
 
-if TYPE_CHECKING:
-    from keyrotd.config import StorageSettings
-
-__all__ = ["MAX_DOCUMENT_SIZE", "FileStorage", "load_encryption_key"]
+__all__ = ["BACKEND", "MAX_DOCUMENT_SIZE", "FileSettings", "FileStorage", "load_encryption_key"]
 
 MAX_DOCUMENT_SIZE: Final = 1024 * 1024
 _MAX_FILE_SIZE: Final = 2 * MAX_DOCUMENT_SIZE  # a sealed 1 MiB document is about 1.34 MiB
@@ -82,7 +82,16 @@ _CORRUPT_HINT: Final = (
 )
 
 
-class FileStorage:
+class FileSettings(BaseModel):
+    """``storage.type = "file"``: its ``[storage]`` keys (`keyrotd check-config --example`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: SettingPath = Path("./keyrotd-data")
+    encryption_key_file: OptionalPath = None
+
+
+class FileStorage(BaseStorage):
     """Keyset documents as files in one directory (see the module docstring)."""
 
     max_document_size: int = MAX_DOCUMENT_SIZE
@@ -107,7 +116,7 @@ class FileStorage:
         any write by any process changes the signature."""
 
     @classmethod
-    def from_settings(cls, settings: StorageSettings) -> FileStorage:
+    def from_settings(cls, settings: FileSettings) -> FileStorage:
         key_file = settings.encryption_key_file
         key = None if key_file is None else load_encryption_key(key_file)
         return cls(settings.path, encryption_key=key)
@@ -138,9 +147,6 @@ class FileStorage:
         if signature is not None:
             self._read_at[keyset] = (signature, versioned)
         return versioned
-
-    def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
-        return read_each(self, keysets)
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
         path = self._document(keyset)
@@ -293,3 +299,29 @@ def _owner_for(directory: Path) -> Owner | None:
         return None
     info = os.stat(directory)
     return info.st_uid, info.st_gid
+
+
+def require_store(settings: FileSettings, source: str) -> None:
+    """For a command that reads but never creates a store: refuse, naming where it looked, when
+    no store is where the configuration points. It never advises creating keys there: that would
+    start a second store beside the real one."""
+    if not settings.path.is_dir():
+        raise KeyrotdError(
+            f"no key store at {settings.path} (storage.path, from {source})",
+            "point --config (or KEYROTD_CONFIG) at the configuration the daemon runs with; a "
+            "relative storage.path counts from the configuration file's directory",
+        )
+
+
+def _store_owner(settings: FileSettings) -> Path:
+    return settings.path
+
+
+BACKEND: Final = Backend(
+    settings=FileSettings,
+    open=FileStorage.from_settings,
+    max_document_size=MAX_DOCUMENT_SIZE,
+    require_store=require_store,
+    store_owner=_store_owner,
+)
+"""``storage.type = "file"`` (:mod:`keyrotd.storage.registry`)."""

@@ -15,6 +15,7 @@ naming its location, and it is never overwritten.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,6 +30,7 @@ from keyrotd.errors import (
 )
 
 __all__ = [
+    "BaseStorage",
     "ConflictError",
     "CorruptDocumentError",
     "DocumentTooLargeError",
@@ -101,3 +103,30 @@ def read_each(storage: Storage, keysets: Sequence[str]) -> dict[str, ReadResult]
         except KeyrotdError as error:
             results[keyset] = error
     return results
+
+
+class BaseStorage(ABC):
+    """A base for backends: implement the core of :class:`Storage` (``max_document_size``,
+    ``location``, ``read``, ``write``, ``list_keysets``); ``read_many`` defaults to one ``read``
+    per keyset and ``close`` to nothing. A backend that can read many documents in one request
+    overrides ``read_many`` (AWS: ``BatchGetSecretValue``)."""
+
+    max_document_size: int
+
+    @abstractmethod
+    def location(self, keyset: str) -> str: ...
+
+    @abstractmethod
+    def read(self, keyset: str) -> Versioned | None: ...
+
+    @abstractmethod
+    def write(self, keyset: str, data: bytes, expected_version: str | None) -> str: ...
+
+    @abstractmethod
+    def list_keysets(self) -> list[str]: ...
+
+    def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
+        return read_each(self, keysets)
+
+    def close(self) -> None:
+        return None

@@ -71,7 +71,7 @@ def test_a_refresh_of_an_unchanged_aws_store_is_one_request_per_20_keysets(
             10,
             "the daemon to serve the rotation the CLI wrote",
         )
-        # that keyset, read alone (and by the batch check: moto answers it stale, see aws_batch)
+        # that keyset, read alone (and by the batch check: moto answers it stale, see aws/batch.py)
         assert requests(daemon, "GetSecretValue") - read_alone <= 4
         assert daemon.stop() == 0
 

@@ -90,7 +90,7 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture
 def aws_backend(moto_url: str) -> Iterator[Backend]:
-    from keyrotd.storage.aws import AwsStorage
+    from keyrotd.storage.aws.storage import AwsStorage
     from tests.support.moto import (
         REGION,
         fake_aws_environment,

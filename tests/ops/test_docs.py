@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from keyrotd.cli.parser import build_parser
 from keyrotd.config.models import Settings
+from keyrotd.storage.registry import BUILT_IN, COMMON_KEYS, chosen_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", *ROOT.joinpath("docs").glob("*.md")])
@@ -71,6 +72,9 @@ def _settings() -> dict[str, set[str]]:
             sections[name] = set(model.model_fields)
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
             sections[name] = set(annotation.model_fields)
+    # [storage] is flat: keyrotd's own keys and every built-in backend's (their own models)
+    backends = (chosen_backend(kind).settings.model_fields for kind in BUILT_IN)
+    sections["storage"] = set(COMMON_KEYS).union(*backends)
     return sections
 
 

@@ -36,7 +36,8 @@ from tests.faults.test_races import TRANSITION
 FORK_SERVER = """
 import contextlib, io, json, os, sys, time, traceback
 from datetime import datetime
-import boto3, keyrotd.cli, keyrotd.cli.commands, keyrotd.keys, keyrotd.keysets, keyrotd.storage.aws
+import boto3, keyrotd.cli, keyrotd.cli.commands, keyrotd.keys, keyrotd.keysets
+import keyrotd.storage.aws.storage
 
 ROLES = ("@newest", "@active", "@oldest")
 

@@ -28,7 +28,7 @@ from typing import Any
 from keyrotd.errors import StorageError
 from keyrotd.lifecycle.commands import Transition
 from keyrotd.model import Keyset, Policy, from_json
-from keyrotd.storage.aws import AwsStorage
+from keyrotd.storage.aws.storage import AwsStorage
 from keyrotd.times import utc_now
 from tests.faults.helpers import History, check_document
 from tests.support.config import render_config

@@ -49,7 +49,7 @@ from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK
 from keyrotd.lifecycle.planner import view
 from keyrotd.model import Key, KeyState, Policy, from_json
-from keyrotd.storage.aws import AwsStorage, RetryPolicy
+from keyrotd.storage.aws.storage import AwsStorage, RetryPolicy
 from keyrotd.times import utc_now
 from tests.daemon.test_rotation_e2e import KEYSET, MAX_AGE, PUBLISH_AHEAD, REFRESH, ROTATIONS
 from tests.faults.helpers import activated

@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from keyrotd.storage.aws import AwsStorage
+from keyrotd.storage.aws.storage import AwsStorage
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
 
 

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -32,14 +31,14 @@ from keyrotd.errors import (
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK, Rotate
 from keyrotd.model import Policy, from_json
-from keyrotd.storage.aws import MAX_DOCUMENT_SIZE, AwsStorage, RetryPolicy
-from keyrotd.storage.aws_swap import STAGING_LABEL
+from keyrotd.storage.aws.backend import BACKEND, AwsSettings
+from keyrotd.storage.aws.storage import MAX_DOCUMENT_SIZE, AwsStorage, RetryPolicy
+from keyrotd.storage.aws.swap import STAGING_LABEL
+from keyrotd.testing.storage import StorageContract, StorageFactory
 from tests.storage.endpoints import LossyProxy, ScriptedEndpoint, closed_port_url
 from tests.support.moto import (
     REGION,
 )
-
-from .contract import StorageContract, StorageFactory
 
 FAST_FAILURE = RetryPolicy(max_attempts=2, connect_timeout=0.5, read_timeout=0.5)
 """Two attempts and short timeouts: the fault tests finish in about a second."""
@@ -608,16 +607,9 @@ def test_list_keysets_pages_through_many_secrets(storage: AwsStorage) -> None:
 
 
 def test_from_settings(moto_url: str, prefix: str) -> None:
-    settings: Any = SimpleNamespace(
-        type="aws",
-        path=Path("unused"),
-        encryption_key_file=None,
-        secret_prefix=prefix,
-        region=REGION,
-        endpoint_url=moto_url,
-        kms_key_id="",
-    )
-    storage = AwsStorage.from_settings(settings)
+    settings = AwsSettings(secret_prefix=prefix, region=REGION, endpoint_url=moto_url)
+    storage = BACKEND.open(settings)
+    assert isinstance(storage, AwsStorage)
 
     storage.write("alpha", b"one", None)
 

@@ -20,8 +20,8 @@ from keyrotd.errors import (
     StorageError,
     TemporaryStorageError,
 )
-from keyrotd.storage.aws import AwsStorage, RetryPolicy
-from keyrotd.storage.aws_batch import READERS
+from keyrotd.storage.aws.batch import READERS
+from keyrotd.storage.aws.storage import AwsStorage, RetryPolicy
 from keyrotd.storage.interface import Versioned
 from tests.storage.endpoints import ScriptedEndpoint, StageConditionProxy, closed_port_url
 from tests.support.moto import REGION

@@ -32,8 +32,7 @@ from keyrotd.errors import (
 )
 from keyrotd.storage.file import FileStorage, load_encryption_key
 from keyrotd.storage.interface import Storage
-
-from .contract import StorageContract, StorageFactory
+from keyrotd.testing.storage import StorageContract, StorageFactory
 
 SECRET = b'{"private": "SECRET-MARKER-d-p-q"}'
 

@@ -25,7 +25,7 @@ from keyrotd.lifecycle.commands import Rotate
 from keyrotd.model import Policy
 from keyrotd.retries import COMPARE_AND_SWAP, STORAGE, Retry
 from keyrotd.storage import Storage
-from keyrotd.storage.aws import AwsStorage, RetryPolicy
+from keyrotd.storage.aws.storage import AwsStorage, RetryPolicy
 from keyrotd.storage.file import FileStorage
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
 

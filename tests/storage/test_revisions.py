@@ -12,8 +12,7 @@ from keyrotd.storage.file import FileStorage
 from keyrotd.storage.interface import ReadResult, Versioned
 from keyrotd.storage.revision_file import RevisionFile
 from keyrotd.storage.revisions import RevisionGuard
-
-from .contract import document
+from keyrotd.testing.storage import document
 
 
 class LateReads(FileStorage):

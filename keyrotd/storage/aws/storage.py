@@ -8,9 +8,9 @@ write. The version of a document is the secret's ``VersionId``.
 - Read: ``GetSecretValue(VersionStage="AWSCURRENT")``, asked explicitly (moto answers a read
   without a stage from a stale default after ``UpdateSecretVersionStage``). The periodic
   refresh (``read_many``) reads 20 secrets a ``BatchGetSecretValue`` request instead
-  (:mod:`keyrotd.storage.aws_batch`, docs/storage.md).
+  (:mod:`keyrotd.storage.aws.batch`, docs/storage.md).
 - ``request_counts``: HTTP requests sent per operation, retries included (the billed ones).
-- Write (compare-and-swap, :mod:`keyrotd.storage.aws_swap`): a new version labelled
+- Write (compare-and-swap, :mod:`keyrotd.storage.aws.swap`): a new version labelled
   ``KEYROTD_PENDING``, then ``AWSCURRENT`` moved onto it from the version that was read; the
   loser of a race gets :class:`ConflictError`.
 
@@ -22,7 +22,7 @@ Documents: non-empty UTF-8 text (what keyrotd writes) is the ``SecretString`` as
 the console; anything else is a ``SecretBinary`` of a zero byte followed by the document.
 Secrets Manager holds at most 65536 bytes, so a larger document is refused before it is sent.
 
-Errors (:mod:`keyrotd.storage.aws_errors`): what botocore still fails after its own retries is a
+Errors (:mod:`keyrotd.storage.aws.errors`): what botocore still fails after its own retries is a
 :class:`TemporaryStorageError`; everything else is a :class:`StorageError` naming the secret and
 the fix. boto3 is imported only here and in those two pieces.
 """
@@ -42,9 +42,10 @@ from botocore.exceptions import ClientError, NoRegionError
 
 from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
-from keyrotd.storage.aws_batch import BatchReads
-from keyrotd.storage.aws_errors import NOT_FOUND, RetryPolicy, SecretErrors, code
-from keyrotd.storage.aws_swap import CURRENT, SecretValue, SecretWrites
+from keyrotd.storage.aws import MAX_DOCUMENT_SIZE
+from keyrotd.storage.aws.batch import BatchReads
+from keyrotd.storage.aws.errors import NOT_FOUND, RetryPolicy, SecretErrors, code
+from keyrotd.storage.aws.swap import CURRENT, SecretValue, SecretWrites
 from keyrotd.storage.interface import (
     ConflictError,
     CorruptDocumentError,
@@ -56,12 +57,8 @@ from keyrotd.storage.interface import (
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
 
-    from keyrotd.config import StorageSettings
-
 __all__ = ["MAX_DOCUMENT_SIZE", "AwsStorage", "RetryPolicy"]
 
-MAX_DOCUMENT_SIZE: Final = 65536
-"""Secrets Manager's limit on a secret value, in bytes."""
 _BINARY_MARK: Final = b"\x00"
 _VERSION_ID: Final = re.compile(r"[A-Za-z0-9-]{32,64}")
 DEFAULT_RETRY_POLICY: Final = RetryPolicy()
@@ -102,15 +99,6 @@ class AwsStorage:
         self._writes = SecretWrites(self._client, self._errors, kms_key_id)
         self._batch = BatchReads(self, self._client, self._errors)
 
-    @classmethod
-    def from_settings(cls, settings: StorageSettings) -> AwsStorage:
-        return cls(
-            secret_prefix=settings.secret_prefix,
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            kms_key_id=settings.kms_key_id,
-        )
-
     @property
     def client(self) -> SecretsManagerClient:
         """The boto3 client, for observers such as ``client.meta.events`` hooks."""
@@ -145,7 +133,7 @@ class AwsStorage:
         return Versioned(data=data, version=found["VersionId"], location=self.location(keyset))
 
     def read_many(self, keysets: Sequence[str]) -> dict[str, ReadResult]:
-        """``BatchGetSecretValue``, 20 secrets a request (:mod:`keyrotd.storage.aws_batch`)."""
+        """``BatchGetSecretValue``, 20 secrets a request (:mod:`keyrotd.storage.aws.batch`)."""
         return self._batch.read_many(keysets)
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:

@@ -26,20 +26,18 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keyrotd.errors import KeyrotdError
-from keyrotd.storage.aws_errors import ACCESS_DENIED, NOT_FOUND, REFUSED, SecretErrors, code
-from keyrotd.storage.aws_swap import CURRENT
-from keyrotd.storage.interface import ReadResult, Versioned, read_each
+from keyrotd.storage.aws.errors import ACCESS_DENIED, NOT_FOUND, REFUSED, SecretErrors, code
+from keyrotd.storage.aws.swap import CURRENT
+from keyrotd.storage.interface import ReadResult, Versioned
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
     from mypy_boto3_secretsmanager.type_defs import APIErrorTypeTypeDef, SecretValueEntryTypeDef
-
-    from keyrotd.storage.aws import AwsStorage
 
 __all__ = ["BATCH_SIZE", "BatchReads"]
 
@@ -60,11 +58,24 @@ _POLICY: Final = (
 log = logging.getLogger("keyrotd.storage")
 
 
+class Secrets(Protocol):
+    """What the batch reader needs of the secrets it reads: their names, their decoding, and
+    one keyset read alone (the AWS store gives itself; the reader never imports it)."""
+
+    def secret_name(self, keyset: str) -> str: ...
+
+    def location(self, keyset: str) -> str: ...
+
+    def decode(self, name: str, text: str | None, binary: bytes | None) -> bytes: ...
+
+    def read(self, keyset: str) -> Versioned | None: ...
+
+
 @dataclass
 class BatchReads:
-    """``read_many`` for :class:`AwsStorage` (see the module docstring)."""
+    """``read_many`` for the AWS store (see the module docstring)."""
 
-    storage: AwsStorage
+    storage: Secrets
     client: SecretsManagerClient
     errors: SecretErrors
     denied: bool = False
@@ -103,7 +114,7 @@ class BatchReads:
         timeouts would make one refresh of 10,000 keysets last an hour (the next refresh tries
         again)."""
         if self.denied:
-            return read_each(self.storage, list(chunk.values()))
+            return _one_by_one(self.storage, list(chunk.values()))
         if outage:
             return self._whole_request_failed(chunk, outage[0])
         try:
@@ -174,7 +185,7 @@ class BatchReads:
         if code(error) in ACCESS_DENIED:
             self._request_denied(error)
         if self.denied or code(error) in _SETTLED_ONE_BY_ONE:
-            return read_each(self.storage, list(chunk.values()))
+            return _one_by_one(self.storage, list(chunk.values()))
         return {k: self.errors.client_failure(BATCH, n, error) for n, k in chunk.items()}
 
     def _denied_in_batch(self, keyset: str) -> ReadResult:
@@ -211,4 +222,14 @@ class BatchReads:
         )
 
     def _read_alone(self, keyset: str) -> ReadResult:
-        return read_each(self.storage, [keyset])[keyset]
+        return _one_by_one(self.storage, [keyset])[keyset]
+
+
+def _one_by_one(secrets: Secrets, keysets: Sequence[str]) -> dict[str, ReadResult]:
+    results: dict[str, ReadResult] = {}
+    for keyset in keysets:
+        try:
+            results[keyset] = secrets.read(keyset)
+        except KeyrotdError as error:
+            results[keyset] = error
+    return results

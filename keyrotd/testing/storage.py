@@ -1,10 +1,21 @@
 """The contract every storage backend passes (docs/storage.md, guarantee G6).
 
-A backend's test module subclasses :class:`StorageContract` and provides the fixture
-``storage_factory``: a *picklable* zero-argument callable returning a new Storage on one fresh
-store (for example ``functools.partial(FileStorage, tmp_path)``). It is called in child processes
-started with multiprocessing's "spawn" context. The ``storage`` fixture defaults to one storage
-made by that factory; a subclass may override it, but it must use the same store.
+A backend's test module -- in keyrotd or in the package of a backend written elsewhere --
+subclasses :class:`StorageContract` and provides the fixture ``storage_factory``: a *picklable*
+zero-argument callable returning a new Storage on one fresh store (for example
+``functools.partial(FileStorage, tmp_path)``)::
+
+    from keyrotd.testing.storage import StorageContract
+
+    class TestMyStorage(StorageContract):
+        @pytest.fixture
+        def storage_factory(self, tmp_path):
+            return functools.partial(MyStorage, tmp_path / "store")
+
+It is called in child processes started with multiprocessing's "spawn" context. The ``storage``
+fixture defaults to one storage made by that factory; a subclass may override it, but it must use
+the same store. A store that lives in one process (:mod:`keyrotd.testing.memory`) sets
+``concurrent_writers = 0``: the lost-update test then runs no processes and is skipped.
 
 The G8 tests (revisions only go forward) put the backend behind the guard every reader uses
 (:class:`keyrotd.storage.revisions.RevisionGuard`, as ``open_storage`` does) and move a document
@@ -41,7 +52,7 @@ class StorageContract:
     """Tests every Storage must pass; subclass it and provide ``storage_factory``."""
 
     concurrent_writers = 50
-    """Writer processes in the lost-update test."""
+    """Writer processes in the lost-update test; 0 skips it (a store of one process)."""
 
     @pytest.fixture
     def storage(self, storage_factory: StorageFactory) -> Iterator[Storage]:
@@ -197,6 +208,8 @@ class StorageContract:
         self, storage: Storage, storage_factory: StorageFactory
     ) -> None:
         """G6: each process appends its id with read / compare-and-swap / retry."""
+        if self.concurrent_writers == 0:
+            pytest.skip("the store lives in one process (concurrent_writers = 0)")
         context = multiprocessing.get_context("spawn")
         writers = self.concurrent_writers
         start = context.Barrier(writers)

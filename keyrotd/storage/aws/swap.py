@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, TypedDict
 
 from botocore.exceptions import ClientError
 
-from keyrotd.storage.aws_errors import EXISTS, NOT_FOUND, REFUSED, SecretErrors, code
+from keyrotd.storage.aws.errors import EXISTS, NOT_FOUND, REFUSED, SecretErrors, code
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
