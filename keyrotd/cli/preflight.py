@@ -46,6 +46,11 @@ def preflight(settings: Settings, now: datetime) -> list[str]:
         from keyrotd.storage import open_storage
 
         open_storage(settings.storage).close()
+    if settings.storage.type == "vault":  # the URL, the auth mode's settings and files
+        from keyrotd.storage import vault_settings
+        from keyrotd.storage.vault import check_vault
+
+        check_vault(vault_settings(settings.storage))
     if settings.storage.revision_file is not None:  # its directory must exist (G8)
         from keyrotd.storage.revision_file import RevisionFile
 
@@ -108,6 +113,10 @@ def _document_limit(kind: str) -> int:
         from keyrotd.storage.aws import MAX_DOCUMENT_SIZE as AWS_LIMIT
 
         return AWS_LIMIT
+    if kind == "vault":
+        from keyrotd.storage.vault.storage import MAX_DOCUMENT_SIZE as VAULT_LIMIT
+
+        return VAULT_LIMIT
     from keyrotd.storage.file import MAX_DOCUMENT_SIZE as FILE_LIMIT
 
     return FILE_LIMIT

@@ -65,6 +65,16 @@ class StorageSettings(BaseModel):
     region: Region = ""
     endpoint_url: EndpointUrl = ""
     kms_key_id: str = ""
+    url: str = ""
+    """vault: its settings are checked by keyrotd.storage.vault.VaultSettings."""
+    mount: str = "secret"
+    path_prefix: str = "keyrotd/"
+    auth: str = "token"
+    token_file: OptionalPath = None
+    role_id_file: OptionalPath = None
+    secret_id_file: OptionalPath = None
+    kubernetes_role: str = ""
+    ca_file: OptionalPath = None
     revision_file: OptionalPath = None
     """Any type: the high-water marks of G8 across restarts (keyrotd/storage/revision_file.py)."""
 

@@ -13,8 +13,16 @@ from keyrotd.storage.interface import Storage, Versioned
 
 if TYPE_CHECKING:
     from keyrotd.config import StorageSettings
+    from keyrotd.storage.vault import VaultSettings
 
-__all__ = ["Storage", "Versioned", "open_storage"]
+__all__ = ["Storage", "Versioned", "open_storage", "vault_settings"]
+
+
+def vault_settings(settings: StorageSettings) -> VaultSettings:
+    """The ``[storage]`` settings of the vault type, checked by its own model."""
+    from keyrotd.storage.vault import KEYS, VaultSettings
+
+    return VaultSettings(**{key: getattr(settings, key) for key in KEYS})
 
 
 def open_storage(
@@ -35,6 +43,10 @@ def open_storage(
 
 
 def _open_backend(settings: StorageSettings) -> Storage:
+    if settings.type == "vault":
+        from keyrotd.storage.vault import open_vault
+
+        return open_vault(vault_settings(settings))
     if settings.type == "aws":
         from keyrotd.storage.aws import AwsStorage
 

@@ -14,6 +14,7 @@ import pytest
 
 from keyrotd.storage.aws import AwsStorage
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
+from tests.support.openbao import BaoServer, dev_server
 
 
 @pytest.fixture
@@ -86,3 +87,19 @@ def sm(moto_url: str) -> Any:
     client = boto3.session.Session().client("secretsmanager", endpoint_url=moto_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def bao_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
+    """One ``bao server -dev`` for the session (KV version 2 at ``secret/``)."""
+    with dev_server(tmp_path_factory.mktemp("bao-dev")) as server:
+        yield server
+
+
+@pytest.fixture
+def vault_token_file(tmp_path: Path, bao_dev: BaoServer) -> Path:
+    """The dev server's root token in a file as keyrotd wants it (mode 0600)."""
+    path = tmp_path / "vault.token"
+    path.write_text(bao_dev.root_token + "\n")
+    path.chmod(0o600)
+    return path

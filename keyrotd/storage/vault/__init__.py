@@ -1,0 +1,37 @@
+"""The ``vault`` storage type: HashiCorp Vault or OpenBao, KV version 2 (docs/storage.md).
+
+Importing this package reads no file and imports no hvac: ``VaultSettings`` validates a
+configuration, :func:`check_vault` reads its credential files as ``run`` would, and
+:func:`open_vault` (the only place hvac is imported) logs in lazily, at the first request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from keyrotd.storage.vault.settings import KEYS, VaultSettings, load_credentials
+
+if TYPE_CHECKING:
+    from keyrotd.storage.vault.storage import VaultStorage
+
+__all__ = ["KEYS", "VaultSettings", "check_vault", "open_vault"]
+
+
+def check_vault(settings: VaultSettings) -> None:
+    """What ``check-config`` verifies without the server: the credential and key files."""
+    load_credentials(settings)
+
+
+def open_vault(settings: VaultSettings) -> VaultStorage:
+    """The storage these settings describe; nothing is sent before the first read or write."""
+    from keyrotd.storage.vault.session import Session
+    from keyrotd.storage.vault.storage import VaultStorage
+
+    credentials = load_credentials(settings)
+    return VaultStorage(
+        Session(settings, credentials),
+        url=settings.url,
+        mount=settings.mount,
+        path_prefix=settings.path_prefix,
+        encryption_key=credentials.encryption_key,
+    )
