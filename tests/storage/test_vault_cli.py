@@ -1,5 +1,6 @@
 """The CLI on the vault storage type: ``check-config`` validates its settings and files without
-the server, ``status`` says where each keyset lives, ``rotate`` writes through KV (docs/storage.md)."""
+the server, ``status`` says where each keyset lives, ``rotate`` writes through KV
+(docs/storage.md)."""
 
 from __future__ import annotations
 
@@ -88,9 +89,8 @@ def test_check_config_passes_a_good_vault_configuration(
     token = tmp_path / "vault.token"
     token.write_text("s.placeholder-token-value\n")
     token.chmod(0o600)
-    config = write_config(
-        tmp_path / "keyrotd.toml", {"url": "https://vault.example:8200", "token_file": "vault.token"}
-    )
+    values = {"url": "https://vault.example:8200", "token_file": "vault.token"}
+    config = write_config(tmp_path / "keyrotd.toml", values)
 
     assert main(["--config", str(config), "check-config"]) == 0
 

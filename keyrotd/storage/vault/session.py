@@ -74,6 +74,7 @@ class Session:
         self.requests: Counter[str] = Counter()
         """HTTP requests sent, by method and path kind (``GET data``, ``POST login``...)."""
         http = requests.Session()
+        http.verify = settings.verify  # hvac prefers the session's own (True) to its argument
         http.hooks["response"].append(self._count)
         self._client = hvac.Client(
             url=settings.url, verify=settings.verify, timeout=TIMEOUT, session=http
