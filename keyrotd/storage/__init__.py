@@ -22,7 +22,7 @@ def vault_settings(settings: StorageSettings) -> VaultSettings:
     """The ``[storage]`` settings of the vault type, checked by its own model."""
     from keyrotd.storage.vault import KEYS, VaultSettings
 
-    return VaultSettings(**{key: getattr(settings, key) for key in KEYS})
+    return VaultSettings.of({key: getattr(settings, key) for key in KEYS})
 
 
 def open_storage(

@@ -52,6 +52,7 @@ def test_status_names_the_secret_and_server(
     [
         ({"url": "http://10.0.0.5:8200"}, "storage.url = 'http://10.0.0.5:8200' would send"),
         ({"url": ""}, "storage.url is not set"),
+        ({"auth": "ldap"}, "storage.auth = 'ldap' is not valid"),
         ({"auth": "approle"}, 'storage.auth = "approle" needs storage.role_id_file'),
         ({"kubernetes_role": "keyrotd"}, 'storage.kubernetes_role is a setting of auth = "k'),
         ({"ca_file": "missing-ca.pem"}, "storage.ca_file"),

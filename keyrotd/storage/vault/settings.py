@@ -7,12 +7,13 @@ mode's settings, the credential files and their modes) without talking to the se
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from keyrotd.errors import ConfigError
 from keyrotd.secretfiles import load_encryption_key, read_secret_file
@@ -60,6 +61,19 @@ class VaultSettings(BaseModel):
     kubernetes_role: str = ""
     ca_file: Path | None = None
     encryption_key_file: Path | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, object]) -> VaultSettings:
+        """The settings in ``values`` (``[storage]`` keys), or one line naming the bad one."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = ".".join(str(part) for part in first["loc"])
+            raise ConfigError(
+                f"storage.{key} = {values.get(key)!r} is not valid ({first['msg']})",
+                'see docs/storage.md (e.g. auth = "token", "approle" or "kubernetes")',
+            ) from None
 
     @model_validator(mode="after")
     def _consistent(self) -> VaultSettings:
