@@ -4,17 +4,22 @@ compare-and-swap on KV versions, sealing, AppRole login and token renewal (docs/
 from __future__ import annotations
 
 import functools
+import http.server
 import json
 import time
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyrotd.errors import ConfigError, CorruptDocumentError, StorageError
 from keyrotd.storage.interface import ConflictError
 from keyrotd.storage.vault import VaultSettings, open_vault
-from tests.support.openbao import BaoServer
+from tests.support.http import local_server
+from tests.support.openbao import BaoServer, TestCA
 
 from .contract import StorageContract, StorageFactory
 
@@ -199,3 +204,77 @@ def test_a_short_lived_token_is_renewed_then_replaced_by_a_new_login(
 def made(counts: dict[str, int], kind: str) -> int:
     """Requests of one kind (``login``, ``renew-self``, ``data``), whatever their method."""
     return sum(n for key, n in counts.items() if key.split(" ", 1)[1] == kind)
+
+
+class TokenReviews(http.server.BaseHTTPRequestHandler):
+    """The Kubernetes API's TokenReview, as OpenBao's Kubernetes auth calls it: every token
+    presented is the service account keyrotd/keyrotd."""
+
+    reviewed: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).reviewed.append(review["spec"]["token"])
+        user = {"username": "system:serviceaccount:keyrotd:keyrotd", "uid": "uid-1"}
+        status = {"authenticated": True, "user": user, "audiences": review["spec"].get("audiences")}
+        body = json.dumps({**review, "status": status}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_kubernetes_login_presents_the_service_account_token(
+    bao_dev: BaoServer, tmp_path: Path
+) -> None:
+    claims = {
+        "iss": "kubernetes/serviceaccount",
+        "sub": "system:serviceaccount:keyrotd:keyrotd",
+        "kubernetes.io/serviceaccount/namespace": "keyrotd",
+        "kubernetes.io/serviceaccount/service-account.name": "keyrotd",
+        "kubernetes.io/serviceaccount/service-account.uid": "uid-1",
+    }
+    signer = ec.generate_private_key(ec.SECP256R1())  # OpenBao parses only asymmetric JWTs
+    account_token = jwt.encode(claims, signer, algorithm="ES256")
+    token_file = tmp_path / "serviceaccount-token"
+    token_file.write_text(account_token)
+    policy = (Path(__file__).parents[2] / "docs" / "vault-policy.hcl").read_text()
+    bao_dev.api("PUT", "sys/policies/acl/keyrotd-k8s", {"policy": policy})
+    mount = "kubernetes"  # where keyrotd logs in (this test alone enables it)
+    with local_server(TokenReviews) as kubernetes_api:
+        bao_dev.api("POST", f"sys/auth/{mount}", {"type": "kubernetes"})
+        bao_dev.api(
+            "POST",
+            f"auth/{mount}/config",
+            {
+                "kubernetes_host": kubernetes_api,
+                "kubernetes_ca_cert": TestCA.make(tmp_path / "k8s-ca").ca_file.read_text(),
+                "disable_local_ca_jwt": True,
+            },
+        )
+        bao_dev.api(
+            "POST",
+            f"auth/{mount}/role/keyrotd",
+            {
+                "bound_service_account_names": ["keyrotd"],
+                "bound_service_account_namespaces": ["keyrotd"],
+                "token_policies": ["keyrotd-k8s"],
+                "token_ttl": "10m",
+            },
+        )
+        chosen = VaultSettings(url=bao_dev.url, auth="kubernetes", kubernetes_role="keyrotd")
+        storage = open_vault(chosen, service_account_token=token_file)
+        name = f"k{uuid.uuid4().hex[:8]}"
+        version = storage.write(name, b"document", None)
+        stored = storage.read(name)
+        storage.close()
+
+    assert stored is not None and stored.version == version
+    assert TokenReviews.reviewed == [account_token]
+    missing = open_vault(chosen, service_account_token=tmp_path / "absent")
+    with pytest.raises(StorageError, match="cannot read the service-account token"):
+        missing.read(name)

@@ -7,9 +7,15 @@ configuration, :func:`check_vault` reads its credential files as ``run`` would, 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keyrotd.storage.vault.settings import KEYS, VaultSettings, load_credentials
+from keyrotd.storage.vault.settings import (
+    KEYS,
+    SERVICE_ACCOUNT_TOKEN,
+    VaultSettings,
+    load_credentials,
+)
 
 if TYPE_CHECKING:
     from keyrotd.storage.vault.storage import VaultStorage
@@ -22,14 +28,17 @@ def check_vault(settings: VaultSettings) -> None:
     load_credentials(settings)
 
 
-def open_vault(settings: VaultSettings) -> VaultStorage:
-    """The storage these settings describe; nothing is sent before the first read or write."""
+def open_vault(
+    settings: VaultSettings, service_account_token: Path = SERVICE_ACCOUNT_TOKEN
+) -> VaultStorage:
+    """The storage these settings describe; nothing is sent before the first read or write.
+    ``service_account_token``: the JWT ``auth = "kubernetes"`` presents (the pod's own)."""
     from keyrotd.storage.vault.session import Session
     from keyrotd.storage.vault.storage import VaultStorage
 
     credentials = load_credentials(settings)
     return VaultStorage(
-        Session(settings, credentials),
+        Session(settings, credentials, service_account_token=service_account_token),
         url=settings.url,
         mount=settings.mount,
         path_prefix=settings.path_prefix,
