@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from keyrotd.errors import ConfigError, CorruptDocumentError, StorageError
+from keyrotd.errors import ConfigError, CorruptDocumentError, StorageError, TemporaryStorageError
 from keyrotd.storage.interface import ConflictError
 from keyrotd.storage.vault import VaultSettings, open_vault
 from tests.support.http import local_server
@@ -278,3 +278,84 @@ def test_kubernetes_login_presents_the_service_account_token(
     missing = open_vault(chosen, service_account_token=tmp_path / "absent")
     with pytest.raises(StorageError, match="cannot read the service-account token"):
         missing.read(name)
+
+
+def test_a_revoked_approle_token_is_replaced_by_a_new_login(
+    bao_dev: BaoServer, tmp_path: Path
+) -> None:
+    role_file, secret_file = _approle(bao_dev, tmp_path, "10m")
+    chosen = VaultSettings(
+        url=bao_dev.url, auth="approle", role_id_file=role_file, secret_id_file=secret_file
+    )
+    storage = open_vault(chosen)
+    name = f"k{uuid.uuid4().hex[:8]}"
+    version = storage.write(name, b"document", None)
+    bao_dev.api("PUT", "sys/leases/revoke-prefix/auth/approle/login")  # every AppRole token
+
+    stored = storage.read(name)  # 403, a new login, the read again
+
+    assert stored is not None and stored.version == version
+    assert made(storage.request_counts(), "login") == 2
+    storage.close()
+
+
+def test_a_refused_token_is_read_again_from_token_file(bao_dev: BaoServer, tmp_path: Path) -> None:
+    policy = (Path(__file__).parents[2] / "docs" / "vault-policy.hcl").read_text()
+    bao_dev.api("PUT", "sys/policies/acl/keyrotd-token", {"policy": policy})
+
+    def child_token() -> str:
+        answer = bao_dev.api("POST", "auth/token/create", {"policies": ["keyrotd-token"]})
+        auth = answer["auth"]
+        assert isinstance(auth, dict)
+        return str(auth["client_token"])
+
+    token_file = tmp_path / "vault.token"
+    first = child_token()
+    token_file.write_text(first)
+    token_file.chmod(0o600)
+    storage = open_vault(VaultSettings(url=bao_dev.url, token_file=token_file))
+    name = f"k{uuid.uuid4().hex[:8]}"
+    storage.write(name, b"document", None)
+    bao_dev.api("POST", "auth/token/revoke", {"token": first})
+    token_file.write_text(child_token())  # as Vault Agent's sink rewrites it
+
+    stored = storage.read(name)
+
+    assert stored is not None and stored.data == b"document"
+    storage.close()
+
+
+class Refusing(http.server.BaseHTTPRequestHandler):
+    """A server that answers every request with ``status`` (a throttling or failing Vault)."""
+
+    status: ClassVar[int] = 429
+
+    def do_GET(self) -> None:
+        body = b'{"errors": ["try again later"]}'
+        self.send_response(type(self).status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [412, 429, 500, 502, 503, 504])
+def test_throttling_and_server_errors_are_temporary(
+    tmp_path: Path, vault_token_file: Path, status: int
+) -> None:
+    Refusing.status = status
+    with local_server(Refusing) as url:
+        storage = open_vault(VaultSettings(url=url, token_file=vault_token_file))
+        with pytest.raises(TemporaryStorageError, match=f"answered {status}"):
+            storage.read("alpha")
+        with pytest.raises(TemporaryStorageError):
+            storage.write("alpha", b"document", None)
+        storage.close()
+    unreachable = open_vault(VaultSettings(url=url, token_file=vault_token_file))
+    with pytest.raises(TemporaryStorageError, match="unreachable"):
+        unreachable.read("alpha")

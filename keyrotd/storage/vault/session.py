@@ -51,6 +51,7 @@ _TEMPORARY: Final = (
     vault_errors.InternalServerError,
     vault_errors.BadGateway,
     vault_errors.VaultNotInitialized,
+    vault_errors.PreconditionFailed,  # 412: a standby not yet at the index asked (Enterprise)
 )
 _CAS_MISMATCH: Final = "check-and-set"
 
@@ -71,6 +72,8 @@ class Session:
         self._service_account_token = service_account_token
         self._clock = clock
         self._lock = threading.RLock()
+        self._last = threading.local()
+        """This thread's last HTTP status: hvac has no status on a 504's or 507's error."""
         self.requests: Counter[str] = Counter()
         """HTTP requests sent, by method and path kind (``GET data``, ``POST login``...)."""
         http = requests.Session()
@@ -87,6 +90,7 @@ class Session:
         self._first_login = True
 
     def _count(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        self._last.status = response.status_code
         method = response.request.method or "?"
         path = response.request.path_url.split("?", 1)[0]
         self.requests[f"{method} {_kind(path)}"] += 1
@@ -207,6 +211,12 @@ class Session:
                 "paths in docs/storage.md",
             ) from None
         except vault_errors.VaultError as error:
+            status = getattr(self._last, "status", 0)
+            if status >= 500:
+                raise TemporaryStorageError(
+                    f"Vault at {url} answered {status} to {what} of {where}{_said(error)}",
+                    "keyrotd retries",
+                ) from None
             raise StorageError(
                 f"Vault at {url} answered {_status(error)} to {what} of {where}{_said(error)}",
                 "check storage.url, storage.mount and storage.path_prefix",
@@ -241,6 +251,7 @@ def _status(error: vault_errors.VaultError) -> str:
         vault_errors.BadGateway: "502",
         vault_errors.VaultNotInitialized: "501 (not initialized)",
         vault_errors.InvalidPath: "404",
+        vault_errors.PreconditionFailed: "412",
     }
     return names.get(type(error), type(error).__name__)
 
