@@ -51,7 +51,7 @@ _TEMPORARY: Final = (
     vault_errors.InternalServerError,
     vault_errors.BadGateway,
     vault_errors.VaultNotInitialized,
-    vault_errors.PreconditionFailed,  # 412: a standby not yet at the index asked (Enterprise)
+    vault_errors.PreconditionFailed,
 )
 _CAS_MISMATCH: Final = "check-and-set"
 
@@ -212,7 +212,7 @@ class Session:
             ) from None
         except vault_errors.VaultError as error:
             status = getattr(self._last, "status", 0)
-            if status >= 500:
+            if status >= 500 or status == 412:  # 412: a standby not yet at the index asked
                 raise TemporaryStorageError(
                     f"Vault at {url} answered {status} to {what} of {where}{_said(error)}",
                     "keyrotd retries",
