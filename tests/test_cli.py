@@ -404,7 +404,16 @@ def test_console_script_in_an_empty_directory(tmp_path: Path) -> None:
     jwt.PyJWK.from_dict(json.loads(result.stdout))
 
 
-HEAVY = ("boto3", "botocore", "apscheduler", "granian", "prometheus_client", "grpc")
+HEAVY = (
+    "boto3",
+    "botocore",
+    "apscheduler",
+    "granian",
+    "prometheus_client",
+    "grpc",
+    "hvac",
+    "requests",
+)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["status"], ["rotate"], ["jwks"]])
