@@ -104,9 +104,22 @@ class BaoServer:
             method=method,
             headers={"X-Vault-Token": self.root_token},
         )
-        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
-            text = answer.read()
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+                text = answer.read()
+        except urllib.error.HTTPError as error:
+            error.msg = f"{error.msg} to {method} {path}: {error.read()[:300]!r}"
+            raise
         return json.loads(text) if text else {}
+
+    def kv_ready(self) -> bool:
+        """Whether ``secret/`` answers (a new KV version 2 mount refuses requests with 400
+        for a moment while it upgrades itself)."""
+        try:
+            self.api("GET", "secret/config")
+        except urllib.error.HTTPError:
+            return False
+        return True
 
     def wait_active(self, timeout: float = 30.0) -> None:
         wait_for(lambda: self.health() == 200, timeout, f"OpenBao at {self.url} to be active")
@@ -150,6 +163,7 @@ def dev_server(workdir: Path) -> Iterator[BaoServer]:
     server.start()
     try:
         server.wait_active()
+        wait_for(server.kv_ready, 30, "the KV version 2 mount to finish its upgrade")
         yield server
     finally:
         server.stop()
@@ -275,6 +289,7 @@ def raft_server(workdir: Path) -> Iterator[BaoServer]:
         server.unseal()
         server.wait_active()
         server.api("POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}})
+        wait_for(server.kv_ready, 30, "the KV version 2 mount to finish its upgrade")
         yield server
     finally:
         server.stop()
