@@ -39,8 +39,9 @@ from keyrotd.storage.vault.settings import (
 __all__ = ["Session"]
 
 T = TypeVar("T")
-TIMEOUT: Final = 10.0
-"""Seconds a request may take (connect and read); a stalled server is a temporary error."""
+TIMEOUT: Final = (2.0, 5.0)
+"""Seconds to connect, and to wait for an answer (as the AWS backend): a stalled server is a
+temporary error soon enough for SIGTERM's 5 s."""
 _RENEW_AT: Final = 2 / 3
 """Renew once this share of the lease has passed."""
 _LOGIN_AT: Final = 0.9
