@@ -405,7 +405,17 @@ def test_console_script_in_an_empty_directory(tmp_path: Path) -> None:
     jwt.PyJWK.from_dict(json.loads(result.stdout))
 
 
-HEAVY = ("boto3", "botocore", "apscheduler", "granian", "prometheus_client", "grpc", "pytest")
+HEAVY = (
+    "boto3",
+    "botocore",
+    "apscheduler",
+    "granian",
+    "prometheus_client",
+    "grpc",
+    "hvac",
+    "requests",
+    "pytest",
+)
 """Never loaded by file-backend commands (pytest: only keyrotd.testing imports it)."""
 
 

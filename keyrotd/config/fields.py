@@ -204,7 +204,6 @@ def issuer_path(issuer: str) -> str:
 
 SettingPath = Annotated[Path, BeforeValidator(_path)]
 OptionalPath = Annotated[Path | None, BeforeValidator(_optional_path)]
-StorageType = Annotated[Literal["file", "aws"], BeforeValidator(_lowercase)]
 CustodyType = Annotated[Literal["storage", "pkcs11", "aws-kms"], BeforeValidator(_lowercase)]
 SecretPrefix = Annotated[
     str, _matching(_SECRET_PREFIX, "secret name prefix", "use letters, digits and /_+=.@-")

