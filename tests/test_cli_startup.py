@@ -23,6 +23,8 @@ STATUS_NEVER = (
     "urllib.request",
     "keyrotd.issuing",
     "keyrotd.cli.sign_command",
+    "keyrotd.importing",  # key files, for ``import`` only
+    "keyrotd.clients",  # the admin clients file, only where one is configured
 )
 
 

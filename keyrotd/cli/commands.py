@@ -14,7 +14,6 @@ from importlib.resources import files
 
 from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
-from keyrotd.cli.import_command import cmd_import
 from keyrotd.cli.kids import resolve_kid
 from keyrotd.cli.preflight import preflight
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
@@ -311,6 +310,12 @@ def cmd_sign(settings: Settings, storage: Storage, args: argparse.Namespace, clo
     from keyrotd.cli.sign_command import cmd_sign  # the issuer and its HTTP client: sign only
 
     return cmd_sign(settings, storage, args, clock)
+
+
+def cmd_import(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    from keyrotd.cli.import_command import cmd_import  # key files (PEM, JWK): import only
+
+    return cmd_import(settings, storage, args, clock)
 
 
 COMMANDS: dict[str, Command] = {
