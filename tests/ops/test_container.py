@@ -134,7 +134,7 @@ def test_image_can_be_the_api_servers_token_signer(podman: Podman, image: str) -
         "from keyrotd.kubernetes.externaljwt.v1alpha1 import api_pb2_grpc as alpha\n"
         "print(api_pb2_grpc.ExternalJWTSignerServicer.__name__, grpc.__version__)\n"
     )
-    shown = podman.run("run", "--rm", "--entrypoint", "python", image, "-c", probe)
+    shown = podman.run("run", "--rm", *ULIMITS, "--entrypoint", "python", image, "-c", probe)
     assert shown.stdout.startswith("ExternalJWTSignerServicer "), shown.stdout + shown.stderr
 
 
