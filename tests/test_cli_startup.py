@@ -25,6 +25,7 @@ STATUS_NEVER = (
     "keyrotd.cli.sign_command",
     "keyrotd.importing",  # key files, for ``import`` only
     "keyrotd.clients",  # the admin clients file, only where one is configured
+    "joserfc",  # signing and verifying: status only reads the keyset
 )
 
 
