@@ -6,6 +6,7 @@ so that :mod:`keyrotd.config.messages` can phrase it as one line: what is wrong,
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -33,7 +34,6 @@ _COMPOUND: Final = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h|d))+")
 _COMPONENT: Final = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
 _ISO: Final = re.compile(r"[+-]?P.*", re.IGNORECASE | re.DOTALL)
 _ISO_MONTHS: Final = re.compile(r"[+-]?P[^T]*M")
-_ISO_ADAPTER: Final = pydantic.TypeAdapter(timedelta)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _LONGEST_TEXT: Final = 64
 _LINE_BREAKS: Final = {"\x85": "\\x85", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -107,10 +107,16 @@ def _parse_iso(value: str, text: str) -> timedelta:
             "use days (P30D or 30d), or PT1M for minutes",
         )
     try:
-        parsed = _ISO_ADAPTER.validate_python(text)
+        parsed = _iso_adapter().validate_python(text)
     except pydantic.ValidationError:
         raise InvalidValueError(f"{quote(value)} is not a duration", HINT) from None
     return _in_range(value, parsed // _MICROSECOND, parsed)
+
+
+@functools.cache
+def _iso_adapter() -> pydantic.TypeAdapter[timedelta]:
+    """pydantic's ISO 8601 duration parser, built on first use (milliseconds at import)."""
+    return pydantic.TypeAdapter(timedelta)
 
 
 def _in_range(

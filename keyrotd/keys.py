@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 from keyrotd.errors import ConfigError
 from keyrotd.model import ALGORITHMS, Jwk
+
+if TYPE_CHECKING:
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 RSA_KEY_SIZES: Final = (2048, 3072, 4096)
 PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "k", "oth"})
@@ -40,6 +42,8 @@ class NewKey:
 
 def generate_key(alg: str, rsa_key_size: int = 2048) -> NewKey:
     """Generate a keypair for ``alg``; ``rsa_key_size`` applies to RS* and PS*."""
+    from joserfc.jwk import ECKey, OKPKey, RSAKey  # not at import: ``status`` makes no key
+
     jwk: RSAKey | ECKey | OKPKey
     if alg.startswith(("RS", "PS")) and alg in ALGORITHMS:
         if rsa_key_size not in RSA_KEY_SIZES:
@@ -64,5 +68,7 @@ def thumbprint(jwk: Jwk) -> str:
     Only the key type's required public members count (RFC 7638 section 3.2), so ``kid``,
     ``alg``, ``use`` and private members change nothing.
     """
+    from joserfc.jwk import JWKRegistry
+
     members = {k: v for k, v in jwk.items() if k not in PRIVATE_MEMBERS | {"kid", "alg", "use"}}
     return JWKRegistry.import_key(dict(members)).thumbprint()

@@ -14,14 +14,17 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
-
-from joserfc.errors import JoseError
-from joserfc.jwk import JWKRegistry, Key
-from joserfc.jws import JWSRegistry
+from typing import TYPE_CHECKING, Any, Final
 
 from keyrotd.errors import KeyrotdError
 from keyrotd.model import ALGORITHMS, Jwk
+
+if TYPE_CHECKING:
+    from joserfc.jwk import Key
+
+# joserfc is imported by the functions that sign or verify, not with this module: the token
+# parsing here serves ``keyrotd status`` too, whose start-up should not pay for it
+# (tests/test_cli_startup.py).
 
 _BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -53,6 +56,10 @@ def import_key(jwk: Jwk | Mapping[str, Any], alg: str) -> Key:
     """The joserfc key for ``jwk``, checked to be usable with ``alg`` (key type, curve, ``use``)."""
     if alg not in ALGORITHMS:
         raise KeyImportError(f"algorithm {alg!r} is not one keyrotd signs with")
+    from joserfc.errors import JoseError
+    from joserfc.jwk import JWKRegistry
+    from joserfc.jws import JWSRegistry
+
     try:
         key = JWKRegistry.import_key(dict(jwk))
         JWSRegistry.algorithms[alg].check_key(key)
@@ -64,6 +71,8 @@ def import_key(jwk: Jwk | Mapping[str, Any], alg: str) -> Key:
 
 def sign_compact(header: Mapping[str, Any], claims: Mapping[str, Any], key: Key) -> str:
     """``header.payload.signature``; ``header["alg"]`` names the algorithm, ``key`` is private."""
+    from joserfc.jws import JWSRegistry
+
     signing_input = f"{json_part(header)}.{json_part(claims)}"
     signature = JWSRegistry.algorithms[header["alg"]].sign(signing_input.encode("ascii"), key)
     return f"{signing_input}.{b64url_encode(signature)}"
@@ -71,6 +80,9 @@ def sign_compact(header: Mapping[str, Any], claims: Mapping[str, Any], key: Key)
 
 def verify_signature(signing_input: bytes, signature: bytes, alg: str, key: Key) -> bool:
     """Whether ``signature`` is ``alg``'s signature of ``signing_input`` under ``key``."""
+    from joserfc.errors import JoseError
+    from joserfc.jws import JWSRegistry
+
     try:
         return JWSRegistry.algorithms[alg].verify(signing_input, signature, key)
     except (JoseError, ValueError, TypeError):  # e.g. a signature of the wrong length

@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from keyrotd.cli.parser import build_parser, kid_after_double_dash
 from keyrotd.errors import KeyrotdError
-from keyrotd.times import Clock, utc_now
+
+if TYPE_CHECKING:
+    from keyrotd.times import Clock
 
 __all__ = ["build_parser", "kid_after_double_dash", "main"]
 
 
-def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
-    """Run ``keyrotd ARGV`` (default ``sys.argv[1:]``) at the time ``clock`` tells."""
+def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
+    """Run ``keyrotd ARGV`` (default ``sys.argv[1:]``) at the time ``clock`` tells (default: the
+    system clock). ``--help`` imports only the parser: see tests/test_cli.py."""
     try:
         code = _run(argv, clock)
         sys.stdout.flush()  # here, not at exit: a closed pipe is still ours to handle
@@ -37,7 +40,7 @@ def main(argv: Sequence[str] | None = None, clock: Clock = utc_now) -> int:
     return code
 
 
-def _run(argv: Sequence[str] | None, clock: Clock) -> int:
+def _run(argv: Sequence[str] | None, clock: Clock | None) -> int:
     args_list = kid_after_double_dash(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args_list
     try:
@@ -47,11 +50,12 @@ def _run(argv: Sequence[str] | None, clock: Clock) -> int:
 
             return client_dispatch(args)
         from keyrotd.cli import commands
+        from keyrotd.times import utc_now
 
-        return commands.dispatch(args, clock)
+        return commands.dispatch(args, utc_now if clock is None else clock)
     except KeyrotdError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         print(f"keyrotd: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -62,13 +66,19 @@ def _run(argv: Sequence[str] | None, clock: Clock) -> int:
         raise
     except Exception as exc:  # the last resort: still one line unless --debug
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         print(
             f"keyrotd: internal error ({type(exc).__name__}): {_one_line(str(exc))}"
             " (run with --debug for the traceback and report it)",
             file=sys.stderr,
         )
         return 1
+
+
+def _print_traceback() -> None:
+    import traceback  # --debug only: not on every start
+
+    traceback.print_exc()
 
 
 def _discard_stdout() -> None:

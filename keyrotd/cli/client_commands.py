@@ -10,7 +10,6 @@ clients file) is imported by the command that runs: no storage, no daemon.
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +79,8 @@ def cmd_add(settings: Settings, path: Path, args: argparse.Namespace) -> int:
         raise UsageError(f"{name!r} is not a valid client name", NAME_HINT)
     scopes = tuple(dict.fromkeys(_scope(text) for text in args.scopes))
     _note_unknown_keysets(settings, scopes)
+    import secrets  # hashlib and OpenSSL: not for --help, which builds this parser
+
     token = secrets.token_urlsafe(TOKEN_BYTES)
     client = Client(name, token_digest(token.encode()), scopes)
     taken = {ADMIN} if settings.server.admin_token_file is not None else set()

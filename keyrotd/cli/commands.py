@@ -14,11 +14,9 @@ from importlib.resources import files
 
 from keyrotd import logs
 from keyrotd.cli.handover import handover_notices
-from keyrotd.cli.import_command import cmd_import
 from keyrotd.cli.kids import resolve_kid
 from keyrotd.cli.output import print_transitions, require_keys
 from keyrotd.cli.preflight import preflight
-from keyrotd.cli.sign_command import cmd_sign
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.config.policy import rotate_times
@@ -292,6 +290,18 @@ def cmd_restore(
     from keyrotd.cli.backup import cmd_restore
 
     return cmd_restore(settings, storage, args, clock)
+
+
+def cmd_sign(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    from keyrotd.cli.sign_command import cmd_sign  # the issuer and its HTTP client: sign only
+
+    return cmd_sign(settings, storage, args, clock)
+
+
+def cmd_import(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    from keyrotd.cli.import_command import cmd_import  # key files (PEM, JWK): import only
+
+    return cmd_import(settings, storage, args, clock)
 
 
 COMMANDS: dict[str, Command] = {

@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from keyrotd.clients import load_registry
 from keyrotd.config import ServerSettings, Settings, missing_socket_directory, split_admin_listen
 from keyrotd.config.capacity import MANY_KEYS, capacity
 from keyrotd.config.kubernetes import check_signer_socket
@@ -33,6 +32,8 @@ def preflight(settings: Settings, now: datetime) -> list[str]:
     server = settings.server
     check_admin_transport(server)
     if server.admin_clients_file is not None:
+        from keyrotd.clients import load_registry  # only where clients are configured
+
         load_registry(server.admin_token_file, server.admin_clients_file)
     if server.tls is not None:
         from keyrotd.daemon.tls import check_tls_pair  # cryptography's x509: only when TLS is on

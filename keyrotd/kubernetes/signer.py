@@ -35,6 +35,9 @@ MIN_TOKEN_LIFETIME: Final = 600
 """The API server's floor for ``max_token_expiration_seconds``."""
 WORKERS: Final = 8
 """Threads answering the socket: a bound on concurrent calls, never shared with HTTP."""
+MAX_CALLS: Final = 1024
+"""Calls in progress at once, those waiting for a thread included (about a kilobyte each); more
+are refused (``RESOURCE_EXHAUSTED``). The API server's bursts of token requests stay below it."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _check_claims(claims: str) -> None:
+    try:
+        decoded = json.loads(_unb64(claims))
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise ValueError("claims are not base64url-encoded JSON") from error
+    if not isinstance(decoded, dict):
+        raise ValueError("claims are not a JSON object")
+
+
 def pkix(jwk: Jwk) -> bytes:
     """A public JWK as PKIX (SubjectPublicKeyInfo) DER, as ``FetchKeys`` sends keys."""
     from cryptography.hazmat.primitives import serialization
@@ -107,31 +119,36 @@ class Signer:
         self.clock = clock
         self._timestamp_lock = threading.Lock()
         self._last_timestamp: datetime | None = None
+        self._header: tuple[str, str, str] = ("", "", "")
+        """(kid, alg, encoded header) of the last key that signed."""
+        self._der: dict[str, bytes] = {}
+        """PKIX DER of the keys last fetched, by kid (a kid's key never changes)."""
 
     def sign(self, claims: str) -> tuple[str, str]:
         """(header, signature), each base64url; ValueError for claims that are not b64url JSON."""
-        try:
-            decoded = json.loads(_unb64(claims))
-        except (ValueError, binascii.Error, UnicodeDecodeError) as error:
-            raise ValueError("claims are not base64url-encoded JSON") from error
-        if not isinstance(decoded, dict):
-            raise ValueError("claims are not a JSON object")
+        _check_claims(claims)
         for attempt in (1, 2):
             active = self.source.active()
-            header = _b64(
-                json.dumps(
-                    {"alg": active.alg, "kid": active.kid, "typ": "JWT"}, separators=(",", ":")
-                ).encode()
-            )
             try:
-                signature = active.sign(f"{header}.{claims}".encode("ascii"))
+                return self._signed(active, claims)
             except CustodyKeyGoneError:
                 if attempt == 2:
                     raise
                 self.source.resync()  # another writer retired it: sign with the current key
-                continue
-            return header, _b64(signature)
         raise AssertionError("unreachable")
+
+    def _signed(self, active: ActiveKey, claims: str) -> tuple[str, str]:
+        header = self._header
+        if header[0] != active.kid or header[1] != active.alg:
+            # the same header for every token of a key: encoded once per key
+            encoded = _b64(
+                json.dumps(
+                    {"alg": active.alg, "kid": active.kid, "typ": "JWT"}, separators=(",", ":")
+                ).encode()
+            )
+            header = self._header = (active.kid, active.alg, encoded)
+        signature = active.sign(f"{header[2]}.{claims}".encode("ascii"))
+        return header[2], _b64(signature)
 
     def fetch_keys(self) -> tuple[list[tuple[str, bytes]], datetime, int]:
         """The keys as (kid, PKIX DER), the data timestamp and the refresh hint in seconds."""
@@ -146,8 +163,13 @@ class Signer:
         hint = self.max_age
         if published.next_change is not None:
             hint = min(hint, (published.next_change - now).total_seconds())
-        keys = [(str(jwk["kid"]), pkix(jwk)) for jwk in published.keys]
-        return keys, stamp, max(1, int(hint))
+        known = self._der
+        der = {
+            kid: known[kid] if kid in known else pkix(jwk)
+            for kid, jwk in ((str(jwk["kid"]), jwk) for jwk in published.keys)
+        }
+        self._der = der
+        return list(der.items()), stamp, max(1, int(hint))
 
     def metadata(self) -> int:
         return self.token_lifetime
@@ -274,7 +296,9 @@ def serve(socket_path: Path, signer: Signer) -> Any:
     if socket_path.is_socket():
         socket_path.unlink()  # a previous run's socket: nobody listens on it any more
     server = grpc.server(
-        HandlerPool(WORKERS, "keyrotd-k8s-signer"), maximum_concurrent_rpcs=WORKERS * 8
+        HandlerPool(WORKERS, "keyrotd-k8s-signer"),
+        maximum_concurrent_rpcs=MAX_CALLS,
+        compression=grpc.Compression.NoCompression,
     )
     for messages, services in ((v1, v1_grpc), (v1alpha1, v1alpha1_grpc)):
         servicer = _servicer(signer, messages, services.ExternalJWTSignerServicer)

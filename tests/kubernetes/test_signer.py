@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,3 +153,33 @@ def test_the_refresh_hint_is_at_most_the_max_age_at_least_one_and_the_timestamp_
     assert signer.fetch_keys()[1] == T0
     keys.read_at = T0 - timedelta(hours=1)  # an older read: the timestamp does not go back
     assert signer.fetch_keys()[1] == T0
+
+
+class SlowKeys(Keys):
+    """Signatures that take 20 ms (a busy HSM): calls pile up on the socket."""
+
+    def active(self) -> ActiveKey:
+        key = super().active()
+
+        def sign(data: bytes) -> bytes:
+            time.sleep(0.02)
+            return key.sign(data)
+
+        return ActiveKey(key.kid, key.alg, sign)
+
+
+def test_a_burst_beyond_the_bound_waits_its_turn_and_is_never_refused(
+    socket_path: Path, channel: grpc.Channel
+) -> None:
+    # The API server sends every token request over one connection: a burst of 200 (three
+    # times the bound this signer had) waits for the 8 threads, none is refused.
+    server = _start(socket_path, SlowKeys("ES256"))
+    stub = v1_grpc.ExternalJWTSignerStub(channel)
+    claims = _claims({"sub": "system:serviceaccount:default:app"})
+    try:
+        stub.Metadata(v1.MetadataRequest())  # connected, as the API server is before it signs
+        calls = [stub.Sign.future(v1.SignJWTRequest(claims=claims), timeout=30) for _ in range(200)]
+        failed = [call.exception() for call in calls if call.exception() is not None]
+        assert failed == []
+    finally:
+        server.stop(0)

@@ -125,6 +125,19 @@ def test_image_has_its_health_check_and_user(podman: Podman, image: str) -> None
     assert inspected["Config"]["User"] == f"{UID}:{UID}"
 
 
+def test_image_can_be_the_api_servers_token_signer(podman: Podman, image: str) -> None:
+    # the kubernetes extra (grpcio) is in the image: the sidecar of docs/kubernetes.md
+    probe = (
+        "import grpc\n"
+        "from keyrotd.kubernetes.signer import serve\n"
+        "from keyrotd.kubernetes.externaljwt.v1 import api_pb2_grpc\n"
+        "from keyrotd.kubernetes.externaljwt.v1alpha1 import api_pb2_grpc as alpha\n"
+        "print(api_pb2_grpc.ExternalJWTSignerServicer.__name__, grpc.__version__)\n"
+    )
+    shown = podman.run("run", "--rm", *ULIMITS, "--entrypoint", "python", image, "-c", probe)
+    assert shown.stdout.startswith("ExternalJWTSignerServicer "), shown.stdout + shown.stderr
+
+
 def test_container_end_to_end(podman: Podman, image: str) -> None:
     token = secrets.token_urlsafe(32)
     podman.run("secret", "create", "admin.token", "-", stdin=token.encode())

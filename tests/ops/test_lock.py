@@ -42,6 +42,18 @@ def test_the_lock_pins_every_runtime_dependency_at_a_satisfying_version() -> Non
         assert requirement.specifier.contains(version, prereleases=True), (name, str(version))
 
 
+def test_the_lock_pins_the_kubernetes_extra_the_image_serves() -> None:
+    # the image and the systemd recipe can be the API server's token signer (docs/kubernetes.md)
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    locked = pins()
+    for line in extra["optional-dependencies"]["kubernetes"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{name} is not in {LOCK.name}: regenerate it"
+        assert requirement.specifier.contains(locked[name][0], prereleases=True), name
+    assert "--extra=kubernetes" in LOCK.read_text().split("\n\n")[0]
+
+
 def test_every_pin_has_hashes() -> None:
     for name, (_, hashes) in pins().items():
         assert hashes >= 1, name

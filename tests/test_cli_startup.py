@@ -1,0 +1,62 @@
+"""What ``keyrotd --help`` and ``keyrotd status`` import: start-up time is mostly imports, and
+each module below cost milliseconds on every start until it was made lazy (docs/benchmarks.md,
+"CLI start-up"; benchmarks/cli_startup.py measures the times)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HELP_NEVER = (
+    "secrets",  # hashlib and OpenSSL, for the token of ``client add``
+    "hashlib",
+    "traceback",  # --debug only
+    "datetime",  # the clock, for commands that run
+    "pydantic",
+    "keyrotd.cli.commands",
+    "keyrotd.config",
+)
+STATUS_NEVER = (
+    "http.client",  # the remote issuer's HTTP client, for ``sign`` only
+    "urllib.request",
+    "keyrotd.issuing",
+    "keyrotd.cli.sign_command",
+    "keyrotd.importing",  # key files, for ``import`` only
+    "keyrotd.clients",  # the admin clients file, only where one is configured
+    "joserfc",  # signing and verifying: status only reads the keyset
+)
+
+
+def _imported(argv: list[str], cwd: Path, modules: tuple[str, ...]) -> list[str]:
+    probe = (
+        "import sys, contextlib, io\n"
+        "from keyrotd.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    code = main({argv!r})\n"
+        "assert code == 0, code\n"
+        f"print(','.join(m for m in {modules!r} if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return [m for m in result.stdout.strip().split(",") if m]
+
+
+def test_help_imports_the_parser_and_nothing_a_command_needs(tmp_path: Path) -> None:
+    assert _imported(["--help"], tmp_path, HELP_NEVER) == []
+
+
+def test_status_does_not_import_the_remote_issuer(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
+    subprocess.run(
+        [sys.executable, "-m", "keyrotd.cli", "rotate"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert _imported(["status"], tmp_path, STATUS_NEVER) == []
