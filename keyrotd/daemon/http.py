@@ -10,8 +10,9 @@
     and the admin endpoints (see ``admin``) when ``server.admin_token_file`` or
     ``server.admin_clients_file`` is set.
 
-No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and one
-``response_bytes`` call (about 2 µs of Python; see benchmarks/). Responses to GET also answer HEAD.
+No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and two ASGI
+messages on granian's own scope (a few µs of Python; docs/benchmarks.md, "HTTP hot paths").
+Responses to GET also answer HEAD.
 Request bodies are read only by ``POST .../sign`` (``responses.read_body``, at most 64 KiB).
 Every error has a JSON body; an unexpected exception is logged (its type, never its text) and
 answered with a bare 500.
