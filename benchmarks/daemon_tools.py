@@ -25,7 +25,7 @@ from tests.support.waiting import wait_for  # noqa: E402
 
 __all__ = ["Daemon", "Nginx", "Wrk", "free_port", "make_daemon", "percentile", "wait_for", "wrk"]
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
 def require(binary: str) -> str:
@@ -72,10 +72,12 @@ def wrk(
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     latency = {
         int(p): float(v) * _UNITS[unit]
-        for p, v, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.MULTILINE)
+        for p, v, unit in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)$", out, re.MULTILINE)
     }
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    if 50 not in latency or 99 not in latency:
+        raise RuntimeError(f"wrk printed no latency distribution:\n{out}")
     return Wrk(rate, latency[50], latency[99], errors)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import urllib.parse
@@ -10,6 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc.jwk import Key
 from joserfc.jws import JWSRegistry
 
@@ -27,6 +31,11 @@ if TYPE_CHECKING:
 DEFAULT_REFRESH: Final = timedelta(seconds=30)
 SHORTEST_REFRESH: Final = timedelta(seconds=0.1)
 """The background refresh runs at most this often, whatever ``publish_ahead``."""
+_ECDSA_DIGESTS: Final[dict[str, hashes.HashAlgorithm]] = {
+    "ES256": hashes.SHA256(),
+    "ES384": hashes.SHA384(),
+    "ES512": hashes.SHA512(),
+}
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,27 @@ class Signer:
 
     def sign(self, signing_input: bytes) -> bytes:
         """The JWS signature of ``signing_input`` (JOSE's format)."""
-        signature: bytes = JWSRegistry.algorithms[self.alg].sign(signing_input, self.key)
-        return signature
+        return self._sign(signing_input)
+
+    @functools.cached_property
+    def _sign(self) -> Callable[[bytes], bytes]:
+        """ES*: cryptography's signature and r‖s made here, the key checked once (the signing
+        API's hot path, benchmarks/sign.py); the other algorithms through joserfc."""
+        digest = _ECDSA_DIGESTS.get(self.alg)
+        if digest is None:
+            algorithm = JWSRegistry.algorithms[self.alg]
+            return functools.partial(algorithm.sign, key=self.key)
+        private = self.key.get_op_key("sign")
+        if not isinstance(private, ec.EllipticCurvePrivateKey):
+            raise KeyrotdError(f"key {self.kid} is not an EC private key")
+        ecdsa = ec.ECDSA(digest)
+        size = (private.curve.key_size + 7) // 8
+
+        def sign(signing_input: bytes) -> bytes:
+            r, s = decode_dss_signature(private.sign(signing_input, ecdsa))
+            return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+        return sign
 
 
 @dataclass(frozen=True)

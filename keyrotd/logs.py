@@ -52,6 +52,11 @@ def event_of(record: logging.LogRecord) -> str:
     return f"{family}.{record.levelname.lower()}"
 
 
+_ENCODER: Final = json.JSONEncoder(default=str)
+"""One encoder for every line (``json.dumps`` with ``default`` makes one per call)."""
+_FIELDS: Final = (*FIELDS, *AUDIT_FIELDS, *PROPAGATION_FIELDS)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -61,13 +66,14 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "event": event_of(record),
         }
-        for name in (*FIELDS, *AUDIT_FIELDS, *PROPAGATION_FIELDS):
-            value = record.__dict__.get(name)
+        given = record.__dict__
+        for name in _FIELDS:
+            value = given.get(name)
             if value is not None:
                 entry[name] = value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 class TextFormatter(logging.Formatter):

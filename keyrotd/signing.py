@@ -11,6 +11,7 @@ and the signing key are passed in; nothing here reads storage or the clock.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ class Signed:
 def parse_request(body: bytes) -> SignRequest:
     """The JSON body of ``POST .../sign``; :class:`SignRefused` saying what is wrong."""
     try:
-        data = json.loads(body, parse_constant=_no_constant)
+        text = body.decode(json.detect_encoding(body), "surrogatepass")  # as json.loads does
+        data = _DECODER.decode(text)
     except (ValueError, RecursionError):
         raise SignRefused("the body is not JSON", 'send {"claims": {...}}') from None
     if not isinstance(data, dict):
@@ -85,6 +87,16 @@ def parse_request(body: bytes) -> SignRequest:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"not standard JSON ({name})")
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_no_constant)
+"""One decoder for every request (``json.loads`` with an option makes one per call)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _header_part(alg: str, kid: str, typ: str) -> str:
+    """The encoded header: the same for every token of one key and ``typ``."""
+    return json_part({"alg": alg, "kid": kid, "typ": typ})
 
 
 def request_of(claims: object, lifetime: int | None = None, typ: object = "JWT") -> SignRequest:
@@ -138,9 +150,8 @@ def sign(
     issued_at = math.floor(now.timestamp())
     payload["iat"] = issued_at
     payload["exp"] = issued_at + lifetime
-    header = {"alg": signer.alg, "kid": signer.kid, "typ": request.typ}
     try:
-        signing_input = f"{json_part(header)}.{json_part(payload)}"
+        signing_input = f"{_header_part(signer.alg, signer.kid, request.typ)}.{json_part(payload)}"
     except (TypeError, ValueError) as exc:  # e.g. a float NaN in the claims
         raise SignRefused(f"the claims cannot be encoded ({exc})", "use JSON values") from None
     signature = signer.sign(signing_input.encode("ascii"))

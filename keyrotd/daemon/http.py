@@ -10,8 +10,9 @@
     and the admin endpoints (see ``admin``) when ``server.admin_token_file`` or
     ``server.admin_clients_file`` is set.
 
-No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and one
-``response_bytes`` call (about 2 µs of Python; see benchmarks/). Responses to GET also answer HEAD.
+No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and two ASGI
+messages on granian's own scope (a few µs of Python; docs/benchmarks.md, "HTTP hot paths").
+Responses to GET also answer HEAD.
 Request bodies are read only by ``POST .../sign`` (``responses.read_body``, at most 64 KiB).
 Every error has a JSON body; an unexpected exception is logged (its type, never its text) and
 answered with a bare 500.
@@ -63,6 +64,7 @@ FIRST_KEYSET: Final = frozenset({"/signing-key", "/sign"})
 
 
 _clock: Final = time.perf_counter
+_monotonic: Final = time.monotonic
 _KEYSET_ROUTES: Final = ("jwks.json", "signing-key", "rotate", "status", "sign")
 """The ``/keysets/{name}/X`` routes (an unknown X counts as ``other``)."""
 
@@ -151,38 +153,49 @@ class App:
         self.routes = Routes(metrics.http, "public" if public else "admin")
 
     async def __call__(self, scope: Scope, receive: object, send: Send) -> None:
-        """ASGI (granian's ``Interfaces.ASGINL``: ``keyrotd run`` serves it)."""
+        """ASGI (granian's ``Interfaces.ASGINL``: ``keyrotd run`` serves it). The hot path:
+        granian's scope is used as it comes (``receive`` put in it for ``read_body``), nothing
+        copied; an answer made without awaiting (every JWKS) is not awaited."""
         if scope["type"] != "http":
             return
-        with self.activity.request():  # the idle rule of the unix socket reads it
-            response = await self.answer({**scope, "receive": receive})
-        body = b"" if scope["method"] == "HEAD" else response.body
-        start = {"type": "http.response.start", "status": response.status}
-        await send({**start, "headers": response.headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def answer(self, scope: Scope) -> Response:
+        activity = self.activity  # the idle rule of the unix socket reads it
+        activity.in_progress += 1
         began = _clock()
         try:
+            scope["receive"] = receive
             response = self.route(scope)
             if not isinstance(response, Response):
                 response = await response
         except Exception as exc:
-            log.error(
-                "HTTP %s %s failed: %s",
-                scope["method"],
-                scope["path"],
-                type(exc).__name__,
-                extra={"event": "http.failed"},
-            )
-            response = error(500, "internal error")
-        elapsed, path = _clock() - began, scope["path"]
+            response = self.failed(scope, exc)
+        finally:
+            activity.in_progress -= 1
+            activity.last = _monotonic()
+        self.count(scope["path"], response.status, _clock() - began)
+        await send(
+            {"type": "http.response.start", "status": response.status, "headers": response.headers}
+        )
+        body = b"" if scope["method"] == "HEAD" else response.body
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def failed(scope: Scope, exc: Exception) -> Response:
+        """An unexpected exception: logged (its type, never its text), answered a bare 500."""
+        log.error(
+            "HTTP %s %s failed: %s",
+            scope["method"],
+            scope["path"],
+            type(exc).__name__,
+            extra={"event": "http.failed"},
+        )
+        return error(500, "internal error")
+
+    def count(self, path: str, status: int, elapsed: float) -> None:
         # RouteStats.count, inlined: this runs for every JWKS answer (benchmarks/http_jwks.py)
         stats = self.routes.exact.get(path) or self.routes.of(path, self.options.issuers)
-        stats.codes[response.status // 100] += 1
+        stats.codes[status // 100] += 1
         stats.buckets[bisect_left(HTTP_BUCKETS, elapsed)] += 1
         stats.total += elapsed
-        return response
 
     def route(self, scope: Scope) -> Response | Awaitable[Response]:
         path: str = scope["path"]

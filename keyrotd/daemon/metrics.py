@@ -298,6 +298,8 @@ class Metrics:
             buckets=SIGN_BUCKETS,
             registry=self.registry,
         )
+        self._admin_children: dict[tuple[str, str, int], Counter] = {}
+        self._sign_children: dict[str, tuple[Counter, Histogram]] = {}
         info = Gauge("keyrotd_build_info", "keyrotd version", ["version"], registry=self.registry)
         info.labels(__version__).set(1)
         ProcessCollector(namespace="keyrotd", registry=self.registry)  # keyrotd_process_*
@@ -323,11 +325,21 @@ class Metrics:
         self._notify_dropped.inc()
 
     def admin_request(self, client: str, action: str, status: int) -> None:
-        self._admin_requests.labels(client, action, str(status)).inc()
+        key = (client, action, status)  # a child per label set, looked up once (hot path)
+        child = self._admin_children.get(key)
+        if child is None:
+            child = self._admin_children[key] = self._admin_requests.labels(
+                client, action, str(status)
+            )
+        child.inc()
 
     def token_signed(self, keyset: str, seconds: float) -> None:
-        self._tokens_signed.labels(keyset).inc()
-        self._sign_seconds.labels(keyset).observe(seconds)
+        children = self._sign_children.get(keyset)
+        if children is None:
+            children = (self._tokens_signed.labels(keyset), self._sign_seconds.labels(keyset))
+            self._sign_children[keyset] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch(self, keyset: str) -> None:
         """Show the counters of ``keyset`` at zero before anything happened."""
