@@ -42,7 +42,7 @@ def check_files(settings: Settings) -> None:
     raised (the clients file and the TLS pair: ``keyrotd.cli.preflight``)."""
     if settings.server.admin_token_file is not None:
         load_admin_token(settings.server.admin_token_file)
-    if settings.storage.type == "file" and settings.storage.encryption_key_file is not None:
+    if settings.storage.type != "aws" and settings.storage.encryption_key_file is not None:
         load_encryption_key(settings.storage.encryption_key_file)
 
 

@@ -46,6 +46,10 @@ def preflight(settings: Settings, now: datetime) -> list[str]:
         from keyrotd.storage import open_storage
 
         open_storage(settings.storage).close()
+    if settings.storage.type == "postgres":  # the DSN and CA files; connects to nothing
+        from keyrotd.storage.postgres import PostgresSettings, check_postgres
+
+        check_postgres(PostgresSettings.of(settings.storage))
     if settings.storage.revision_file is not None:  # its directory must exist (G8)
         from keyrotd.storage.revision_file import RevisionFile
 
@@ -108,6 +112,10 @@ def _document_limit(kind: str) -> int:
         from keyrotd.storage.aws import MAX_DOCUMENT_SIZE as AWS_LIMIT
 
         return AWS_LIMIT
+    if kind == "postgres":
+        from keyrotd.storage.postgres import MAX_DOCUMENT_SIZE as POSTGRES_LIMIT
+
+        return POSTGRES_LIMIT
     from keyrotd.storage.file import MAX_DOCUMENT_SIZE as FILE_LIMIT
 
     return FILE_LIMIT

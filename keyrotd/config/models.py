@@ -35,6 +35,7 @@ from keyrotd.config.fields import (
     LogLevel,
     ObserveUrls,
     OptionalPath,
+    PostgresTable,
     Region,
     RsaKeySize,
     SecretPrefix,
@@ -54,7 +55,8 @@ ENV_PREFIX: Final = "KEYROTD_"
 
 
 class StorageSettings(BaseModel):
-    """Where keysets are stored: ``file`` (a directory) or ``aws`` (Secrets Manager)."""
+    """Where keysets are stored: ``file`` (a directory), ``aws`` (Secrets Manager) or
+    ``postgres`` (a table)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -65,6 +67,10 @@ class StorageSettings(BaseModel):
     region: Region = ""
     endpoint_url: EndpointUrl = ""
     kms_key_id: str = ""
+    dsn_file: OptionalPath = None
+    """postgres: the libpq connection string (keyrotd/storage/postgres/__init__.py)."""
+    table: PostgresTable = "keyrotd_keysets"
+    ca_file: OptionalPath = None
     revision_file: OptionalPath = None
     """Any type: the high-water marks of G8 across restarts (keyrotd/storage/revision_file.py)."""
 

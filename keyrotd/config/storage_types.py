@@ -17,6 +17,7 @@ from keyrotd.errors import KeyrotdError
 TYPE_SETTINGS: Final[Mapping[str, frozenset[str]]] = {
     "file": frozenset({"path", "encryption_key_file"}),
     "aws": frozenset({"secret_prefix", "region", "endpoint_url", "kms_key_id"}),
+    "postgres": frozenset({"dsn_file", "table", "ca_file", "encryption_key_file"}),
 }
 """Per ``storage.type``, the ``[storage]`` keys of that type (``type`` itself belongs to all)."""
 

@@ -1,4 +1,5 @@
-"""Storage backends. ``open_storage`` picks one from the configuration; boto3 loads only for AWS.
+"""Storage backends. ``open_storage`` picks one from the configuration; boto3 loads only for AWS,
+psycopg only for PostgreSQL.
 
 Every backend it opens is wrapped in a :class:`~keyrotd.storage.revisions.RevisionGuard`: its
 readers refuse a document that goes back (G8), whatever the backend.
@@ -35,6 +36,10 @@ def open_storage(
 
 
 def _open_backend(settings: StorageSettings) -> Storage:
+    if settings.type == "postgres":
+        from keyrotd.storage.postgres import PostgresSettings, open_postgres
+
+        return open_postgres(PostgresSettings.of(settings))
     if settings.type == "aws":
         from keyrotd.storage.aws import AwsStorage
 

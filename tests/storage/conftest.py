@@ -14,6 +14,7 @@ import pytest
 
 from keyrotd.storage.aws import AwsStorage
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
+from tests.support.postgres import PostgresServer, require_postgres
 
 
 @pytest.fixture
@@ -86,3 +87,18 @@ def sm(moto_url: str) -> Any:
     client = boto3.session.Session().client("secretsmanager", endpoint_url=moto_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server per test session (per xdist worker); tests take a database each."""
+    require_postgres()
+    server = PostgresServer.make()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """The connection string of a fresh database on the session's server."""
+    return postgres_server.dsn(postgres_server.new_database())
