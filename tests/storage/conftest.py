@@ -99,6 +99,12 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def postgres_dsn(postgres_server: PostgresServer) -> str:
-    """The connection string of a fresh database on the session's server."""
-    return postgres_server.dsn(postgres_server.new_database())
+def postgres_database(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer, postgres_database: str) -> str:
+    """The connection string of the test's fresh database."""
+    return postgres_server.dsn(postgres_database)

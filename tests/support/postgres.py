@@ -1,7 +1,7 @@
 """A real PostgreSQL server for the tests, from Debian's ``postgresql`` package (15).
 
 ``initdb`` and ``postgres`` refuse to run as root: run as root, the server runs as ``nobody``
-(``runuser``) in a temporary directory of its own (outside pytest's root-only tmp directory),
+(``setpriv``) in a temporary directory of its own (outside pytest's root-only tmp directory),
 which nobody owns. It listens on a unix socket in that directory and on 127.0.0.1 at an
 ephemeral port; TCP connections need the password (scram-sha-256), as keyrotd's DSN gives it.
 
@@ -40,7 +40,10 @@ def available() -> bool:
 
 
 def _as_server_user() -> list[str]:
-    return ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    """setpriv execs the command itself (runuser forks and would not pass SIGINT on)."""
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
 
 
 @dataclass
@@ -88,7 +91,7 @@ class PostgresServer:
             capture_output=True,
         )
         if tls:
-            server.tls_ca = _make_tls_files(root)
+            server.tls_ca = make_tls_files(root)
             with open(data / "postgresql.conf", "a") as conf:
                 conf.write(
                     f"ssl = on\nssl_cert_file = '{root / 'server.pem'}'\n"
@@ -116,6 +119,8 @@ class PostgresServer:
             "max_connections=200",
             "-c",
             "shared_buffers=16MB",
+            "-c",
+            "shared_preload_libraries=pg_stat_statements",  # counts the queries keyrotd sends
         ]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -175,7 +180,26 @@ class PostgresServer:
         self.databases += 1
         name = f"test{self.databases}_{os.getpid()}"
         self.psql(f"CREATE DATABASE {name}")
+        self.psql("CREATE EXTENSION pg_stat_statements", name)
         return name
+
+    def statements(self, database: str) -> dict[str, tuple[int, int]]:
+        """Per statement keyrotd sent to ``database`` since :meth:`forget_statements`: its
+        calls and the rows it returned or changed (pg_stat_statements)."""
+        out = self.psql(
+            "SELECT query, calls, rows FROM pg_stat_statements s JOIN pg_database d"
+            f" ON d.oid = s.dbid WHERE d.datname = '{database}'"
+            " AND query NOT LIKE '%pg_stat_statements%'",
+            database,
+        )
+        found: dict[str, tuple[int, int]] = {}
+        for line in out.splitlines():
+            query, calls, rows = line.rsplit("|", 2)
+            found[query] = (int(calls), int(rows))
+        return found
+
+    def forget_statements(self, database: str) -> None:
+        self.psql("SELECT pg_stat_statements_reset()", database)
 
     def dsn(self, database: str, **extra: str) -> str:
         params = {
@@ -196,7 +220,7 @@ class PostgresServer:
         return path
 
 
-def _make_tls_files(root: Path) -> Path:
+def make_tls_files(root: Path) -> Path:
     """A test CA and a server certificate for 127.0.0.1 signed by it; the CA file's path."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

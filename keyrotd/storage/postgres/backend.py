@@ -125,7 +125,7 @@ class PostgresStorage:
             open=False,
             timeout=pool_timeout,
             check=ConnectionPool.check_connection,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT},
+            kwargs={"connect_timeout": CONNECT_TIMEOUT, "autocommit": True},
             reconnect_timeout=3600,
             name="keyrotd",
         )
@@ -201,7 +201,7 @@ class PostgresStorage:
             raise self._conflict(keyset, expected_version)
         revision = 1 if expected_version is None else int(expected_version) + 1
         document = seal(keyset, revision, data, self._key).decode("ascii")
-        with self._connection("write", keyset) as conn:
+        with self._connection("write", keyset) as conn, conn.transaction():
             if expected_version is None:
                 changed = conn.execute(
                     sql.SQL(
@@ -219,8 +219,7 @@ class PostgresStorage:
                     (revision, document, keyset, revision - 1),
                 ).rowcount
             if changed != 1:
-                conn.rollback()
-                raise self._conflict(keyset, expected_version)
+                raise self._conflict(keyset, expected_version)  # rolls the transaction back
             conn.execute("SELECT pg_notify(%s, %s)", (self.table, f"{keyset} {self._sender}"))
         version = str(revision)
         with self._lock:
@@ -256,8 +255,9 @@ class PostgresStorage:
     # -- helpers -------------------------------------------------------------------------------
     @contextmanager
     def _connection(self, operation: str, keyset: str | None) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection in a transaction (committed at the end), the table made first if
-        need be; psycopg's and the pool's failures translated into keyrotd's errors."""
+        """A pooled connection in autocommit mode (a read is one statement; a write opens its
+        own transaction), the table made first if need be; psycopg's and the pool's failures
+        translated into keyrotd's errors."""
         what = f"{operation} of {self.location(keyset) if keyset else 'table ' + self.table}"
         try:
             with self._pool.connection() as conn:
@@ -278,16 +278,16 @@ class PostgresStorage:
         ``CREATE`` privilege is needed only when it is missing)."""
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.table,)).fetchone()
         if not (exists and exists[0]):
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY,"
-                    " revision bigint NOT NULL CHECK (revision > 0),"
-                    " document text NOT NULL,"
-                    " updated_at timestamptz NOT NULL DEFAULT now())"
-                ).format(self._table)
-            )
-            conn.commit()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY,"
+                        " revision bigint NOT NULL CHECK (revision > 0),"
+                        " document text NOT NULL,"
+                        " updated_at timestamptz NOT NULL DEFAULT now())"
+                    ).format(self._table)
+                )
         self._ready = True
 
     def _failure(self, what: str, error: psycopg.Error) -> StorageError:
