@@ -63,11 +63,11 @@ class Listener:
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-                    if failing:
-                        log.info(
-                            "listening for storage changes again",
-                            extra={"event": "storage.listening"},
-                        )
+                    log.info(
+                        "listening for storage changes%s",
+                        " again" if failing else "",
+                        extra={"event": "storage.listening"},
+                    )
                     failing, delay = False, RETRY_FIRST
                     self._tell(None)
                     self._listen(conn)
