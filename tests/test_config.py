@@ -377,7 +377,7 @@ UNKNOWN = "remove it or check the spelling (see `keyrotd check-config --example`
         ),
         (
             '[storage]\ntype = "s3"\n',
-            'keyrotd.toml: storage.type: "s3" is not allowed: use "file" or "aws"',
+            'keyrotd.toml: storage.type: "s3" is not allowed: use "file", "aws" or "postgres"',
         ),
         (
             '[storage]\npath = ""\n',

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from keyrotd.cli import main
 from keyrotd.errors import CorruptDocumentError, TemporaryStorageError
 from keyrotd.storage.interface import Versioned
 from keyrotd.storage.postgres.backend import PostgresStorage
@@ -209,3 +210,64 @@ def test_tls_with_ca_file_verifies_the_server(tmp_path: Path) -> None:
         server.destroy()
 
     assert ssl_in_use == "t"
+
+
+def postgres_config(directory: Path, storage: str) -> Path:
+    config = directory / "keyrotd.toml"
+    config.write_text(
+        f'[storage]\ntype = "postgres"\n{storage}\n'
+        '[[keysets]]\nname = "main"\nalgorithm = "ES256"\n'
+    )
+    return config
+
+
+def test_status_says_where_the_keyset_lives_and_never_the_password(
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    postgres_database: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dsn_file = postgres_server.dsn_file(tmp_path, postgres_database)
+    config = postgres_config(tmp_path, f'dsn_file = "{dsn_file}"')
+
+    assert main(["--config", str(config), "check-config"]) == 0
+    assert main(["--config", str(config), "rotate", "--keyset", "main"]) == 0
+    assert main(["--config", str(config), "status"]) == 0
+
+    out = capsys.readouterr().out
+    where = f"127.0.0.1:{postgres_server.port}/{postgres_database}"
+    assert f"keyset main (ES256) at PostgreSQL table keyrotd_keysets, row 'main' ({where})" in out
+    assert PASSWORD not in out
+
+
+@pytest.mark.parametrize(
+    ("storage", "expected"),
+    [
+        ("", 'storage.dsn_file is not set, and storage.type = "postgres" needs it'),
+        ('dsn_file = "{open}"', "storage.dsn_file {open} is accessible to other users (mode 644)"),
+        ('dsn_file = "{empty}"', "storage.dsn_file {empty} does not hold a connection string"),
+        ('dsn_file = "{dsn}"\nregion = "eu-west-1"', 'region is a setting of storage type "aws"'),
+        ('dsn_file = "{dsn}"\ntable = "Bad-Name"', "is not a valid PostgreSQL table name"),
+    ],
+)
+def test_check_config_refuses_bad_postgres_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, expected: str
+) -> None:
+    files = {
+        "open": tmp_path / "open.dsn",
+        "empty": tmp_path / "empty.dsn",
+        "dsn": tmp_path / "ok.dsn",
+    }
+    files["open"].write_text(f"host=db password={PASSWORD}\n")
+    files["open"].chmod(0o644)
+    files["empty"].write_text("  \n")
+    files["empty"].chmod(0o600)
+    files["dsn"].write_text(f"host=db password={PASSWORD}\n")
+    files["dsn"].chmod(0o600)
+    config = postgres_config(tmp_path, storage.format(**files))
+
+    assert main(["--config", str(config), "check-config"]) == 2
+
+    err = capsys.readouterr().err
+    assert expected.format(**files) in err
+    assert PASSWORD not in err
