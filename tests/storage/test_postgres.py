@@ -271,3 +271,36 @@ def test_check_config_refuses_bad_postgres_settings(
     err = capsys.readouterr().err
     assert expected.format(**files) in err
     assert PASSWORD not in err
+
+
+def test_first_reads_are_one_query_and_never_older_than_a_refresh_or_write(
+    storage: PostgresStorage,
+    postgres_dsn: str,
+    postgres_server: PostgresServer,
+    postgres_database: str,
+) -> None:
+    names = [f"ks{n}" for n in range(20)]
+    writer = PostgresStorage(postgres_dsn)
+    try:
+        versions = {name: writer.write(name, b"1", None) for name in names}
+        postgres_server.forget_statements(postgres_database)
+        first = [storage.read(name) for name in names[:10]]  # a daemon's start-up
+        statements = postgres_server.statements(postgres_database)
+        writer.write("ks15", b"2", versions["ks15"])  # after the preload
+        writer.write("ks16", b"2", versions["ks16"])
+        refreshed = storage.read_many(["ks15"])["ks15"]
+        after_refresh = storage.read("ks15")
+        own = storage.write("ks17", b"mine", versions["ks17"])
+        after_write = storage.read("ks17")
+        unrefreshed = storage.read("ks16")  # preloaded, older: refreshed by the next refresh
+        refreshed_16 = storage.read_many(["ks16"])["ks16"]
+    finally:
+        writer.close()
+
+    assert [r.data for r in first if r is not None] == [b"1"] * 10
+    assert sum(calls for calls, _ in statements.values()) <= 2, statements  # table check + load
+    assert isinstance(refreshed, Versioned) and refreshed.data == b"2"
+    assert after_refresh is not None and after_refresh.data == b"2"
+    assert after_write is not None and (after_write.data, after_write.version) == (b"mine", own)
+    assert unrefreshed is not None and unrefreshed.data == b"1"
+    assert isinstance(refreshed_16, Versioned) and refreshed_16.data == b"2"

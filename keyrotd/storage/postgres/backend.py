@@ -10,8 +10,9 @@ Table (created if missing)::
   version of a document is ``str(revision)``.
 - Write: ``INSERT ... ON CONFLICT DO NOTHING`` at revision 1 to create, else ``UPDATE ... SET
   revision = r + 1 ... WHERE name = %s AND revision = r``; no row touched is a lost
-  compare-and-swap (:class:`ConflictError`). The same transaction sends ``pg_notify(table,
-  name)``, so listeners hear of it when it commits (:mod:`keyrotd.storage.postgres.listener`).
+  compare-and-swap (:class:`ConflictError`). The same statement (so the same transaction)
+  sends ``pg_notify(table, name)`` for the row it changed, so listeners hear of it when it
+  commits (:mod:`keyrotd.storage.postgres.listener`): one round trip a write.
 - ``read_many`` (the periodic refresh) is one query whatever the number of keysets: it passes
   the revisions this storage last saw and gets back only the rows whose revision differs.
 - Connections come from a psycopg_pool pool that checks each connection it hands out, and
@@ -24,7 +25,9 @@ Table (created if missing)::
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +56,9 @@ from keyrotd.storage.sealing import KEY_SIZE, EnvelopeError, seal, unseal
 
 __all__ = ["PostgresStorage", "where"]
 
+PRELOAD_FOR: Final = 30.0
+"""Seconds the rows loaded by the first read serve each keyset's first read."""
+_NOT_PRELOADED: Final = object()
 POOL_TIMEOUT: Final = 5.0
 """Longest wait for a connection of the pool: an unreachable server fails a read this fast."""
 CONNECT_TIMEOUT: Final = 5
@@ -117,6 +123,10 @@ class PostgresStorage:
         self._seen: dict[str, Versioned | None] = {}
         """What the last read of each keyset found: the refresh asks only for other revisions."""
         self._lock = threading.Lock()
+        self._preload_lock = threading.Lock()
+        self._preload: dict[str, tuple[int, str]] | None = None
+        self._preload_until = 0.0
+        self._preload_taken: set[str] = set()
         self._listener: Listener | None = None
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._conninfo,
@@ -137,11 +147,15 @@ class PostgresStorage:
 
     def read(self, keyset: str) -> Versioned | None:
         self._check_name(keyset)
-        with self._connection("read", keyset) as conn:
-            row = conn.execute(
-                sql.SQL("SELECT revision, document FROM {} WHERE name = %s").format(self._table),
-                (keyset,),
-            ).fetchone()
+        row = self._preloaded(keyset)
+        if row is _NOT_PRELOADED:
+            with self._connection("read", keyset) as conn:
+                row = conn.execute(
+                    sql.SQL("SELECT revision, document FROM {} WHERE name = %s").format(
+                        self._table
+                    ),
+                    (keyset,),
+                ).fetchone()
         found = None if row is None else self._opened(keyset, row[0], row[1])
         with self._lock:
             self._seen[keyset] = found
@@ -159,6 +173,7 @@ class PostgresStorage:
                 results[keyset] = error
             else:
                 names.append(keyset)
+        self._newer_than_preloaded(names)
         with self._lock:
             known = [self._seen.get(name) for name in names]
         revisions = [None if seen is None else int(seen.version) for seen in known]
@@ -200,27 +215,36 @@ class PostgresStorage:
         if expected_version is not None and not expected_version.isdigit():
             raise self._conflict(keyset, expected_version)
         revision = 1 if expected_version is None else int(expected_version) + 1
+        self._newer_than_preloaded([keyset])
         document = seal(keyset, revision, data, self._key).decode("ascii")
-        with self._connection("write", keyset) as conn, conn.transaction():
-            if expected_version is None:
-                changed = conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {} (name, revision, document, updated_at)"
-                        " VALUES (%s, 1, %s, now()) ON CONFLICT (name) DO NOTHING"
-                    ).format(self._table),
-                    (keyset, document),
-                ).rowcount
-            else:
-                changed = conn.execute(
-                    sql.SQL(
-                        "UPDATE {} SET revision = %s, document = %s, updated_at = now()"
-                        " WHERE name = %s AND revision = %s"
-                    ).format(self._table),
-                    (revision, document, keyset, revision - 1),
-                ).rowcount
-            if changed != 1:
-                raise self._conflict(keyset, expected_version)  # rolls the transaction back
-            conn.execute("SELECT pg_notify(%s, %s)", (self.table, f"{keyset} {self._sender}"))
+        if expected_version is None:
+            change = sql.SQL(
+                "INSERT INTO {} (name, revision, document, updated_at)"
+                " VALUES (%(name)s, 1, %(document)s, now()) ON CONFLICT (name) DO NOTHING"
+            )
+        else:
+            change = sql.SQL(
+                "UPDATE {} SET revision = %(revision)s, document = %(document)s,"
+                " updated_at = now() WHERE name = %(name)s AND revision = %(read)s"
+            )
+        # one statement, so one transaction: the notification is sent if and only if the row
+        # changed, when it commits
+        statement = sql.SQL(
+            "WITH changed AS ({} RETURNING name) SELECT pg_notify(%(channel)s, %(payload)s)"
+            " FROM changed"
+        ).format(change.format(self._table))
+        values = {
+            "name": keyset,
+            "document": document,
+            "revision": revision,
+            "read": revision - 1,
+            "channel": self.table,
+            "payload": f"{keyset} {self._sender}",
+        }
+        with self._connection("write", keyset) as conn:
+            changed = conn.execute(statement, values).rowcount
+        if changed != 1:
+            raise self._conflict(keyset, expected_version)
         version = str(revision)
         with self._lock:
             self._seen[keyset] = Versioned(data, version, self.location(keyset))
@@ -253,6 +277,37 @@ class PostgresStorage:
         self._listener.start()
 
     # -- helpers -------------------------------------------------------------------------------
+    def _preloaded(self, keyset: str) -> Any:
+        """The first read of this storage loads every row in one query; each keyset's first
+        read within :data:`PRELOAD_FOR` seconds takes its row from there (a daemon's start-up
+        reads 10,000 keysets one by one: one query, not 10,000). A row taken so is at most that
+        old: a write on it is still a compare-and-swap, and a lost one re-reads from the table."""
+        with self._preload_lock:
+            if self._preload is None:  # a failure here leaves it None: tried again next read
+                with self._connection("read", None) as conn:
+                    rows = conn.execute(
+                        sql.SQL("SELECT name, revision, document FROM {}").format(self._table)
+                    ).fetchall()
+                self._preload = {name: (revision, doc) for name, revision, doc in rows}
+                self._preload_until = time.monotonic() + PRELOAD_FOR
+            if time.monotonic() > self._preload_until:
+                self._preload.clear()
+                self._preload_taken.clear()
+                self._preload_until = math.inf  # over: never again
+            if self._preload_until == math.inf or keyset in self._preload_taken:
+                return _NOT_PRELOADED
+            self._preload_taken.add(keyset)
+            return self._preload.pop(keyset, None)
+
+    def _newer_than_preloaded(self, keysets: Sequence[str]) -> None:
+        """A refresh or a write saw these keysets: a preloaded row of theirs is older."""
+        with self._preload_lock:
+            if self._preload_until != math.inf:
+                self._preload_taken.update(keysets)
+                for keyset in keysets:
+                    if self._preload is not None:
+                        self._preload.pop(keyset, None)
+
     @contextmanager
     def _connection(self, operation: str, keyset: str | None) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection in autocommit mode (a read is one statement; a write opens its
