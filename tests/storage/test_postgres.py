@@ -7,6 +7,8 @@ import base64
 import functools
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -304,3 +306,14 @@ def test_first_reads_are_one_query_and_never_older_than_a_refresh_or_write(
     assert after_write is not None and (after_write.data, after_write.version) == (b"mine", own)
     assert unrefreshed is not None and unrefreshed.data == b"1"
     assert isinstance(refreshed_16, Versioned) and refreshed_16.data == b"2"
+
+
+def test_psycopg_loads_only_when_a_postgres_storage_opens() -> None:
+    probe = (
+        "import sys, keyrotd.cli, keyrotd.config, keyrotd.storage, keyrotd.storage.postgres\n"
+        "assert not any(m.startswith('psycopg') for m in sys.modules), 'psycopg imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -102,7 +102,14 @@ def open_postgres(
     """The storage on the configured table; psycopg is imported here. ``listen``, when given,
     is called with a keyset's name as soon as another process changes it (``None``: anything
     may have changed, e.g. after a reconnection); see :meth:`PostgresStorage.watch`."""
-    from keyrotd.storage.postgres.backend import PostgresStorage
+    try:
+        from keyrotd.storage.postgres.backend import PostgresStorage
+    except ImportError as missing:
+        raise ConfigError(
+            f'storage.type = "postgres" needs psycopg and psycopg_pool ({missing.name} is not '
+            "installed)",
+            "pip install 'keyrotd[postgres]'",
+        ) from None
 
     check_postgres(settings)
     key_file = settings.encryption_key_file
