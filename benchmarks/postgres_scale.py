@@ -11,7 +11,8 @@ keysets with the default policy and refresh_interval (30 s):
 - steady CPU (% of one core, utime+stime) over --seconds once ready, and the statements the daemon
   sent over that window (pg_stat_statements: calls per statement), against the refreshes made;
 - change seen: --replicas daemons (refresh_interval 60 s) share a small table; a CLI revocation
-  (``keyrotd revoke``) is timed until every replica stops serving the key. Without LISTEN a
+  (``keyrotd revoke``) is timed from its return (the write committed) until every replica
+  stops serving the key (``--keysets 0``: this part only). Without LISTEN a
   replica would see it at its next refresh: up to refresh_interval (60 s).
 
 Prints a markdown table; exits 0.
@@ -98,8 +99,8 @@ def change_seen(server: PostgresServer, work: Path, replicas: int) -> dict[str, 
         active = from_json(stored.data, stored.location).active
         assert active is not None
         (successor,) = served - {active.kid}
-        started = time.monotonic()
         keyrotd(["--config", str(work / "replica-0.toml"), "revoke", successor, "--keyset", keyset])
+        started = time.monotonic()  # the CLI returned: its write is committed
         seen = []
         for daemon in daemons:
             wait_for(lambda d=daemon: successor not in kids(d, keyset), 90, "the change", 0.01)
@@ -130,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir()
     try:
         print(table(change_seen(server, work, args.replicas)), flush=True)
-        print(table(scale(server, work, args.keysets, args.seconds)), flush=True)
+        if args.keysets:
+            print(table(scale(server, work, args.keysets, args.seconds)), flush=True)
     finally:
         server.destroy()
     return 0

@@ -1,7 +1,7 @@
 """PostgreSQL storage: one row per keyset in one table (docs/storage.md, "PostgreSQL").
 
-This module holds what the configuration needs -- :class:`PostgresSettings`, the DSN file's
-reading and :func:`open_postgres` -- and imports nothing of psycopg: psycopg and psycopg_pool
+Its ``settings`` module holds what the configuration needs (:class:`PostgresSettings`, the
+DSN file's reading); neither it nor this module imports psycopg: psycopg and psycopg_pool
 load only when a postgres storage is opened (:mod:`keyrotd.storage.postgres.backend`, the
 ``[postgres]`` extra).
 
@@ -19,13 +19,17 @@ load only when a postgres storage is opened (:mod:`keyrotd.storage.postgres.back
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Final
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING
 
 from keyrotd.errors import ConfigError
-from keyrotd.secretfiles import load_encryption_key, read_secret_file
+from keyrotd.secretfiles import load_encryption_key
+from keyrotd.storage.postgres.settings import (
+    DSN_SETTING,
+    MAX_DOCUMENT_SIZE,
+    PostgresSettings,
+    check_postgres,
+    read_dsn,
+)
 
 if TYPE_CHECKING:
     from keyrotd.storage.interface import Storage
@@ -38,62 +42,6 @@ __all__ = [
     "open_postgres",
     "read_dsn",
 ]
-
-MAX_DOCUMENT_SIZE: Final = 1024 * 1024
-"""Largest document (before sealing) a row takes, as the file store's."""
-DSN_SETTING: Final = "storage.dsn_file"
-_DSN_SIZE: Final = 8192
-
-
-class PostgresSettings(BaseModel):
-    """The ``[storage]`` settings of ``type = "postgres"``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    dsn_file: Path | None = None
-    table: str = "keyrotd_keysets"
-    ca_file: Path | None = None
-    encryption_key_file: Path | None = None
-
-    @classmethod
-    def of(cls, storage: object) -> PostgresSettings:
-        """Its values in the flat ``[storage]`` model of the configuration."""
-        return cls(**{name: getattr(storage, name) for name in cls.model_fields})
-
-
-def read_dsn(settings: PostgresSettings) -> str:
-    """The connection string in ``dsn_file``, once the file passes the secret-file rule."""
-    path = settings.dsn_file
-    if path is None:
-        raise ConfigError(
-            f'{DSN_SETTING} is not set, and storage.type = "postgres" needs it',
-            "write the libpq connection string (e.g. host=db.example dbname=keyrotd "
-            "user=keyrotd password=...) into a file of mode 0600 and set storage.dsn_file to it",
-        )
-    dsn = read_secret_file(path, DSN_SETTING, max_size=_DSN_SIZE).strip()
-    try:
-        text = dsn.decode("utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    if not text:
-        raise ConfigError(
-            f"{DSN_SETTING} {path} does not hold a connection string (empty or not UTF-8)",
-            "write a libpq connection string into it, keyword=value or postgresql:// URI",
-        )
-    return text
-
-
-def check_postgres(settings: PostgresSettings) -> None:
-    """What ``run`` checks before it connects, for ``check-config`` too: the DSN, CA and
-    encryption key files."""
-    read_dsn(settings)
-    if settings.ca_file is not None and not settings.ca_file.is_file():
-        raise ConfigError(
-            f"storage.ca_file {settings.ca_file} is not a readable file",
-            "point it at the PEM bundle of the CA that signed the server's certificate",
-        )
-    if settings.encryption_key_file is not None:
-        load_encryption_key(settings.encryption_key_file)
 
 
 def open_postgres(

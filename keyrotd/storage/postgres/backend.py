@@ -50,8 +50,8 @@ from keyrotd.storage.interface import (
     TemporaryStorageError,
     Versioned,
 )
-from keyrotd.storage.postgres import MAX_DOCUMENT_SIZE
 from keyrotd.storage.postgres.listener import Listener
+from keyrotd.storage.postgres.settings import MAX_DOCUMENT_SIZE
 from keyrotd.storage.sealing import KEY_SIZE, EnvelopeError, seal, unseal
 
 __all__ = ["PostgresStorage", "where"]
