@@ -120,6 +120,7 @@ class PostgresStorage:
         self._sender = uuid.uuid4().hex
         """Sent with each notification, so that this storage's listener skips its own."""
         self._ready = False
+        self._pool_timeout = pool_timeout
         self._seen: dict[str, Versioned | None] = {}
         """What the last read of each keyset found: the refresh asks only for other revisions."""
         self._lock = threading.Lock()
@@ -322,7 +323,7 @@ class PostgresStorage:
         except PoolTimeout:
             raise TemporaryStorageError(
                 f"{what} failed: no connection to PostgreSQL ({self.where}) within "
-                f"{POOL_TIMEOUT:.0f}s",
+                f"{self._pool_timeout:g}s",
                 _TEMPORARY_HINT,
             ) from None
         except psycopg.Error as error:
