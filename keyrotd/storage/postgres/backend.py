@@ -59,6 +59,10 @@ __all__ = ["PostgresStorage", "where"]
 PRELOAD_FOR: Final = 30.0
 """Seconds the rows loaded by the first read serve each keyset's first read."""
 _NOT_PRELOADED: Final = object()
+RECONNECT_FOR: Final = 3.0
+"""Seconds one background reconnection of the pool keeps trying (its delays double from 1 s);
+then the next use starts a new one at once. Without this bound a server back after a 10 s
+outage would be reached up to 15 s later, and a replica would lag the others that long."""
 POOL_TIMEOUT: Final = 5.0
 """Longest wait for a connection of the pool: an unreachable server fails a read this fast."""
 CONNECT_TIMEOUT: Final = 5
@@ -137,7 +141,7 @@ class PostgresStorage:
             timeout=pool_timeout,
             check=ConnectionPool.check_connection,
             kwargs={"connect_timeout": CONNECT_TIMEOUT, "autocommit": True},
-            reconnect_timeout=3600,
+            reconnect_timeout=RECONNECT_FOR,
             name="keyrotd",
         )
         self._pool.open(wait=False)

@@ -27,7 +27,7 @@ WAIT: Final = 0.5
 """Seconds one wait for notifications lasts: how soon ``stop`` is noticed."""
 PROBE_EVERY: Final = 10.0
 RETRY_FIRST: Final = 0.5
-RETRY_MOST: Final = 5.0
+RETRY_MOST: Final = 2.0
 
 log = logging.getLogger("keyrotd.storage")
 
