@@ -386,7 +386,8 @@ UNKNOWN = "remove it or check the spelling (see `keyrotd check-config --example`
         ),
         (
             '[storage]\ntype = "s3"\n',
-            'keyrotd.toml: storage.type: "s3" is not allowed: use "file", "aws" or "vault"',
+            'keyrotd.toml: storage.type: "s3" is not allowed: '
+            'use "file", "aws", "vault" or "postgres"',
         ),
         (
             '[storage]\npath = ""\n',

@@ -22,6 +22,7 @@ RSA_KEY_SIZES: Final = (2048, 3072, 4096)
 
 _SECRET_PREFIX: Final = re.compile(r"[A-Za-z0-9/_+=.@-]{0,256}")
 _REGION: Final = re.compile(r"[a-z0-9-]{0,64}")
+_TABLE: Final = re.compile(r"([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}")
 _BRACKETED: Final = re.compile(r"\[([^\]]+)\]:([0-9]{1,5})")
 _HOST_PORT: Final = re.compile(r"([^:\[\]]+):([0-9]{1,5})")
 _HOSTNAME: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
@@ -209,6 +210,15 @@ SecretPrefix = Annotated[
     str, _matching(_SECRET_PREFIX, "secret name prefix", "use letters, digits and /_+=.@-")
 ]
 Region = Annotated[str, _matching(_REGION, "AWS region", 'use e.g. "eu-west-1"')]
+PostgresTable = Annotated[
+    str,
+    _matching(
+        _TABLE,
+        "PostgreSQL table name",
+        'use lower-case letters, digits and _, optionally after a schema: "keyrotd_keysets" '
+        'or "auth.keyrotd_keysets"',
+    ),
+]
 EndpointUrl = Annotated[str, AfterValidator(_http_url)]
 Listen = Annotated[str, AfterValidator(_listen)]
 AdminListen = Annotated[str, AfterValidator(_admin_listen)]

@@ -255,6 +255,15 @@ class Rotator:
                 unchanged.append(runner.name)
         self.board.read_succeeded(unchanged)
 
+    def changed(self, name: str | None) -> None:
+        """Storage says ``name`` changed (``None``: anything may have): sync it now, as the
+        refresh would (called from the backend's listening thread)."""
+        now = self.clock()
+        if name is None:
+            self._at("refresh:*", now, lambda _name: self.refresh(), "")
+        elif name in self.runners or name in self.unconfigured:
+            self._at(f"refresh:{name}", now, self._sync, name)
+
     def _soon(self, name: str) -> None:
         """Sync a keyset now, in the start-up pool: the first load of 10,000 keysets is 10,000
         calls of one pool, not 10,000 scheduler jobs (each job costs the scheduler's lock)."""

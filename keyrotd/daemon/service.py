@@ -267,6 +267,9 @@ class Daemon:
             raise
         self.listeners = listeners
         self.rotator.start(self.settings.keysets)
+        watch = getattr(getattr(self.storage, "backend", self.storage), "watch", None)
+        if callable(watch):  # a backend that hears of changes (postgres: LISTEN)
+            watch(self.rotator.changed)
         self._start_signer()
         clean = False
         try:

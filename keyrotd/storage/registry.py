@@ -49,6 +49,7 @@ BUILT_IN: Final[Mapping[str, str]] = {
     "file": "keyrotd.storage.file:BACKEND",
     "aws": "keyrotd.storage.aws.backend:BACKEND",
     "vault": "keyrotd.storage.vault:BACKEND",
+    "postgres": "keyrotd.storage.postgres:BACKEND",
 }
 """The built-in backends, by ``storage.type``: where each one's :class:`Backend` is. A new one is
 one line here; its module defines ``BACKEND = Backend(settings=..., open=...)``."""

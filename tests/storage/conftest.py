@@ -14,6 +14,7 @@ import pytest
 
 from keyrotd.storage.aws.storage import AwsStorage
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
+from tests.support.postgres import PostgresServer, require_postgres
 
 if TYPE_CHECKING:
     from tests.support.openbao import BaoServer
@@ -108,3 +109,24 @@ def vault_token_file(tmp_path: Path, bao_dev: BaoServer) -> Path:
     path.write_text(bao_dev.root_token + "\n")
     path.chmod(0o600)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server per test session (per xdist worker); tests take a database each."""
+    require_postgres()
+    server = PostgresServer.make()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer, postgres_database: str) -> str:
+    """The connection string of the test's fresh database."""
+    return postgres_server.dsn(postgres_database)
