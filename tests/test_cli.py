@@ -19,7 +19,7 @@ import tempfile
 import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import jwt
@@ -29,11 +29,11 @@ from keyrotd.cli import build_parser, main
 from keyrotd.cli.handover import handover_notices
 from keyrotd.config import load_settings
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey, generate_key
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle import Revoke, Rotate, plan
-from keyrotd.model import ALGORITHMS, Keyset, Policy
+from keyrotd.model import ALGORITHMS, Keyset
 from keyrotd.storage import open_storage
-from tests.support.clock import ManualClock
+from tests.support.clock import T0, ManualClock
+from tests.support.keysets import POLICY, open_manager
 
 
 def write_config(directory: Path, body: str) -> Path:
@@ -439,8 +439,6 @@ def test_file_backend_commands_import_nothing_heavy(argv: list[str], tmp_path: P
 
 # -- who may reject what after an emergency (literal times) ----------------------------------------
 
-T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
-POLICY = Policy(timedelta(days=1), timedelta(hours=12), timedelta(hours=1), timedelta(minutes=5))
 REFRESH, MAX_AGE = timedelta(seconds=30), timedelta(minutes=5)
 
 
@@ -616,8 +614,8 @@ def keysets_of(directory: Path, made: dict[str, list[NewKey]]) -> None:
     storage = open_storage(settings.storage)
     for name, keys in made.items():
         factory = iter(keys)
-        spec = KeysetSpec.from_settings(settings.keyset(name))
-        KeysetManager(storage, spec, key_factory=lambda *_: next(factory)).apply()  # noqa: B023
+        keyset = settings.keyset(name)
+        open_manager(storage, keyset, key_factory=lambda *_: next(factory)).apply()  # noqa: B023
     storage.close()
 
 

@@ -22,8 +22,8 @@ from keyrotd.daemon.systemd import Notifier
 from keyrotd.errors import ConfigError
 from keyrotd.keys import generate_key
 from keyrotd.lifecycle import plan
+from tests.support.clock import T0_2030 as T0
 
-T0 = datetime(2030, 1, 1, tzinfo=UTC)
 SETTINGS = KeysetSettings(
     name="k",
     algorithm="ES256",
