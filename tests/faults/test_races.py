@@ -304,6 +304,7 @@ def run_race(
     )
 
 
+@pytest.mark.alone  # the race needs the CPU: contention starves it
 def test_daemons_cli_processes_and_api_writers_race_on_a_file_store(
     file_backend: Backend, tmp_path: Path
 ) -> None:
