@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,25 +19,25 @@ def _clean_keyrotd_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-@pytest.fixture(autouse=True)
-def _alone(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
-    """Under pytest-xdist, every test holds a shared lock for its run and a test marked
-    ``@pytest.mark.alone`` (a timing-sensitive race that CPU contention starves) an exclusive
-    one. The turnstile, taken first by both, lets a waiting ``alone`` test in before new ones."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        yield
-        return
-    shared = tmp_path_factory.getbasetemp().parent  # the run's directory, above each worker's
-    alone = request.node.get_closest_marker("alone") is not None
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    """Under pytest-xdist, every test holds a shared lock from its setup (module fixtures
+    included) to its teardown, and a test marked ``@pytest.mark.alone`` (a timing-sensitive race
+    that CPU contention starves) an exclusive one. The turnstile, taken first by both, lets a
+    waiting ``alone`` test in before new ones start (docs/test-harness.md)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        return (yield)
+    shared = Path(tempfile.gettempdir()) / f"keyrotd-tests-{run}"
+    shared.mkdir(exist_ok=True)
+    alone = item.get_closest_marker("alone") is not None
     with open(shared / "alone.lock", "a") as lock, open(shared / "turnstile.lock", "a") as gate:
         fcntl.flock(gate, fcntl.LOCK_EX)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         finally:
             fcntl.flock(gate, fcntl.LOCK_UN)
-        yield
+        return (yield)
 
 
 from tests.support.softhsm import softhsm  # noqa: E402, F401 - a fixture of every test package

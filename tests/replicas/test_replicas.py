@@ -80,7 +80,8 @@ from .cluster import (
     transitions_in,
 )
 
-pytestmark = pytest.mark.slow
+# replica clusters driven in real time: alone, as other workers' contention starves their races
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 E2E = e2e.NAME
 RACED = "default"
@@ -392,7 +393,6 @@ CLI_COMMANDS = (
 """In turn; a role (``@newest`` ...) becomes a live kid when the process runs (see ``cli``)."""
 
 
-@pytest.mark.alone  # the race needs the CPU: contention starves it
 def test_fifty_cli_processes_race_the_replicas(cluster: Cluster) -> None:
     """The processes run ``keyrotd.cli.main`` forked from one process that did the imports
     (see ``cli``), released in five waves of ten half a second apart; each revoke aims at a key
