@@ -19,7 +19,7 @@ import tempfile
 import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import jwt
@@ -29,12 +29,12 @@ from keyrotd.cli import build_parser, main
 from keyrotd.cli.handover import handover_notices
 from keyrotd.config import load_settings
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey, generate_key
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.lifecycle.planner import plan
-from keyrotd.model import ALGORITHMS, Keyset, Policy
+from keyrotd.model import ALGORITHMS, Keyset
 from keyrotd.storage import open_storage
-from tests.support.clock import ManualClock
+from tests.support.clock import T0, ManualClock
+from tests.support.keysets import POLICY, open_manager
 
 
 def write_config(directory: Path, body: str) -> Path:
@@ -451,8 +451,6 @@ def test_file_backend_commands_import_nothing_heavy(argv: list[str], tmp_path: P
 
 # -- who may reject what after an emergency (literal times) ----------------------------------------
 
-T0 = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
-POLICY = Policy(timedelta(days=1), timedelta(hours=12), timedelta(hours=1), timedelta(minutes=5))
 REFRESH, MAX_AGE = timedelta(seconds=30), timedelta(minutes=5)
 
 
@@ -611,7 +609,8 @@ def test_revoke_refuses_a_prefix_shorter_than_eight_characters(
     length: int, in_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kids = two_keysets(in_tmp, capsys)
-    code, out, err = run(capsys, "revoke", kids["a"][0][:length])
+    # "--": a kid is base64url, and one that starts with "-" would read as an option
+    code, out, err = run(capsys, "revoke", "--", kids["a"][0][:length])
     assert (code, out) == (2, "")
     assert err.count("\n") == 1 and "at least 8 characters" in err, err
     _, out, _ = run(capsys, "status", "--json")
@@ -628,8 +627,8 @@ def keysets_of(directory: Path, made: dict[str, list[NewKey]]) -> None:
     storage = open_storage(settings.storage)
     for name, keys in made.items():
         factory = iter(keys)
-        spec = KeysetSpec.from_settings(settings.keyset(name))
-        KeysetManager(storage, spec, key_factory=lambda *_: next(factory)).apply()  # noqa: B023
+        keyset = settings.keyset(name)
+        open_manager(storage, keyset, key_factory=lambda *_: next(factory)).apply()  # noqa: B023
     storage.close()
 
 

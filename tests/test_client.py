@@ -26,11 +26,12 @@ from keyrotd.client import Issuer
 from keyrotd.config import load_settings
 from keyrotd.errors import TokenError
 from keyrotd.keys import generate_key
-from keyrotd.keysets import KeysetManager, KeysetSpec
+from keyrotd.keysets import KeysetManager
 from keyrotd.model import ALGORITHMS
 from keyrotd.schedule import Schedule, parse_signing_key
 from keyrotd.storage import open_storage
 from tests.support.clock import ManualClock
+from tests.support.keysets import open_manager
 
 if TYPE_CHECKING:
     from tests.support.daemon import Daemon
@@ -80,7 +81,7 @@ def manager(config: Path, clock: ManualClock) -> Iterator[KeysetManager]:
     """The writer side (what the daemon does), on the same store, with the fake clock."""
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
-    mgr = KeysetManager(storage, KeysetSpec.from_settings(settings.keyset()), clock=clock)
+    mgr = open_manager(storage, settings.keyset(), clock=clock)
     mgr.apply()
     yield mgr
     storage.close()
@@ -355,7 +356,7 @@ def test_refresh_interval_is_a_quarter_of_publish_ahead_at_most_30s(tmp_path: Pa
     config = write_config(tmp_path, publish_ahead="24h", rotation_period="24h")
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
-    KeysetManager(storage, KeysetSpec.from_settings(settings.keyset())).apply()
+    open_manager(storage, settings.keyset()).apply()
     storage.close()
     with Issuer.from_config(str(config), background=False, environ={}) as issuer:
         assert issuer.refresh_interval == timedelta(seconds=30)
@@ -440,7 +441,7 @@ def active_kid(config: Path, keyset: str) -> str:
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
     try:
-        active = KeysetManager(storage, KeysetSpec.from_settings(settings.keyset(keyset))).view()
+        active = open_manager(storage, settings.keyset(keyset)).view()
     finally:
         storage.close()
     assert active.active is not None

@@ -27,11 +27,11 @@ from joserfc.jwk import OKPKey
 from keyrotd.cli import main
 from keyrotd.config import load_settings
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey, thumbprint
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import Revoke
 from keyrotd.model import Jwk
 from keyrotd.storage import open_storage
 from keyrotd.tokens import import_key, sign_compact
+from tests.support.keysets import open_manager
 
 GOLDEN = Path(__file__).parent / "golden"
 HOUR = timedelta(hours=1)
@@ -94,8 +94,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
     clock = ManualClock(START)
-    spec = KeysetSpec.from_settings(settings.keyset("default"))
-    mgr = KeysetManager(storage, spec, clock, key_factory=FixedKeys("ABCD"))
+    mgr = open_manager(storage, settings.keyset("default"), clock, key_factory=FixedKeys("ABCD"))
     for offset in (0 * HOUR, 12 * HOUR, DAY, DAY + 2 * HOUR, DAY + 12 * HOUR, 2 * DAY):
         clock.now = START + offset
         mgr.apply()
@@ -103,9 +102,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     mgr.apply(Revoke(seeded_key("B").kid))
     clock.now = START + 2 * DAY + 12 * HOUR
     mgr.apply()
-    other = KeysetSpec.from_settings(settings.keyset("other"))
+    other = settings.keyset("other")
     clock.now = START + DAY
-    KeysetManager(storage, other, clock, key_factory=FixedKeys("OP")).apply()
+    open_manager(storage, other, clock, key_factory=FixedKeys("OP")).apply()
     storage.close()
     return Store(directory, config)
 

@@ -31,12 +31,13 @@ from keyrotd.cli import main
 from keyrotd.config import load_settings
 from keyrotd.inspection import CAUSES, KeySource, inspect_token
 from keyrotd.keys import generate_key
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import Revoke
 from keyrotd.model import Jwk
 from keyrotd.storage import open_storage
 from keyrotd.tokens import b64url_encode, import_key, json_part, sign_compact
+from tests.support.clock import T0_MARCH_NOON as T0
 from tests.support.clock import ManualClock
+from tests.support.keysets import open_manager
 from tests.test_cli import open_dir, run_unprivileged, unreadable_store  # noqa: F401 (a fixture)
 
 HOUR = timedelta(hours=1)
@@ -78,7 +79,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     storage = open_storage(settings.storage)
     start = datetime.now(UTC).replace(microsecond=0) - 2 * DAY - 18 * HOUR
     clock = ManualClock(start)
-    mgr = KeysetManager(storage, KeysetSpec.from_settings(settings.keyset("default")), clock)
+    mgr = open_manager(storage, settings.keyset("default"), clock)
     keys: dict[str, dict[str, str]] = {}
 
     def step(offset: timedelta, capture: str | None = None, pending: bool = False) -> None:
@@ -97,7 +98,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     clock.now = start + 2 * DAY + HOUR
     mgr.apply(Revoke(keys["B"]["kid"]))
     step(2 * DAY + 12 * HOUR, "D", pending=True)  # D activates 6h after the real now
-    other = KeysetManager(storage, KeysetSpec.from_settings(settings.keyset("other")), clock)
+    other = open_manager(storage, settings.keyset("other"), clock)
     active = other.apply().keyset.active
     assert active is not None
     keys["O"] = dict(active.private())
@@ -399,8 +400,6 @@ def test_keyset_and_jwks_url_exclude_each_other(world: World) -> None:
 
 
 # -- the checks, with literal times ---------------------------------------------------------------
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def test_clock_skew_boundaries() -> None:

@@ -18,10 +18,10 @@ import pytest
 from keyrotd import KeyrotdError
 from keyrotd.client import Issuer
 from keyrotd.config import load_settings
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.storage import open_storage
 from tests.support.clock import ManualClock
 from tests.support.daemon import TOKEN, Daemon, make_daemon
+from tests.support.keysets import open_manager
 from tests.test_client import make_ca
 
 ISSUER = "https://auth.example/main"
@@ -91,7 +91,7 @@ def test_from_config_signs_with_the_keysets_issuer(tmp_path: Path) -> None:
     )
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
-    KeysetManager(storage, KeysetSpec.from_settings(settings.keyset())).apply()
+    open_manager(storage, settings.keyset()).apply()
     storage.close()
     with Issuer.from_config(config, background=False, environ={}) as issuer:
         assert claims_of(issuer.sign({"sub": "alice"}))["iss"] == ISSUER
@@ -106,7 +106,7 @@ def test_next_activates_at_is_the_switch_it_will_make(tmp_path: Path) -> None:
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
     clock = ManualClock(START)
-    manager = KeysetManager(storage, KeysetSpec.from_settings(settings.keyset()), clock=clock)
+    manager = open_manager(storage, settings.keyset(), clock=clock)
     manager.apply()  # the first key
     clock.now = START + timedelta(minutes=31)
     manager.apply()  # its successor, published 30m ahead

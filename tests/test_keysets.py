@@ -12,7 +12,7 @@ import fcntl
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,19 +21,14 @@ from keyrotd.errors import ConflictError, StorageError
 from keyrotd.keys import NewKey, generate_key
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.planner import plan
-from keyrotd.model import Keyset, Policy, from_json, to_json
+from keyrotd.model import Keyset, from_json, to_json
 from keyrotd.retries import COMPARE_AND_SWAP
 from keyrotd.storage.file import FileStorage
 from keyrotd.storage.interface import ReadResult, Versioned, read_each
+from tests.support.clock import T0_MARCH_MORNING as T0
+from tests.support.keysets import POLICY_TWO_HOURS_AHEAD as POLICY
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-POLICY = Policy(
-    rotation_period=24 * HOUR,
-    publish_ahead=2 * HOUR,
-    token_lifetime=HOUR,
-    clock_skew=timedelta(minutes=1),
-)
 SPEC = KeysetSpec("main", "ES256", 2048, POLICY)
 EMPTY = Keyset("main")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -27,18 +27,13 @@ from keyrotd.lifecycle.commands import (
 from keyrotd.lifecycle.due import next_transition
 from keyrotd.lifecycle.planner import plan, view
 from keyrotd.model import HISTORY_LIMIT, Keyset, KeyState, Policy
+from tests.support.clock import T0_NEW_YEAR as T0
+from tests.support.keysets import POLICY
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 SETTLE = timedelta(minutes=5, seconds=30)
 """refresh_interval 30s + max(jwks_max_age 5m, verifier_cache 30s)"""
 DAY = timedelta(days=1)
-POLICY = Policy(
-    rotation_period=DAY,
-    publish_ahead=12 * HOUR,
-    token_lifetime=HOUR,
-    clock_skew=timedelta(minutes=5),
-)
 _serial = itertools.count()
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -17,16 +17,15 @@ from keyrotd.model import (
     Key,
     Keyset,
     KeyState,
-    Policy,
     Propagation,
     UrlProgress,
     from_json,
     to_json,
 )
+from tests.support.clock import T0_MARCH_MORNING as T0
+from tests.support.keysets import EVERY_10_SECONDS as POLICY
 
-T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
-POLICY = Policy(10 * SECOND, 5 * SECOND, SECOND, timedelta(0))
 LOCATION = "/var/lib/keyrotd/main.json"
 
 

@@ -24,7 +24,8 @@ from keyrotd.lifecycle.commands import TICK, Command, Observed, Rotate, Transiti
 from keyrotd.lifecycle.planner import view
 from keyrotd.model import Keyset, Policy
 from keyrotd.propagation import ANNOUNCE_SLACK, Answer, Poll
-from tests.test_lifecycle import T0, check_document, step
+from tests.support.clock import T0_NEW_YEAR as T0
+from tests.test_lifecycle import check_document, step
 
 SECOND = timedelta(seconds=1)
 MINUTE = timedelta(minutes=1)

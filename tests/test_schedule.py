@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -11,15 +11,10 @@ from keyrotd import KeyrotdError
 from keyrotd.keys import generate_key
 from keyrotd.model import Key, Keyset, KeyState, Policy
 from keyrotd.schedule import Schedule, parse_signing_key, schedule_of, signing_key_body
+from tests.support.clock import T0_DECEMBER as T0
+from tests.support.keysets import POLICY
 
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-POLICY = Policy(
-    rotation_period=24 * HOUR,
-    publish_ahead=12 * HOUR,
-    token_lifetime=HOUR,
-    clock_skew=timedelta(minutes=5),
-)
 
 
 def key(state: KeyState, created_at: datetime, activates_at: datetime | None) -> Key:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -19,9 +18,8 @@ import pytest
 from keyrotd.custody.aws_kms import TAG_CREATED, TAG_KEYSET, TAG_KID, KmsCustody
 from keyrotd.custody.interface import CustodyError, CustodyUnavailableError
 from keyrotd.keys import PRIVATE_MEMBERS, thumbprint
+from tests.support.clock import T0_DECEMBER as T0
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
-
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,12 @@ import pytest
 from keyrotd.cli import main
 from keyrotd.config import load_settings
 from keyrotd.custody import close_all, open_custody
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.storage import open_storage
 from keyrotd.times import utc_now
 from tests.daemon.test_observe import StuckCache
 from tests.faults.helpers import check_document
 from tests.support.daemon import TOKEN, Daemon, make_daemon
+from tests.support.keysets import open_manager
 from tests.support.softhsm import SoftHsm
 from tests.support.waiting import wait_for
 
@@ -90,12 +90,12 @@ def test_cli_writers_racing_on_a_custody_keyset_keep_one_active_key_and_no_orpha
     assert emergencies == 8  # every emergency rotation activated exactly one key
 
     settings = load_settings(config, {})
-    spec = KeysetSpec.from_settings(settings.keyset("default"))
     custody = open_custody(settings, "pkcs11")
     later = utc_now() + timedelta(minutes=11)
-    manager = KeysetManager(open_storage(settings.storage), spec, lambda: later, custody=custody)
+    storage = open_storage(settings.storage)
+    manager = open_manager(storage, settings.keyset("default"), lambda: later, custody=custody)
     keyset = manager.load().keyset
-    check_document(keyset, spec.policy)  # one active key, at most one successor, G3, G5
+    check_document(keyset, manager.spec.policy)  # one active key, at most one successor, G3, G5
     present = {k.kid for k in (*keyset.keys, *keyset.history)}
     assert created <= present, "a key was lost"
     manager.sweep(keyset, later, every=timedelta(0))

@@ -8,7 +8,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,16 +18,16 @@ from keyrotd.config import load_settings
 from keyrotd.custody import close_all, open_custody
 from keyrotd.errors import ConflictError
 from keyrotd.keys import PRIVATE_MEMBERS
-from keyrotd.keysets import KeysetManager, KeysetSpec
+from keyrotd.keysets import KeysetManager
 from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.model import KeyState
 from keyrotd.storage import open_storage
 from keyrotd.storage.interface import Storage, Versioned
+from tests.support.clock import T0_DECEMBER as T0
 from tests.support.clock import ManualClock as Clock
 from tests.support.daemon import make_daemon
+from tests.support.keysets import open_manager
 from tests.support.softhsm import SoftHsm
-
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -56,10 +56,9 @@ def setup(softhsm: SoftHsm, tmp_path: Path) -> Iterator[Setup]:
 
 def _manager(setup: Setup, clock: Clock, storage: Storage | None = None) -> KeysetManager:
     settings = load_settings(setup.config, {})
-    spec = KeysetSpec.from_settings(settings.keyset("api"))
-    return KeysetManager(
+    return open_manager(
         storage or open_storage(settings.storage),
-        spec,
+        settings.keyset("api"),
         clock,
         custody=open_custody(settings, "pkcs11"),
         sleep=lambda _: None,

@@ -20,10 +20,10 @@ from keyrotd.config import load_settings
 from keyrotd.custody import close_all, open_custody
 from keyrotd.errors import KeyrotdError
 from keyrotd.keys import PRIVATE_MEMBERS
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.model import ALGORITHMS
 from keyrotd.storage import open_storage
 from tests.support.daemon import Daemon, make_daemon
+from tests.support.keysets import open_manager
 from tests.support.softhsm import SoftHsm
 
 SLOW = {"rotation_period": "1h", "publish_ahead": "1h", "token_lifetime": "10m"}
@@ -141,8 +141,7 @@ def test_tokens_signed_continuously_through_rotations_are_never_rejected(
     # The daemon has stopped (a stop finishes the write in progress): retired keys' private
     # objects are destroyed, and the token holds exactly the keys the document signs or will.
     settings = load_settings(daemon.config, {"SOFTHSM2_CONF": str(softhsm.conf)})
-    spec = KeysetSpec.from_settings(settings.keyset("api"))
-    stored = KeysetManager(open_storage(settings.storage), spec).load().keyset
+    stored = open_manager(open_storage(settings.storage), settings.keyset("api")).load().keyset
     holding = {k.kid for k in stored.keys if k.holds_private}
     in_token = {k.kid for k in open_custody(settings, "pkcs11").held("api")}
     close_all()

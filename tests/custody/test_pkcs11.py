@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -17,9 +16,8 @@ from keyrotd.custody.interface import CustodyKeyGoneError, CustodyUnavailableErr
 from keyrotd.custody.pkcs11 import Pkcs11Custody
 from keyrotd.keys import PRIVATE_MEMBERS, thumbprint
 from keyrotd.model import ALGORITHMS
+from tests.support.clock import T0_DECEMBER as T0
 from tests.support.softhsm import SoftHsm
-
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def _b64(data: bytes) -> str:

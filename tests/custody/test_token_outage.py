@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import jwt
@@ -14,12 +13,11 @@ import pytest
 
 from keyrotd.custody.interface import CustodyUnavailableError
 from keyrotd.custody.pkcs11 import Pkcs11Custody
+from tests.support.clock import T0_DECEMBER as T0
 from tests.support.daemon import TOKEN, Daemon, make_daemon
 from tests.support.http import Reply
 from tests.support.softhsm import SoftHsm
 from tests.support.waiting import wait_for
-
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def _tokens(softhsm: SoftHsm) -> Path:

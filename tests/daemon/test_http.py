@@ -8,11 +8,11 @@ import time
 from datetime import UTC, datetime
 
 from keyrotd.config import load_settings
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.due import next_transition
 from keyrotd.lifecycle.planner import view
 from keyrotd.storage import open_storage
 from tests.support.daemon import Daemon
+from tests.support.keysets import open_manager
 
 from .conftest import DaemonFactory
 
@@ -29,7 +29,7 @@ def seconds_to_next_transition(daemon: Daemon, keyset: str) -> float:
     storage = open_storage(settings.storage)
     spec = settings.keyset(keyset)
     now = datetime.now(UTC)
-    stored = KeysetManager(storage, KeysetSpec.from_settings(spec)).load().keyset
+    stored = open_manager(storage, spec).load().keyset
     upcoming = next_transition(view(stored, spec.policy, now), spec.policy)
     assert upcoming is not None
     return (upcoming - now).total_seconds()

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import signal
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from keyrotd.lifecycle.planner import view
-from keyrotd.model import KeyState, Policy
+from keyrotd.model import KeyState
 from tests.support.daemon import Daemon
+from tests.support.keysets import EVERY_3_SECONDS as POLICY
 
 from .conftest import DaemonFactory
 from .test_journal import cli, stored
@@ -27,13 +28,6 @@ FAST = {  # a rotation every 3 s: a key expires within the test
     "verifier_cache": "0.5s",
     "issuer": "https://auth.example/main",
 }
-POLICY = Policy(
-    rotation_period=timedelta(seconds=3),
-    publish_ahead=timedelta(seconds=2),
-    token_lifetime=timedelta(seconds=2),
-    clock_skew=timedelta(seconds=1),
-    verifier_cache=timedelta(seconds=0.5),
-)
 OTHER = {"name": "other", "algorithm": "EdDSA", "publish_ahead": "1h"}
 
 

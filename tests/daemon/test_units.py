@@ -22,8 +22,8 @@ from keyrotd.errors import ConfigError
 from keyrotd.keys import generate_key
 from keyrotd.lifecycle.planner import plan
 from keyrotd.secretfiles import load_admin_token
+from tests.support.clock import T0_2030 as T0
 
-T0 = datetime(2030, 1, 1, tzinfo=UTC)
 SETTINGS = KeysetSettings(
     name="k",
     algorithm="ES256",

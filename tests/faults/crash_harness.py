@@ -23,19 +23,14 @@ from typing import IO
 
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import Transition
-from keyrotd.model import Keyset, KeyState, Policy, from_json
+from keyrotd.model import Keyset, KeyState, from_json
 from keyrotd.storage.file import FileStorage
 from tests.support.clock import T0
+from tests.support.keysets import EVERY_MINUTE as POLICY
 
 from .helpers import History
 
 WORKER = Path(__file__).with_name("crash_worker.py")
-POLICY = Policy(
-    rotation_period=timedelta(seconds=60),
-    publish_ahead=timedelta(seconds=20),
-    token_lifetime=timedelta(seconds=10),
-    clock_skew=timedelta(seconds=5),
-)
 TIMEOUT = 60.0
 """Bound on every wait for the child (it answers within milliseconds when healthy)."""
 

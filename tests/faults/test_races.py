@@ -23,27 +23,22 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK, Command, Rotate, Transition
-from keyrotd.model import Keyset, Policy, from_json
+from keyrotd.model import Keyset, from_json
 from keyrotd.storage import Storage
 from keyrotd.storage.file import FileStorage
 from keyrotd.times import utc_now
 from tests.support.daemon import Daemon, free_port, start_daemon
+from tests.support.keysets import EVERY_20_SECONDS as POLICY
 
 from .helpers import History
 
-POLICY = Policy(
-    rotation_period=timedelta(seconds=20),
-    publish_ahead=timedelta(seconds=3),
-    token_lifetime=timedelta(seconds=1),
-    clock_skew=timedelta(seconds=1),
-)
 KEYSET = """
 [server]
 refresh_interval = "1s"
@@ -309,6 +304,7 @@ def run_race(
     )
 
 
+@pytest.mark.alone  # the race needs the CPU: contention starves it
 def test_daemons_cli_processes_and_api_writers_race_on_a_file_store(
     file_backend: Backend, tmp_path: Path
 ) -> None:

@@ -44,17 +44,12 @@ from keyrotd.storage.file import FileStorage
 from keyrotd.times import CLOCK_JUMP
 from tests.support.clock import T0, ManualClock
 from tests.support.daemon import Daemon, free_port, start_daemon
+from tests.support.keysets import POLICY
 
 from .helpers import SECOND, History
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
-POLICY = Policy(
-    rotation_period=24 * HOUR,
-    publish_ahead=12 * HOUR,
-    token_lifetime=HOUR,
-    clock_skew=5 * MINUTE,
-)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -42,10 +42,10 @@ from keyrotd.keys import NewKey, generate_key
 from keyrotd.kubernetes.signer import ActiveKey, KeySource, PublishedKeys, Signer, serve
 from keyrotd.model import Jwk
 from tests.kubernetes.apiserver import ApiServerKeyCache, Tally
+from tests.support.clock import T0_DECEMBER as T0
 
 pytest.importorskip("grpc")
 
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 PERIOD = 10.0
 AHEAD = 6.0
 LIFETIME = 12.0

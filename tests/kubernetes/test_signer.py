@@ -29,8 +29,7 @@ from keyrotd.kubernetes.externaljwt.v1alpha1 import (
     api_pb2_grpc as v1alpha1_grpc,
 )
 from keyrotd.kubernetes.signer import ActiveKey, PublishedKeys, Signer, serve
-
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+from tests.support.clock import T0_DECEMBER as T0
 
 
 class Keys:

@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 
 from keyrotd.cli import main
-from keyrotd.model import Key, Keyset, KeyState, Policy
+from keyrotd.model import Key, Keyset, KeyState
 from keyrotd.timeline import human_duration, render_status
+from tests.support.keysets import POLICY_A_DAY_AHEAD as POLICY
 
-POLICY = Policy(
-    rotation_period=timedelta(hours=24),
-    publish_ahead=timedelta(hours=24),
-    token_lifetime=timedelta(hours=1),
-    clock_skew=timedelta(minutes=5),
-)
 KID_OLD = "OLDkey0123456789abcdefghijklmnopqrstuvwxyz_"
 KID_NOW = "NOWkey0123456789abcdefghijklmnopqrstuvwxyz_"
 KID_NEXT = "NXTkey0123456789abcdefghijklmnopqrstuvwxyz_"

@@ -81,7 +81,8 @@ from .cluster import (
     transitions_in,
 )
 
-pytestmark = pytest.mark.slow
+# replica clusters driven in real time: alone, as other workers' contention starves their races
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 E2E = e2e.NAME
 RACED = "default"

@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import fcntl
 import os
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK
-from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
+from tests.support.clock import T0_DECEMBER as T0
+from tests.support.keysets import HOURLY as POLICY
 
-POLICY = Policy(
-    rotation_period=timedelta(hours=1),
-    publish_ahead=timedelta(minutes=10),
-    token_lifetime=timedelta(minutes=5),
-    clock_skew=timedelta(seconds=30),
-)
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LEFTOVER = ".default.json." + "ab" * 16 + ".tmp"
 
 

@@ -22,21 +22,15 @@ from keyrotd.errors import (
 )
 from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import Rotate
-from keyrotd.model import Policy
 from keyrotd.retries import COMPARE_AND_SWAP, STORAGE, Retry
 from keyrotd.storage import Storage
 from keyrotd.storage.aws.storage import AwsStorage, RetryPolicy
 from keyrotd.storage.file import FileStorage
+from tests.support.keysets import POLICY
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
 
 from .endpoints import ScriptedEndpoint
 
-POLICY = Policy(
-    rotation_period=timedelta(hours=24),
-    publish_ahead=timedelta(hours=12),
-    token_lifetime=timedelta(hours=1),
-    clock_skew=timedelta(minutes=5),
-)
 SPEC = KeysetSpec("default", "ES256", 2048, POLICY)
 PACED = Retry(
     attempts=8, base_delay=timedelta(milliseconds=10), max_delay=timedelta(milliseconds=40)
