@@ -116,7 +116,7 @@ def test_check_files_reads_every_configured_file(tmp_path: Path) -> None:
     key.chmod(0o644)
     with pytest.raises(ConfigError, match=r"^storage\.encryption_key_file .* \(mode 644\)"):
         check_files(Settings(server=server, storage=StorageSettings(encryption_key_file=key)))
-    foreign = 'of storage type "file" or "vault" or "postgres", not of "aws"'
+    foreign = 'of storage type "file", "vault" or "postgres", not of "aws"'
     with pytest.raises(pydantic.ValidationError, match=foreign):
         StorageSettings(type="aws", encryption_key_file=key)  # aws seals nothing: refused
     token.chmod(0o444)

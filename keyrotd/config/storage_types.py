@@ -23,9 +23,13 @@ OPTIONS = "options"
 
 def unknown_type(kind: object) -> InvalidValueError:
     """``storage.type`` names no backend: say which ones there are."""
-    names = [f'"{name}"' for name in registry.known()]
-    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-    return InvalidValueError(f"{quote(kind)} is not allowed", f"use {listed}")
+    return InvalidValueError(f"{quote(kind)} is not allowed", f"use {_either(registry.known())}")
+
+
+def _either(kinds: tuple[str, ...] | list[str]) -> str:
+    """``"a"``, ``"a" or "b"``, ``"a", "b" or "c"``."""
+    names = [quote(kind) for kind in kinds]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def split(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,7 +62,7 @@ def validated(backend: Backend[Any], kind: str, own: Mapping[str, Any]) -> BaseM
         if not belongs:
             unknown.append(key)
         elif not _default_everywhere(key, own[key], belongs):
-            types = " or ".join(quote(owner) for owner in belongs)
+            types = _either(belongs)
             raise InvalidValueError(
                 f"{key} is a setting of storage type {types}, not of {quote(kind)}",
                 f"remove it, or set storage.type = {quote(belongs[0])}",

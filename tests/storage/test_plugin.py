@@ -223,13 +223,19 @@ def test_a_packaged_backend_is_checked_run_and_rotated_by_a_daemon_and_the_cli(
         # a key two types declare: both named
         (
             {"type": "aws", "region": "eu-west-1", "encryption_key_file": "/srv/key"},
-            ['encryption_key_file is a setting of storage type "file" or "dirstore", not of "aws"'],
+            [
+                'encryption_key_file is a setting of storage type "file", "vault", "postgres" or '
+                '"dirstore", not of "aws"'
+            ],
         ),
         # the plugin's model is validated like a built-in one: unknown keys and bad values
         ({"type": "dirstore", "directory": "/srv/keys", "bogus": 1}, ["unknown setting"]),
         ({"type": "dirstore", "directory": ["x"]}, ["storage.directory"]),
         # the unknown-type refusal names the installed type too
-        ({"type": "nosuch"}, ['"nosuch" is not allowed', '"file", "aws" or "dirstore"']),
+        (
+            {"type": "nosuch"},
+            ['"nosuch" is not allowed', '"file", "aws", "vault", "postgres" or "dirstore"'],
+        ),
     ],
 )
 def test_a_packaged_backends_settings_are_validated_like_a_built_in_ones(

@@ -101,4 +101,8 @@ class Listener:
             else:
                 self._heard(payload)
         except Exception:  # the listener outlives its callbacks' failures
-            log.debug("a storage change callback failed", exc_info=True)
+            log.debug(
+                "a storage change callback failed",
+                exc_info=True,
+                extra={"event": "storage.notify_failed"},
+            )
