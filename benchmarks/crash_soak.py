@@ -3,7 +3,7 @@
     python benchmarks/crash_soak.py [--rotations 1000] [--max-delay 0.04] [--seed 6]
 
 For the plain and the encrypted file backend, forks writers that loop ``rotate --now`` /
-``rotate`` / tick through a KeysetManager, SIGKILLs each after a random delay, and after every kill
+``rotate`` / tick through a KeysetWriter, SIGKILLs each after a random delay, and after every kill
 checks that the store loads, holds exactly one active key, lost no published key that had not
 expired, and activated nothing unannounced before ``publish_ahead`` (tests/faults/crash_harness.py).
 Then it kills a writer 50 times at each fixed point of the write path. Prints one line of figures

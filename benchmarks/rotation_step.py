@@ -2,7 +2,7 @@
 
     python benchmarks/rotation_step.py [--steps 200] [--dir DIR]
 
-What the daemon's transition job does, on the file storage: ``KeysetManager.apply()`` at each
+What the daemon's transition job does, on the file storage: ``KeysetWriter.apply()`` at each
 scheduled transition of a keyset in its steady state (a clock jumps from one transition to the
 next: successor published, activation with retirement, expiry into the history), with keys
 generated beforehand (the key factory hands them out): read, unseal, parse, plan, serialize,
@@ -26,10 +26,10 @@ from pathlib import Path
 from daemon_tools import percentile
 
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.due import next_transition
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
+from keyrotd.writer import KeysetSpec, KeysetWriter
 
 POLICY = Policy(
     rotation_period=timedelta(days=1),
@@ -72,7 +72,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         store = Path(directory) / "store"
         spec = KeysetSpec("bench", args.algorithm, 2048, POLICY)
-        manager = KeysetManager(FileStorage(store), spec, lambda: now, key_factory=factory)
+        manager = KeysetWriter(FileStorage(store), spec, lambda: now, key_factory=factory)
         keyset = manager.apply().keyset  # bootstrap: the first key
         bare_path = Path(directory) / "bare.json"
         step_ms: list[float] = []

@@ -35,8 +35,8 @@ class SignRefused(KeyrotdError):
 
 class SigningKey(Protocol):
     """The key that signs: its kid and algorithm, and its signature of JWS signing input in
-    JOSE's format (``keyrotd.issuing.Signer`` in memory, ``keyrotd.custody.CustodySigner`` in a
-    token or KMS)."""
+    JOSE's format (``keyrotd.issuer_sources.Signer`` in memory, ``keyrotd.custody.CustodySigner`` in
+    a token or KMS)."""
 
     @property
     def kid(self) -> str: ...

@@ -17,7 +17,7 @@ from keyrotd.config.capacity import capacity, keys_in_jwks
 from keyrotd.storage import open_storage
 from tests.support.clock import ManualClock
 from tests.support.daemon import make_daemon
-from tests.support.keysets import open_manager
+from tests.support.keysets import open_writer
 
 MANY = {  # (1m + 1h + 5m) / 2m + 2 = 35 keys
     "algorithm": "ES256",
@@ -135,7 +135,7 @@ def test_the_estimate_matches_the_documents_a_writer_stores(tmp_path: Path, algo
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
     clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
-    manager = open_manager(storage, settings.keyset(), clock)
+    manager = open_writer(storage, settings.keyset(), clock)
     largest = 0
     for _ in range(6 * 60):
         manager.apply()

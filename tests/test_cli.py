@@ -34,7 +34,7 @@ from keyrotd.lifecycle.planner import plan
 from keyrotd.model import ALGORITHMS, Keyset
 from keyrotd.storage import open_storage
 from tests.support.clock import T0, ManualClock
-from tests.support.keysets import POLICY, open_manager
+from tests.support.keysets import POLICY, open_writer
 
 
 def write_config(directory: Path, body: str) -> Path:
@@ -628,7 +628,7 @@ def keysets_of(directory: Path, made: dict[str, list[NewKey]]) -> None:
     for name, keys in made.items():
         factory = iter(keys)
         keyset = settings.keyset(name)
-        open_manager(storage, keyset, key_factory=lambda *_: next(factory)).apply()  # noqa: B023
+        open_writer(storage, keyset, key_factory=lambda *_: next(factory)).apply()  # noqa: B023
     storage.close()
 
 

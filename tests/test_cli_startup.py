@@ -21,10 +21,10 @@ HELP_NEVER = (
 STATUS_NEVER = (
     "http.client",  # the remote issuer's HTTP client, for ``sign`` only
     "urllib.request",
-    "keyrotd.issuing",
+    "keyrotd.issuer_sources",
     "keyrotd.cli.sign_command",
     "keyrotd.importing",  # key files, for ``import`` only
-    "keyrotd.clients",  # the admin clients file, only where one is configured
+    "keyrotd.admin_clients",  # the admin clients file, only where one is configured
     "joserfc",  # signing and verifying: status only reads the keyset
 )
 

@@ -31,7 +31,7 @@ from keyrotd.lifecycle.commands import Revoke
 from keyrotd.model import Jwk
 from keyrotd.storage import open_storage
 from keyrotd.tokens import import_key, sign_compact
-from tests.support.keysets import open_manager
+from tests.support.keysets import open_writer
 
 GOLDEN = Path(__file__).parent / "golden"
 HOUR = timedelta(hours=1)
@@ -94,7 +94,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
     clock = ManualClock(START)
-    mgr = open_manager(storage, settings.keyset("default"), clock, key_factory=FixedKeys("ABCD"))
+    mgr = open_writer(storage, settings.keyset("default"), clock, key_factory=FixedKeys("ABCD"))
     for offset in (0 * HOUR, 12 * HOUR, DAY, DAY + 2 * HOUR, DAY + 12 * HOUR, 2 * DAY):
         clock.now = START + offset
         mgr.apply()
@@ -104,7 +104,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     mgr.apply()
     other = settings.keyset("other")
     clock.now = START + DAY
-    open_manager(storage, other, clock, key_factory=FixedKeys("OP")).apply()
+    open_writer(storage, other, clock, key_factory=FixedKeys("OP")).apply()
     storage.close()
     return Store(directory, config)
 

@@ -37,7 +37,7 @@ from keyrotd.storage import open_storage
 from keyrotd.tokens import b64url_encode, import_key, json_part, sign_compact
 from tests.support.clock import T0_MARCH_NOON as T0
 from tests.support.clock import ManualClock
-from tests.support.keysets import open_manager
+from tests.support.keysets import open_writer
 from tests.test_cli import open_dir, run_unprivileged, unreadable_store  # noqa: F401 (a fixture)
 
 HOUR = timedelta(hours=1)
@@ -79,7 +79,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     storage = open_storage(settings.storage)
     start = datetime.now(UTC).replace(microsecond=0) - 2 * DAY - 18 * HOUR
     clock = ManualClock(start)
-    mgr = open_manager(storage, settings.keyset("default"), clock)
+    mgr = open_writer(storage, settings.keyset("default"), clock)
     keys: dict[str, dict[str, str]] = {}
 
     def step(offset: timedelta, capture: str | None = None, pending: bool = False) -> None:
@@ -98,7 +98,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     clock.now = start + 2 * DAY + HOUR
     mgr.apply(Revoke(keys["B"]["kid"]))
     step(2 * DAY + 12 * HOUR, "D", pending=True)  # D activates 6h after the real now
-    other = open_manager(storage, settings.keyset("other"), clock)
+    other = open_writer(storage, settings.keyset("other"), clock)
     active = other.apply().keyset.active
     assert active is not None
     keys["O"] = dict(active.private())
@@ -679,7 +679,7 @@ def test_arbitrary_claims_with_a_good_signature(
     check_outcome(code, out, err, options)
 
 
-GLUE = ("keyrotd.storage", "keyrotd.config", "keyrotd.keysets", "keyrotd.cli")
+GLUE = ("keyrotd.storage", "keyrotd.config", "keyrotd.writer", "keyrotd.cli")
 """What the pure checker must not load: storage, configuration loading, the writer, the CLI."""
 
 

@@ -21,8 +21,8 @@ from keyrotd.config import load_settings
 from keyrotd.storage import open_storage
 from tests.support.clock import ManualClock
 from tests.support.daemon import TOKEN, Daemon, make_daemon
-from tests.support.keysets import open_manager
-from tests.test_client import make_ca
+from tests.support.keysets import open_writer
+from tests.test_issuer import make_ca
 
 ISSUER = "https://auth.example/main"
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -91,7 +91,7 @@ def test_from_config_signs_with_the_keysets_issuer(tmp_path: Path) -> None:
     )
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
-    open_manager(storage, settings.keyset()).apply()
+    open_writer(storage, settings.keyset()).apply()
     storage.close()
     with Issuer.from_config(config, background=False, environ={}) as issuer:
         assert claims_of(issuer.sign({"sub": "alice"}))["iss"] == ISSUER
@@ -106,7 +106,7 @@ def test_next_activates_at_is_the_switch_it_will_make(tmp_path: Path) -> None:
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
     clock = ManualClock(START)
-    manager = open_manager(storage, settings.keyset(), clock=clock)
+    manager = open_writer(storage, settings.keyset(), clock=clock)
     manager.apply()  # the first key
     clock.now = START + timedelta(minutes=31)
     manager.apply()  # its successor, published 30m ahead

@@ -16,12 +16,12 @@ from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.scheduling import Rotator, replica_offset
 from keyrotd.daemon.state import Board
 from keyrotd.keys import generate_key
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.due import due_times, next_transition
 from keyrotd.lifecycle.planner import Planner, plan
 from keyrotd.model import Keyset
 from keyrotd.storage import open_storage
 from keyrotd.times import rfc3339
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.clock import ManualClock
 from tests.support.config import render_config
 from tests.support.waiting import wait_for
@@ -61,10 +61,10 @@ def sooner_rule(monkeypatch: pytest.MonkeyPatch) -> datetime:
     return T0 + PERIOD - AHEAD - SOONER
 
 
-def manager(config: Path, at: datetime) -> KeysetManager:
+def manager(config: Path, at: datetime) -> KeysetWriter:
     settings = load_settings(str(config))
     spec = KeysetSpec.from_settings(settings.keysets[0])
-    return KeysetManager(open_storage(settings.storage), spec, clock=lambda: at)
+    return KeysetWriter(open_storage(settings.storage), spec, clock=lambda: at)
 
 
 def stored(config: Path) -> Keyset:

@@ -6,7 +6,7 @@ on stderr; the traceback only with ``--debug``. Heavy modules (boto3, the schedu
 server) are imported by the commands that need them. The package: :mod:`~keyrotd.cli.parser`
 (the arguments), :mod:`~keyrotd.cli.commands` (the operator commands),
 :mod:`~keyrotd.cli.inspect` (``inspect``'s reading of the token and the keys),
-:mod:`~keyrotd.cli.client_commands` (``client``), :mod:`~keyrotd.cli.handover` (emergency
+:mod:`~keyrotd.cli.admin_client_commands` (``client``), :mod:`~keyrotd.cli.handover` (emergency
 notices).
 
 Output to a closed pipe (``keyrotd status | head -1``) ends quietly, exit 0, for every command.
@@ -45,8 +45,8 @@ def _run(argv: Sequence[str] | None, clock: Clock | None) -> int:
     debug = "--debug" in args_list
     try:
         args = build_parser().parse_args(args_list)
-        if args.command == "client":  # keyrotd.cli.client_commands: no storage
-            from keyrotd.cli.client_commands import dispatch as client_dispatch
+        if args.command == "client":  # keyrotd.cli.admin_client_commands: no storage
+            from keyrotd.cli.admin_client_commands import dispatch as client_dispatch
 
             return client_dispatch(args)
         from keyrotd.cli import commands

@@ -18,7 +18,6 @@ from keyrotd.atomic import replace_atomically
 from keyrotd.cli.output import print_transitions
 from keyrotd.config import Settings
 from keyrotd.errors import CorruptDocumentError, KeyrotdError, RollbackError
-from keyrotd.keysets import KeysetManager, KeysetSpec, Loaded
 from keyrotd.lifecycle.commands import Restore
 from keyrotd.model import Keyset, from_json
 from keyrotd.restoring import open_backup, readoptable, seal_backup
@@ -27,6 +26,7 @@ from keyrotd.secretfiles import load_encryption_key
 from keyrotd.storage import Storage
 from keyrotd.storage.revisions import RevisionGuard
 from keyrotd.times import Clock, rfc3339
+from keyrotd.writer import KeysetSpec, KeysetWriter, Loaded
 
 FEW_ATTEMPTS = Retry(attempts=3, base_delay=timedelta(0), max_delay=timedelta(0))
 """A restore onto a missing or refused document plans on the backup (one attempt, and one more
@@ -82,7 +82,7 @@ def cmd_restore(
     ks = settings.keyset(backup.name)
     mark = storage.accepted(ks.name) if isinstance(storage, RevisionGuard) else None
     revoked = mark.revoked if mark is not None else frozenset()
-    manager = KeysetManager(storage, KeysetSpec.from_settings(ks), clock, retry=FEW_ATTEMPTS)
+    manager = KeysetWriter(storage, KeysetSpec.from_settings(ks), clock, retry=FEW_ATTEMPTS)
     try:
         current: Loaded | None = manager.load()
     except (RollbackError, CorruptDocumentError) as unreadable:
@@ -113,7 +113,7 @@ def cmd_restore(
 
 
 def _add_back(
-    manager: KeysetManager, backup: Keyset, current: Keyset, revoked: frozenset[str], file: str
+    manager: KeysetWriter, backup: Keyset, current: Keyset, revoked: frozenset[str], file: str
 ) -> int:
     now = manager.clock()
     keys = readoptable(backup, current, revoked, manager.spec.policy, now)

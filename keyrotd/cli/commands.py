@@ -23,15 +23,15 @@ from keyrotd.config.policy import rotate_times
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
-from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome
 from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.model import Keyset, from_json
 from keyrotd.rotating import successor_note
 from keyrotd.status import keyset_status
+from keyrotd.status_timeline import render_status
 from keyrotd.storage import Storage, open_storage
 from keyrotd.storage.registry import require_store as check_store
-from keyrotd.timeline import render_status
 from keyrotd.times import Clock, rfc3339
+from keyrotd.writer import KeysetSpec, KeysetWriter, Outcome
 
 log = logging.getLogger("keyrotd.config")
 
@@ -84,14 +84,14 @@ def require_store(settings: Settings) -> None:
     check_store(settings.storage, settings.source)
 
 
-def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetManager:
+def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetWriter:
     spec = KeysetSpec.from_settings(settings.keyset(name))
     custody = None
     if spec.custody != "storage":
         from keyrotd.custody import open_custody  # the token's or KMS's library: only then
 
         custody = open_custody(settings, spec.custody)
-    return KeysetManager(storage, spec, clock, custody=custody)
+    return KeysetWriter(storage, spec, clock, custody=custody)
 
 
 def one_line(text: str) -> str:
@@ -187,7 +187,7 @@ def find_kid(
     return found
 
 
-def print_handover(settings: Settings, mgr: KeysetManager, outcome: Outcome) -> None:
+def print_handover(settings: Settings, mgr: KeysetWriter, outcome: Outcome) -> None:
     """After an emergency: who may reject what, from the real publication times."""
     server = settings.server
     for line in handover_notices(
@@ -225,7 +225,7 @@ def status_view(ks: KeysetSettings, storage: Storage, now: datetime) -> tuple[Ke
     """The keyset as readers see it at ``now``, and where it is stored."""
     from keyrotd.lifecycle.planner import view
 
-    loaded = KeysetManager(storage, KeysetSpec.from_settings(ks)).load()
+    loaded = KeysetWriter(storage, KeysetSpec.from_settings(ks)).load()
     return view(loaded.keyset, ks.policy, now), loaded.location
 
 
@@ -235,7 +235,7 @@ def status_report(
     """The keyset's entry of ``status --json`` (built by ``keyrotd.status``, as the daemon's)."""
     from keyrotd.lifecycle.planner import view
 
-    loaded = KeysetManager(storage, KeysetSpec.from_settings(ks)).load()
+    loaded = KeysetWriter(storage, KeysetSpec.from_settings(ks)).load()
     keyset = view(loaded.keyset, ks.policy, now)
     report = keyset_status(ks, keyset, loaded.location, loaded.version, now)
     if ks.custody == "aws-kms" and settings is not None:

@@ -13,11 +13,11 @@ from keyrotd.config import Settings
 from keyrotd.durations import parse_duration
 from keyrotd.errors import KeyrotdError, UsageError
 from keyrotd.importing import read_key_file
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import Import
 from keyrotd.model import utc
 from keyrotd.storage import Storage
 from keyrotd.times import Clock, rfc3339
+from keyrotd.writer import KeysetSpec, KeysetWriter
 
 
 def cmd_import(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
@@ -58,7 +58,7 @@ def cmd_import(settings: Settings, storage: Storage, args: argparse.Namespace, c
             "it in the JWKS",
             file=sys.stderr,
         )
-    manager = KeysetManager(storage, KeysetSpec.from_settings(keyset), clock)
+    manager = KeysetWriter(storage, KeysetSpec.from_settings(keyset), clock)
     outcome = manager.apply(Import(key.kid, key.alg, key.public_jwk, key.private_jwk, until=until))
     print_transitions(manager.name, outcome.transitions)
     if retired:

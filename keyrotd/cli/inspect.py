@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 from keyrotd.durations import InvalidValueError, parse_duration
 from keyrotd.errors import KeyrotdError, UsageError
 from keyrotd.inspection import DEFAULT_SKEW, MAX_TOKEN, KeySource, inspect_token, render
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.planner import view
+from keyrotd.writer import KeysetSpec, KeysetWriter
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -109,13 +109,13 @@ def keyset_source(settings: Settings, name: str | None, now: datetime) -> KeySou
     chosen = settings.keyset(name)
     storage = open_storage(settings.storage)
     try:
-        keyset = _stored_keyset(KeysetManager(storage, KeysetSpec.from_settings(chosen)), now)
+        keyset = _stored_keyset(KeysetWriter(storage, KeysetSpec.from_settings(chosen)), now)
         elsewhere: dict[str, str] = {}
         for other in settings.keysets:
             if other.name == chosen.name:
                 continue
             try:
-                theirs = KeysetManager(storage, KeysetSpec.from_settings(other)).view(now)
+                theirs = KeysetWriter(storage, KeysetSpec.from_settings(other)).view(now)
             except KeyrotdError:
                 continue  # only a hint: a broken neighbour does not stop the inspection
             for key in (*theirs.keys, *theirs.history):
@@ -125,7 +125,7 @@ def keyset_source(settings: Settings, name: str | None, now: datetime) -> KeySou
     return KeySource.of_keyset(keyset, chosen.policy, elsewhere)
 
 
-def _stored_keyset(manager: KeysetManager, now: datetime) -> Keyset:
+def _stored_keyset(manager: KeysetWriter, now: datetime) -> Keyset:
     """The keyset as readers see it at ``now``; a document that is missing, unreadable or
     corrupt is a :class:`KeysUnavailableError`."""
     try:

@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the commented example configuration (every setting) instead",
     )
-    from keyrotd.cli.client_commands import add_client_parser  # scoped admin clients
+    from keyrotd.cli.admin_client_commands import add_client_parser  # scoped admin clients
 
     add_client_parser(command("client", "manage the scoped admin clients"), _common)
     return parser

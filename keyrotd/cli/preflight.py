@@ -32,7 +32,7 @@ def preflight(settings: Settings, now: datetime) -> list[str]:
     server = settings.server
     check_admin_transport(server)
     if server.admin_clients_file is not None:
-        from keyrotd.clients import load_registry  # only where clients are configured
+        from keyrotd.admin_clients import load_registry  # only where clients are configured
 
         load_registry(server.admin_token_file, server.admin_clients_file)
     if server.tls is not None:

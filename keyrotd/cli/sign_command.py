@@ -12,11 +12,11 @@ from keyrotd.config import Settings
 from keyrotd.custody.interface import CustodySigner
 from keyrotd.durations import parse_duration
 from keyrotd.errors import KeyrotdError, UsageError
-from keyrotd.issuing import Signer
-from keyrotd.keysets import KeysetManager, KeysetSpec
+from keyrotd.issuer_sources import Signer
 from keyrotd.signing import SigningKey, SignRefused, request_of, sign
 from keyrotd.storage import Storage
 from keyrotd.times import Clock
+from keyrotd.writer import KeysetSpec, KeysetWriter
 
 
 def cmd_sign(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
@@ -29,7 +29,7 @@ def cmd_sign(settings: Settings, storage: Storage, args: argparse.Namespace, clo
         raise SignRefused("the claims are not JSON", "pass a JSON object") from None
     keyset_settings = settings.keyset(args.keyset)
     request = request_of(claims, _lifetime(args.lifetime))
-    manager = KeysetManager(storage, KeysetSpec.from_settings(keyset_settings), clock)
+    manager = KeysetWriter(storage, KeysetSpec.from_settings(keyset_settings), clock)
     now = clock()
     keyset = manager.view(now)
     require_keys(keyset, storage.location(manager.name))

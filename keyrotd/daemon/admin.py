@@ -8,8 +8,8 @@
     POST /keysets/{name}/keys/{kid}/revoke
 
 They exist only when ``server.admin_token_file`` or ``server.admin_clients_file`` is set. The
-:class:`Clients` holder keeps the registry in force (``keyrotd.clients``: the admin token is the
-client ``admin`` with every scope); SIGHUP builds a new one from the files and swaps it in, or
+:class:`Clients` holder keeps the registry in force (``keyrotd.admin_clients``: the admin token is
+the client ``admin`` with every scope); SIGHUP builds a new one from the files and swaps it in, or
 logs one ``clients.reload_failed`` line and keeps the old one. A request is checked in this
 order: 405 wrong method, 401 no known token, 413 a body, 403 outside the client's scopes (an
 unknown keyset too, unless the scope is ``*``), 400 a path or query that is not ASCII or a query
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl
 
-from keyrotd.clients import Action, Client, Registry, load_registry
-from keyrotd.clients.registry import EVERY_SCOPE
+from keyrotd.admin_clients import Action, Client, Registry, load_registry
+from keyrotd.admin_clients.registry import EVERY_SCOPE
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.daemon.audit import UNKNOWN, Audit, Entry, remote_of, shown
 from keyrotd.daemon.responses import (
@@ -56,12 +56,12 @@ from keyrotd.daemon.responses import (
 from keyrotd.daemon.state import Board
 from keyrotd.daemon.status_page import Where, keyset_entry
 from keyrotd.errors import ConfigError, KeyNotFoundError, KeyrotdError, RefusedError
-from keyrotd.keysets import Outcome
 from keyrotd.lifecycle.commands import Command, Revoke, Rotate
 from keyrotd.rotating import HTTP, RotateTimes, successor_note
 from keyrotd.signing import Signed, SigningKey, SignRefused, answer_of, parse_request
 from keyrotd.signing import sign as sign_token
 from keyrotd.times import rfc3339, utc_now
+from keyrotd.writer import Outcome
 
 if TYPE_CHECKING:
     from keyrotd.daemon.signer_source import Signers

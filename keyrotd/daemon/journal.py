@@ -22,7 +22,7 @@ from typing import Final, Literal
 
 from keyrotd.lifecycle.commands import EventName, Transition
 from keyrotd.model import Key, Keyset, KeyState
-from keyrotd.outcomes import log_transition
+from keyrotd.writer_outcomes import log_transition
 
 log = logging.getLogger("keyrotd.daemon")
 

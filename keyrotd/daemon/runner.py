@@ -38,12 +38,12 @@ from keyrotd.errors import (
     StorageError,
 )
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.keysets import KeysetManager, KeysetSpec, Outcome, SyncFailed
 from keyrotd.lifecycle.commands import Command
 from keyrotd.lifecycle.due import next_key_needed_at
 from keyrotd.model import Keyset
 from keyrotd.storage import Storage, Versioned
 from keyrotd.times import Clock, utc_now
+from keyrotd.writer import KeysetSpec, KeysetWriter, Outcome, SyncFailed
 
 SPARE_LEAD: Final = timedelta(seconds=60)
 """How long before a new key is due the runner generates it."""
@@ -75,7 +75,7 @@ class KeysetRunner:
         self.failures = Failures(settings.name)
         # time.monotonic lets the manager notice a forward wall-clock jump and postpone by it.
         spec = KeysetSpec.from_settings(settings)
-        self.manager = KeysetManager(
+        self.manager = KeysetWriter(
             storage,
             spec,
             clock,

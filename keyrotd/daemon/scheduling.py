@@ -53,13 +53,13 @@ from keyrotd.daemon.observer import Observer
 from keyrotd.daemon.runner import SPARE_LEAD, KeysetRunner
 from keyrotd.daemon.state import Board
 from keyrotd.errors import KeyrotdError, is_temporary
-from keyrotd.keysets import Outcome
 from keyrotd.lifecycle.commands import Command
 from keyrotd.lifecycle.due import next_transition
 from keyrotd.model import Keyset
 from keyrotd.retries import STORAGE, Retry
 from keyrotd.storage import Storage
 from keyrotd.times import Clock, utc_now
+from keyrotd.writer import Outcome
 
 log = logging.getLogger("keyrotd.daemon")
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from keyrotd.custody.interface import CustodyKeyGoneError, CustodyProvider, CustodySigner
-from keyrotd.daemon.state import Board, Published
+from keyrotd.daemon.state import Board, ServedKeyset
 from keyrotd.errors import KeyrotdError, TemporaryStorageError
 from keyrotd.kubernetes.signer import ActiveKey, PublishedKeys
 from keyrotd.signing import SigningKey
@@ -32,13 +32,13 @@ class Signers:
         self.custody = custody
         self.resync = resync
 
-    def current(self, name: str) -> Published:
+    def current(self, name: str) -> ServedKeyset:
         published = self.board.current(name, time.time())
         if published is None:
             raise TemporaryStorageError(f"keyset {name} is not loaded yet")
         return published
 
-    def active(self, published: Published) -> SigningKey:
+    def active(self, published: ServedKeyset) -> SigningKey:
         """The active key of ``published`` as a signer; LookupError when it has none."""
         if published.settings.custody == "storage":
             return published.signer

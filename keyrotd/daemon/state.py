@@ -1,6 +1,6 @@
 """What the HTTP side serves, precomputed per keyset and swapped atomically.
 
-A :class:`Published` is immutable: the stored document, its view at the time it was computed
+A :class:`ServedKeyset` is immutable: the stored document, its view at the time it was computed
 (``lifecycle.view``), the JWKS body as bytes with its strong ETag, and two instants (epoch
 seconds):
 
@@ -10,9 +10,9 @@ seconds):
   that JWKS (it also counts a successor becoming due, which only a write can publish). The
   ``Cache-Control`` max-age never reaches past it.
 
-The :class:`Board` holds one ``Published`` and one :class:`Health` per keyset. Writers (the
+The :class:`Board` holds one ``ServedKeyset`` and one :class:`Health` per keyset. Writers (the
 scheduler threads) replace one keyset's entries under a lock; readers (the event loop) read one
-entry, an immutable ``Published``, so they always see one consistent view of a keyset without
+entry, an immutable ``ServedKeyset``, so they always see one consistent view of a keyset without
 taking the lock. The lock guards memory only: the change hook (sd_notify's status) is called
 after it is released.
 """
@@ -32,11 +32,11 @@ from typing import Final
 from keyrotd.config import KeysetSettings
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.daemon.responses import compact_json, strong_etag
-from keyrotd.issuing import Signer
+from keyrotd.issuer_sources import Signer
 from keyrotd.lifecycle.due import next_transition, next_view_change
 from keyrotd.lifecycle.planner import view
 from keyrotd.model import Keyset
-from keyrotd.schedule import schedule_of, signing_key_body
+from keyrotd.signing_key_format import signing_key_body, signing_keys_of
 from keyrotd.times import CLOCK_JUMP, forward_jump
 
 NEVER: Final = math.inf
@@ -47,7 +47,7 @@ def _epoch(value: datetime | None) -> float:
 
 
 @dataclass(frozen=True)
-class Published:
+class ServedKeyset:
     """One keyset as served at one instant (see the module docstring)."""
 
     settings: KeysetSettings
@@ -69,7 +69,7 @@ class Published:
     @classmethod
     def compute(
         cls, settings: KeysetSettings, stored: Keyset, now: datetime, mono: float = 0.0
-    ) -> Published:
+    ) -> ServedKeyset:
         seen = view(stored, settings.policy, now)
         body = compact_json(seen.jwks())
         return cls(
@@ -105,7 +105,7 @@ class Published:
         if active is None or not active.holds_private:
             raise LookupError(f"keyset {self.name} has no active key")
         where = f"keyset {self.name}"
-        schedule = schedule_of(self.keyset, self.settings.policy, where, self.settings.issuer)
+        schedule = signing_keys_of(self.keyset, self.settings.policy, where, self.settings.issuer)
         return compact_json(signing_key_body(schedule))
 
 
@@ -130,7 +130,7 @@ class Snapshot:
 
     def __init__(self) -> None:
         self.order: tuple[str, ...] = ()
-        self.published: dict[str, Published] = {}
+        self.published: dict[str, ServedKeyset] = {}
         self.health: dict[str, Health] = {}
         self._members: frozenset[str] = frozenset()
         """The keysets served: the configured ones (``order``) and those kept after a reload."""
@@ -182,7 +182,7 @@ class Snapshot:
         self._missing = {name for name in order if name not in self.published}
         self._members, self.order = members, order
 
-    def _set(self, name: str, published: Published | None, health: Health | None) -> bool:
+    def _set(self, name: str, published: ServedKeyset | None, health: Health | None) -> bool:
         """Store one keyset's view and health; False if it is no longer served."""
         if name not in self._members:
             return False
@@ -211,7 +211,7 @@ class Board:
         self._lock = threading.Lock()
         self._on_change = on_change
 
-    def current(self, name: str, now: float) -> Published | None:
+    def current(self, name: str, now: float) -> ServedKeyset | None:
         """The keyset as served at ``now`` (epoch seconds), recomputed if a transition passed."""
         published = self.snapshot.published.get(name)
         if published is None or now < published.recompute_at:
@@ -228,7 +228,7 @@ class Board:
         seen_at = datetime.fromtimestamp(now, UTC)
         if jump is not None:
             seen_at -= jump + CLOCK_JUMP
-        fresh = Published.compute(published.settings, published.stored, seen_at, mono)
+        fresh = ServedKeyset.compute(published.settings, published.stored, seen_at, mono)
         with self._lock:
             if self.snapshot.published.get(name) is published:  # nobody stored a newer one
                 self.snapshot._set(name, fresh, None)
@@ -257,9 +257,9 @@ class Board:
 
     def loaded(
         self, settings: KeysetSettings, stored: Keyset, now: datetime, error: str | None = None
-    ) -> Published:
+    ) -> ServedKeyset:
         """Record a successful read (or write) of a keyset; ``error``: a write that failed."""
-        published = Published.compute(settings, stored, now, self._monotonic())
+        published = ServedKeyset.compute(settings, stored, now, self._monotonic())
         health = Health(loaded=True, error=error, last_success=time.time())
         with self._lock:
             if not self.snapshot._set(settings.name, published, health):

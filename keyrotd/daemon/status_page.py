@@ -3,7 +3,7 @@
 The page shows each keyset's entry of ``keyrotd status --json`` (built by ``keyrotd.status`` from
 the served view, as ``GET /keysets/{name}/status`` answers it) with what only the daemon knows:
 storage health as this daemon sees it. Each keyset's keys are drawn on one time axis as inline
-SVG (the spans of ``keyrotd.timeline``, as ``keyrotd status`` draws them in text).
+SVG (the spans of ``keyrotd.status_timeline``, as ``keyrotd status`` draws them in text).
 
 It is a page a browser can open: after a ``WWW-Authenticate: Basic`` challenge (on this page
 only) the browser sends a client's token as the Basic password (any user name); a Bearer token
@@ -27,13 +27,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
-from keyrotd.clients import Registry
+from keyrotd.admin_clients import Registry
 from keyrotd.daemon.audit import UNKNOWN, Audit, Entry, remote_of, shown
 from keyrotd.daemon.responses import GET, NO_STORE, Response, Scope, header, not_allowed
-from keyrotd.daemon.state import Board, Health, Published
+from keyrotd.daemon.state import Board, Health, ServedKeyset
 from keyrotd.lifecycle.due import next_due, next_transition
 from keyrotd.status import keyset_status
-from keyrotd.timeline import (
+from keyrotd.status_timeline import (
     PUBLISHED,
     RETIRED,
     SIGNING,
@@ -109,7 +109,7 @@ class KeysetEntry:
     """One keyset as served now: its ``status --json`` entry, the view and its storage health."""
 
     report: dict[str, object]
-    published: Published
+    published: ServedKeyset
     health: Health | None
 
 

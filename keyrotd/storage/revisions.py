@@ -2,7 +2,7 @@
 
 :func:`keyrotd.storage.open_storage` wraps each backend in a :class:`RevisionGuard`, so that the
 daemon, the CLI and the Python issuer (and any backend added later) refuse alike a keyset document
-whose ``revision`` (the writer raises it on every write, :mod:`keyrotd.keysets`) is lower than the
+whose ``revision`` (the writer raises it on every write, :mod:`keyrotd.writer`) is lower than the
 highest one accepted, or equal to it with other content (a SHA-256 of the document), or that holds
 a kid once revoked: a copied-back file, a restored backup, an ``AWSCURRENT`` label moved back.
 

@@ -29,7 +29,7 @@ from keyrotd.times import utc_now
 from tests.daemon.test_observe import StuckCache
 from tests.faults.helpers import check_document
 from tests.support.daemon import TOKEN, Daemon, make_daemon
-from tests.support.keysets import open_manager
+from tests.support.keysets import open_writer
 from tests.support.softhsm import SoftHsm
 from tests.support.waiting import wait_for
 
@@ -93,7 +93,7 @@ def test_cli_writers_racing_on_a_custody_keyset_keep_one_active_key_and_no_orpha
     custody = open_custody(settings, "pkcs11")
     later = utc_now() + timedelta(minutes=11)
     storage = open_storage(settings.storage)
-    manager = open_manager(storage, settings.keyset("default"), lambda: later, custody=custody)
+    manager = open_writer(storage, settings.keyset("default"), lambda: later, custody=custody)
     keyset = manager.load().keyset
     check_document(keyset, manager.spec.policy)  # one active key, at most one successor, G3, G5
     present = {k.kid for k in (*keyset.keys, *keyset.history)}

@@ -23,7 +23,7 @@ from keyrotd.keys import PRIVATE_MEMBERS
 from keyrotd.model import ALGORITHMS
 from keyrotd.storage import open_storage
 from tests.support.daemon import Daemon, make_daemon
-from tests.support.keysets import open_manager
+from tests.support.keysets import open_writer
 from tests.support.softhsm import SoftHsm
 
 SLOW = {"rotation_period": "1h", "publish_ahead": "1h", "token_lifetime": "10m"}
@@ -141,7 +141,7 @@ def test_tokens_signed_continuously_through_rotations_are_never_rejected(
     # The daemon has stopped (a stop finishes the write in progress): retired keys' private
     # objects are destroyed, and the token holds exactly the keys the document signs or will.
     settings = load_settings(daemon.config, {"SOFTHSM2_CONF": str(softhsm.conf)})
-    stored = open_manager(open_storage(settings.storage), settings.keyset("api")).load().keyset
+    stored = open_writer(open_storage(settings.storage), settings.keyset("api")).load().keyset
     holding = {k.kid for k in stored.keys if k.holds_private}
     in_token = {k.kid for k in open_custody(settings, "pkcs11").held("api")}
     close_all()

@@ -1,4 +1,4 @@
-"""The HTTP app's routing and admin endpoints, in-process (docs/http.md, docs/admin-clients.md).
+"""The HTTP app's routing and admin endpoints, in-process (docs/http.md, docs/http.md).
 
 The app is built from a configuration as ``keyrotd run`` builds it, over a real rotator and file
 store, and sent requests directly (``tests.support.app``): milliseconds per request, no listener.

@@ -12,7 +12,7 @@ from keyrotd.lifecycle.due import next_transition
 from keyrotd.lifecycle.planner import view
 from keyrotd.storage import open_storage
 from tests.support.daemon import Daemon
-from tests.support.keysets import open_manager
+from tests.support.keysets import open_writer
 
 from .conftest import DaemonFactory
 
@@ -29,7 +29,7 @@ def seconds_to_next_transition(daemon: Daemon, keyset: str) -> float:
     storage = open_storage(settings.storage)
     spec = settings.keyset(keyset)
     now = datetime.now(UTC)
-    stored = open_manager(storage, spec).load().keyset
+    stored = open_writer(storage, spec).load().keyset
     upcoming = next_transition(view(stored, spec.policy, now), spec.policy)
     assert upcoming is not None
     return (upcoming - now).total_seconds()

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyrotd.daemon.journal import REPEAT, Failures, Journal
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK, Command, Revoke, Rotate
 from keyrotd.model import Keyset, KeyState, Policy, from_json
 from keyrotd.storage.file import FileStorage
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.clock import ManualClock
 from tests.support.daemon import Daemon
 
@@ -208,7 +208,7 @@ def test_the_journal_finds_every_transition_a_writer_made_once(
     try:
         with tempfile.TemporaryDirectory() as directory:
             storage = FileStorage(Path(directory))
-            writer = KeysetManager(
+            writer = KeysetWriter(
                 storage,
                 KeysetSpec("main", "ES256", 2048, policy),
                 clock,

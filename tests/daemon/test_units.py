@@ -16,7 +16,7 @@ from keyrotd import logs
 from keyrotd.config import KeysetSettings
 from keyrotd.daemon.clock import ClockWatch
 from keyrotd.daemon.responses import etag_matches
-from keyrotd.daemon.state import Board, Published
+from keyrotd.daemon.state import Board, ServedKeyset
 from keyrotd.daemon.systemd import Notifier
 from keyrotd.errors import ConfigError
 from keyrotd.keys import generate_key
@@ -34,11 +34,11 @@ SETTINGS = KeysetSettings(
 )
 
 
-def bootstrapped() -> Published:
+def bootstrapped() -> ServedKeyset:
     from keyrotd.model import Keyset
 
     first = plan(Keyset("k"), SETTINGS.policy, T0, fresh=(generate_key("ES256"),))
-    return Published.compute(SETTINGS, first.keyset, T0)
+    return ServedKeyset.compute(SETTINGS, first.keyset, T0)
 
 
 def test_etag_matching_follows_if_none_match_rules() -> None:

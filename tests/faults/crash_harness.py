@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import Transition
 from keyrotd.model import Keyset, KeyState, from_json
 from keyrotd.storage.file import FileStorage
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.clock import T0
 from tests.support.keysets import EVERY_MINUTE as POLICY
 
@@ -155,7 +155,7 @@ class CrashRun:
     def _bootstrap(self) -> None:
         """Write the first key here, so that every later activation has a creation to follow."""
         spec = KeysetSpec("default", self.algorithm, 2048, POLICY)
-        outcome = KeysetManager(self.storage(), spec, self.now).apply()
+        outcome = KeysetWriter(self.storage(), spec, self.now).apply()
         self.history.report(outcome.transitions)
         self.history.observe(outcome.keyset)
 

@@ -8,7 +8,7 @@ reads commands on stdin, one a line:
     quit
 
 For each fork it prints ``child PID`` and, once the writer died, ``dead PID STATUS``. The writer
-loops ``rotate --now`` / ``rotate`` / tick through a KeysetManager and prints, with one
+loops ``rotate --now`` / ``rotate`` / tick through a KeysetWriter and prints, with one
 ``write(2)`` per line (atomic on a pipe), ``I SEQ ACTION`` before each command and ``T SEQ EVENT
 KID AT EXCEPTION`` for each transition *after* the write returned, then ``D SEQ``. Its clock is
 the wall clock sped up: ``start + (time.time() - epoch) * speed``, which the parent shares.
@@ -31,10 +31,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK, Command, Rotate
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
+from keyrotd.writer import KeysetSpec, KeysetWriter
 
 SELF_KILL_POINTS = (
     "temp-created",  # under the lock, the temp file is created and still empty
@@ -115,7 +115,7 @@ def writer(config: dict[str, Any], seed: int, point: str | None, count: int) -> 
     key = base64.b64decode(config["key"]) if config["key"] else None
     policy = Policy(*(timedelta(seconds=s) for s in config["policy"]))
     spec = KeysetSpec("default", config["algorithm"], 2048, policy)
-    manager = KeysetManager(FileStorage(Path(config["path"]), key), spec, sped_up_clock(config))
+    manager = KeysetWriter(FileStorage(Path(config["path"]), key), spec, sped_up_clock(config))
     for seq in range(1_000_000):
         action = rng.choices(ACTIONS, WEIGHTS)[0]
         emit(f"I {seq} {action}")

@@ -21,9 +21,9 @@ import pkcs11  # noqa: F401  (imported once in the zygote; the library is initia
 
 from keyrotd.custody.interface import CustodyUnavailableError
 from keyrotd.custody.pkcs11 import Pkcs11Custody
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
+from keyrotd.writer import KeysetSpec, KeysetWriter
 
 
 def writer(config: dict[str, Any], seed: int, point: str | None, count: int) -> None:
@@ -34,7 +34,7 @@ def writer(config: dict[str, Any], seed: int, point: str | None, count: int) -> 
     policy = Policy(*(timedelta(seconds=s) for s in config["policy"]))
     spec = KeysetSpec("default", config["algorithm"], 2048, policy, custody="pkcs11")
     storage = FileStorage(Path(config["path"]), None)
-    manager = KeysetManager(storage, spec, base.sped_up_clock(config), custody=custody)
+    manager = KeysetWriter(storage, spec, base.sped_up_clock(config), custody=custody)
     # SoftHSM2's file store rewrites its token.object in place at every login: a process killed
     # then leaves the token uninitialised (docs/issuers.md). Log in before the kill may come.
     custody.held("default")

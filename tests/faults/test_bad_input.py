@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 
 from keyrotd.cli import main
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import Rotate
 from keyrotd.model import Policy
 from keyrotd.storage.file import FileStorage
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.config import toml_value
 from tests.support.daemon import Daemon, free_port, start_daemon
 
@@ -549,7 +549,7 @@ def test_revoke_takes_a_kid_that_starts_with_a_dash(
     config = tmp_path / "keyrotd.toml"
     config.write_text(f'[storage]\npath = "{tmp_path / "store"}"\n')
     spec = KeysetSpec("default", "ES256", 2048, Policy(HOUR, HOUR / 2, HOUR, HOUR))
-    manager = KeysetManager(FileStorage(tmp_path / "store"), spec, key_factory=lambda *_: key)
+    manager = KeysetWriter(FileStorage(tmp_path / "store"), spec, key_factory=lambda *_: key)
     manager.apply()
     manager.apply(Rotate())  # the dash key is active, a successor is pending
     given = {"KID": key.kid, "PREFIX": key.kid[:8], "CONFIG": str(config)}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from keyrotd.cli import main
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK
+from keyrotd.writer import KeysetSpec, KeysetWriter
 
 from .crash_harness import POLICY, CrashRun
 from .crash_worker import SELF_KILL_POINTS
@@ -32,9 +32,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, encrypted: bool
         assert run.figures.kills_in_flight > 0
 
         # A clean writer afterwards removes the leftovers and carries on from the stored state.
-        manager = KeysetManager(
-            run.storage(), KeysetSpec("default", "EdDSA", 2048, POLICY), run.now
-        )
+        manager = KeysetWriter(run.storage(), KeysetSpec("default", "EdDSA", 2048, POLICY), run.now)
         manager.apply(TICK)
         assert not [p for p in run.store.iterdir() if p.name.endswith(".tmp")]
         run.history.observe(manager.load().keyset, run.now())

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from keyrotd.custody.pkcs11 import LABEL_PREFIX, Pkcs11Custody
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK
 from keyrotd.model import Keyset
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.softhsm import SoftHsm
 
 from .crash_harness import POLICY, CrashRun
@@ -50,7 +50,7 @@ class CustodyCrashRun(CrashRun):
         return KeysetSpec("default", self.algorithm, 2048, POLICY, custody="pkcs11")
 
     def _bootstrap(self) -> None:
-        outcome = KeysetManager(
+        outcome = KeysetWriter(
             self.storage(), self.spec(), self.now, custody=self.custody()
         ).apply()
         self.history.report(outcome.transitions)
@@ -133,7 +133,7 @@ def test_sigkilled_custody_writers_lose_nothing_and_leave_no_orphan_after_the_gr
 
     # A clean writer 11 minutes later: its sweep destroys every orphan, whatever its age was.
     later = run.now() + timedelta(minutes=11)
-    manager = KeysetManager(run.storage(), run.spec(), lambda: later, custody=run.custody())
+    manager = KeysetWriter(run.storage(), run.spec(), lambda: later, custody=run.custody())
     manager.apply(TICK)
     keyset = manager.load().keyset
     run.history.observe(keyset, later)

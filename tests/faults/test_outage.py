@@ -30,12 +30,12 @@ from pathlib import Path
 
 import pytest
 
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK
 from keyrotd.model import Policy
 from keyrotd.storage import Storage, Versioned
 from keyrotd.storage.file import FileStorage
 from keyrotd.storage.interface import ReadResult, read_each
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.clock import ManualClock
 from tests.support.daemon import NOBODY, Daemon, free_port, start_daemon
 from tests.support.http import metric
@@ -387,7 +387,7 @@ def test_a_slow_write_does_not_shorten_publish_ahead(tmp_path: Path, latency: in
     )
     clock = ManualClock()
     storage = SlowStorage(FileStorage(tmp_path), clock, timedelta(seconds=latency))
-    manager = KeysetManager(storage, KeysetSpec("default", "EdDSA", 2048, policy), clock)
+    manager = KeysetWriter(storage, KeysetSpec("default", "EdDSA", 2048, policy), clock)
     manager.apply()
     clock.advance(timedelta(hours=12))  # the successor is due now
     writes_before = len(storage.published_at)

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK, Command, Rotate, Transition
 from keyrotd.model import Keyset, from_json
 from keyrotd.storage import Storage
 from keyrotd.storage.file import FileStorage
 from keyrotd.times import utc_now
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.daemon import Daemon, free_port, start_daemon
 from tests.support.keysets import EVERY_20_SECONDS as POLICY
 
@@ -123,8 +123,8 @@ class Race:
         with self.lock:
             self.history.observe(keyset, now)
 
-    def manager(self, storage: Storage) -> KeysetManager:
-        return KeysetManager(storage, KeysetSpec("default", "ES256", 2048, POLICY))
+    def manager(self, storage: Storage) -> KeysetWriter:
+        return KeysetWriter(storage, KeysetSpec("default", "ES256", 2048, POLICY))
 
     def cli(self, *argv: str) -> str:
         env = {k: v for k, v in self.backend.environ.items() if not k.startswith("KEYROTD_")}

@@ -26,11 +26,11 @@ import pytest
 from keyrotd import logs
 from keyrotd.cli import main
 from keyrotd.errors import CorruptDocumentError, KeyrotdError
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK, Revoke, Rotate
 from keyrotd.model import ALGORITHMS, Keyset, from_json, to_json
 from keyrotd.storage.file import FileStorage
 from keyrotd.storage.sealing import seal
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.daemon import Daemon, free_port, start_daemon
 
 from .crash_harness import POLICY
@@ -153,7 +153,7 @@ def test_no_private_member_in_any_log_line(fmt: str, tmp_path: Path) -> None:
     logs.configure(fmt, "debug", stream)
     try:
         storage = FileStorage(tmp_path)
-        manager = KeysetManager(storage, KeysetSpec("default", "RS256", 2048, POLICY))
+        manager = KeysetWriter(storage, KeysetSpec("default", "RS256", 2048, POLICY))
         private: list[dict[str, str]] = []
         for command in (TICK, Rotate(), Rotate(now=True), TICK, Rotate(now=True)):
             outcome = manager.apply(command)
@@ -179,7 +179,7 @@ def test_an_error_about_a_private_member_does_not_echo_it(
     message that names the field, never its value."""
     storage = FileStorage(tmp_path / "store")
     spec = KeysetSpec("default", "ES256", 2048, POLICY)
-    keyset = KeysetManager(storage, spec).apply().keyset
+    keyset = KeysetWriter(storage, spec).apply().keyset
     private = [{**k.private_jwk, "kid": k.kid} for k in keyset.keys if k.private_jwk]
     document = json.loads(to_json(keyset))
     document["keys"][0]["private_jwk"]["d"] = [private[0]["d"]]  # a list, not a string
@@ -216,7 +216,7 @@ def test_files_are_0600_and_directories_0700_whatever_the_umask(
 ) -> None:
     store = tmp_path / "new" / "nested" / "store"
     storage = FileStorage(store, os.urandom(32) if encrypted else None)
-    manager = KeysetManager(storage, KeysetSpec("default", "EdDSA", 2048, POLICY))
+    manager = KeysetWriter(storage, KeysetSpec("default", "EdDSA", 2048, POLICY))
     for command in (TICK, Rotate(), Rotate(now=True)):
         manager.apply(command)
     (store / ".default.json.tmp").write_bytes(b"")  # what a crashed writer leaves
@@ -241,7 +241,7 @@ def test_every_flipped_byte_of_a_stored_document_is_detected(
     corrupt naming the file, a write on top of it refuses too, and the file is left as it was."""
     key = os.urandom(32) if encrypted else None
     storage = FileStorage(tmp_path, key)
-    manager = KeysetManager(storage, KeysetSpec("default", "ES256", 2048, POLICY))
+    manager = KeysetWriter(storage, KeysetSpec("default", "ES256", 2048, POLICY))
     manager.apply()
     version = manager.apply(Rotate()).keyset
     assert version.pending

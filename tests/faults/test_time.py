@@ -14,7 +14,7 @@ in *wall-clock* time and the planner compares wall-clock times: a key activates 
   longer than their wall-clock difference, so elapsed-time G2/G3 follow from the paper ones.
   A *forward* jump of J would make everything due within J happen at once: a successor published
   a minute before the jump would activate (G2 broken in elapsed time) and the key it replaces
-  would leave the JWKS at once (G3 broken). A long-lived writer (the daemon's KeysetManager,
+  would leave the JWKS at once (G3 broken). A long-lived writer (the daemon's KeysetWriter,
   given ``time.monotonic``) compares the wall clock's progress with the monotonic clock's between
   writes and postpones the schedule by the jump (``lifecycle.Postpone``):
   ``test_forward_jump_keeps_g2_and_g3_in_elapsed_time``. A short-lived CLI process cannot notice
@@ -37,11 +37,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK, Command, Rotate
 from keyrotd.model import Keyset, KeyState, Policy, from_json
 from keyrotd.storage.file import FileStorage
 from keyrotd.times import CLOCK_JUMP
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.clock import T0, ManualClock
 from tests.support.daemon import Daemon, free_port, start_daemon
 from tests.support.keysets import POLICY
@@ -54,7 +54,7 @@ MINUTE = timedelta(minutes=1)
 
 @dataclass
 class Host:
-    """One keyset on a file store, written through a KeysetManager whose wall clock can jump.
+    """One keyset on a file store, written through a KeysetWriter whose wall clock can jump.
 
     ``true`` is the real (elapsed) time; the manager sees ``true + offset``. Every write is
     recorded with both times, so the guarantees can be checked on paper and in elapsed time.
@@ -82,7 +82,7 @@ class Host:
         self.history = History(self.policy)
         spec = KeysetSpec("default", "EdDSA", 2048, self.policy)
         monotonic = self.monotonic if self.watches_monotonic else None
-        self.manager = KeysetManager(
+        self.manager = KeysetWriter(
             FileStorage(self.directory), spec, self.clock, monotonic=monotonic
         )
 

@@ -36,7 +36,7 @@ from tests.faults.test_races import TRANSITION
 FORK_SERVER = """
 import contextlib, io, json, os, sys, time, traceback
 from datetime import datetime
-import boto3, keyrotd.cli, keyrotd.cli.commands, keyrotd.keys, keyrotd.keysets
+import boto3, keyrotd.cli, keyrotd.cli.commands, keyrotd.keys, keyrotd.writer
 import keyrotd.storage.aws.storage
 
 ROLES = ("@newest", "@active", "@oldest")

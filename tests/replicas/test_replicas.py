@@ -45,12 +45,12 @@ from typing import Any
 import pytest
 
 from keyrotd.config import load_settings
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK
 from keyrotd.lifecycle.planner import view
 from keyrotd.model import Key, KeyState, Policy, from_json
 from keyrotd.storage.aws.storage import AwsStorage, RetryPolicy
 from keyrotd.times import utc_now
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.daemon.test_rotation_e2e import KEYSET, MAX_AGE, PUBLISH_AHEAD, REFRESH, ROTATIONS
 from tests.faults.helpers import activated
 from tests.faults.test_races import Backend, Race
@@ -627,7 +627,7 @@ def lifecycle_calls(url: str, writers: int, rotations: int = 2) -> Counter[str]:
     calls = [ApiCalls(storage) for storage in storages]
     clock = ManualClock(T0)
     spec = KeysetSpec("calls", "ES256", 2048, DEFAULT_POLICY)
-    managers = [KeysetManager(storage, spec, clock) for storage in storages]
+    managers = [KeysetWriter(storage, spec, clock) for storage in storages]
     try:
         managers[0].apply(TICK)  # the first key, and its successor (publish_ahead = period)
         for recorded in calls:
@@ -648,11 +648,11 @@ def lifecycle_calls(url: str, writers: int, rotations: int = 2) -> Counter[str]:
     return Counter({name: count // rotations for name, count in counts.items()})
 
 
-def together(managers: list[KeysetManager]) -> None:
+def together(managers: list[KeysetWriter]) -> None:
     barrier = threading.Barrier(len(managers))
     errors: list[BaseException] = []
 
-    def tick(manager: KeysetManager) -> None:
+    def tick(manager: KeysetWriter) -> None:
         barrier.wait(10)
         try:
             manager.apply(TICK)

@@ -28,13 +28,13 @@ from keyrotd.errors import (
     StorageError,
     TemporaryStorageError,
 )
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK, Rotate
 from keyrotd.model import Policy, from_json
 from keyrotd.storage.aws.backend import BACKEND, AwsSettings
 from keyrotd.storage.aws.storage import MAX_DOCUMENT_SIZE, AwsStorage, RetryPolicy
 from keyrotd.storage.aws.swap import STAGING_LABEL
 from keyrotd.testing.storage import StorageContract, StorageFactory
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.storage.endpoints import LossyProxy, ScriptedEndpoint, closed_port_url
 from tests.support.moto import (
     REGION,
@@ -391,7 +391,7 @@ def test_api_calls_per_rotation(storage: AwsStorage) -> None:
         token_lifetime=hour,
         clock_skew=timedelta(minutes=5),
     )
-    manager = KeysetManager(storage, KeysetSpec("alpha", "ES256", 2048, policy), clock=lambda: now)
+    manager = KeysetWriter(storage, KeysetSpec("alpha", "ES256", 2048, policy), clock=lambda: now)
     calls = ApiCalls(storage)
 
     bootstrap = manager.apply(TICK)

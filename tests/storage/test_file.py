@@ -515,7 +515,7 @@ def test_file_storage_is_a_storage(tmp_path: Path) -> None:
 NOBODY = 65534
 AS_NOBODY = """
 import os, sys
-import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.client_commands, keyrotd.storage.file
+import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.admin_client_commands, keyrotd.storage.file
 import keyrotd.lifecycle.planner, keyrotd.keys
 import encodings.idna, json
 os.setgroups([])

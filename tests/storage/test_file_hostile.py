@@ -161,7 +161,7 @@ def test_a_document_owned_by_another_user_is_refused(storage: FileStorage, store
 
 AS_NOBODY = """
 import os, sys
-import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.client_commands, keyrotd.storage.file
+import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.admin_client_commands, keyrotd.storage.file
 import keyrotd.lifecycle.planner, keyrotd.keys
 import encodings.idna, json
 os.setgroups([])

@@ -12,9 +12,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import TICK
 from keyrotd.storage.file import FileStorage
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.clock import T0_DECEMBER as T0
 from tests.support.keysets import HOURLY as POLICY
 
@@ -22,7 +22,7 @@ LEFTOVER = ".default.json." + "ab" * 16 + ".tmp"
 
 
 def bootstrapped(store: Path) -> None:
-    KeysetManager(
+    KeysetWriter(
         FileStorage(store), KeysetSpec("default", "EdDSA", 2048, POLICY), lambda: T0
     ).apply()
 
@@ -46,7 +46,7 @@ def test_a_clean_writer_with_nothing_to_write_removes_a_crashed_writers_temp_fil
     crashed_writer_leftover(tmp_path)
 
     spec = KeysetSpec("default", "EdDSA", 2048, POLICY)
-    outcome = KeysetManager(FileStorage(tmp_path), spec, lambda: T0).apply(TICK)
+    outcome = KeysetWriter(FileStorage(tmp_path), spec, lambda: T0).apply(TICK)
 
     assert not outcome.written  # nothing was due: no write took the lock
     assert temp_files(tmp_path) == []

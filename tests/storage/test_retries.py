@@ -20,12 +20,12 @@ from keyrotd.errors import (
     TemporaryStorageError,
     is_temporary,
 )
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.commands import Rotate
 from keyrotd.retries import COMPARE_AND_SWAP, STORAGE, Retry
 from keyrotd.storage import Storage
 from keyrotd.storage.aws.storage import AwsStorage, RetryPolicy
 from keyrotd.storage.file import FileStorage
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.keysets import POLICY
 from tests.support.moto import REGION, fake_aws_environment, moto_endpoint
 
@@ -67,7 +67,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
 def racing_clock(storage: Storage, races: int) -> Callable[[], datetime]:
     """A clock for the writer under test that, the first ``races`` times it is read (between
     the writer's read and its write), lets a second real writer change the document first."""
-    rival = KeysetManager(storage, SPEC)
+    rival = KeysetWriter(storage, SPEC)
     left = [races]
 
     def now() -> datetime:
@@ -97,11 +97,9 @@ def test_the_delay_doubles_up_to_the_cap_and_jitter_only_shortens_it() -> None:
 
 
 def test_lost_compare_and_swaps_are_retried_with_the_backoff(storage: Storage) -> None:
-    KeysetManager(storage, SPEC).apply()
+    KeysetWriter(storage, SPEC).apply()
     sleeps: list[float] = []
-    writer = KeysetManager(
-        storage, SPEC, racing_clock(storage, 6), retry=PACED, sleep=sleeps.append
-    )
+    writer = KeysetWriter(storage, SPEC, racing_clock(storage, 6), retry=PACED, sleep=sleeps.append)
 
     outcome = writer.apply(Rotate(now=True))
 
@@ -113,10 +111,10 @@ def test_lost_compare_and_swaps_are_retried_with_the_backoff(storage: Storage) -
 
 
 def test_the_writer_gives_up_after_the_attempts_of_the_setting(storage: Storage) -> None:
-    KeysetManager(storage, SPEC).apply()
+    KeysetWriter(storage, SPEC).apply()
     sleeps: list[float] = []
     three = Retry(3, timedelta(milliseconds=5), timedelta(milliseconds=5))
-    writer = KeysetManager(
+    writer = KeysetWriter(
         storage, SPEC, racing_clock(storage, 99), retry=three, sleep=sleeps.append
     )
 
@@ -151,20 +149,20 @@ def test_a_held_file_lock_and_aws_throttling_are_temporary(tmp_path: Path, moto_
 def test_permission_denied_tampering_and_access_denied_are_permanent(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = FileStorage(directory)
-    KeysetManager(store, SPEC).apply()
+    KeysetWriter(store, SPEC).apply()
     document = directory / "default.json"
     damaged = bytearray(document.read_bytes())
     damaged[len(damaged) // 2] ^= 0x01
     document.write_bytes(bytes(damaged))
     sleeps: list[float] = []
-    writer = KeysetManager(store, SPEC, retry=PACED, sleep=sleeps.append)
+    writer = KeysetWriter(store, SPEC, retry=PACED, sleep=sleeps.append)
     with pytest.raises(CorruptDocumentError) as tampered:
         writer.apply(Rotate(now=True))
     denied = ScriptedEndpoint(status=400, code="AccessDeniedException")
     with denied.serve() as url:
         aws = AwsStorage(region=REGION, endpoint_url=url)  # botocore's own retries as shipped
         with pytest.raises(StorageError) as refused:
-            KeysetManager(aws, SPEC, retry=PACED, sleep=sleeps.append).apply()
+            KeysetWriter(aws, SPEC, retry=PACED, sleep=sleeps.append).apply()
         aws.close()
     assert not is_temporary(tampered.value) and not is_temporary(refused.value)
     assert denied.requests == ["secretsmanager.GetSecretValue"]  # once: nobody retried it

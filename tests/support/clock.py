@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 """The clock's default start (also the fault tests' and the CLI tests' origin of time)."""
 T0_MARCH_MORNING = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-"""The origin of the writer and model tests (test_keysets.py, test_model.py)."""
+"""The origin of the writer and model tests (test_writer.py, test_model.py)."""
 T0_MARCH_NOON = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 """The origin of the verification tests (test_inspect.py)."""
 T0_DECEMBER = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-"""The origin of the schedule, storage, custody and Kubernetes tests (test_schedule.py's
+"""The origin of the schedule, storage, custody and Kubernetes tests (test_signing_key_format.py's
 recorded bodies name 2026-12-02T12:00Z, a day after it)."""
 T0_NEW_YEAR = datetime(2026, 1, 1, tzinfo=UTC)
 """The origin of the planner tests (test_lifecycle.py)."""

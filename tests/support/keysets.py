@@ -2,7 +2,7 @@
 
 ``POLICY`` is the daily policy most tests count in (a key a day, published 12 h ahead); the
 others are named for what their tests need, and each test file imports its own as ``POLICY``.
-``open_manager`` is ``KeysetManager(storage, KeysetSpec.from_settings(keyset), ...)``, said once.
+``open_writer`` is ``KeysetWriter(storage, KeysetSpec.from_settings(keyset), ...)``, said once.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from datetime import timedelta
 from typing import Any
 
 from keyrotd.config import KeysetSettings
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.model import Policy
 from keyrotd.storage.interface import Storage
+from keyrotd.writer import KeysetSpec, KeysetWriter
 
 SECOND = timedelta(seconds=1)
 MINUTE = timedelta(minutes=1)
@@ -42,7 +42,7 @@ POLICY_TWO_HOURS_AHEAD = Policy(
     token_lifetime=HOUR,
     clock_skew=MINUTE,
 )
-"""A key a day, published 2 h ahead, 1 min of skew (the writer tests, test_keysets.py)."""
+"""A key a day, published 2 h ahead, 1 min of skew (the writer tests, test_writer.py)."""
 
 HOURLY = Policy(
     rotation_period=HOUR,
@@ -81,9 +81,9 @@ EVERY_3_SECONDS = Policy(
 """A key every 3 s with a 0.5 s verifier cache (the reload tests: several transitions in a run)."""
 
 
-def open_manager(
+def open_writer(
     storage: Storage, keyset: KeysetSettings, *args: Any, **options: Any
-) -> KeysetManager:
+) -> KeysetWriter:
     """The writer of ``keyset`` on ``storage``; ``args`` and ``options`` are
-    ``KeysetManager``'s after the spec (the clock, key_factory=, custody=, ...)."""
-    return KeysetManager(storage, KeysetSpec.from_settings(keyset), *args, **options)
+    ``KeysetWriter``'s after the spec (the clock, key_factory=, custody=, ...)."""
+    return KeysetWriter(storage, KeysetSpec.from_settings(keyset), *args, **options)

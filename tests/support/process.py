@@ -32,9 +32,9 @@ NOBODY = 65534
 
 LAUNCHER = """
 import ctypes, os, sys
-import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.inspect, keyrotd.cli.client_commands
+import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.inspect, keyrotd.cli.admin_client_commands
 import keyrotd.daemon.service
-import keyrotd.storage.file, keyrotd.keysets, keyrotd.daemon.audit
+import keyrotd.storage.file, keyrotd.writer, keyrotd.daemon.audit
 import keyrotd.daemon.http, keyrotd.daemon.admin, keyrotd.daemon.scheduling
 import apscheduler.triggers.date, apscheduler.triggers.interval, apscheduler.executors.pool
 import encodings.idna, json, email.utils, http.client, logging.config

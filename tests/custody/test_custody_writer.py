@@ -18,15 +18,15 @@ from keyrotd.config import load_settings
 from keyrotd.custody import close_all, open_custody
 from keyrotd.errors import ConflictError
 from keyrotd.keys import PRIVATE_MEMBERS
-from keyrotd.keysets import KeysetManager
 from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.model import KeyState
 from keyrotd.storage import open_storage
 from keyrotd.storage.interface import Storage, Versioned
+from keyrotd.writer import KeysetWriter
 from tests.support.clock import T0_DECEMBER as T0
 from tests.support.clock import ManualClock as Clock
 from tests.support.daemon import make_daemon
-from tests.support.keysets import open_manager
+from tests.support.keysets import open_writer
 from tests.support.softhsm import SoftHsm
 
 
@@ -54,9 +54,9 @@ def setup(softhsm: SoftHsm, tmp_path: Path) -> Iterator[Setup]:
     close_all()
 
 
-def _manager(setup: Setup, clock: Clock, storage: Storage | None = None) -> KeysetManager:
+def _manager(setup: Setup, clock: Clock, storage: Storage | None = None) -> KeysetWriter:
     settings = load_settings(setup.config, {})
-    return open_manager(
+    return open_writer(
         storage or open_storage(settings.storage),
         settings.keyset("api"),
         clock,

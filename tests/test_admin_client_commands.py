@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from keyrotd.admin_clients import load_clients_file, load_registry
 from keyrotd.cli import main
-from keyrotd.clients import load_clients_file, load_registry
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]{43,}")
 
@@ -361,8 +361,8 @@ HEAVY = ("boto3", "botocore", "apscheduler", "granian", "prometheus_client", "ke
 @pytest.mark.parametrize(
     ("argv", "absent"),
     [
-        (["--help"], (*HEAVY, "pydantic", "keyrotd.clients")),
-        (["client", "add", "--help"], (*HEAVY, "pydantic", "keyrotd.clients")),
+        (["--help"], (*HEAVY, "pydantic", "keyrotd.admin_clients")),
+        (["client", "add", "--help"], (*HEAVY, "pydantic", "keyrotd.admin_clients")),
         (["client", "add", "ci", "--scope", "rotate:*"], HEAVY),
         (["client", "list"], HEAVY),
     ],

@@ -1,8 +1,8 @@
-"""The issuer's schedule and its wire format, shared by the daemon and the client.
+"""The signing-key wire format: :class:`SigningKeys`, shared by the daemon and the issuer.
 
-A :class:`Schedule` is what an issuer needs to know: the active private JWK, the next one and
+A :class:`SigningKeys` is what an issuer needs to know: the active private JWK, the next one and
 when it activates, and the keyset's ``token_lifetime`` and ``publish_ahead``. The daemon answers
-``GET /keysets/{name}/signing-key`` with :func:`signing_key_body` of :func:`schedule_of`, and
+``GET /keysets/{name}/signing-key`` with :func:`signing_key_body` of :func:`signing_keys_of`, and
 :func:`parse_signing_key` reads that body back, so both sides use one definition of the format:
 
     {"active": JWK, "next": JWK | null, "next_activates_at": RFC 3339 | null,
@@ -21,7 +21,7 @@ from keyrotd.times import rfc3339
 
 
 @dataclass(frozen=True)
-class Schedule:
+class SigningKeys:
     """What an issuer needs to know: the active private JWK, the next one and when it activates."""
 
     active: Jwk = field(repr=False)
@@ -33,7 +33,7 @@ class Schedule:
     """The keyset's ``issuer`` setting: the ``iss`` of tokens whose claims carry none."""
 
 
-def schedule_of(keyset: Keyset, policy: Policy, where: str, issuer: str = "") -> Schedule:
+def signing_keys_of(keyset: Keyset, policy: Policy, where: str, issuer: str = "") -> SigningKeys:
     """The schedule of a keyset as readers see it: its active key and its successor."""
     active = keyset.active
     if active is None:
@@ -42,7 +42,7 @@ def schedule_of(keyset: Keyset, policy: Policy, where: str, issuer: str = "") ->
             "start `keyrotd run`, or run `keyrotd rotate` once",
         )
     successor = keyset.successor
-    return Schedule(
+    return SigningKeys(
         active=active.private(),
         next=successor.private() if successor else None,
         next_activates_at=successor.activates_at if successor else None,
@@ -52,7 +52,7 @@ def schedule_of(keyset: Keyset, policy: Policy, where: str, issuer: str = "") ->
     )
 
 
-def signing_key_body(schedule: Schedule) -> dict[str, object]:
+def signing_key_body(schedule: SigningKeys) -> dict[str, object]:
     """The JSON object of a ``signing-key`` response (durations in whole seconds)."""
     return {
         "active": dict(schedule.active),
@@ -66,7 +66,7 @@ def signing_key_body(schedule: Schedule) -> dict[str, object]:
     }
 
 
-def parse_signing_key(data: object) -> Schedule:
+def parse_signing_key(data: object) -> SigningKeys:
     """Validate the endpoint's JSON; any problem is a ``ValueError`` saying which member."""
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
@@ -76,7 +76,7 @@ def parse_signing_key(data: object) -> Schedule:
     if upcoming is None and at is not None:
         # next without a time: a successor awaiting confirmation (docs/guarantees.md), held
         raise ValueError("next_activates_at is set but next is null (both, or next alone)")
-    return Schedule(
+    return SigningKeys(
         active=active,
         next=None if upcoming is None else _private_jwk(upcoming, "next"),
         next_activates_at=None if at is None else _timestamp(at),

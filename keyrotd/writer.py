@@ -23,10 +23,10 @@ from keyrotd.keys import NewKey, generate_key
 from keyrotd.lifecycle.commands import TICK, Command, Postpone, Republish, Transition
 from keyrotd.lifecycle.planner import plan, view
 from keyrotd.model import Keyset, Policy, from_json, to_json
-from keyrotd.outcomes import Loaded, Outcome, SyncFailed, log_transition
 from keyrotd.retries import COMPARE_AND_SWAP, Retry
 from keyrotd.storage.interface import Storage
 from keyrotd.times import CLOCK_JUMP, Clock, rfc3339, utc_now
+from keyrotd.writer_outcomes import Loaded, Outcome, SyncFailed, log_transition
 
 if TYPE_CHECKING:
     from keyrotd.config import KeysetSettings
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KeyFactory",
-    "KeysetManager",
     "KeysetSpec",
+    "KeysetWriter",
     "Loaded",
     "Outcome",
     "SyncFailed",
@@ -73,7 +73,7 @@ class KeysetSpec:
         )
 
 
-class KeysetManager:
+class KeysetWriter:
     """Reads, plans and writes one keyset on one storage."""
 
     def __init__(

@@ -1,4 +1,4 @@
-"""The writer's compare-and-swap loop (``KeysetManager``): a lost swap re-reads and re-plans, the
+"""The writer's compare-and-swap loop (``KeysetWriter``): a lost swap re-reads and re-plans, the
 attempts are bounded, fresh keys survive re-plans, and no key is generated under a lock.
 
 The storage is a fake, not a mock: an in-memory store with real versions that loses the CAS the
@@ -19,12 +19,12 @@ import pytest
 
 from keyrotd.errors import ConflictError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.keysets import KeysetManager, KeysetSpec
 from keyrotd.lifecycle.planner import plan
 from keyrotd.model import Keyset, from_json, to_json
 from keyrotd.retries import COMPARE_AND_SWAP
 from keyrotd.storage.file import FileStorage
 from keyrotd.storage.interface import ReadResult, Versioned, read_each
+from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.clock import T0_MARCH_MORNING as T0
 from tests.support.keysets import POLICY_TWO_HOURS_AHEAD as POLICY
 
@@ -128,8 +128,8 @@ class CountingFactory:
 
 def manager(
     storage: LosingStorage, factory: CountingFactory, now: datetime = LATER
-) -> KeysetManager:
-    return KeysetManager(storage, SPEC, clock=lambda: now, key_factory=factory)
+) -> KeysetWriter:
+    return KeysetWriter(storage, SPEC, clock=lambda: now, key_factory=factory)
 
 
 def stored(storage: LosingStorage) -> Keyset:
@@ -206,7 +206,7 @@ def test_no_key_is_generated_while_the_file_lock_is_held(tmp_path: Path) -> None
                 os.close(fd)
         return generate_key(alg, rsa_key_size)
 
-    writer = KeysetManager(store, SPEC, clock=lambda: T0, key_factory=factory)
+    writer = KeysetWriter(store, SPEC, clock=lambda: T0, key_factory=factory)
     writer.apply()
     for day in range(1, 4):
         writer.clock = lambda day=day: T0 + day * 24 * HOUR + HOUR  # type: ignore[misc]

@@ -1,4 +1,5 @@
-"""keyrotd.schedule: a keyset's schedule and the signing-key wire format, both directions."""
+"""keyrotd.signing_key_format: a keyset's schedule and the signing-key wire format, both
+directions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import pytest
 from keyrotd import KeyrotdError
 from keyrotd.keys import generate_key
 from keyrotd.model import Key, Keyset, KeyState, Policy
-from keyrotd.schedule import Schedule, parse_signing_key, schedule_of, signing_key_body
+from keyrotd.signing_key_format import (
+    SigningKeys,
+    parse_signing_key,
+    signing_key_body,
+    signing_keys_of,
+)
 from tests.support.clock import T0_DECEMBER as T0
 from tests.support.keysets import POLICY
 
@@ -30,7 +36,7 @@ def key(state: KeyState, created_at: datetime, activates_at: datetime | None) ->
     )
 
 
-def wire(schedule: Schedule) -> object:
+def wire(schedule: SigningKeys) -> object:
     """The body as a client receives it: through JSON text."""
     return json.loads(json.dumps(signing_key_body(schedule)))
 
@@ -41,7 +47,7 @@ def test_the_schedule_is_the_active_key_and_the_earliest_scheduled_successor() -
     sooner = key(KeyState.PENDING, T0 + 2 * HOUR, T0 + 24 * HOUR)
     awaiting = key(KeyState.PENDING, T0, None)
     keyset = Keyset("api", (active, later, awaiting, sooner))
-    schedule = schedule_of(keyset, POLICY, "somewhere")
+    schedule = signing_keys_of(keyset, POLICY, "somewhere")
     assert schedule.active == active.private()
     assert schedule.next == sooner.private()
     assert schedule.next_activates_at == T0 + 24 * HOUR
@@ -51,13 +57,13 @@ def test_the_schedule_is_the_active_key_and_the_earliest_scheduled_successor() -
 def test_no_active_key_is_an_error_naming_the_keyset_and_where() -> None:
     keyset = Keyset("api", (key(KeyState.PENDING, T0, T0 + HOUR),))
     with pytest.raises(KeyrotdError, match=r"keyset api has no active key \(/data/api.json\)"):
-        schedule_of(keyset, POLICY, "/data/api.json")
+        signing_keys_of(keyset, POLICY, "/data/api.json")
 
 
 def test_the_wire_format_round_trips() -> None:
     active = key(KeyState.ACTIVE, T0, T0)
     successor = key(KeyState.PENDING, T0 + HOUR, T0 + 24 * HOUR + timedelta(microseconds=250))
-    schedule = schedule_of(Keyset("api", (active, successor)), POLICY, "somewhere")
+    schedule = signing_keys_of(Keyset("api", (active, successor)), POLICY, "somewhere")
     body = wire(schedule)
     assert body == {
         "active": active.private(),
@@ -68,7 +74,7 @@ def test_the_wire_format_round_trips() -> None:
         "issuer": None,
     }
     assert parse_signing_key(body) == schedule
-    named = schedule_of(Keyset("api", (active, successor)), POLICY, "x", "https://a.example/t")
+    named = signing_keys_of(Keyset("api", (active, successor)), POLICY, "x", "https://a.example/t")
     assert wire(named)["issuer"] == "https://a.example/t"  # type: ignore[index]
     assert parse_signing_key(wire(named)) == named
 
@@ -82,7 +88,7 @@ def test_durations_go_out_as_whole_seconds_rounded_down() -> None:
         token_lifetime=timedelta(seconds=59.5),
         clock_skew=timedelta(0),
     )
-    body = signing_key_body(schedule_of(Keyset("api", (active,)), policy, "somewhere"))
+    body = signing_key_body(signing_keys_of(Keyset("api", (active,)), policy, "somewhere"))
     assert type(body["token_lifetime"]) is int
     assert type(body["publish_ahead"]) is int
     text = json.dumps(body)
@@ -96,7 +102,7 @@ def test_durations_go_out_as_whole_seconds_rounded_down() -> None:
 def test_a_successor_awaiting_confirmation_goes_out_with_a_null_time() -> None:
     active = key(KeyState.ACTIVE, T0, T0)
     awaiting = key(KeyState.PENDING, T0 + HOUR, None)
-    schedule = schedule_of(Keyset("api", (active, awaiting)), POLICY, "somewhere")
+    schedule = signing_keys_of(Keyset("api", (active, awaiting)), POLICY, "somewhere")
     body = wire(schedule)
     assert isinstance(body, dict)
     assert body["next"] == awaiting.private()
@@ -108,14 +114,14 @@ def test_a_successor_awaiting_confirmation_goes_out_with_a_null_time() -> None:
 
 def test_no_successor_goes_out_as_two_nulls() -> None:
     active = key(KeyState.ACTIVE, T0, T0)
-    body = wire(schedule_of(Keyset("api", (active,)), POLICY, "somewhere"))
+    body = wire(signing_keys_of(Keyset("api", (active,)), POLICY, "somewhere"))
     assert isinstance(body, dict)
     assert (body["next"], body["next_activates_at"]) == (None, None)
     assert parse_signing_key(body).next is None
 
 
 def test_a_time_without_a_next_key_is_refused() -> None:
-    body = wire(schedule_of(Keyset("api", (key(KeyState.ACTIVE, T0, T0),)), POLICY, "x"))
+    body = wire(signing_keys_of(Keyset("api", (key(KeyState.ACTIVE, T0, T0),)), POLICY, "x"))
     assert isinstance(body, dict)
     body["next_activates_at"] = "2026-12-02T12:00:00Z"
     with pytest.raises(ValueError, match="next_activates_at is set but next is null"):
@@ -137,7 +143,7 @@ def test_a_time_without_a_next_key_is_refused() -> None:
 def test_each_member_is_checked(member: str, value: object, message: str | None) -> None:
     active = key(KeyState.ACTIVE, T0, T0)
     successor = key(KeyState.PENDING, T0 + HOUR, T0 + 24 * HOUR)
-    body = wire(schedule_of(Keyset("api", (active, successor)), POLICY, "x"))
+    body = wire(signing_keys_of(Keyset("api", (active, successor)), POLICY, "x"))
     assert isinstance(body, dict)
     body[member] = value
     if message is None:
@@ -150,7 +156,7 @@ def test_each_member_is_checked(member: str, value: object, message: str | None)
 def test_the_daemon_serves_the_wire_format_as_compact_json() -> None:
     """``GET /keysets/{name}/signing-key``'s body, byte for byte."""
     from keyrotd.config import KeysetSettings
-    from keyrotd.daemon.state import Published
+    from keyrotd.daemon.state import ServedKeyset
 
     settings = KeysetSettings(
         name="api",
@@ -162,7 +168,7 @@ def test_the_daemon_serves_the_wire_format_as_compact_json() -> None:
     )
     active = key(KeyState.ACTIVE, T0, T0)
     successor = key(KeyState.PENDING, T0 + HOUR, T0 + 24 * HOUR)
-    published = Published.compute(settings, Keyset("api", (active, successor)), T0 + HOUR)
+    published = ServedKeyset.compute(settings, Keyset("api", (active, successor)), T0 + HOUR)
     expected = (
         f'{{"active":{json.dumps(active.private(), separators=(",", ":"))},'
         f'"next":{json.dumps(successor.private(), separators=(",", ":"))},'

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 from keyrotd.errors import ConfigError, KeyrotdError, UsageError
 
 if TYPE_CHECKING:
-    from keyrotd.clients.registry import Scope
+    from keyrotd.admin_clients.registry import Scope
     from keyrotd.config import Settings
 
 TOKEN_BYTES: Final = 32
@@ -54,7 +54,7 @@ def add_client_parser(parser: argparse.ArgumentParser, common: Common) -> None:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from keyrotd.clients.document import SETTING
+    from keyrotd.admin_clients.document import SETTING
     from keyrotd.config import load_settings
 
     settings = load_settings(args.config)
@@ -70,9 +70,9 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def cmd_add(settings: Settings, path: Path, args: argparse.Namespace) -> int:
-    from keyrotd.clients.document import SETTING, parse_clients, with_client
-    from keyrotd.clients.registry import ADMIN, CLIENT_NAME, NAME_HINT, Client, token_digest
-    from keyrotd.clients.writing import rewrite
+    from keyrotd.admin_clients.document import SETTING, parse_clients, with_client
+    from keyrotd.admin_clients.registry import ADMIN, CLIENT_NAME, NAME_HINT, Client, token_digest
+    from keyrotd.admin_clients.writing import rewrite
 
     name: str = args.name
     if not CLIENT_NAME.fullmatch(name):
@@ -111,7 +111,7 @@ def cmd_add(settings: Settings, path: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_list(settings: Settings, path: Path, args: argparse.Namespace) -> int:
-    from keyrotd.clients.document import load_clients_file
+    from keyrotd.admin_clients.document import load_clients_file
 
     clients = load_clients_file(path, missing_ok=True)
     if not clients and not path.exists():
@@ -122,8 +122,8 @@ def cmd_list(settings: Settings, path: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_remove(settings: Settings, path: Path, args: argparse.Namespace) -> int:
-    from keyrotd.clients.document import SETTING, parse_clients, without_client
-    from keyrotd.clients.writing import rewrite
+    from keyrotd.admin_clients.document import SETTING, parse_clients, without_client
+    from keyrotd.admin_clients.writing import rewrite
 
     name: str = args.name
     source = f"{SETTING} {path}"
@@ -141,7 +141,7 @@ def cmd_remove(settings: Settings, path: Path, args: argparse.Namespace) -> int:
 
 
 def _scope(text: str) -> Scope:
-    from keyrotd.clients.registry import SCOPE_HINT, Scope, ScopeError
+    from keyrotd.admin_clients.registry import SCOPE_HINT, Scope, ScopeError
 
     try:
         return Scope.parse(text)
@@ -150,7 +150,7 @@ def _scope(text: str) -> Scope:
 
 
 def _note_unknown_keysets(settings: Settings, scopes: tuple[Scope, ...]) -> None:
-    from keyrotd.clients.registry import ANY_KEYSET
+    from keyrotd.admin_clients.registry import ANY_KEYSET
 
     known = {keyset.name for keyset in settings.keysets} | {ANY_KEYSET}
     for keyset in dict.fromkeys(scope.keyset for scope in scopes if scope.keyset not in known):

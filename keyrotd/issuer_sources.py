@@ -21,7 +21,7 @@ from keyrotd.custody.interface import CustodySigner
 from keyrotd.errors import ConfigError, KeyrotdError, TokenError, UsageError
 from keyrotd.fetching import Endpoint, get_json
 from keyrotd.model import Jwk
-from keyrotd.schedule import Schedule, parse_signing_key, schedule_of
+from keyrotd.signing_key_format import SigningKeys, parse_signing_key, signing_keys_of
 from keyrotd.times import Clock
 from keyrotd.tokens import import_key
 
@@ -88,7 +88,7 @@ class Held:
     issuer: str | None = None
 
     @classmethod
-    def of(cls, schedule: Schedule, fetched_at: datetime) -> Held:
+    def of(cls, schedule: SigningKeys, fetched_at: datetime) -> Held:
         return cls(
             active=Signer.of(schedule.active),
             next=Signer.of(schedule.next) if schedule.next is not None else None,
@@ -115,7 +115,7 @@ class StorageSource:
     keyset in custody there is no schedule of private keys: ``custody_signer`` is the signer of
     the key active at a given time, read from storage (the custody signs)."""
 
-    fetch: Callable[[], Schedule]
+    fetch: Callable[[], SigningKeys]
     where: str
     close: Callable[[], None]
     custody_signer: Callable[[datetime], CustodySigner] | None = None
@@ -130,20 +130,20 @@ def storage_source(
 ) -> StorageSource:
     """The keyset (default: the first one) on the configured storage: ``path`` as ``--config``."""
     from keyrotd.config import load_settings
-    from keyrotd.keysets import KeysetManager, KeysetSpec
     from keyrotd.storage import open_storage
     from keyrotd.storage.registry import require_store
+    from keyrotd.writer import KeysetSpec, KeysetWriter
 
     settings = load_settings(None if path is None else config_file(path), environ)
     chosen = settings.keyset(keyset)
     spec = KeysetSpec.from_settings(chosen)
     require_store(settings.storage, settings.source)
     storage = open_storage(settings.storage)
-    manager = KeysetManager(storage, spec, clock=clock)
+    manager = KeysetWriter(storage, spec, clock=clock)
     where = storage.location(spec.name)
 
-    def fetch() -> Schedule:
-        return schedule_of(manager.view(), spec.policy, where, chosen.issuer)
+    def fetch() -> SigningKeys:
+        return signing_keys_of(manager.view(), spec.policy, where, chosen.issuer)
 
     if spec.custody == "storage":
         return StorageSource(fetch, where, storage.close, settings=chosen)
@@ -226,8 +226,8 @@ def bearer_token(token: str) -> str:
     return stripped
 
 
-def fetch_signing_key(endpoint: Endpoint, token: str, timeout: float) -> Schedule:
-    """``GET endpoint`` with the bearer token, parsed into a :class:`Schedule`."""
+def fetch_signing_key(endpoint: Endpoint, token: str, timeout: float) -> SigningKeys:
+    """``GET endpoint`` with the bearer token, parsed into a :class:`SigningKeys`."""
     data = get_json(
         endpoint,
         timeout=timeout,

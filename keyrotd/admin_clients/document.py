@@ -20,7 +20,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Final
 
-from keyrotd.clients.registry import (
+from keyrotd.admin_clients.registry import (
     CLIENT_NAME,
     NAME_HINT,
     SCOPE_HINT,

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keyrotd.clients.document import SETTING, load_clients_file, parse_clients
-from keyrotd.clients.registry import (
+from keyrotd.admin_clients.document import SETTING, load_clients_file, parse_clients
+from keyrotd.admin_clients.registry import (
     ACTIONS,
     ADMIN,
     ANY_KEYSET,

@@ -26,12 +26,12 @@ from keyrotd.client import Issuer
 from keyrotd.config import load_settings
 from keyrotd.errors import TokenError
 from keyrotd.keys import generate_key
-from keyrotd.keysets import KeysetManager
 from keyrotd.model import ALGORITHMS
-from keyrotd.schedule import Schedule, parse_signing_key
+from keyrotd.signing_key_format import SigningKeys, parse_signing_key
 from keyrotd.storage import open_storage
+from keyrotd.writer import KeysetWriter
 from tests.support.clock import ManualClock
-from tests.support.keysets import open_manager
+from tests.support.keysets import open_writer
 
 if TYPE_CHECKING:
     from tests.support.daemon import Daemon
@@ -77,18 +77,18 @@ def config(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def manager(config: Path, clock: ManualClock) -> Iterator[KeysetManager]:
+def manager(config: Path, clock: ManualClock) -> Iterator[KeysetWriter]:
     """The writer side (what the daemon does), on the same store, with the fake clock."""
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
-    mgr = open_manager(storage, settings.keyset(), clock=clock)
+    mgr = open_writer(storage, settings.keyset(), clock=clock)
     mgr.apply()
     yield mgr
     storage.close()
 
 
 @pytest.fixture
-def issuer(config: Path, manager: KeysetManager, clock: ManualClock) -> Iterator[Issuer]:
+def issuer(config: Path, manager: KeysetWriter, clock: ManualClock) -> Iterator[Issuer]:
     with Issuer.from_config(str(config), clock=clock, background=False, environ={}) as made:
         yield made
 
@@ -103,10 +103,10 @@ def verify(token: str, jwks: dict[str, Any], **options: Any) -> dict[str, Any]:
     return claims
 
 
-def schedule_of(*, activates_at: datetime | None = None, alg: str = "ES256") -> Schedule:
+def signing_keys_of(*, activates_at: datetime | None = None, alg: str = "ES256") -> SigningKeys:
     active = generate_key(alg)
     upcoming = generate_key(alg) if activates_at else None
-    return Schedule(
+    return SigningKeys(
         active={**active.private_jwk, "kid": active.kid, "alg": alg, "use": "sig"},
         next={**upcoming.private_jwk, "kid": upcoming.kid, "alg": alg, "use": "sig"}
         if upcoming
@@ -116,7 +116,7 @@ def schedule_of(*, activates_at: datetime | None = None, alg: str = "ES256") -> 
     )
 
 
-def public_jwks(*schedules: Schedule) -> dict[str, Any]:
+def public_jwks(*schedules: SigningKeys) -> dict[str, Any]:
     private = {"d", "p", "q", "dp", "dq", "qi"}
     jwks = [s.active for s in schedules] + [s.next for s in schedules if s.next]
     return {"keys": [{k: v for k, v in j.items() if k not in private} for j in jwks]}
@@ -125,12 +125,12 @@ def public_jwks(*schedules: Schedule) -> dict[str, Any]:
 class CountingSource:
     """A schedule source that counts its reads and can be made to fail."""
 
-    def __init__(self, schedule: Schedule) -> None:
+    def __init__(self, schedule: SigningKeys) -> None:
         self.schedule = schedule
         self.reads = 0
         self.failing = False
 
-    def __call__(self) -> Schedule:
+    def __call__(self) -> SigningKeys:
         self.reads += 1
         if self.failing:
             raise KeyrotdError("storage unreachable", "test")
@@ -141,7 +141,7 @@ class CountingSource:
 
 
 def test_from_config_signs_with_the_active_key_across_ten_rotations(
-    manager: KeysetManager, issuer: Issuer, clock: ManualClock
+    manager: KeysetWriter, issuer: Issuer, clock: ManualClock
 ) -> None:
     """Every 250 ms for 11 rotation periods: the storage side ticks as the daemon would, the
     issuer refreshes at its own interval, and each token is PyJWT-valid against the JWKS of that
@@ -170,7 +170,7 @@ def test_switches_to_the_next_key_at_its_activation_time_without_a_round_trip(
     clock: ManualClock,
 ) -> None:
     activates_at = START + timedelta(seconds=30)
-    schedule = schedule_of(activates_at=activates_at)
+    schedule = signing_keys_of(activates_at=activates_at)
     source = CountingSource(schedule)
     assert schedule.next is not None
     with Issuer(source, source="test", clock=clock, background=False) as issuer:
@@ -188,7 +188,7 @@ def test_switches_to_the_next_key_at_its_activation_time_without_a_round_trip(
 def test_no_private_key_member_shows_in_the_repr_of_what_the_issuer_holds(
     clock: ManualClock,
 ) -> None:
-    schedule = schedule_of(activates_at=START + timedelta(seconds=30))
+    schedule = signing_keys_of(activates_at=START + timedelta(seconds=30))
     assert schedule.next is not None
     with Issuer(CountingSource(schedule), source="test", clock=clock, background=False) as issuer:
         held = repr(vars(issuer))
@@ -199,7 +199,7 @@ def test_no_private_key_member_shows_in_the_repr_of_what_the_issuer_holds(
 
 
 def test_keeps_signing_with_the_held_keys_while_storage_is_unreachable(
-    manager: KeysetManager, issuer: Issuer, clock: ManualClock, caplog: pytest.LogCaptureFixture
+    manager: KeysetWriter, issuer: Issuer, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock.advance(timedelta(seconds=6))  # the successor is published 4s ahead of the 10s period
     manager.apply()
@@ -219,7 +219,7 @@ def test_keeps_signing_with_the_held_keys_while_storage_is_unreachable(
 
 
 def test_refresh_picks_up_an_emergency_rotation(
-    manager: KeysetManager, issuer: Issuer, clock: ManualClock
+    manager: KeysetWriter, issuer: Issuer, clock: ManualClock
 ) -> None:
     from keyrotd.lifecycle.commands import Rotate
 
@@ -236,7 +236,7 @@ def test_refresh_picks_up_an_emergency_rotation(
 
 
 def test_sign_sets_header_iat_exp_and_leaves_the_claims_alone(
-    issuer: Issuer, manager: KeysetManager, clock: ManualClock
+    issuer: Issuer, manager: KeysetWriter, clock: ManualClock
 ) -> None:
     claims = {"sub": "alice", "aud": ["api", "web"], "scope": {"read": True}}
     copy = json.loads(json.dumps(claims))
@@ -311,7 +311,7 @@ def test_claims_that_are_not_json_are_refused(issuer: Issuer) -> None:
 
 @pytest.mark.parametrize("alg", ALGORITHMS)
 def test_every_algorithm_verifies_with_pyjwt(alg: str, clock: ManualClock) -> None:
-    schedule = schedule_of(alg=alg)
+    schedule = signing_keys_of(alg=alg)
     with Issuer(lambda: schedule, source="test", clock=clock, background=False) as issuer:
         token = issuer.sign({"sub": "alice"}, lifetime=60)
     assert jwt.get_unverified_header(token) == {
@@ -323,7 +323,7 @@ def test_every_algorithm_verifies_with_pyjwt(alg: str, clock: ManualClock) -> No
 
 
 def test_signing_from_many_threads_while_refreshing(clock: ManualClock) -> None:
-    schedule = schedule_of(activates_at=START + timedelta(seconds=1))
+    schedule = signing_keys_of(activates_at=START + timedelta(seconds=1))
     issuer = Issuer(lambda: schedule, source="test", clock=clock, background=False)
     tokens: list[str] = []
     lock = threading.Lock()
@@ -356,7 +356,7 @@ def test_refresh_interval_is_a_quarter_of_publish_ahead_at_most_30s(tmp_path: Pa
     config = write_config(tmp_path, publish_ahead="24h", rotation_period="24h")
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
-    open_manager(storage, settings.keyset()).apply()
+    open_writer(storage, settings.keyset()).apply()
     storage.close()
     with Issuer.from_config(str(config), background=False, environ={}) as issuer:
         assert issuer.refresh_interval == timedelta(seconds=30)
@@ -367,10 +367,10 @@ def test_refresh_interval_is_a_quarter_of_publish_ahead_at_most_30s(tmp_path: Pa
 
 
 def test_the_background_refresh_runs_and_close_stops_it(clock: ManualClock) -> None:
-    source = CountingSource(schedule_of())
+    source = CountingSource(signing_keys_of())
     refreshed = threading.Event()
 
-    def fetch() -> Schedule:
+    def fetch() -> SigningKeys:
         if source.reads >= 1:
             refreshed.set()
         return source()
@@ -391,7 +391,7 @@ def test_from_config_without_keys_says_what_to_do(config: Path) -> None:
     assert error.value.hint == "start `keyrotd run`, or run `keyrotd rotate` once"
 
 
-def test_from_config_with_an_unknown_keyset(config: Path, manager: KeysetManager) -> None:
+def test_from_config_with_an_unknown_keyset(config: Path, manager: KeysetWriter) -> None:
     with pytest.raises(KeyrotdError, match='unknown keyset "other"'):
         Issuer.from_config(str(config), keyset="other", background=False, environ={})
 
@@ -415,7 +415,7 @@ def test_from_config_without_the_file_names_it_and_the_fix(
 
 
 def test_from_config_without_a_path_finds_the_file_as_the_cli_does(
-    config: Path, manager: KeysetManager, monkeypatch: pytest.MonkeyPatch
+    config: Path, manager: KeysetWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(config.parent)  # ./keyrotd.toml
     active = manager.view().active
@@ -441,7 +441,7 @@ def active_kid(config: Path, keyset: str) -> str:
     settings = load_settings(str(config), environ={})
     storage = open_storage(settings.storage)
     try:
-        active = open_manager(storage, settings.keyset(keyset)).view()
+        active = open_writer(storage, settings.keyset(keyset)).view()
     finally:
         storage.close()
     assert active.active is not None
@@ -535,7 +535,7 @@ def fake_daemon() -> Iterator[FakeDaemon]:
     daemon.close()
 
 
-def response(schedule: Schedule, **extra: object) -> dict[str, object]:
+def response(schedule: SigningKeys, **extra: object) -> dict[str, object]:
     at = schedule.next_activates_at
     return {
         "active": dict(schedule.active),
@@ -548,7 +548,7 @@ def response(schedule: Schedule, **extra: object) -> dict[str, object]:
 def test_from_url_follows_the_endpoint_schedule(
     fake_daemon: FakeDaemon, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    schedule = schedule_of(activates_at=START + timedelta(seconds=10))
+    schedule = signing_keys_of(activates_at=START + timedelta(seconds=10))
     assert schedule.next is not None
     fake_daemon.body = lambda: response(schedule, token_lifetime=300, publish_ahead=8)
     with Issuer.from_url(fake_daemon.url, token="s3cret", clock=clock, background=False) as issuer:
@@ -567,7 +567,7 @@ def test_from_url_follows_the_endpoint_schedule(
 
 
 def test_from_url_without_keyset_reads_the_first_keyset_endpoint(fake_daemon: FakeDaemon) -> None:
-    schedule = schedule_of()
+    schedule = signing_keys_of()
     fake_daemon.body = lambda: response(schedule, token_lifetime=60)
     with Issuer.from_url(fake_daemon.url, token="s3cret", background=False) as issuer:
         assert issuer.source == f"{fake_daemon.url}/signing-key"
@@ -581,13 +581,13 @@ def test_from_url_without_keyset_reads_the_first_keyset_endpoint(fake_daemon: Fa
 
 def test_from_url_accepts_a_sub_second_publish_ahead_sent_as_0(fake_daemon: FakeDaemon) -> None:
     """The daemon sends whole seconds rounded down: publish_ahead 0.5s arrives as 0."""
-    fake_daemon.body = lambda: response(schedule_of(), token_lifetime=60, publish_ahead=0)
+    fake_daemon.body = lambda: response(signing_keys_of(), token_lifetime=60, publish_ahead=0)
     with Issuer.from_url(fake_daemon.url, token="s3cret", background=False) as issuer:
         assert issuer.refresh_interval == timedelta(seconds=0.1)
 
 
 def test_from_url_needs_the_lifetime_limit(fake_daemon: FakeDaemon, clock: ManualClock) -> None:
-    schedule = schedule_of()
+    schedule = signing_keys_of()
     fake_daemon.body = lambda: response(schedule)
     with pytest.raises(KeyrotdError, match="does not say the keyset's token_lifetime"):
         Issuer.from_url(fake_daemon.url, token="s3cret", background=False)
@@ -603,7 +603,7 @@ def test_from_url_needs_the_lifetime_limit(fake_daemon: FakeDaemon, clock: Manua
 def test_from_url_takes_the_lower_of_the_given_and_served_limits(
     fake_daemon: FakeDaemon,
 ) -> None:
-    fake_daemon.body = lambda: response(schedule_of(), token_lifetime=60)
+    fake_daemon.body = lambda: response(signing_keys_of(), token_lifetime=60)
     with (
         Issuer.from_url(
             fake_daemon.url, token="s3cret", token_lifetime=600, background=False
@@ -697,7 +697,7 @@ def test_from_url_over_https_trusts_the_ca_file(tmp_path: Path) -> None:
     other_ca, _ = make_ca(tmp_path, "other")
     daemon = FakeDaemon(tls=context)
     try:
-        daemon.body = lambda: response(schedule_of(), token_lifetime=60)
+        daemon.body = lambda: response(signing_keys_of(), token_lifetime=60)
         with Issuer.from_url(
             daemon.url, token="s3cret", ca_file=ca_file, background=False
         ) as issuer:
@@ -727,7 +727,7 @@ def test_from_url_over_a_unix_socket(tmp_path: Path) -> None:
     socket_path = tmp_path / "admin.sock"
     daemon = FakeDaemon(unix=socket_path)
     try:
-        schedule = schedule_of()
+        schedule = signing_keys_of()
         daemon.body = lambda: response(schedule, token_lifetime=60)
         with Issuer.from_url(f"unix:{socket_path}", token="s3cret", background=False) as issuer:
             assert issuer.source == f"unix:{socket_path} /signing-key"
@@ -934,7 +934,7 @@ def test_from_url_does_not_follow_a_redirect_with_the_token(fake_daemon: FakeDae
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
-        fake_daemon.body = lambda: response(schedule_of(), token_lifetime=60)
+        fake_daemon.body = lambda: response(signing_keys_of(), token_lifetime=60)
         url = f"http://127.0.0.1:{server.server_address[1]}"
         with pytest.raises(KeyrotdError, match="HTTP 302"):
             Issuer.from_url(url, token="s3cret", background=False)

@@ -10,7 +10,7 @@ import pytest
 
 from keyrotd.cli import main
 from keyrotd.model import Key, Keyset, KeyState
-from keyrotd.timeline import human_duration, render_status
+from keyrotd.status_timeline import human_duration, render_status
 from tests.support.keysets import POLICY_A_DAY_AHEAD as POLICY
 
 KID_OLD = "OLDkey0123456789abcdefghijklmnopqrstuvwxyz_"

@@ -1,4 +1,5 @@
-"""keyrotd.clients: the clients file, its file rule, and the registry that authenticates tokens."""
+"""keyrotd.admin_clients: the clients file, its file rule, and the registry that authenticates
+tokens."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from keyrotd.clients import (
+from keyrotd.admin_clients import (
     ACTIONS,
     Client,
     Registry,
