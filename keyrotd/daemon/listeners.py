@@ -4,7 +4,9 @@ the admin one, each a granian embedded server on the one asyncio loop.
 - TCP listeners speak HTTPS only (TLS 1.2+) when a TLS pair is configured; the admin unix socket
   is plain HTTP, created 0660 (granian sets the mode at bind). A stale socket file from a previous
   run is removed first; a live one, or a path that is not a socket, is refused.
-- ``on_bound`` runs once every listener is bound (``READY=1`` waits for it).
+- ``on_bound`` runs once every listener takes connections (``READY=1`` waits for it). granian
+  calls its start-up hook before its worker listens (the worker runs on this same loop, after
+  the hook), so each listener is probed from a thread until a connection to it succeeds.
 - Any listener ending (stop, failed bind, dead worker) stops the others.
 - A failed bind names its cause and that cause's fix: a port in use (stop that process), a low
   port without privilege (a port above 1023, or CAP_NET_BIND_SERVICE), an address of another
@@ -22,6 +24,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,8 @@ PUBLIC: Final = "public"
 ADMIN: Final = "admin"
 SOCKET_MODE: Final = 0o660
 RESPAWN_INTERVAL: Final = 0.25
+PROBE_INTERVAL: Final = 0.005
+"""Seconds between two connection attempts while a listener is starting."""
 """Seconds the old worker keeps serving after the new one started, at a TLS renewal."""
 
 _SETTING: Final = {PUBLIC: "server.listen", ADMIN: "server.admin_listen"}
@@ -53,6 +58,9 @@ class Listener:
     server: Server
     tls: bool
     bound: bool = field(default=False)
+    """granian has started it (its start-up hook ran): a later failure is not a failed bind."""
+    answering: bool = field(default=False)
+    """A connection to it succeeded: it takes connections."""
 
     @property
     def socket_path(self) -> Path | None:
@@ -108,9 +116,21 @@ class Listeners:
                 clear_stale_socket(path, listener)
 
     def _bound(self, listener: Listener) -> None:
+        listener.bound = True
+        threading.Thread(
+            target=self._await_answer, args=(listener,), name="keyrotd-listen-probe", daemon=True
+        ).start()
+
+    def _await_answer(self, listener: Listener) -> None:
+        """Probe ``listener`` until it takes a connection (granian listens only once its worker
+        runs, after the hook that started this), then count it; give up when it stops."""
+        while not takes_connections(listener):
+            if listener.server.interrupt_signal:
+                return
+            time.sleep(PROBE_INTERVAL)
         with self._lock:
-            listener.bound = True
-            done = all(other.bound for other in self.all)
+            listener.answering = True
+            done = all(other.answering for other in self.all)
         if done:
             self._on_bound()
 
@@ -147,6 +167,25 @@ class Listeners:
             listener.server.build_ssl_context(cert, key, None, SSLProtocols.tls12, None, [], False)
         for listener in self.tls:
             loop.call_soon_threadsafe(listener.server.reload)
+
+
+def takes_connections(listener: Listener) -> bool:
+    """Whether a connection to ``listener`` succeeds now (closed at once, nothing sent)."""
+    path = listener.socket_path
+    target: str | tuple[str, int]
+    if path is not None:
+        family, target = socket.AF_UNIX, str(path)
+    else:
+        host, port = split_admin_listen(listener.address)  # type: ignore[misc]
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+        family, target = (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(target)
+        except OSError:
+            return False
+    return True
 
 
 def check_port_free(host: str, port: int, listener: Listener) -> None:

@@ -139,6 +139,8 @@ def test_connections_idle_for_a_minute_are_closed_on_every_listener(
             watcher.start()
         for watcher in watchers:
             watcher.join()
+        stop.set()  # before the check below reads from the socket the worker writes to
+        worker.join()
         busy_open = closed_within(busy, 0.1) is None
     finally:
         stop.set()

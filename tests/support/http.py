@@ -50,8 +50,12 @@ class UnixConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self.socket_path))
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(str(self.socket_path))
+        except BaseException:
+            sock.close()  # a refused connection leaves no socket for a later test's GC to warn of
+            raise
         self.sock = sock
 
 
