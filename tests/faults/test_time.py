@@ -407,6 +407,7 @@ def watch(faked: FakedDaemon, seconds: float) -> list[tuple[float, list[str], st
 
 
 @needs_libfaketime
+@pytest.mark.alone  # seconds-wide windows of real time: another worker's container build starved it
 def test_daemon_forward_jump_past_a_rotation_period(faked_daemon: FakedDaemon) -> None:
     """The daemon's clock jumps +10 s (rotation period 6 s) right after it published a successor.
 
@@ -453,6 +454,7 @@ def test_daemon_forward_jump_past_a_rotation_period(faked_daemon: FakedDaemon) -
 
 
 @needs_libfaketime
+@pytest.mark.alone  # seconds-wide windows of real time, as above
 def test_daemon_backward_jump_by_an_hour(faked_daemon: FakedDaemon) -> None:
     """The daemon's clock goes back an hour: nothing un-retires or disappears, the JWKS is served
     throughout, and an operator's ``keyrotd rotate`` from a host with a right clock is still
