@@ -94,7 +94,9 @@ class BaoServer:
         except OSError:
             return 0
 
-    def api(self, method: str, path: str, body: object = None) -> dict[str, object]:
+    def api(
+        self, method: str, path: str, body: object = None, timeout: float = 10
+    ) -> dict[str, object]:
         """One request with the root token (setting up policies, mounts, roles)."""
         context = None if self.ca_file is None else ssl.create_default_context(cafile=self.ca_file)
         data = None if body is None else json.dumps(body).encode()
@@ -105,7 +107,7 @@ class BaoServer:
             headers={"X-Vault-Token": self.root_token},
         )
         try:
-            with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
                 text = answer.read()
         except urllib.error.HTTPError as error:
             error.msg = f"{error.msg} to {method} {path}: {error.read()[:300]!r}"
@@ -127,10 +129,12 @@ class BaoServer:
     def unseal(self) -> None:
         self.api_unauthenticated("PUT", "sys/unseal", {"key": self.unseal_key})
 
-    def api_unauthenticated(self, method: str, path: str, body: object) -> dict[str, object]:
+    def api_unauthenticated(
+        self, method: str, path: str, body: object, timeout: float = 10
+    ) -> dict[str, object]:
         token, self.root_token = self.root_token, ""
         try:
-            return self.api(method, path, body)
+            return self.api(method, path, body, timeout)
         finally:
             self.root_token = token
 
@@ -279,8 +283,13 @@ def raft_server(workdir: Path) -> Iterator[BaoServer]:
     server.start()
     try:
         wait_for(lambda: server.health() == 501, 30, "OpenBao to answer uninitialised")
+        # init writes and fsyncs the new raft store: it took over 10 s once in CI, while another
+        # worker's container build shared the disk
         answer = server.api_unauthenticated(
-            "PUT", "sys/init", {"secret_shares": 1, "secret_threshold": 1}
+            "PUT",
+            "sys/init",
+            {"secret_shares": 1, "secret_threshold": 1},
+            timeout=60,
         )
         keys = answer["keys"]
         assert isinstance(keys, list)
