@@ -235,7 +235,10 @@ def test_a_corrupt_store_at_start_logs_its_error_once_a_line(
     document.chmod(0o600)
     daemon.start(wait=False)
     wait_for(lambda: "storage read failed" in daemon.log_text(), 30, "the storage error")
-    assert daemon.get("/readyz").status == 503
+    # the read may fail before the listener is up (they start side by side): the first answer
+    answers: list[int] = []
+    daemon.wait_for(lambda: _answered(daemon, "/readyz", answers), 20, "/readyz to answer")
+    assert answers == [503]
     line = next(line for line in daemon.log_text().splitlines() if "storage read failed" in line)
     assert line.count("not valid JSON") == 1, line
     event = json.loads(line)
@@ -243,6 +246,15 @@ def test_a_corrupt_store_at_start_logs_its_error_once_a_line(
     assert event["keyset"] == "main"
     assert event["error"].startswith(f"{document}: it is not valid JSON")
     assert document.read_text() == "garbage\n"  # never overwritten
+
+
+def _answered(daemon: Daemon, path: str, answers: list[int]) -> bool:
+    """``GET path`` answered (its status appended to ``answers``); False if nothing listens yet."""
+    try:
+        answers.append(daemon.get(path, timeout=1).status)
+    except OSError:
+        return False
+    return True
 
 
 def test_a_port_in_use_is_refused(daemon: Daemon, daemon_factory: DaemonFactory) -> None:
