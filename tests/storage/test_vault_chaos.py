@@ -118,6 +118,7 @@ def every_version(bao: BaoServer) -> list[bytes]:
     return documents
 
 
+@pytest.mark.alone  # three replicas racing SIGKILLs and an outage: contention starved it in CI
 def test_chaos_three_replicas_kills_cli_rotations_and_a_server_outage(
     bao: BaoServer, tmp_path: Path
 ) -> None:
