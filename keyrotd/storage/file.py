@@ -59,6 +59,7 @@ from keyrotd.storage.interface import (
     DocumentTooLargeError,
     StorageError,
     Versioned,
+    checked_name,
 )
 from keyrotd.storage.registry import Backend
 from keyrotd.storage.sealing import (
@@ -186,12 +187,7 @@ class FileStorage(BaseStorage):
         """Nothing to release: locks are held only inside ``write``."""
 
     def _document(self, keyset: str) -> Path:
-        if not KEYSET_NAME.fullmatch(keyset):
-            raise ConfigError(
-                f"invalid keyset name {keyset!r}",
-                "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            )
-        return self._directory / f"{keyset}{SUFFIX}"
+        return self._directory / f"{checked_name(keyset)}{SUFFIX}"
 
     def _open(
         self, keyset: str, path: Path, owners: Owners

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from keyrotd.errors import (
+    ConfigError,
     ConflictError,
     CorruptDocumentError,
     DocumentTooLargeError,
@@ -39,6 +40,7 @@ __all__ = [
     "StorageError",
     "TemporaryStorageError",
     "Versioned",
+    "checked_name",
     "read_each",
 ]
 
@@ -92,6 +94,19 @@ class Storage(Protocol):
     def close(self) -> None:
         """Release connections and locks."""
         ...
+
+
+def checked_name(keyset: str) -> str:
+    """``keyset``, refused unless it is a keyset name (every backend builds a path, a secret
+    name or a row key from it: nothing else may reach one)."""
+    from keyrotd.model import KEYSET_NAME
+
+    if not KEYSET_NAME.fullmatch(keyset):
+        raise ConfigError(
+            f"invalid keyset name {keyset!r}",
+            "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return keyset
 
 
 def read_each(storage: Storage, keysets: Sequence[str]) -> dict[str, ReadResult]:

@@ -28,13 +28,12 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
-from keyrotd.errors import ConfigError
-from keyrotd.model import KEYSET_NAME
 from keyrotd.storage.interface import (
     BaseStorage,
     ConflictError,
     DocumentTooLargeError,
     Versioned,
+    checked_name,
 )
 from keyrotd.storage.registry import Backend
 
@@ -77,15 +76,15 @@ class MemoryStorage(BaseStorage):
 
     def location(self, keyset: str) -> str:
         """Where the document lives, for people: error messages and ``status`` show it."""
-        return f"memory:{_checked(keyset)}"
+        return f"memory:{checked_name(keyset)}"
 
     def read(self, keyset: str) -> Versioned | None:
-        name = _checked(keyset)  # 1
+        name = checked_name(keyset)  # 1
         with self.store.lock:
             return self.store.documents.get(name)
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
-        name = _checked(keyset)  # 1
+        name = checked_name(keyset)  # 1
         if len(data) > self.max_document_size:  # 2
             raise DocumentTooLargeError(
                 f"the document for {name} is {len(data)} bytes, above this store's limit of "
@@ -106,15 +105,6 @@ class MemoryStorage(BaseStorage):
     def list_keysets(self) -> list[str]:
         with self.store.lock:
             return sorted(self.store.documents)
-
-
-def _checked(keyset: str) -> str:
-    if not KEYSET_NAME.fullmatch(keyset):
-        raise ConfigError(
-            f"invalid keyset name {keyset!r}",
-            "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-        )
-    return keyset
 
 
 BACKEND: Final = Backend(

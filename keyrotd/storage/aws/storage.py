@@ -52,6 +52,7 @@ from keyrotd.storage.interface import (
     DocumentTooLargeError,
     ReadResult,
     Versioned,
+    checked_name,
 )
 
 if TYPE_CHECKING:
@@ -110,12 +111,7 @@ class AwsStorage:
         return self._requests.snapshot()
 
     def secret_name(self, keyset: str) -> str:
-        if not KEYSET_NAME.fullmatch(keyset):
-            raise ConfigError(
-                f"invalid keyset name {keyset!r}",
-                "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            )
-        return self._prefix + keyset
+        return self._prefix + checked_name(keyset)
 
     def location(self, keyset: str) -> str:
         return f"AWS secret {self.secret_name(keyset)} ({self.region})"

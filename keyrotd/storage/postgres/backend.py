@@ -49,6 +49,7 @@ from keyrotd.storage.interface import (
     StorageError,
     TemporaryStorageError,
     Versioned,
+    checked_name,
 )
 from keyrotd.storage.postgres.listener import Listener
 from keyrotd.storage.postgres.settings import MAX_DOCUMENT_SIZE
@@ -151,7 +152,7 @@ class PostgresStorage:
         return f"PostgreSQL table {self.table}, row {keyset!r} ({self.where})"
 
     def read(self, keyset: str) -> Versioned | None:
-        self._check_name(keyset)
+        checked_name(keyset)
         row = self._preloaded(keyset)
         if row is _NOT_PRELOADED:
             with self._connection("read", keyset) as conn:
@@ -173,7 +174,7 @@ class PostgresStorage:
         names: list[str] = []
         for keyset in wanted:
             try:
-                self._check_name(keyset)
+                checked_name(keyset)
             except KeyrotdError as error:
                 results[keyset] = error
             else:
@@ -209,7 +210,7 @@ class PostgresStorage:
         return {keyset: results[keyset] for keyset in wanted}
 
     def write(self, keyset: str, data: bytes, expected_version: str | None) -> str:
-        self._check_name(keyset)
+        checked_name(keyset)
         if len(data) > MAX_DOCUMENT_SIZE:
             raise DocumentTooLargeError(
                 f"the document for {self.location(keyset)} is {len(data)} bytes, above "
@@ -392,14 +393,6 @@ class PostgresStorage:
             f"{expected or 'none'})",
             "re-read the keyset and try again",
         )
-
-    @staticmethod
-    def _check_name(keyset: str) -> None:
-        if not KEYSET_NAME.fullmatch(keyset):
-            raise ConfigError(
-                f"invalid keyset name {keyset!r}",
-                "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            )
 
 
 def _quiet_library_logging() -> None:

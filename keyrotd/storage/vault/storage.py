@@ -25,7 +25,6 @@ from typing import Any, Final
 import hvac
 from hvac import exceptions as vault_errors
 
-from keyrotd.errors import ConfigError
 from keyrotd.model import KEYSET_NAME
 from keyrotd.storage.interface import (
     ConflictError,
@@ -34,6 +33,7 @@ from keyrotd.storage.interface import (
     ReadResult,
     StorageError,
     Versioned,
+    checked_name,
     read_each,
 )
 from keyrotd.storage.sealing import EnvelopeError, seal, unseal
@@ -76,12 +76,7 @@ class VaultStorage:
 
     def path(self, keyset: str) -> str:
         """The secret's path under the mount."""
-        if not KEYSET_NAME.fullmatch(keyset):
-            raise ConfigError(
-                f"invalid keyset name {keyset!r}",
-                "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            )
-        return self._prefix + keyset
+        return self._prefix + checked_name(keyset)
 
     def location(self, keyset: str) -> str:
         return f"Vault secret {self._mount}/{self.path(keyset)} at {self._url}"
