@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Final
 from keyrotd.custody.interface import ORPHAN_GRACE
 from keyrotd.errors import ConflictError, KeyrotdError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle.commands import TICK, Command, Postpone, Republish, Transition
+from keyrotd.lifecycle.commands import TICK, Command, Postpone, Republish, Retain, Transition
 from keyrotd.lifecycle.planner import plan, view
-from keyrotd.model import Keyset, Policy, from_json, to_json
+from keyrotd.model import Keyset, KeyState, Policy, from_json, to_json
 from keyrotd.retries import COMPARE_AND_SWAP, Retry
 from keyrotd.storage.interface import Storage
 from keyrotd.times import CLOCK_JUMP, Clock, rfc3339, utc_now
@@ -87,13 +87,17 @@ class KeysetWriter:
         sleep: Callable[[float], None] = time.sleep,
         custody: Custody | None = None,
         on_transition: Callable[[str, Transition], None] = log_transition,
+        reader_lag: timedelta | None = None,
     ) -> None:
         """``monotonic`` (a long-lived daemon passes ``time.monotonic``) lets the manager notice a
         forward jump of the wall clock between two writes and postpone what fell due within it.
         ``retry`` paces the re-plans after lost compare-and-swaps; ``sleep`` waits them out.
         ``custody``: where new keys are made and old ones destroyed, for a keyset whose custody
         is not ``storage`` (its keys are made there, not by ``key_factory``).
-        ``on_transition`` is told each transition it wrote (the daemon's journal; else logged)."""
+        ``on_transition`` is told each transition it wrote (the daemon's journal; else logged).
+        ``reader_lag`` (a daemon passes its ``refresh_interval``): how late this process may
+        normally learn of a change written elsewhere; learning later that the key it signed
+        with was retired keeps that key in the JWKS longer (``sync``, ``lifecycle.Retain``)."""
         self.storage = storage
         self.spec = spec
         self.custody = custody
@@ -112,6 +116,10 @@ class KeysetWriter:
         self._anchor_lock = threading.Lock()
         self.version: str | None = None
         """The version last read or written: the refresh compares it with a batched read."""
+        self.reader_lag = reader_lag
+        self._adopted: Keyset | None = None
+        """The document of the last ``sync`` or ``apply`` that succeeded: what this process has
+        served (and signed with) since, as its view of that document at each instant."""
 
     @property
     def name(self) -> str:
@@ -150,15 +158,58 @@ class KeysetWriter:
                 )
         except Exception as exc:
             raise SyncFailed("storage read", exc, None) from exc
-        due = plan(loaded.keyset, self.spec.policy, self.clock())
-        if not (due.changed or due.needs_keys):
+        now = self.clock()
+        retain = self._signed_past_retirement(loaded.keyset, now)
+        due = plan(loaded.keyset, self.spec.policy, now)
+        if retain is None and not (due.changed or due.needs_keys):
             self.sweep_quietly(loaded.keyset)
+            self._adopted = loaded.keyset
             return Outcome(loaded.keyset, (), written=False, attempts=1)
         try:
-            return self.apply(TICK, loaded)
+            return self.apply(retain or TICK, loaded)
         except Exception as exc:
-            read = loaded.keyset if loaded.version is not None else None
+            # With a key to retain, what was read must not be served: it drops that key.
+            read = loaded.keyset if loaded.version is not None and retain is None else None
+            if read is not None:
+                self.adopt(read)  # the daemon serves it as read (``SyncFailed.read``)
             raise SyncFailed("rotation", exc, read) from exc
+
+    def adopt(self, keyset: Keyset) -> None:
+        """This process serves ``keyset`` from now on (read, not written: a failed write's read,
+        an unconfigured keyset's): what it signs with is judged against it."""
+        self._adopted = keyset
+
+    def _signed_past_retirement(self, stored: Keyset, now: datetime) -> Retain | None:
+        """The key this process signed with until ``now`` (the active key of its view of the
+        document it last adopted), when ``stored`` retired it more than twice ``reader_lag`` ago
+        and so lets it leave the JWKS sooner than ``token_lifetime + clock_skew`` from now (G3):
+        this process could not read storage while the retirement was written. None otherwise,
+        and always without ``reader_lag`` (a CLI) or a document adopted before."""
+        adopted, lag = self._adopted, self.reader_lag
+        if adopted is None or lag is None or adopted is stored:
+            return None
+        policy = self.spec.policy
+        signed = view(adopted, policy, now).active
+        if signed is None:
+            return None
+        seen = view(stored, policy, now)
+        found = next((k for k in (*seen.keys, *seen.history) if k.kid == signed.kid), None)
+        if found is None or found.state not in (KeyState.RETIRED, KeyState.EXPIRED):
+            return None  # still signing, revoked (never kept), or not this document's key
+        until = now + policy.retention
+        if found.expires_at is not None and found.expires_at >= until - 2 * lag:
+            return None  # learned within two refreshes: the lag every reader is allowed
+        kept = signed.replace(state=KeyState.RETIRED, drop_private=True)
+        log.warning(
+            "keyset %s: key %s signed here until now, but storage says it stopped at %s; it "
+            "stays in the JWKS until %s",
+            self.name,
+            signed.kid,
+            rfc3339(found.retired_at) if found.retired_at else "an earlier time",
+            rfc3339(until),
+            extra={"event": "key.signed_late", "keyset": self.name, "kid": signed.kid},
+        )
+        return Retain(kept, until)
 
     def apply(self, command: Command = TICK, loaded: Loaded | None = None) -> Outcome:
         """Plan ``command`` against the stored keyset and write the result (compare-and-swap).
@@ -183,6 +234,7 @@ class KeysetWriter:
                 )
                 outcome = dataclasses.replace(outcome, keyset=redated.keyset)
         self.sweep_quietly(outcome.keyset)
+        self._adopted = outcome.keyset
         return outcome
 
     def _postpone_after_a_clock_jump(self) -> bool:

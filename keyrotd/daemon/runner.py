@@ -58,8 +58,11 @@ class KeysetRunner:
         metrics: Metrics,
         clock: Clock = utc_now,
         custody: CustodyProvider | None = None,
+        refresh_interval: timedelta | None = None,
     ) -> None:
-        """``custody`` opens the custody a keyset's ``custody`` setting names (not ``storage``)."""
+        """``custody`` opens the custody a keyset's ``custody`` setting names (not ``storage``);
+        ``refresh_interval`` is how late this daemon normally learns of others' writes
+        (``KeysetWriter``'s ``reader_lag``)."""
         self.board = board
         self._custody = custody
         self.metrics = metrics
@@ -83,6 +86,7 @@ class KeysetRunner:
             monotonic=time.monotonic,
             custody=self._custody_for(settings),
             on_transition=self.journal.own,
+            reader_lag=refresh_interval,
         )
 
     @property
@@ -147,6 +151,7 @@ class KeysetRunner:
             self._publish_failure(self._failed("storage read", exc), None)
             raise
         self._worked(loaded.keyset)
+        self.manager.adopt(loaded.keyset)
         if self.board.unchanged(self.name, loaded.keyset):
             self.board.read_succeeded([self.name])
         else:

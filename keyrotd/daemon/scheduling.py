@@ -184,10 +184,17 @@ class Rotator:
                 if runner is None:
                     self.metrics.watch(name)
                     self.runners[name] = KeysetRunner(
-                        self.storage, settings, self.board, self.metrics, self.clock, self.custody
+                        self.storage,
+                        settings,
+                        self.board,
+                        self.metrics,
+                        self.clock,
+                        self.custody,
+                        refresh_interval,
                     )
                 elif runner.unconfigured or runner.settings != settings:
                     runner.reconfigure(settings)
+                self.runners[name].manager.reader_lag = refresh_interval
                 self._soon(name)
             self.refresh_interval = refresh_interval
             self._every_refresh_interval()

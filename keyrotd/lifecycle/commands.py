@@ -10,7 +10,13 @@ from keyrotd.model import Jwk, Key, Keyset
 from keyrotd.propagation import Poll
 
 EventName = Literal[
-    "key.created", "key.activated", "key.retired", "key.expired", "key.revoked", "key.confirmed"
+    "key.created",
+    "key.activated",
+    "key.retired",
+    "key.expired",
+    "key.revoked",
+    "key.confirmed",
+    "key.retained",
 ]
 
 
@@ -93,7 +99,19 @@ class Restore:
     rewrite: bool = False
 
 
-Command = Tick | Rotate | Revoke | Republish | Postpone | Observed | Import | Restore
+@dataclass(frozen=True)
+class Retain:
+    """A daemon signed with ``key`` until now, later than the document says it stopped: it could
+    not read storage for longer than two ``refresh_interval`` (an outage, a partition) while the
+    retirement was written. Keep the key in the JWKS until ``until`` (now + ``token_lifetime +
+    clock_skew``, G3 counted from when it really stopped signing), bringing it back from the
+    history if it expired meanwhile. A revoked key is never brought back."""
+
+    key: Key
+    until: datetime
+
+
+Command = Tick | Rotate | Revoke | Republish | Postpone | Observed | Import | Restore | Retain
 TICK: Final = Tick()
 FIRST_KEY: Final = "first key of a new keyset"
 IMPORTED: Final = "import --as active"

@@ -21,6 +21,7 @@ from keyrotd.lifecycle.commands import (
     Postpone,
     Republish,
     Restore,
+    Retain,
     Revoke,
     Rotate,
     Transition,
@@ -273,6 +274,30 @@ class Planner:
         known = {k.kid for k in (*self.keys, *self.history)}
         self.keys += [k for k in keys if k.kid not in known and k.kid not in revoked]
 
+    def retain(self, kept: Key, until: datetime) -> None:
+        """``commands.Retain``: ``kept`` stays in the JWKS until ``until`` at least."""
+        current = next((k for k in self.keys if k.kid == kept.kid), None)
+        if current is not None:
+            late = current.expires_at is not None and current.expires_at < until
+            if current.state is KeyState.RETIRED and late:
+                self._swap(current, dataclasses.replace(current, expires_at=until))
+                self._emit("key.retained", kept.kid, self.now)
+            return
+        entry = next((k for k in self.history if k.kid == kept.kid), None)
+        if entry is None or entry.state is not KeyState.EXPIRED or kept.public_jwk is None:
+            return  # revoked, or not this keyset's: never brought back
+        self.history.remove(entry)
+        back = dataclasses.replace(
+            entry, state=KeyState.RETIRED, expires_at=until, public_jwk=kept.public_jwk
+        )
+        later = [i for i, k in enumerate(self.keys) if k.created_at > back.created_at]
+        self.keys.insert(later[0] if later else len(self.keys), back)
+        # expired by this very plan (its view of the document), it never left the JWKS
+        self.transitions = [
+            t for t in self.transitions if (t.event, t.kid) != ("key.expired", kept.kid)
+        ]
+        self._emit("key.retained", kept.kid, self.now)
+
     def revoke_kid(self, kid: str) -> None:
         key = next((k for k in self.keys if k.kid == kid), None)
         if key is None:
@@ -360,6 +385,8 @@ def plan(
             work.observed(command.poll)
         elif isinstance(command, Restore):
             work.restore(command.keys, command.revoked)
+        elif isinstance(command, Retain):
+            work.retain(command.key, command.until)
         work.materialize()
         work.ensure_successor()
     except OutOfKeys:

@@ -52,7 +52,10 @@ class Verifier:
         self.last: Any = None
         self.stale = 0
 
-    def verify(self, token: str) -> dict[str, Any]:
+    def verify(self, token: str, due: float | None = None) -> dict[str, Any]:
+        """Verify ``token`` as of ``due`` (when it was to be checked; now if None): a check that
+        this thread could only start late is not held against the token's ``exp``."""
+        late = 0.0 if due is None else max(0.0, time.time() - due)
         try:
             key = self.client.get_signing_key_from_jwt(token)
             self.last = self.client.jwk_set_cache.jwk_set_with_timestamp  # type: ignore[union-attr]
@@ -63,7 +66,7 @@ class Verifier:
             kid = jwt.get_unverified_header(token)["kid"]
             key = next(k for k in self.last.get_jwk_set().keys if k.key_id == kid)
         claims: dict[str, Any] = jwt.decode(
-            token, key, algorithms=["RS256"], audience="api", leeway=CLOCK_SKEW
+            token, key, algorithms=["RS256"], audience="api", leeway=CLOCK_SKEW + late
         )
         return claims
 
@@ -72,6 +75,8 @@ class Verifier:
 class Run:
     daemon: Daemon
     stop: threading.Event = field(default_factory=threading.Event)
+    issued: threading.Event = field(default_factory=threading.Event)
+    """Set by ``issue`` once it has signed its last token: the verifiers stop after that only."""
     schedule: dict[str, Any] | None = None
     secrets: set[str] = field(default_factory=set)
     signed: Counter[str] = field(default_factory=Counter)
@@ -107,6 +112,12 @@ class Run:
         return active
 
     def issue(self) -> None:
+        try:
+            self._issue()
+        finally:
+            self.issued.set()
+
+    def _issue(self) -> None:
         number, last_refresh = 0, 0.0
         while not self.stop.is_set():
             if time.monotonic() - last_refresh > 0.5:
@@ -130,7 +141,7 @@ class Run:
             self.stop.wait(0.1)
 
     def verify_fresh(self, verifier: Verifier) -> None:
-        while not self.stop.is_set() or self.fresh:
+        while not self.issued.is_set() or self.fresh:
             with self.lock:
                 batch, self.fresh[:] = list(self.fresh), []
             for token in batch:
@@ -138,18 +149,18 @@ class Run:
             time.sleep(0.01)
 
     def verify_before_expiry(self, verifier: Verifier) -> None:
-        while not self.stop.is_set() or self.queue:
+        while not self.issued.is_set() or self.queue:
             with self.lock:
-                due = self.queue and self.queue[0][0] <= time.time()
-                token = heapq.heappop(self.queue)[2] if due else None
+                due = self.queue[0][0] if self.queue and self.queue[0][0] <= time.time() else None
+                token = heapq.heappop(self.queue)[2] if due is not None else None
             if token is None:
                 time.sleep(0.01)
             else:
-                self._check(verifier, token, "before-expiry")
+                self._check(verifier, token, "before-expiry", due)
 
-    def _check(self, verifier: Verifier, token: str, when: str) -> None:
+    def _check(self, verifier: Verifier, token: str, when: str, due: float | None = None) -> None:
         try:
-            verifier.verify(token)
+            verifier.verify(token, due)
             self.checked[when] += 1
         except Exception as exc:
             header = jwt.get_unverified_header(token)
