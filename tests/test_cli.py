@@ -35,6 +35,7 @@ from keyrotd.model import ALGORITHMS, Keyset
 from keyrotd.storage import open_storage
 from tests.support.clock import T0, ManualClock
 from tests.support.keysets import POLICY, open_writer
+from tests.support.preload import preload
 
 
 def write_config(directory: Path, body: str) -> Path:
@@ -319,12 +320,8 @@ def main_as_unprivileged_user(argv: list[str]) -> tuple[int, str, str]:
     """``main(argv)`` in this (spawned) process, as nobody when started as root: exit code,
     stdout and stderr. The first argument pair is ``--config PATH``."""
     if os.geteuid() == 0:
-        # The interpreter's own files may not be readable by nobody: import everything first.
-        import keyrotd.cli.commands
-        import keyrotd.cli.inspect
-        import keyrotd.inspection
-        import keyrotd.storage.file  # noqa: F401
-
+        # The interpreter's and the checkout's files may not be readable by nobody.
+        preload()
         with contextlib.redirect_stdout(io.StringIO()):
             main([*argv[:2], "check-config"])
         os.setgid(65534)

@@ -33,6 +33,7 @@ from keyrotd.errors import (
 from keyrotd.storage.file import FileStorage, load_encryption_key
 from keyrotd.storage.interface import Storage
 from keyrotd.testing.storage import StorageContract, StorageFactory
+from tests.support.preload import CLI_AS_NOBODY
 
 SECRET = b'{"private": "SECRET-MARKER-d-p-q"}'
 
@@ -513,22 +514,11 @@ def test_file_storage_is_a_storage(tmp_path: Path) -> None:
 # Ownership: a CLI run by root writes files the daemon's user can still use (docs/cli.md)
 
 NOBODY = 65534
-AS_NOBODY = """
-import os, sys
-import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.admin_client_commands, keyrotd.storage.file
-import keyrotd.lifecycle.planner, keyrotd.keys
-import encodings.idna, json
-os.setgroups([])
-os.setgid(65534)
-os.setuid(65534)
-sys.exit(keyrotd.cli.main(sys.argv[1:]))
-"""
-"""Imports keyrotd as root (the interpreter may live where nobody cannot read), then drops."""
 
 
 def cli(config: Path, *argv: str, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
     """The real CLI in a child process, as root or as nobody; it must succeed."""
-    entry = ["-c", AS_NOBODY] if as_nobody else ["-m", "keyrotd.cli"]
+    entry = ["-c", CLI_AS_NOBODY] if as_nobody else ["-m", "keyrotd.cli"]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
     done = subprocess.run(
         [sys.executable, *entry, "--config", str(config), *argv],

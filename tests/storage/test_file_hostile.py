@@ -25,6 +25,7 @@ import pytest
 
 from keyrotd.errors import StorageError
 from keyrotd.storage.file import FileStorage
+from tests.support.preload import CLI_AS_NOBODY
 
 SECRET = b'{"private": "SECRET-MARKER-d-p-q"}'
 BOUND = 5.0
@@ -159,23 +160,13 @@ def test_a_document_owned_by_another_user_is_refused(storage: FileStorage, store
 
 # -- the real CLI, run by root on a store owned by nobody (as a daemon running as nobody has it)
 
-AS_NOBODY = """
-import os, sys
-import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.admin_client_commands, keyrotd.storage.file
-import keyrotd.lifecycle.planner, keyrotd.keys
-import encodings.idna, json
-os.setgroups([])
-os.setgid(65534)
-os.setuid(65534)
-sys.exit(keyrotd.cli.main(sys.argv[1:]))
-"""
-"""Imports keyrotd as root (the interpreter may live where nobody cannot read), then drops."""
+
 CLI_BOUND = 20.0
 """Seconds a CLI run may take: a run blocked on a FIFO is killed and the test fails."""
 
 
 def cli(config: Path, *argv: str, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
-    entry = ["-c", AS_NOBODY] if as_nobody else ["-m", "keyrotd.cli"]
+    entry = ["-c", CLI_AS_NOBODY] if as_nobody else ["-m", "keyrotd.cli"]
     environ = {k: v for k, v in os.environ.items() if not k.startswith("KEYROTD_")}
     try:
         return subprocess.run(

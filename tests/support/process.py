@@ -24,20 +24,19 @@ from typing import Any
 from keyrotd.lifecycle.commands import Transition
 
 from .http import Reply, exchange
+from .preload import LAUNCH_PREFIX
 from .waiting import wait_for
 
 TOKEN = "test-admin-token-4f1c0e-9d2b7a5e31c8f064"
 START_TIMEOUT = 30.0
 NOBODY = 65534
 
-LAUNCHER = """
+LAUNCHER = (
+    LAUNCH_PREFIX
+    + """
 import ctypes, os, sys
-import keyrotd.cli, keyrotd.cli.commands, keyrotd.cli.inspect, keyrotd.cli.admin_client_commands
-import keyrotd.daemon.service
-import keyrotd.storage.file, keyrotd.writer, keyrotd.daemon.audit
-import keyrotd.daemon.http, keyrotd.daemon.admin, keyrotd.daemon.scheduling
+import keyrotd.cli
 import apscheduler.triggers.date, apscheduler.triggers.interval, apscheduler.executors.pool
-import encodings.idna, json, email.utils, http.client, logging.config
 if os.environ.pop("KEYROTD_TEST_AS_NOBODY", "") == "1":
     os.setgroups([])
     os.setgid(65534)
@@ -46,6 +45,7 @@ if os.environ.pop("KEYROTD_TEST_AS_NOBODY", "") == "1":
     ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)
 sys.exit(keyrotd.cli.main(sys.argv[1:]))
 """
+)
 
 
 @dataclass
