@@ -59,7 +59,7 @@ class Verifier:
         try:
             key = self.client.get_signing_key_from_jwt(token)
             self.last = self.client.jwk_set_cache.jwk_set_with_timestamp  # type: ignore[union-attr]
-        except PyJWKClientConnectionError:
+        except (PyJWKClientConnectionError, OSError):  # refused, or reset by a SIGKILL
             if self.last is None:
                 raise
             self.stale += 1  # the daemon is down: keep using what was fetched last
@@ -75,6 +75,8 @@ class Verifier:
 class Run:
     daemon: Daemon
     stop: threading.Event = field(default_factory=threading.Event)
+    others: tuple[Daemon, ...] = ()
+    """Replicas behind the same load balancer as ``daemon``: asked in turn while it is down."""
     issued: threading.Event = field(default_factory=threading.Event)
     """Set by ``issue`` once it has signed its last token: the verifiers stop after that only."""
     schedule: dict[str, Any] | None = None
@@ -83,15 +85,19 @@ class Run:
     failures: list[str] = field(default_factory=list)
     checked: Counter[str] = field(default_factory=Counter)
     queue: list[tuple[float, int, str]] = field(default_factory=list)
-    fresh: list[str] = field(default_factory=list)
+    fresh: list[tuple[float, str]] = field(default_factory=list)
+    """(signed at, token): the fresh verifier judges each as of its signing time."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh_schedule(self) -> None:
-        try:
-            reply = self.daemon.admin("GET", "/keysets/e2e/signing-key", token=TOKEN)
-        except OSError:
-            return  # the daemon is down: keep the schedule held
-        if reply.status != 200:
+        for daemon in (self.daemon, *self.others):
+            try:
+                reply = daemon.admin("GET", "/keysets/e2e/signing-key", token=TOKEN)
+            except OSError:
+                continue  # the daemon is down: the next one, else keep the schedule held
+            if reply.status == 200:
+                break
+        else:
             return
         self.schedule = reply.json()
         for jwk in (self.schedule["active"], self.schedule["next"]):
@@ -135,7 +141,7 @@ class Run:
             token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": jwk["kid"]})
             self.signed[jwk["kid"]] += 1
             with self.lock:
-                self.fresh.append(token)
+                self.fresh.append((now, token))
                 heapq.heappush(self.queue, (claims["exp"] - 0.25, number, token))
             number += 1
             self.stop.wait(0.1)
@@ -144,8 +150,8 @@ class Run:
         while not self.issued.is_set() or self.fresh:
             with self.lock:
                 batch, self.fresh[:] = list(self.fresh), []
-            for token in batch:
-                self._check(verifier, token, "fresh")
+            for signed_at, token in batch:
+                self._check(verifier, token, "fresh", signed_at)
             time.sleep(0.01)
 
     def verify_before_expiry(self, verifier: Verifier) -> None:
