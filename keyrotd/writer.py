@@ -200,14 +200,22 @@ class KeysetWriter:
         if found.expires_at is not None and found.expires_at >= until - 2 * lag:
             return None  # learned within two refreshes: the lag every reader is allowed
         kept = signed.replace(state=KeyState.RETIRED, drop_private=True)
+        stopped = rfc3339(found.retired_at) if found.retired_at else "an earlier time"
         log.warning(
             "keyset %s: key %s signed here until now, but storage says it stopped at %s; it "
             "stays in the JWKS until %s",
             self.name,
             signed.kid,
-            rfc3339(found.retired_at) if found.retired_at else "an earlier time",
+            stopped,
             rfc3339(until),
-            extra={"event": "key.signed_late", "keyset": self.name, "kid": signed.kid},
+            extra={
+                "event": "key.signed_late",
+                "keyset": self.name,
+                "kid": signed.kid,
+                "at": rfc3339(now),
+                "retired_at": stopped,
+                "until": rfc3339(until),
+            },
         )
         return Retain(kept, until)
 

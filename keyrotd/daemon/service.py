@@ -9,7 +9,7 @@
 
 The loop is uvloop's: granian hands every request over to it from its own threads (a callback
 and a task per request), which libuv's loop does faster than asyncio's own (JWKS answers/s
-1.2–1.3x: docs/benchmarks.md, "HTTP hot paths").
+1.2 to 1.3x: docs/benchmarks.md, "HTTP hot paths").
 
 Start: check the TLS pair and load the admin clients (refuse bad files), open storage, start the
 scheduler (its start-up pool, not a job each, loads — and bootstraps — every keyset), bind.

@@ -49,6 +49,18 @@ def check_document(keyset: Keyset, policy: Policy) -> None:
             assert key.expires_at - key.retired_at >= policy.retention, f"G3: {key}"
 
 
+def kept_longer(before: Key, after: Key) -> bool:
+    """``after`` is ``before`` kept in the JWKS longer: retired again, with a later expiry, by a
+    replica that learned late that it had stopped signing with it (``lifecycle.Retain``)."""
+    return (
+        before.state in (KeyState.RETIRED, KeyState.EXPIRED)
+        and after.state is KeyState.RETIRED
+        and before.expires_at is not None
+        and after.expires_at is not None
+        and after.expires_at > before.expires_at
+    )
+
+
 @dataclass
 class History:
     """Every document and transition seen from a keyset, checked against G1-G3 and for loss.
@@ -103,6 +115,8 @@ class History:
         if before.retired_at is not None and before.state is not KeyState.ACTIVE:
             assert after.retired_at == before.retired_at, ("retirement moved", before, after)
         order = [KeyState.PENDING, KeyState.ACTIVE, KeyState.RETIRED, KeyState.EXPIRED]
+        if kept_longer(before, after):
+            return  # a replica that signed with it late brought it back (lifecycle.Retain)
         if before.state in order and after.state in order:
             assert order.index(after.state) >= order.index(before.state), ("went back", before)
 
