@@ -1,5 +1,10 @@
 """The operator commands behind the CLI, at the time the clock tells; each works directly on
-storage (G6-safe)."""
+storage (G6-safe).
+
+A module only some commands need is imported by them (``preflight`` by ``run`` and
+``check-config``, the emergency notices by ``rotate`` and ``revoke``, the ``--json`` entry by
+``status --json``): ``status`` starts in a few milliseconds more than its unavoidable imports
+(tests/test_cli_startup.py, docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -13,10 +18,7 @@ from datetime import datetime
 from importlib.resources import files
 
 from keyrotd import logs
-from keyrotd.cli.handover import handover_notices
-from keyrotd.cli.kids import resolve_kid
 from keyrotd.cli.output import print_transitions, require_keys
-from keyrotd.cli.preflight import preflight
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.config.policy import rotate_times
@@ -26,7 +28,6 @@ from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
 from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.model import Keyset, from_json
 from keyrotd.rotating import successor_note
-from keyrotd.status import keyset_status
 from keyrotd.status_timeline import render_status
 from keyrotd.storage import Storage, open_storage
 from keyrotd.storage.registry import require_store as check_store
@@ -45,6 +46,8 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
     settings = load_settings(args.config)
     warnings: list[str] = []
     if args.command in ("run", "check-config"):
+        from keyrotd.cli.preflight import preflight
+
         # the same refusals and warnings, before anything is bound or read
         warnings = preflight(settings, clock())
     if args.command == "run":
@@ -162,6 +165,8 @@ def find_kid(
     """The keyset and the whole kid ``revoke`` acts on: ``given`` is a kid or a prefix of one,
     looked up in ``keyset`` or, without it, in every keyset (one batched read). A keyset that
     cannot be read is reported if the kid is found nowhere else (its error names the document)."""
+    from keyrotd.cli.kids import resolve_kid
+
     names = [settings.keyset(keyset).name] if keyset else [ks.name for ks in settings.keysets]
     readable: dict[str, Keyset] = {}
     unreadable: list[KeyrotdError] = []
@@ -189,6 +194,8 @@ def find_kid(
 
 def print_handover(settings: Settings, mgr: KeysetWriter, outcome: Outcome) -> None:
     """After an emergency: who may reject what, from the real publication times."""
+    from keyrotd.cli.handover import handover_notices
+
     server = settings.server
     for line in handover_notices(
         outcome.keyset,
@@ -234,6 +241,7 @@ def status_report(
 ) -> dict[str, object]:
     """The keyset's entry of ``status --json`` (built by ``keyrotd.status``, as the daemon's)."""
     from keyrotd.lifecycle.planner import view
+    from keyrotd.status import keyset_status
 
     loaded = KeysetWriter(storage, KeysetSpec.from_settings(ks)).load()
     keyset = view(loaded.keyset, ks.policy, now)
