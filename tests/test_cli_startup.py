@@ -32,6 +32,8 @@ STATUS_NEVER = (
     "keyrotd.cli.kids",  # kid prefixes, for ``revoke``
     "keyrotd.status",  # the entry of ``status --json``, and with it ``inspect``'s verdicts
     "keyrotd.inspection",
+    "keyrotd.writer",  # status reads the keyset; it never plans a write
+    "keyrotd.custody",  # the private keys' custody, for commands that sign or make keys
 )
 
 

@@ -16,13 +16,13 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 from keyrotd import logs
 from keyrotd.cli.output import print_transitions, require_keys
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.config.policy import rotate_times
-from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
 from keyrotd.lifecycle.commands import Revoke, Rotate
@@ -32,7 +32,10 @@ from keyrotd.status_timeline import render_status
 from keyrotd.storage import Storage, open_storage
 from keyrotd.storage.registry import require_store as check_store
 from keyrotd.times import Clock, rfc3339
-from keyrotd.writer import KeysetSpec, KeysetWriter, Outcome
+from keyrotd.writer_outcomes import read_keyset
+
+if TYPE_CHECKING:
+    from keyrotd.writer import KeysetWriter, Outcome
 
 log = logging.getLogger("keyrotd.config")
 
@@ -88,6 +91,8 @@ def require_store(settings: Settings) -> None:
 
 
 def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetWriter:
+    from keyrotd.writer import KeysetSpec, KeysetWriter  # the writers; status only reads
+
     spec = KeysetSpec.from_settings(settings.keyset(name))
     custody = None
     if spec.custody != "storage":
@@ -116,6 +121,8 @@ def cmd_jwks(settings: Settings, storage: Storage, args: argparse.Namespace, clo
 def cmd_signing_key(
     settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock
 ) -> int:
+    from keyrotd.custody.interface import PrivateKeyUnavailableError
+
     chosen = settings.keyset(args.keyset)
     if chosen.custody != "storage":
         raise PrivateKeyUnavailableError(chosen.name, chosen.custody)
@@ -232,7 +239,7 @@ def status_view(ks: KeysetSettings, storage: Storage, now: datetime) -> tuple[Ke
     """The keyset as readers see it at ``now``, and where it is stored."""
     from keyrotd.lifecycle.planner import view
 
-    loaded = KeysetWriter(storage, KeysetSpec.from_settings(ks)).load()
+    loaded = read_keyset(storage, ks.name)
     return view(loaded.keyset, ks.policy, now), loaded.location
 
 
@@ -243,7 +250,7 @@ def status_report(
     from keyrotd.lifecycle.planner import view
     from keyrotd.status import keyset_status
 
-    loaded = KeysetWriter(storage, KeysetSpec.from_settings(ks)).load()
+    loaded = read_keyset(storage, ks.name)
     keyset = view(loaded.keyset, ks.policy, now)
     report = keyset_status(ks, keyset, loaded.location, loaded.version, now)
     if ks.custody == "aws-kms" and settings is not None:
