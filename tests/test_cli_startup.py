@@ -34,6 +34,7 @@ STATUS_NEVER = (
     "keyrotd.inspection",
     "keyrotd.writer",  # status reads the keyset; it never plans a write
     "keyrotd.custody",  # the private keys' custody, for commands that sign or make keys
+    "keyrotd.keys",  # key generation: status makes no key
 )
 
 
