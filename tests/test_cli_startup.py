@@ -35,6 +35,7 @@ STATUS_NEVER = (
     "keyrotd.writer",  # status reads the keyset; it never plans a write
     "keyrotd.custody",  # the private keys' custody, for commands that sign or make keys
     "keyrotd.keys",  # key generation: status makes no key
+    "keyrotd.rotating",  # the rules and notes of ``rotate``
     "tomllib",  # only when there is a configuration file to read (here there is none)
 )
 

@@ -27,7 +27,6 @@ from keyrotd.durations import format_duration
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
 from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.model import Keyset, from_json
-from keyrotd.rotating import successor_note
 from keyrotd.status_timeline import render_status
 from keyrotd.storage import Storage, open_storage
 from keyrotd.storage.registry import require_store as check_store
@@ -139,6 +138,8 @@ def cmd_signing_key(
 def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
     if args.force and not args.now:
         raise UsageError("--force goes with --now", "use `keyrotd rotate --now --force`")
+    from keyrotd.rotating import successor_note
+
     chosen = settings.keyset(args.keyset)
     times = rotate_times(settings.server, chosen)
     mgr = manager(settings, storage, chosen.name, clock)

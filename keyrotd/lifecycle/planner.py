@@ -28,7 +28,6 @@ from keyrotd.lifecycle.commands import (
 from keyrotd.model import HISTORY_LIMIT, Key, Keyset, KeyState, Policy
 from keyrotd.propagation import Poll, awaiting, observe
 from keyrotd.revocations import ever_revoked
-from keyrotd.rotating import refuse_rotate_now
 
 if TYPE_CHECKING:
     from keyrotd.keys import NewKey  # made by the caller: the planner (and status) make none
@@ -221,6 +220,8 @@ class Planner:
         pending = self.pending()
         if emergency:
             if settle is not None:
+                from keyrotd.rotating import refuse_rotate_now  # rotate --now only
+
                 refuse_rotate_now(self.name, pending[0] if pending else None, self.now, settle)
             key = pending[0] if pending else self.new_key(self.now)
             self.activate(key, self.now, "rotate --now")
