@@ -1,14 +1,20 @@
-"""What the writer reports: what it read and wrote, how a sync failed, one log line an event."""
+"""What the writer reports: what it read and wrote, how a sync failed, one log line an event.
+
+Also :func:`read_keyset`, the same read for a command that never writes (``status``), which
+need not import the writer."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from keyrotd.lifecycle.commands import FIRST_KEY, Transition
-from keyrotd.model import Keyset
+from keyrotd.model import Keyset, from_json
 from keyrotd.times import rfc3339
+
+if TYPE_CHECKING:
+    from keyrotd.storage.interface import Storage
 
 log = logging.getLogger("keyrotd")
 
@@ -20,6 +26,15 @@ class Loaded:
     keyset: Keyset
     version: str | None
     location: str
+
+
+def read_keyset(storage: Storage, name: str) -> Loaded:
+    """The keyset ``name`` as stored (an empty one, version None, when it was never written):
+    what ``KeysetWriter.load`` reads, for a reader that needs no writer."""
+    stored = storage.read(name)
+    if stored is None:
+        return Loaded(Keyset(name), None, storage.location(name))
+    return Loaded(from_json(stored.data, stored.location), stored.version, stored.location)
 
 
 @dataclass(frozen=True)

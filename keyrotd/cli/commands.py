@@ -1,5 +1,10 @@
 """The operator commands behind the CLI, at the time the clock tells; each works directly on
-storage (G6-safe)."""
+storage (G6-safe).
+
+A module only some commands need is imported by them (``preflight`` by ``run`` and
+``check-config``, the emergency notices by ``rotate`` and ``revoke``, the ``--json`` entry by
+``status --json``): ``status`` starts in a few milliseconds more than its unavoidable imports
+(tests/test_cli_startup.py, docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -11,27 +16,25 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 from keyrotd import logs
-from keyrotd.cli.handover import handover_notices
-from keyrotd.cli.kids import resolve_kid
 from keyrotd.cli.output import print_transitions, require_keys
-from keyrotd.cli.preflight import preflight
 from keyrotd.cli.unconfigured import unconfigured, unconfigured_note
 from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.config.policy import rotate_times
-from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
 from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.model import Keyset, from_json
-from keyrotd.rotating import successor_note
-from keyrotd.status import keyset_status
 from keyrotd.status_timeline import render_status
 from keyrotd.storage import Storage, open_storage
 from keyrotd.storage.registry import require_store as check_store
 from keyrotd.times import Clock, rfc3339
-from keyrotd.writer import KeysetSpec, KeysetWriter, Outcome
+from keyrotd.writer_outcomes import read_keyset
+
+if TYPE_CHECKING:
+    from keyrotd.writer import KeysetWriter, Outcome
 
 log = logging.getLogger("keyrotd.config")
 
@@ -45,6 +48,8 @@ def dispatch(args: argparse.Namespace, clock: Clock) -> int:
     settings = load_settings(args.config)
     warnings: list[str] = []
     if args.command in ("run", "check-config"):
+        from keyrotd.cli.preflight import preflight
+
         # the same refusals and warnings, before anything is bound or read
         warnings = preflight(settings, clock())
     if args.command == "run":
@@ -85,6 +90,8 @@ def require_store(settings: Settings) -> None:
 
 
 def manager(settings: Settings, storage: Storage, name: str | None, clock: Clock) -> KeysetWriter:
+    from keyrotd.writer import KeysetSpec, KeysetWriter  # the writers; status only reads
+
     spec = KeysetSpec.from_settings(settings.keyset(name))
     custody = None
     if spec.custody != "storage":
@@ -113,6 +120,8 @@ def cmd_jwks(settings: Settings, storage: Storage, args: argparse.Namespace, clo
 def cmd_signing_key(
     settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock
 ) -> int:
+    from keyrotd.custody.interface import PrivateKeyUnavailableError
+
     chosen = settings.keyset(args.keyset)
     if chosen.custody != "storage":
         raise PrivateKeyUnavailableError(chosen.name, chosen.custody)
@@ -129,6 +138,8 @@ def cmd_signing_key(
 def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
     if args.force and not args.now:
         raise UsageError("--force goes with --now", "use `keyrotd rotate --now --force`")
+    from keyrotd.rotating import successor_note
+
     chosen = settings.keyset(args.keyset)
     times = rotate_times(settings.server, chosen)
     mgr = manager(settings, storage, chosen.name, clock)
@@ -162,6 +173,8 @@ def find_kid(
     """The keyset and the whole kid ``revoke`` acts on: ``given`` is a kid or a prefix of one,
     looked up in ``keyset`` or, without it, in every keyset (one batched read). A keyset that
     cannot be read is reported if the kid is found nowhere else (its error names the document)."""
+    from keyrotd.cli.kids import resolve_kid
+
     names = [settings.keyset(keyset).name] if keyset else [ks.name for ks in settings.keysets]
     readable: dict[str, Keyset] = {}
     unreadable: list[KeyrotdError] = []
@@ -189,6 +202,8 @@ def find_kid(
 
 def print_handover(settings: Settings, mgr: KeysetWriter, outcome: Outcome) -> None:
     """After an emergency: who may reject what, from the real publication times."""
+    from keyrotd.cli.handover import handover_notices
+
     server = settings.server
     for line in handover_notices(
         outcome.keyset,
@@ -225,7 +240,7 @@ def status_view(ks: KeysetSettings, storage: Storage, now: datetime) -> tuple[Ke
     """The keyset as readers see it at ``now``, and where it is stored."""
     from keyrotd.lifecycle.planner import view
 
-    loaded = KeysetWriter(storage, KeysetSpec.from_settings(ks)).load()
+    loaded = read_keyset(storage, ks.name)
     return view(loaded.keyset, ks.policy, now), loaded.location
 
 
@@ -234,8 +249,9 @@ def status_report(
 ) -> dict[str, object]:
     """The keyset's entry of ``status --json`` (built by ``keyrotd.status``, as the daemon's)."""
     from keyrotd.lifecycle.planner import view
+    from keyrotd.status import keyset_status
 
-    loaded = KeysetWriter(storage, KeysetSpec.from_settings(ks)).load()
+    loaded = read_keyset(storage, ks.name)
     keyset = view(loaded.keyset, ks.policy, now)
     report = keyset_status(ks, keyset, loaded.location, loaded.version, now)
     if ks.custody == "aws-kms" and settings is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -138,6 +137,8 @@ def _innermost(error: ErrorDetails) -> ErrorDetails:
 
 def _read_file(path: Path) -> dict[str, Any]:
     """The file's tables, refused when it is unreadable, not TOML or has unknown sections."""
+    import tomllib  # only with a file: a configuration of KEYROTD_* variables needs no parser
+
     try:
         data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from keyrotd.config.kubernetes import check_signer
 from keyrotd.config.messages import config_error
 from keyrotd.durations import format_duration, quote
-from keyrotd.rotating import RotateTimes
 
 if TYPE_CHECKING:
     from keyrotd.config.models import KeysetSettings, ServerSettings, Settings
+    from keyrotd.rotating import RotateTimes
 
 
 def check_policy(settings: Settings) -> None:
@@ -70,6 +70,8 @@ def settle_time(server: ServerSettings, keyset: KeysetSettings) -> timedelta:
 
 def rotate_times(server: ServerSettings, keyset: KeysetSettings) -> RotateTimes:
     """The times a rotate of ``keyset`` goes by (``keyrotd.rotating``)."""
+    from keyrotd.rotating import RotateTimes  # rotate only: not on every load
+
     return RotateTimes(keyset.publish_ahead, settle_time(server, keyset))
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from keyrotd.errors import KeyNotFoundError, KeyrotdError
-from keyrotd.keys import NewKey
 from keyrotd.lifecycle.commands import (
     FIRST_KEY,
     IMPORTED,
@@ -29,7 +29,9 @@ from keyrotd.lifecycle.commands import (
 from keyrotd.model import HISTORY_LIMIT, Key, Keyset, KeyState, Policy
 from keyrotd.propagation import Poll, awaiting, observe
 from keyrotd.revocations import ever_revoked
-from keyrotd.rotating import refuse_rotate_now
+
+if TYPE_CHECKING:
+    from keyrotd.keys import NewKey  # made by the caller: the planner (and status) make none
 
 
 class OutOfKeys(Exception):
@@ -219,6 +221,8 @@ class Planner:
         pending = self.pending()
         if emergency:
             if settle is not None:
+                from keyrotd.rotating import refuse_rotate_now  # rotate --now only
+
                 refuse_rotate_now(self.name, pending[0] if pending else None, self.now, settle)
             key = pending[0] if pending else self.new_key(self.now)
             self.activate(key, self.now, "rotate --now")
