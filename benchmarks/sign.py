@@ -12,9 +12,9 @@ Three servers answer ES256 signatures to the same ``wrk -t2 -c64 --latency`` loa
 - keyrotd, keyset ``hsm`` (pkcs11 custody on a SoftHSM2 token of the run's own).
 Targets: keyrotd (storage) >= 2x OpenBao's requests/s with a p99 no higher than OpenBao's;
 keyrotd (SoftHSM2) >= 0.5x keyrotd (storage). The figures are the medians of the rounds.
-``--baseline REV`` adds a fourth: the ``es`` keyset on a daemon of git revision REV (its
-``keyrotd/`` exported to a temp directory, run with ``PYTHONPATH``), to compare a change in the
-same run.
+``--baseline REV`` adds git revision REV's keyrotd (its ``keyrotd/`` exported, run with
+``PYTHONPATH``), both keysets, the ``hsm`` one on a SoftHSM2 token of its own, measured in the same
+turns.
 """
 
 from __future__ import annotations
@@ -153,72 +153,87 @@ def softhsm_token(directory: Path) -> tuple[dict[str, str], dict[str, object]]:
     return env, custody
 
 
+def keyrotd_with_token(
+    directory: Path, extra_env: dict[str, str] | None = None
+) -> tuple[Daemon, str]:
+    """A keyrotd with keysets ``es`` (storage custody) and ``hsm`` (a SoftHSM2 token of its own),
+    and a ``sign:*`` client's token; not started."""
+    directory.mkdir(parents=True, exist_ok=True)
+    hsm_env, custody = softhsm_token(directory)
+    policy = {"rotation_period": "24h", "publish_ahead": "1h", "token_lifetime": "1h"}
+    daemon = make_daemon(
+        directory / "keyrotd",
+        keysets=[
+            {"name": "es", "algorithm": "ES256", **policy},
+            {"name": "hsm", "algorithm": "ES256", "custody": "pkcs11", **policy},
+        ],
+        admin=False,
+        custody=custody,
+        env={**hsm_env, **(extra_env or {})},
+    )
+    clients = daemon.workdir / "clients.toml"
+    daemon.config.write_text(
+        daemon.config.read_text().replace(
+            "[server]\n", f'[server]\nadmin_clients_file = "{clients}"\n'
+        )
+    )
+    return daemon, add_client(daemon.config, clients)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", metavar="REV", help="also run git revision REV's daemon")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run git revision REV's keyrotd on a token, in turns"
+    )
     args = parser.parse_args()
     require("wrk")
     with tempfile.TemporaryDirectory() as temp:
         directory = Path(temp)
-        hsm_env, custody = softhsm_token(directory)
-        policy = {"rotation_period": "24h", "publish_ahead": "1h", "token_lifetime": "1h"}
-        daemon = make_daemon(
-            directory / "keyrotd",
-            keysets=[
-                {"name": "es", "algorithm": "ES256", **policy},
-                {"name": "hsm", "algorithm": "ES256", "custody": "pkcs11", **policy},
-            ],
-            admin=False,
-            custody=custody,
-            env=hsm_env,
-        )
-        clients = daemon.workdir / "clients.toml"
-        with_clients(daemon, clients)
-        token = add_client(daemon.config, clients)
-        base = None
+        daemon, token = keyrotd_with_token(directory / "this")
+        daemons = [daemon]
+        scripts = {
+            "keyrotd storage": (
+                f"{daemon.url}/keysets/es/sign",
+                post_script(directory, "es", {"claims": CLAIMS}, token),
+            ),
+            "keyrotd softhsm2": (
+                f"{daemon.url}/keysets/hsm/sign",
+                post_script(directory, "hsm", {"claims": CLAIMS}, token),
+            ),
+        }
         if args.baseline:
-            base = make_daemon(
-                directory / "baseline-daemon",
-                keysets=[{"name": "es", "algorithm": "ES256", **policy}],
-                admin=False,
-                env=exported_revision(args.baseline, directory),
+            code = exported_revision(args.baseline, directory)
+            base, base_token = keyrotd_with_token(directory / "base", code)
+            daemons.append(base)
+            scripts[f"storage {args.baseline}"[:17]] = (
+                f"{base.url}/keysets/es/sign",
+                post_script(directory, "base-es", {"claims": CLAIMS}, base_token),
             )
-            with_clients(base, clients)
+            scripts[f"softhsm2 {args.baseline}"[:17]] = (
+                f"{base.url}/keysets/hsm/sign",
+                post_script(directory, "base-hsm", {"claims": CLAIMS}, base_token),
+            )
         bao = OpenBao(directory)
-        daemon.start()
-        if base is not None:
-            base.start()
+        scripts["openbao"] = (
+            f"{bao.url}/v1/transit/sign/bench",
+            post_script(
+                directory,
+                "bao",
+                {
+                    "input": base64.urlsafe_b64encode(json.dumps(CLAIMS).encode()).decode(),
+                    "marshaling_algorithm": "jws",
+                },
+                bao.token,
+            ),
+        )
         try:
+            for started in daemons:
+                started.start()
             bao.check()
-            scripts = {
-                "openbao": (
-                    f"{bao.url}/v1/transit/sign/bench",
-                    post_script(
-                        directory,
-                        "bao",
-                        {
-                            "input": base64.urlsafe_b64encode(json.dumps(CLAIMS).encode()).decode(),
-                            "marshaling_algorithm": "jws",
-                        },
-                        bao.token,
-                    ),
-                ),
-                "keyrotd storage": (
-                    f"{daemon.url}/keysets/es/sign",
-                    post_script(directory, "es", {"claims": CLAIMS}, token),
-                ),
-                "keyrotd softhsm2": (
-                    f"{daemon.url}/keysets/hsm/sign",
-                    post_script(directory, "hsm", {"claims": CLAIMS}, token),
-                ),
-            }
-            if base is not None:
-                scripts[f"{args.baseline} storage"] = (
-                    f"{base.url}/keysets/es/sign",
-                    scripts["keyrotd storage"][1],
-                )
+            for url, script in scripts.values():
+                wrk(url, 1, script=script)  # warm up: the token's session, the key's handle
             results: dict[str, list[Wrk]] = {name: [] for name in scripts}
             for round_ in range(args.rounds):
                 order = list(scripts) if round_ % 2 == 0 else list(reversed(scripts))
@@ -229,15 +244,16 @@ def main() -> int:
                 1 for line in daemon.log_text().splitlines() if '"event": "admin.request"' in line
             )
         finally:
-            daemon.stop()
-            if base is not None:
-                base.stop()
+            for started in daemons:
+                if started.process is not None:
+                    started.stop()
             bao.stop()
         medians = {name: median_of(runs) for name, runs in results.items()}
         print(f"POST sign, ES256, wrk -t2 -c64 -d{args.seconds}s, median of {args.rounds} rounds")
         for name, figures in medians.items():
             print(f"  {name:<17} {figures.line()}")
-        bao_figures, ours, hsm = (medians[n] for n in list(scripts)[:3])
+        ours, hsm = medians["keyrotd storage"], medians["keyrotd softhsm2"]
+        bao_figures = medians["openbao"]
         ratio = ours.requests_per_second / bao_figures.requests_per_second
         print(
             f"  keyrotd storage / OpenBao: {ratio:.2f}x (target >= 2x), "
@@ -248,24 +264,20 @@ def main() -> int:
             f"{hsm.requests_per_second / ours.requests_per_second:.2f}x (target >= 0.5x)"
         )
         if args.baseline:
-            before = medians[f"{args.baseline} storage"]
+            name = f"softhsm2 {args.baseline}"[:17]
+            base_hsm = medians[name].requests_per_second
             print(
-                f"  {args.baseline} storage / OpenBao: "
-                f"{before.requests_per_second / bao_figures.requests_per_second:.2f}x; "
-                f"keyrotd storage / {args.baseline} storage: "
-                f"{ours.requests_per_second / before.requests_per_second:.2f}x"
+                f"  {name} / keyrotd storage: {base_hsm / ours.requests_per_second:.2f}x; "
+                f"keyrotd softhsm2 / {name}: {hsm.requests_per_second / base_hsm:.2f}x"
+            )
+            name = f"storage {args.baseline}"[:17]
+            base_es = medians[name].requests_per_second
+            print(
+                f"  {name} / OpenBao: {base_es / bao_figures.requests_per_second:.2f}x; "
+                f"keyrotd storage / {name}: {ours.requests_per_second / base_es:.2f}x"
             )
         print(f"  keyrotd audit lines written: {audit_lines}")
     return 0
-
-
-def with_clients(daemon: Daemon, clients: Path) -> None:
-    """Point ``daemon``'s configuration at the admin clients file ``clients``."""
-    daemon.config.write_text(
-        daemon.config.read_text().replace(
-            "[server]\n", f'[server]\nadmin_clients_file = "{clients}"\n'
-        )
-    )
 
 
 def add_client(config: Path, clients: Path) -> str:

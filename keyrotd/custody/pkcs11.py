@@ -6,8 +6,12 @@ Each keypair is generated in the token with the private half ``CKA_SENSITIVE`` t
 keyrotd finds a key by its kid, knows when it made it (PKCS#11 objects carry no creation time of
 their own), and never touches an object whose label it did not write.
 
-One logged-in session serves the process, guarded by a lock (a PKCS#11 session is not for
-concurrent use); a token that goes away (removed, logged out, restarted) makes the next operation
+One logged-in session serves the process, guarded by a lock: a PKCS#11 session is not for
+concurrent use, and python-pkcs11 initialises the module with ``C_Initialize(NULL)``, which
+promises it one calling thread at a time (SoftHSM2 then turns its own locking off), so a pool of
+sessions used at once would break that promise. The daemon's ``POST /sign`` calls come from one
+thread (keyrotd/daemon/custody_calls.py); the key objects are looked up once per kid and session.
+A token that goes away (removed, logged out, restarted) makes the next operation
 open a new session and log in again, and while that fails every operation raises
 :class:`CustodyUnavailableError`, a temporary error: the JWKS, which never needs the token, keeps
 being served. python-pkcs11 is the binding: typed objects and attributes, key generation and

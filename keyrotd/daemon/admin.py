@@ -36,6 +36,7 @@ from keyrotd.admin_clients import Action, Client, Registry, load_registry
 from keyrotd.admin_clients.registry import EVERY_SCOPE
 from keyrotd.custody.interface import PrivateKeyUnavailableError
 from keyrotd.daemon.audit import UNKNOWN, Audit, Entry, remote_of, shown
+from keyrotd.daemon.custody_calls import CustodyCalls
 from keyrotd.daemon.responses import (
     GET,
     JSON,
@@ -134,7 +135,7 @@ class Admin:
     where: Where = lambda name: (name, None)
     signers: Signers | None = None
     """Who signs for a keyset (``POST .../sign``): in memory, or in custody."""
-    custody_pool: Executor | None = None
+    custody_calls: CustodyCalls | None = None
     """Where a custody signs (a token or KMS call): never on the event loop."""
     rotate_times: Mapping[str, RotateTimes] = field(default_factory=dict)
     """Per keyset, ``publish_ahead`` and how old a successor must be for ``?now=true`` without
@@ -329,13 +330,12 @@ async def sign(admin: Admin, board: Board, name: str, scope: Scope) -> Response:
 
         if settings.custody == "storage":
             signed = signed_by(published.signer)  # in memory: on the loop, microseconds
-        elif admin.signers is None or admin.custody_pool is None:
+        elif admin.signers is None or admin.custody_calls is None:
             return error(503, f"keyset {name}: no custody signer in this daemon")
         else:
-            loop = asyncio.get_running_loop()
             signers = admin.signers
-            signed = await loop.run_in_executor(
-                admin.custody_pool, signers.with_active, name, signed_by
+            signed = await admin.custody_calls.run(
+                settings.custody, signers.with_active, name, signed_by
             )
     except SignRefused as exc:
         return error(400, str(exc))

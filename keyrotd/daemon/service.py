@@ -47,6 +47,7 @@ from keyrotd.custody import open_custody
 from keyrotd.daemon.admin import Admin, Clients
 from keyrotd.daemon.audit import Audit
 from keyrotd.daemon.cors import Cors
+from keyrotd.daemon.custody_calls import CustodyCalls
 from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.idle import CHECK_EVERY, IdleCloser
@@ -121,7 +122,7 @@ class Daemon:
             custody=functools.partial(open_custody, settings),
         )
         self.signers = Signers(self.board, self.rotator.custody, self.rotator.resync)
-        self.custody_pool = ThreadPoolExecutor(8, thread_name_prefix="keyrotd-custody")
+        self.custody_calls = CustodyCalls(8)
         """Signatures made in a token or KMS: off the event loop, beside the admin pool."""
         self.metrics.count_requests(getattr(self.storage, "backend", self.storage))
         self.admin_pool = ThreadPoolExecutor(2, thread_name_prefix="keyrotd-admin")
@@ -148,7 +149,7 @@ class Daemon:
                 self.audit,
                 self.where,
                 self.signers,
-                self.custody_pool,
+                self.custody_calls,
                 rotate_times=times,
             )
             if configured

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,37 @@ def test_post_sign_for_all_ten_algorithms(tmp_path: Path, softhsm: SoftHsm) -> N
 
 def daemon_token(daemon: Daemon) -> str:
     return (daemon.workdir / "admin.token").read_text().strip()
+
+
+def test_concurrent_signatures_in_the_token_each_answer_their_own_request(
+    tmp_path: Path, softhsm: SoftHsm
+) -> None:
+    """The token's one thread signs the requests waiting in turn and hands the answers back in
+    batches (keyrotd/daemon/custody_calls.py): every request gets its own claims signed."""
+    daemon = _daemon(
+        tmp_path, softhsm, [{"name": "api", "algorithm": "ES256", "custody": "pkcs11", **SLOW}]
+    )
+    daemon.start()
+    token = daemon_token(daemon)
+
+    def sign_as(subject: str) -> tuple[str, int, bytes]:
+        reply = daemon.request(
+            "POST",
+            "/keysets/api/sign",
+            headers={"Authorization": f"Bearer {token}"},
+            body=json.dumps({"claims": {"sub": subject, "aud": "api"}}).encode(),
+        )
+        return subject, reply.status, reply.body
+
+    try:
+        jwks = json.loads(daemon.get("/keysets/api/jwks.json").body)
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(sign_as, [f"caller-{n}" for n in range(160)]))
+    finally:
+        daemon.stop()
+    for subject, status, body in answers:
+        assert status == 200, body
+        assert _verify(json.loads(body)["token"], jwks)["sub"] == subject
 
 
 @pytest.mark.slow
