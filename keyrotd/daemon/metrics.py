@@ -346,7 +346,10 @@ class Metrics:
         self._rotations.labels(keyset)
         self._rotation_failures.labels(keyset)
         self._storage_failures.labels(keyset)
+        self._storage_rollbacks.labels(keyset)
         self._tokens_signed.labels(keyset)
+        # what an alert counts with increase(): a series first seen at 1 would show no increase
+        self._transitions.labels(keyset, "key.retained")
 
     def count_requests(self, storage: object) -> None:
         """Expose the backend's request counts, if it keeps them (``request_counts()``)."""
