@@ -34,24 +34,12 @@ from tests.support.softhsm import SoftHsm
 from tests.support.waiting import wait_for
 
 
-def _custody(softhsm: SoftHsm, tmp_path: Path) -> dict[str, object]:
-    pin_file = tmp_path / "pin"
-    pin_file.write_text(softhsm.pin)
-    pin_file.chmod(0o600)
-    return {
-        "pkcs11_module": str(softhsm.module),
-        "pkcs11_token_label": softhsm.label,
-        "pkcs11_pin_file": str(pin_file),
-    }
-
-
 @pytest.fixture
 def config(softhsm: SoftHsm, tmp_path: Path) -> Iterator[Path]:
-    custody = _custody(softhsm, tmp_path)
     config = tmp_path / "keyrotd.toml"
     config.write_text(
-        f'[storage]\npath = "{tmp_path / "store"}"\n[custody]\n'
-        + "".join(f'{name} = "{value}"\n' for name, value in custody.items())
+        f'[storage]\npath = "{tmp_path / "store"}"\n'
+        + softhsm.custody_toml(tmp_path)
         + '[[keysets]]\nname = "default"\nalgorithm = "ES256"\ncustody = "pkcs11"\n'
         'rotation_period = "1h"\npublish_ahead = "10m"\ntoken_lifetime = "1h"\n'
     )
@@ -149,7 +137,7 @@ def test_a_custody_successor_is_held_until_the_observed_url_serves_it(
                 "verifier_cache": "1s",
             }
         ],
-        custody=_custody(softhsm, tmp_path),
+        custody=softhsm.custody(tmp_path),
         env={"SOFTHSM2_CONF": str(softhsm.conf)},
     )
     cache = StuckCache(daemon)

@@ -20,15 +20,11 @@ from tests.support.softhsm import SoftHsm
 
 @pytest.fixture
 def config(softhsm: SoftHsm, tmp_path: Path) -> Iterator[Path]:
-    pin_file = tmp_path / "pin"
-    pin_file.write_text(softhsm.pin)
-    pin_file.chmod(0o600)
     config = tmp_path / "keyrotd.toml"
     config.write_text(
         f'[storage]\npath = "{tmp_path / "data"}"\n'
-        f'[custody]\npkcs11_module = "{softhsm.module}"\n'
-        f'pkcs11_token_label = "{softhsm.label}"\npkcs11_pin_file = "{pin_file}"\n'
-        '[[keysets]]\nname = "api"\nalgorithm = "ES256"\ncustody = "pkcs11"\n'
+        + softhsm.custody_toml(tmp_path)
+        + '[[keysets]]\nname = "api"\nalgorithm = "ES256"\ncustody = "pkcs11"\n'
         'rotation_period = "1h"\npublish_ahead = "1h"\n'
     )
     yield config

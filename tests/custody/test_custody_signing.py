@@ -37,22 +37,11 @@ FAST = {
 }
 
 
-def _custody_section(softhsm: SoftHsm, tmp_path: Path) -> dict[str, object]:
-    pin_file = tmp_path / "pin"
-    pin_file.write_text(softhsm.pin)
-    pin_file.chmod(0o600)
-    return {
-        "pkcs11_module": str(softhsm.module),
-        "pkcs11_token_label": softhsm.label,
-        "pkcs11_pin_file": str(pin_file),
-    }
-
-
 def _daemon(tmp_path: Path, softhsm: SoftHsm, keysets: list[dict[str, object]]) -> Daemon:
     return make_daemon(
         tmp_path / "d",
         keysets=keysets,
-        custody=_custody_section(softhsm, tmp_path),
+        custody=softhsm.custody(tmp_path),
         env={"SOFTHSM2_CONF": str(softhsm.conf)},
         server={"refresh_interval": "500ms", "jwks_max_age": "1s"},
     )

@@ -38,15 +38,11 @@ class Setup:
 
 @pytest.fixture
 def setup(softhsm: SoftHsm, tmp_path: Path) -> Iterator[Setup]:
-    pin_file = tmp_path / "pin"
-    pin_file.write_text(softhsm.pin + "\n")
-    pin_file.chmod(0o600)
     config = tmp_path / "keyrotd.toml"
     config.write_text(
         f'[storage]\npath = "{tmp_path / "data"}"\n'
-        f'[custody]\npkcs11_module = "{softhsm.module}"\n'
-        f'pkcs11_token_label = "{softhsm.label}"\npkcs11_pin_file = "{pin_file}"\n'
-        '[[keysets]]\nname = "api"\nalgorithm = "ES256"\ncustody = "pkcs11"\n'
+        + softhsm.custody_toml(tmp_path, pin_line=True)
+        + '[[keysets]]\nname = "api"\nalgorithm = "ES256"\ncustody = "pkcs11"\n'
         'rotation_period = "1h"\npublish_ahead = "1h"\ntoken_lifetime = "10m"\n'
         'clock_skew = "1m"\n'
     )
@@ -174,9 +170,6 @@ def test_orphans_older_than_ten_minutes_are_swept_and_younger_ones_kept(setup: S
 def test_the_daemon_serves_the_jwks_and_answers_signing_key_409(
     softhsm: SoftHsm, tmp_path: Path
 ) -> None:
-    pin_file = tmp_path / "pin"
-    pin_file.write_text(softhsm.pin)
-    pin_file.chmod(0o600)
     daemon = make_daemon(
         tmp_path / "d",
         keysets=[
@@ -189,11 +182,7 @@ def test_the_daemon_serves_the_jwks_and_answers_signing_key_409(
             },
             {"name": "plain", "algorithm": "ES256", "rotation_period": "1h", "publish_ahead": "1h"},
         ],
-        custody={
-            "pkcs11_module": str(softhsm.module),
-            "pkcs11_token_label": softhsm.label,
-            "pkcs11_pin_file": str(pin_file),
-        },
+        custody=softhsm.custody(tmp_path),
         env={"SOFTHSM2_CONF": str(softhsm.conf)},
     )
     daemon.start()

