@@ -58,11 +58,10 @@ class KeysetRunner:
         metrics: Metrics,
         clock: Clock = utc_now,
         custody: CustodyProvider | None = None,
-        refresh_interval: timedelta | None = None,
     ) -> None:
-        """``custody`` opens the custody a keyset's ``custody`` setting names (not ``storage``);
-        ``refresh_interval`` is how late this daemon normally learns of others' writes
-        (``KeysetWriter``'s ``reader_lag``)."""
+        """``custody`` opens the custody a keyset's ``custody`` setting names (not ``storage``).
+        The rotator sets ``manager.reader_lag`` to the daemon's ``refresh_interval`` (how late
+        it normally learns of others' writes), at start and on every reload."""
         self.board = board
         self._custody = custody
         self.metrics = metrics
@@ -86,7 +85,6 @@ class KeysetRunner:
             monotonic=time.monotonic,
             custody=self._custody_for(settings),
             on_transition=self.journal.own,
-            reader_lag=refresh_interval,
         )
 
     @property

@@ -184,13 +184,7 @@ class Rotator:
                 if runner is None:
                     self.metrics.watch(name)
                     self.runners[name] = KeysetRunner(
-                        self.storage,
-                        settings,
-                        self.board,
-                        self.metrics,
-                        self.clock,
-                        self.custody,
-                        refresh_interval,
+                        self.storage, settings, self.board, self.metrics, self.clock, self.custody
                     )
                 elif runner.unconfigured or runner.settings != settings:
                     runner.reconfigure(settings)
