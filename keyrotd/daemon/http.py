@@ -1,4 +1,4 @@
-"""The raw ASGI application: routing by hand, precomputed bodies, JSON errors.
+"""The application: routing by hand, precomputed bodies, JSON errors.
 
     GET /.well-known/jwks.json                     JWKS of the first keyset
     GET /keysets/{name}/jwks.json                  JWKS of a keyset

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import ssl
 import time
@@ -60,6 +61,7 @@ _STATUS_LINES: dict[int, bytes] = {}
 _UNIX_PEER: Final = ("", 0)
 """The ``client`` of a unix-socket request (no address): the audit line says ``unix``."""
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NON_ASCII: Final = re.compile(rb"[\x80-\xff]")
 _WATCHED: Final = frozenset({b"content-length", b"expect"})
 _METHODS: Final = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
 _FAILED: Final = Response(500, [], b"")
@@ -134,7 +136,6 @@ class HttpServer:
         self.closing = False
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self._idle_since: float = 0.0
         self._emptied: asyncio.Event | None = None
         self._listening = -1
         """The listening socket's descriptor (the server owns it)."""
@@ -185,10 +186,16 @@ class HttpServer:
         self._check_emptied()
 
     async def stopped(self) -> None:
-        """Return once :meth:`stop` was called and every connection closed."""
+        """Return once :meth:`stop` was called and every connection closed (one accepted just
+        before the stop included: its close runs on the loop's next turns)."""
         emptied = self._emptied
         assert emptied is not None, "start() first"
-        await emptied.wait()
+        while True:
+            await emptied.wait()
+            await asyncio.sleep(0.01)
+            if not self.connections:
+                return
+            emptied.clear()
 
     def abort(self) -> None:
         """Drop the connections still open (a stop's grace has passed)."""
@@ -232,6 +239,8 @@ class Connection(asyncio.Protocol):
         self.head_size = 0
         self.body_size = 0
         self.expect_continue = False
+        self.at_request_line = True
+        """The next data received begins with a request line (or the rest of one)."""
         self.in_message = False
         self.message_began = 0.0
         self.last = time.monotonic()
@@ -249,10 +258,9 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))
-        if self.server.closing:
-            transport.close()
-            return
         self.server.connections.add(self)
+        if self.server.closing:
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -261,13 +269,22 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last = time.monotonic()
         try:
+            if self.at_request_line and not data.isascii():
+                data = self._escaped_request_line(data)
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.pending_close()  # answered what came before it; nothing else on this one
-        except httptools.HttpParserError:
-            self.refuse(_BAD_REQUEST)
-        except _Refused as refused:
-            self.refuse(refused.answer)
+        except httptools.HttpParserError as exc:  # a callback's _Refused arrives as its context
+            refused = exc.__context__
+            self.refuse(refused.answer if isinstance(refused, _Refused) else _BAD_REQUEST)
+
+    def _escaped_request_line(self, data: bytes) -> bytes:
+        """``data`` with the bytes outside ASCII of the request line it begins with
+        percent-encoded, as a browser sends them (the parser refuses them raw; the app then
+        refuses what it does not understand, with its own answer, audited)."""
+        end = data.find(b"\n")
+        line, rest = (data, b"") if end < 0 else (data[:end], data[end:])
+        return _NON_ASCII.sub(lambda byte: b"%%%02X" % byte[0][0], line) + rest
 
     def eof_received(self) -> bool | None:
         """The client sent everything: answer what it asked first (plain TCP or unix keeps the
@@ -304,6 +321,7 @@ class Connection(asyncio.Protocol):
             raise _Refused(_HEAD_TOO_LARGE)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.at_request_line = False  # the line ended before the first header
         self.head_size += len(name) + len(value)
         if self.head_size > MAX_HEAD:
             raise _Refused(_HEAD_TOO_LARGE)
@@ -319,6 +337,7 @@ class Connection(asyncio.Protocol):
             raise _Refused(_BODY_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
+        self.at_request_line = False
         if self.expect_continue:
             self.write(_CONTINUE)
 
@@ -330,6 +349,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_message = False
+        self.at_request_line = True
         scope = self.scope()
         keep_alive = self.parser.should_keep_alive() and not self.server.closing
         if scope is None:
@@ -388,6 +408,7 @@ class Connection(asyncio.Protocol):
         self.last = time.monotonic()
         failed = done.cancelled() or done.exception() is not None
         response = _FAILED if failed else done.result()
+        keep_alive = keep_alive and not self.server.closing  # a stop came meanwhile
         if not self.closed:
             self.write(encode_response(response, scope["method"] == "HEAD", keep_alive))
             if not keep_alive:

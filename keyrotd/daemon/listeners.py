@@ -19,6 +19,7 @@ the admin one, each an :class:`~keyrotd.daemon.http_server.HttpServer` on the on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -54,6 +55,8 @@ class Listener:
     tls: bool
     bound: bool = field(default=False)
     """Its socket is bound and listening: a later failure is not a failed bind."""
+    socket_id: tuple[int, int] | None = field(default=None)
+    """(device, inode) of the unix socket file it bound: removed at the stop if still there."""
 
     @property
     def socket_path(self) -> Path | None:
@@ -103,6 +106,7 @@ class Listeners:
         except BaseException:
             for listener in self.all:
                 listener.server.stop()
+                remove_socket_file(listener)
             raise
         self._on_bound()
         await self._stopping.wait()
@@ -114,6 +118,8 @@ class Listeners:
         except TimeoutError:
             for listener in self.all:
                 listener.server.abort()
+        for listener in self.all:
+            remove_socket_file(listener)
 
     def stop(self) -> None:
         """Stop every listener (on the loop's thread)."""
@@ -130,6 +136,17 @@ class Listeners:
             future.result(RENEW_TIMEOUT)
 
 
+def remove_socket_file(listener: Listener) -> None:
+    """Remove the unix socket file ``listener`` bound, if it is still the one it bound."""
+    path, bound = listener.socket_path, listener.socket_id
+    if path is None or bound is None:
+        return
+    with contextlib.suppress(OSError):
+        found = path.lstat()
+        if (found.st_dev, found.st_ino) == bound:
+            path.unlink()
+
+
 def bind(listener: Listener) -> socket.socket:
     """``listener``'s socket, bound and listening (a unix socket made 0660 before it listens)."""
     path = listener.socket_path
@@ -139,6 +156,8 @@ def bind(listener: Listener) -> socket.socket:
             try:
                 sock.bind(str(path))
                 os.chmod(path, SOCKET_MODE)
+                made = path.lstat()
+                listener.socket_id = (made.st_dev, made.st_ino)
                 sock.listen(BACKLOG)
             except BaseException:
                 sock.close()

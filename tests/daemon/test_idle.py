@@ -8,15 +8,14 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from keyrotd.daemon.http_server import IDLE_TIMEOUT, Handler, HttpServer
+from keyrotd.daemon.http_server import IDLE_TIMEOUT
 from keyrotd.daemon.responses import Response, Scope
 from tests.support.daemon import TOKEN
+from tests.support.serving import connect, serving
 
 from .conftest import DaemonFactory
 
@@ -37,45 +36,6 @@ def closed_within(sock: socket.socket, seconds: float) -> float | None:
     return time.monotonic() - started
 
 
-@contextmanager
-def serving(
-    handler: Handler, unix_path: Path | None = None
-) -> Iterator[tuple[int | str, asyncio.AbstractEventLoop]]:
-    """An :class:`HttpServer` with a :data:`SHORT` idle timeout on its own loop (a thread): its
-    port (or ``unix_path``) and the loop."""
-    loop = asyncio.new_event_loop()
-    server = HttpServer(handler, None, idle_timeout=SHORT, sweep_every=0.1)
-    if unix_path is None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        where: int | str = sock.getsockname()[1]
-    else:
-        sock = socket.socket(socket.AF_UNIX)
-        sock.bind(str(unix_path))
-        where = str(unix_path)
-    sock.listen()
-    sock.setblocking(False)
-    loop.run_until_complete(server.start(sock))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield where, loop
-    finally:
-        loop.call_soon_threadsafe(server.stop)
-        asyncio.run_coroutine_threadsafe(server.stopped(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-
-
-def connect(where: int | str) -> socket.socket:
-    if isinstance(where, int):
-        return socket.create_connection(("127.0.0.1", where))
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(where)
-    return sock
-
-
 def ok(scope: Scope) -> Response:
     return Response(200, [], b"ok")
 
@@ -84,7 +44,8 @@ def ok(scope: Scope) -> Response:
 def test_idle_and_slow_connections_are_closed_and_busy_ones_are_not(
     listener: str, tmp_path: Path
 ) -> None:
-    with serving(ok, tmp_path / "s.sock" if listener == "unix" else None) as (where, _):
+    unix_path = tmp_path / "s.sock" if listener == "unix" else None
+    with serving(ok, unix_path, idle_timeout=SHORT) as (where, _):
         silent, kept_alive, slow, busy = (connect(where) for _ in range(4))
         request_line(kept_alive, "/")
         slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
@@ -104,7 +65,7 @@ def test_a_connection_awaiting_its_answer_is_not_idle() -> None:
         await asyncio.sleep(SHORT * 3)
         return Response(200, [], b"late")
 
-    with serving(slow_answer) as (where, _), connect(where) as waiting:
+    with serving(slow_answer, idle_timeout=SHORT) as (where, _), connect(where) as waiting:
         waiting.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         waiting.settimeout(SHORT * 6)
         assert waiting.recv(65536).startswith(b"HTTP/1.1 200")

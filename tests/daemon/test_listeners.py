@@ -1,7 +1,7 @@
 """The listeners say they are bound only once they take connections (``READY=1`` waits for it).
 
-granian runs its start-up hook before its worker listens, on the same loop: a readiness sent
-from the hook lets a client that connects at once, as systemd's dependants do, be refused.
+A readiness sent before a socket listens would let a client that connects at once, as systemd's
+dependants do, be refused.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+
+import uvloop
 
 from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener, takes_connections
 from tests.daemon.test_app_inprocess import write_config
@@ -37,7 +39,7 @@ def test_on_bound_runs_once_every_listener_takes_connections(tmp_path: Path) -> 
             loop.call_soon_threadsafe(listeners.stop)
 
         listeners = Listeners(made, on_bound=on_bound)
-        loop = asyncio.new_event_loop()
+        loop = uvloop.new_event_loop()  # as keyrotd run
         try:
             loop.run_until_complete(asyncio.wait_for(listeners.serve(), timeout=30))
         finally:
