@@ -3,7 +3,8 @@
 Each accepted connection is one :class:`Connection` (an asyncio protocol on uvloop's transports;
 TLS is the standard library's ``ssl`` through those transports). The parser is httptools (llhttp,
 node's parser: strict on framing, so a request smuggled through conflicting ``Content-Length`` /
-``Transfer-Encoding`` is a parse error here, answered 400 and closed). The app gets one request at
+``Transfer-Encoding`` is a parse error here, answered 400 and closed; an HTTP/2 preface gets
+HTTP/2's GOAWAY with ``HTTP_1_1_REQUIRED``). The app gets one request at
 a time per connection, with its whole body, as a small ASGI-shaped ``scope`` (``method``,
 ``path`` decoded once, ``raw_path`` as sent, ``query_string``, lower-case ``headers``,
 ``client``, ``body``), and answers a :class:`~keyrotd.daemon.responses.Response` at once (every
@@ -116,6 +117,13 @@ _BAD_REQUEST: Final = _refusal(400, "malformed request")
 _HEAD_TOO_LARGE: Final = _refusal(431, "request line and headers too large")
 _BODY_TOO_LARGE: Final = _refusal(413, "request body too large")
 _BAD_PATH: Final = _refusal(400, "the path is not valid UTF-8")
+_HTTP2_PREFACE: Final = b"PRI * HTTP/2.0\r\n"
+_HTTP2_GOAWAY: Final = (
+    b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # SETTINGS, empty (a server's preface)
+    b"\x00\x00\x08\x07\x00\x00\x00\x00\x00"  # GOAWAY: last stream 0, HTTP_1_1_REQUIRED
+    b"\x00\x00\x00\x00\x00\x00\x00\x0d"
+)
+"""An HTTP/2 client (prior knowledge) is told, in HTTP/2 (RFC 9113 §5.4.1), to use HTTP/1.1."""
 
 
 class HttpServer:
@@ -276,7 +284,12 @@ class Connection(asyncio.Protocol):
             self.pending_close()  # answered what came before it; nothing else on this one
         except httptools.HttpParserError as exc:  # a callback's _Refused arrives as its context
             refused = exc.__context__
-            self.refuse(refused.answer if isinstance(refused, _Refused) else _BAD_REQUEST)
+            if isinstance(refused, _Refused):
+                self.refuse(refused.answer)
+            elif data.startswith(_HTTP2_PREFACE):
+                self.refuse(_HTTP2_GOAWAY)
+            else:
+                self.refuse(_BAD_REQUEST)
 
     def _escaped_request_line(self, data: bytes) -> bytes:
         """``data`` with the bytes outside ASCII of the request line it begins with

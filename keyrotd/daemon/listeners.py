@@ -76,7 +76,7 @@ class Listeners:
     def __init__(self, listeners: list[Listener], on_bound: Callable[[], None]) -> None:
         self.all = listeners
         self._on_bound = on_bound
-        self._stopping: asyncio.Event | None = None
+        self._stopping = asyncio.Event()  # bound to the loop at its first wait
 
     @property
     def tls(self) -> list[Listener]:
@@ -97,7 +97,6 @@ class Listeners:
     async def serve(self) -> None:
         """Bind every listener, serve until :meth:`stop`; a failed bind is a
         :class:`KeyrotdError` (and nothing is served)."""
-        self._stopping = asyncio.Event()
         try:
             for listener in self.all:
                 sock = bind(listener)
@@ -122,9 +121,8 @@ class Listeners:
             remove_socket_file(listener)
 
     def stop(self) -> None:
-        """Stop every listener (on the loop's thread)."""
-        if self._stopping is not None:
-            self._stopping.set()
+        """Stop every listener (on the loop's thread; before :meth:`serve` too)."""
+        self._stopping.set()
 
     def renew_tls(self, cert: Path, key: Path, loop: asyncio.AbstractEventLoop) -> None:
         """Serve ``cert``/``key`` on every TLS listener (from a thread other than the loop's).
@@ -181,25 +179,6 @@ def bind(listener: Listener) -> socket.socket:
         raise cannot_listen(listener, exc.strerror or str(exc), exc.errno) from None
     sock.setblocking(False)
     return sock
-
-
-def takes_connections(listener: Listener) -> bool:
-    """Whether a connection to ``listener`` succeeds now (closed at once, nothing sent)."""
-    path = listener.socket_path
-    target: str | tuple[str, int]
-    if path is not None:
-        family, target = socket.AF_UNIX, str(path)
-    else:
-        host, port = split_admin_listen(listener.address)  # type: ignore[misc]
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
-        family, target = (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1)
-        try:
-            probe.connect(target)
-        except OSError:
-            return False
-    return True
 
 
 def check_port_free(host: str, port: int, listener: Listener) -> None:

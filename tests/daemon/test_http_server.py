@@ -152,7 +152,6 @@ def test_oversized_and_malformed_requests_are_refused_and_closed() -> None:
         b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * MAX_HEAD + b"\r\n\r\n": 431,
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_READ + 1): 413,
         b"GET / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n": 400,
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n": 400,
         "GET /é HTTP/1.1\r\nHost: x\r\n\r\n".encode(): 200,  # taken percent-encoded
         b"GET /%ff HTTP/1.1\r\nHost: x\r\n\r\n": 400,  # decodes to no UTF-8
     }
@@ -166,6 +165,15 @@ def test_oversized_and_malformed_requests_are_refused_and_closed() -> None:
                 raw = read_all(client)
                 assert raw.startswith(b"HTTP/1.1 %d " % status), (request[:40], raw[:60])
                 assert b"connection: close" in raw
+
+
+def test_an_http2_client_is_told_in_http2_to_use_http_1_1() -> None:
+    with serving(echo) as (port, _), connect(port) as client:
+        client.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        frames = read_all(client)
+    settings, goaway = frames[:9], frames[9:]
+    assert settings == bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # an empty SETTINGS frame
+    assert goaway[3] == 7 and int.from_bytes(goaway[-4:], "big") == 0xD  # HTTP_1_1_REQUIRED
 
 
 def test_a_stop_closes_idle_connections_at_once_and_busy_ones_after_their_answer(

@@ -7,12 +7,14 @@ dependants do, be refused.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from pathlib import Path
 
 import uvloop
 
-from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener, takes_connections
+from keyrotd.config import split_admin_listen
+from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listener, Listeners, make_listener
 from tests.daemon.test_app_inprocess import write_config
 from tests.support.app import running_app
 from tests.support.daemon import free_port
@@ -46,3 +48,22 @@ def test_on_bound_runs_once_every_listener_takes_connections(tmp_path: Path) -> 
             loop.close()
     assert told.is_set()
     assert refused == []
+
+
+def takes_connections(listener: Listener) -> bool:
+    """Whether a connection to ``listener`` succeeds now (closed at once, nothing sent)."""
+    path = listener.socket_path
+    target: str | tuple[str, int]
+    if path is not None:
+        family, target = socket.AF_UNIX, str(path)
+    else:
+        host, port = split_admin_listen(listener.address)  # type: ignore[misc]
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        family, target = (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(target)
+        except OSError:
+            return False
+    return True
