@@ -29,8 +29,7 @@ from keyrotd.cli import build_parser, main
 from keyrotd.cli.handover import handover_notices
 from keyrotd.config import load_settings
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey, generate_key
-from keyrotd.lifecycle.commands import Revoke, Rotate
-from keyrotd.lifecycle.planner import plan
+from keyrotd.lifecycle.commands import Revoke, Rotate, plan
 from keyrotd.model import ALGORITHMS, Keyset
 from keyrotd.storage import open_storage
 from tests.support.clock import T0, ManualClock

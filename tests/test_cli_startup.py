@@ -33,6 +33,7 @@ STATUS_NEVER = (
     "keyrotd.status",  # the entry of ``status --json``, and with it ``inspect``'s verdicts
     "keyrotd.inspection",
     "keyrotd.writer",  # status reads the keyset; it never plans a write
+    "keyrotd.lifecycle.commands",  # nor tells the planner to do anything: it reads its times
     "keyrotd.custody",  # the private keys' custody, for commands that sign or make keys
     "keyrotd.keys",  # key generation: status makes no key
     "keyrotd.rotating",  # the rules and notes of ``rotate``

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from keyrotd.cli import main
 from keyrotd.config import KeysetSettings, load_settings
 from keyrotd.errors import KeyrotdError
-from keyrotd.lifecycle.commands import TICK, Command, Observed, Rotate, Transition
+from keyrotd.lifecycle.commands import TICK, Command, Observed, Rotate
+from keyrotd.lifecycle.events import Transition
 from keyrotd.lifecycle.planner import view
 from keyrotd.model import Keyset, Policy
 from keyrotd.propagation import ANNOUNCE_SLACK, Answer, Poll
