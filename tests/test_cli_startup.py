@@ -34,6 +34,7 @@ STATUS_NEVER = (
     "keyrotd.inspection",
     "keyrotd.writer",  # status reads the keyset; it never plans a write
     "keyrotd.lifecycle.commands",  # nor tells the planner to do anything: it reads its times
+    "keyrotd.observations",  # the polls of the observe URLs, for the daemon's observer
     "keyrotd.custody",  # the private keys' custody, for commands that sign or make keys
     "keyrotd.keys",  # key generation: status makes no key
     "keyrotd.rotating",  # the rules and notes of ``rotate``

@@ -24,7 +24,8 @@ from keyrotd.lifecycle.commands import TICK, Command, Observed, Rotate
 from keyrotd.lifecycle.events import Transition
 from keyrotd.lifecycle.planner import view
 from keyrotd.model import Keyset, Policy
-from keyrotd.propagation import ANNOUNCE_SLACK, Answer, Poll
+from keyrotd.observations import Answer, Poll
+from keyrotd.propagation import ANNOUNCE_SLACK
 from tests.support.clock import T0_NEW_YEAR as T0
 from tests.test_lifecycle import check_document, step
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Final
 from keyrotd.lifecycle.events import Transition
 from keyrotd.lifecycle.planner import OutOfKeys, Planner
 from keyrotd.model import Jwk, Key, Keyset, Policy
-from keyrotd.propagation import Poll
+from keyrotd.observations import Poll
 
 if TYPE_CHECKING:
     from keyrotd.keys import NewKey  # made by the caller: the planner makes none

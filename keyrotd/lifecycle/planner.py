@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 from keyrotd.errors import KeyNotFoundError, KeyrotdError
 from keyrotd.lifecycle.events import FIRST_KEY, IMPORTED, Due, EventName, Transition
 from keyrotd.model import HISTORY_LIMIT, Jwk, Key, Keyset, KeyState, Policy
-from keyrotd.propagation import Poll, awaiting, observe
+from keyrotd.propagation import awaiting, observe
 from keyrotd.revocations import ever_revoked
 
 if TYPE_CHECKING:
     from keyrotd.keys import NewKey  # made by the caller: the planner (and status) make none
+    from keyrotd.observations import Poll
 
 
 class OutOfKeys(Exception):
