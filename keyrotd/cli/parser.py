@@ -14,7 +14,7 @@ from typing import NoReturn
 from keyrotd import __version__
 from keyrotd.errors import UsageError
 
-_DASH_KID = re.compile(r"-[A-Za-z0-9_-]{7,42}")
+_DASH_KID = r"-[A-Za-z0-9_-]{7,42}"
 """A kid (43 base64url characters) or a prefix of one (8 or more) that starts with '-', which
 argparse takes for an option; :data:`_REVOKE_OPTIONS` are options all the same."""
 _REVOKE_OPTIONS = frozenset({"--keyset", "--config", "--debug", "--help", "--version"})
@@ -181,7 +181,7 @@ def kid_after_double_dash(argv: list[str]) -> list[str]:
     if "revoke" not in argv or "--" in argv:
         return argv
     after = argv[argv.index("revoke") + 1 :]
-    kids = [arg for arg in after if _DASH_KID.fullmatch(arg) and arg not in _REVOKE_OPTIONS]
+    kids = [arg for arg in after if re.fullmatch(_DASH_KID, arg) and arg not in _REVOKE_OPTIONS]
     if len(kids) != 1:
         return argv
     rest = list(argv)
