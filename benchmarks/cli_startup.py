@@ -1,13 +1,15 @@
 """CLI start-up: ``keyrotd --help`` and ``keyrotd status`` against what they cannot avoid, same run.
 
-    python benchmarks/cli_startup.py [--rounds 30] [--no-bytecode] [--beside DIR]
+    python benchmarks/cli_startup.py [--rounds 30] [--no-bytecode] [--beside DIR] [--config]
 
 Each round runs, in turn, as whole processes (wall time, output discarded):
 - ``python -c pass``: the bare interpreter (this venv's, with its site-packages);
 - ``keyrotd --help`` (the installed console script);
 - ``python -c "import pydantic_settings, cryptography..."``: what ``status`` cannot avoid, the
   configuration loader (TOML and ``KEYROTD_*``) and the AES-GCM of a sealed store;
-- ``keyrotd status`` on a file store with one keyset (made by ``keyrotd rotate`` first).
+- ``keyrotd status`` on a file store with one keyset (made by ``keyrotd rotate`` first); with
+  ``--config``, ``status`` (and that ``rotate``) read a ``keyrotd.toml`` that sets the storage and
+  the keyset's durations (:data:`CONFIG`), as a deployment does, instead of the built-in defaults.
 The figures are the medians over the rounds, and the ratios the medians of each round's own
 ratio, so that a machine whose speed drifts during the run compares like with like. The ratios
 are given for wall time (the target) and for CPU time (user + system of the child), which a
@@ -39,6 +41,20 @@ UNAVOIDABLE = (
     "import pydantic_settings, cryptography.hazmat.primitives.ciphers.aead, "
     "cryptography.hazmat.primitives.serialization"
 )
+CONFIG = """\
+[storage]
+type = "file"
+path = "./keyrotd-data"
+
+[[keysets]]
+name = "default"
+algorithm = "ES256"
+rotation_period = "7d"
+publish_ahead = "1d"
+token_lifetime = "1h"
+clock_skew = "5m"
+"""
+"""What ``--config`` writes to ``keyrotd.toml`` in the working directory."""
 TARGETS = {"help": 3.0, "status": 1.2}
 NO_PYC = "PYTHONDONTWRITEBYTECODE"
 
@@ -62,6 +78,9 @@ def main() -> int:
         help="keep PYTHONDONTWRITEBYTECODE as set (an editable checkout compiles on every run)",
     )
     parser.add_argument("--beside", type=Path, help="a tree with another revision's keyrotd/")
+    parser.add_argument(
+        "--config", action="store_true", help="status reads a keyrotd.toml (storage, durations)"
+    )
     args = parser.parse_args()
     exe = shutil.which("keyrotd", path=os.path.dirname(sys.executable))
     if exe is None:
@@ -83,8 +102,11 @@ def main() -> int:
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     bytecode = "as the environment has it" if args.no_bytecode else "written by the warm-up"
     print(f"bytecode: {bytecode} (PYTHONDONTWRITEBYTECODE={os.environ.get(NO_PYC, '')!r})")
+    print(f"configuration: {'./keyrotd.toml' if args.config else 'none (built-in defaults)'}")
     with tempfile.TemporaryDirectory(prefix="keyrotd-cli-startup-") as tmp:
         cwd = Path(tmp)
+        if args.config:  # found there as ./keyrotd.toml, as by an operator's command
+            (cwd / "keyrotd.toml").write_text(CONFIG, encoding="utf-8")
         subprocess.run([exe, "rotate"], cwd=cwd, env=env, check=True, capture_output=True)
         for name, argv in commands.items():  # warm the page cache and the bytecode
             warm = dict(envs[name])

@@ -28,12 +28,14 @@ _MICROSECONDS: Final = {
     "h": 3_600_000_000,
     "d": 86_400_000_000,
 }
+# Patterns, not compiled ones: ``re`` compiles each on first use (and keeps it), so that a start
+# that parses no duration text (the built-in defaults are timedeltas) compiles none.
 _NUMBER: Final = r"[0-9]+(?:\.[0-9]+)?"
-_PLAIN_SECONDS: Final = re.compile(rf"{_NUMBER}|\.[0-9]+")
-_COMPOUND: Final = re.compile(rf"(?:{_NUMBER}(?:ms|s|m|h|d))+")
-_COMPONENT: Final = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
-_ISO: Final = re.compile(r"[+-]?P.*", re.IGNORECASE | re.DOTALL)
-_ISO_MONTHS: Final = re.compile(r"[+-]?P[^T]*M")
+_PLAIN_SECONDS: Final = rf"{_NUMBER}|\.[0-9]+"
+_COMPOUND: Final = rf"(?:{_NUMBER}(?:ms|s|m|h|d))+"
+_COMPONENT: Final = rf"({_NUMBER})(ms|s|m|h|d)"
+_ISO: Final = r"(?is)[+-]?P.*"
+_ISO_MONTHS: Final = r"[+-]?P[^T]*M"
 _MICROSECOND: Final = timedelta(microseconds=1)
 _LONGEST_TEXT: Final = 64
 _LINE_BREAKS: Final = {"\x85": "\\x85", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -84,12 +86,12 @@ def _parse_text(value: str) -> timedelta:
     text = value.strip()
     if len(text) > _LONGEST_TEXT:
         raise InvalidValueError(f"{quote(value)} is not a duration", HINT)
-    if _PLAIN_SECONDS.fullmatch(text):
+    if re.fullmatch(_PLAIN_SECONDS, text):
         return _in_range(value, Decimal(text) * _MICROSECONDS["s"])
-    if _COMPOUND.fullmatch(text.lower()):
-        parts = _COMPONENT.findall(text.lower())
+    if re.fullmatch(_COMPOUND, text.lower()):
+        parts = re.findall(_COMPONENT, text.lower())
         return _in_range(value, sum(Decimal(n) * _MICROSECONDS[unit] for n, unit in parts))
-    if _ISO.fullmatch(text):
+    if re.fullmatch(_ISO, text):
         return _parse_iso(value, text.upper())
     if text.startswith("-") and _parses(text[1:]):
         raise InvalidValueError(f"{quote(value)} is negative", "use a duration of 0 or more")
@@ -97,11 +99,11 @@ def _parse_text(value: str) -> timedelta:
 
 
 def _parses(text: str) -> bool:
-    return bool(_PLAIN_SECONDS.fullmatch(text) or _COMPOUND.fullmatch(text.lower()))
+    return bool(re.fullmatch(_PLAIN_SECONDS, text) or re.fullmatch(_COMPOUND, text.lower()))
 
 
 def _parse_iso(value: str, text: str) -> timedelta:
-    if _ISO_MONTHS.match(text):
+    if re.match(_ISO_MONTHS, text):
         raise InvalidValueError(
             f"{quote(value)} counts months, which have no fixed length",
             "use days (P30D or 30d), or PT1M for minutes",

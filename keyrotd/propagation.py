@@ -1,8 +1,9 @@
 """The propagation rule (docs/guarantees.md), pure: observations are inputs, like ``now``.
 
 A daemon polls each ``observe`` URL the way a verifier would and hands the planner one
-:class:`Poll` (``lifecycle.commands.Observed``): per URL the kids it served (None: unreachable
-or not a JWKS) and the ``max-age``/``s-maxage`` it advertised. For an awaiting successor:
+:class:`~keyrotd.observations.Poll` (``lifecycle.commands.Observed``): per URL the kids it served
+(None: unreachable or not a JWKS) and the ``max-age``/``s-maxage`` it advertised. For an
+awaiting successor:
 
 - each URL's first-seen time, whether it lacks the kid now (and since when), and the largest
   max-age of any answer that lacked it are recorded;
@@ -15,36 +16,18 @@ or not a JWKS) and the ``max-age``/``s-maxage`` it advertised. For an awaiting s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from keyrotd.model import Key, Propagation, UrlProgress
 from keyrotd.times import rfc3339
 
+if TYPE_CHECKING:
+    from keyrotd.observations import Answer, Poll
+
 ANNOUNCE_SLACK: Final = timedelta(seconds=1)
 """Added to ``refresh_interval``: a confirmation is written a moment after it was planned."""
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One URL's answer to one poll: the kids served (None: an error) and its cache lifetime."""
-
-    kids: frozenset[str] | None
-    max_age: timedelta = timedelta(0)
-
-    def serves(self, kid: str) -> bool:
-        return self.kids is not None and kid in self.kids
-
-
-@dataclass(frozen=True)
-class Poll:
-    """The answers of one poll of every observed URL, all received by ``at``."""
-
-    at: datetime
-    answers: Mapping[str, Answer]
-    refresh_interval: timedelta = timedelta(0)
+_NO_AGE: Final = timedelta(0)
 
 
 def awaiting(scheduled_at: datetime, urls: tuple[str, ...], since: datetime) -> Propagation:
@@ -57,9 +40,11 @@ def observe(key: Key, poll: Poll, verifier_cache: timedelta, now: datetime) -> K
     progress = key.propagation
     if progress is None or not key.awaiting or poll.at < key.created_at:
         return key
-    urls = tuple(_seen(u, poll.answers.get(u.url), key.kid, poll.at) for u in progress.urls)
+    answers = [(u, poll.answers.get(u.url)) for u in progress.urls]
+    urls = tuple(_seen(u, a, key.kid, poll.at) for u, a in answers)
+    # no answer from a URL: it lacks the kid, and advertised no max-age
     lacking_ages = [
-        a.max_age for u in progress.urls if not (a := _answer(poll, u.url)).serves(key.kid)
+        _NO_AGE if a is None else a.max_age for _, a in answers if not _serves(a, key.kid)
     ]
     updated = dataclasses.replace(
         progress, urls=urls, max_age_lacking=max([progress.max_age_lacking, *lacking_ages])
@@ -74,12 +59,12 @@ def observe(key: Key, poll: Poll, verifier_cache: timedelta, now: datetime) -> K
     return dataclasses.replace(key, propagation=confirmed, activates_at=activates_at)
 
 
-def _answer(poll: Poll, url: str) -> Answer:
-    return poll.answers.get(url) or Answer(None)
+def _serves(answer: Answer | None, kid: str) -> bool:
+    return answer is not None and answer.serves(kid)
 
 
 def _seen(progress: UrlProgress, answer: Answer | None, kid: str, at: datetime) -> UrlProgress:
-    if answer is not None and answer.serves(kid):
+    if _serves(answer, kid):
         return UrlProgress(progress.url, progress.first_seen or at, None)
     return UrlProgress(progress.url, progress.first_seen, progress.lacking_since or at)
 

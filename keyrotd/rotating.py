@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from keyrotd.durations import format_duration
 from keyrotd.errors import RefusedError
-from keyrotd.lifecycle.commands import Transition
+from keyrotd.lifecycle.events import Transition
 from keyrotd.model import Key, Keyset
 from keyrotd.times import rfc3339
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
-from keyrotd.lifecycle.commands import Due
 from keyrotd.lifecycle.due import due_times, expires_after, next_due
+from keyrotd.lifecycle.events import Due
 from keyrotd.model import Key, Keyset, KeyState, Policy
 from keyrotd.propagation import summary
 from keyrotd.times import rfc3339

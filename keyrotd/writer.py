@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Final
 from keyrotd.custody.interface import ORPHAN_GRACE
 from keyrotd.errors import ConflictError, KeyrotdError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle.commands import TICK, Command, Postpone, Republish, Retain, Transition
-from keyrotd.lifecycle.planner import plan, view
+from keyrotd.lifecycle.commands import TICK, Command, Postpone, Republish, Retain, plan
+from keyrotd.lifecycle.events import Transition
+from keyrotd.lifecycle.planner import view
 from keyrotd.model import Keyset, KeyState, Policy, from_json, to_json
 from keyrotd.retries import COMPARE_AND_SWAP, Retry
 from keyrotd.storage.interface import Storage

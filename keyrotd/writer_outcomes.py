@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from keyrotd.lifecycle.commands import FIRST_KEY, Transition
+from keyrotd.lifecycle.events import FIRST_KEY, Transition
 from keyrotd.model import Keyset, from_json
 from keyrotd.times import rfc3339
 

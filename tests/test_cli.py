@@ -27,10 +27,11 @@ import pytest
 
 from keyrotd.cli import build_parser, main
 from keyrotd.cli.handover import handover_notices
+from keyrotd.cli.parser import COMMANDS
 from keyrotd.config import load_settings
+from keyrotd.errors import UsageError
 from keyrotd.keys import PRIVATE_MEMBERS, NewKey, generate_key
-from keyrotd.lifecycle.commands import Revoke, Rotate
-from keyrotd.lifecycle.planner import plan
+from keyrotd.lifecycle.commands import Revoke, Rotate, plan
 from keyrotd.model import ALGORITHMS, Keyset
 from keyrotd.storage import open_storage
 from tests.support.clock import T0, ManualClock
@@ -207,10 +208,11 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "signing-key" in out
 
 
-def parsers() -> dict[str, argparse.ArgumentParser]:
-    """Every parser of the command line by its prog name: ``keyrotd``, ``keyrotd rotate`` ..."""
+def parsers(only: str | None = None) -> dict[str, argparse.ArgumentParser]:
+    """Every parser of the command line by its prog name: ``keyrotd``, ``keyrotd rotate`` ...
+    (``only``: those ``build_parser(only)`` builds for a run of that command)."""
     found: dict[str, argparse.ArgumentParser] = {}
-    todo = [build_parser()]
+    todo = [build_parser(only)]
     while todo:
         parser = todo.pop()
         found[parser.prog] = parser
@@ -218,6 +220,25 @@ def parsers() -> dict[str, argparse.ArgumentParser]:
             if isinstance(action, argparse._SubParsersAction):
                 todo += action.choices.values()
     return found
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_run_builds_the_parsers_of_its_command_alone_the_same(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``keyrotd NAME ...`` builds NAME's parsers only (docs/benchmarks.md): the same as in the
+    whole parser, so that what NAME accepts, refuses and prints does not change."""
+    whole = parsers()
+    alone = parsers(name)
+    assert set(alone) == {"keyrotd"} | {p for p in whole if p.split()[1:2] == [name]}
+    for prog in set(alone) - {"keyrotd"}:
+        assert alone[prog].format_help() == whole[prog].format_help(), prog
+        code, out, _ = run(capsys, *prog.split()[1:], "--help")
+        assert (code, out) == (0, whole[prog].format_help()), prog
+    with pytest.raises(UsageError) as refused:
+        build_parser().parse_args([name, "--no-such-option=1"])
+    code, _, err = run(capsys, name, "--no-such-option=1")
+    assert (code, err) == (2, f"keyrotd: {' '.join(str(refused.value).split())}\n")
 
 
 def test_the_parsers_cover_every_command_of_the_contract() -> None:

@@ -33,10 +33,13 @@ STATUS_NEVER = (
     "keyrotd.status",  # the entry of ``status --json``, and with it ``inspect``'s verdicts
     "keyrotd.inspection",
     "keyrotd.writer",  # status reads the keyset; it never plans a write
+    "keyrotd.lifecycle.commands",  # nor tells the planner to do anything: it reads its times
+    "keyrotd.observations",  # the polls of the observe URLs, for the daemon's observer
     "keyrotd.custody",  # the private keys' custody, for commands that sign or make keys
     "keyrotd.keys",  # key generation: status makes no key
     "keyrotd.rotating",  # the rules and notes of ``rotate``
     "tomllib",  # only when there is a configuration file to read (here there is none)
+    "keyrotd.cli.admin_client_commands",  # the parser builds the command it runs, not ``client``
 )
 
 

@@ -420,7 +420,7 @@ def test_clock_skew_boundaries() -> None:
 
 
 def test_a_retired_key_still_verifies_and_a_late_signature_is_flagged() -> None:
-    from keyrotd.lifecycle.planner import plan
+    from keyrotd.lifecycle.commands import plan
     from keyrotd.model import Keyset, Policy
 
     policy = Policy(DAY, 12 * HOUR, HOUR, timedelta(minutes=5))

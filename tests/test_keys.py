@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from keyrotd.keys import PRIVATE_MEMBERS, generate_key, thumbprint
-from keyrotd.lifecycle.planner import plan
+from keyrotd.lifecycle.commands import plan
 from keyrotd.model import ALGORITHMS, Keyset, Policy
 
 REQUIRED_MEMBERS = {

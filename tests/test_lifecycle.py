@@ -22,10 +22,11 @@ from keyrotd.lifecycle.commands import (
     Republish,
     Revoke,
     Rotate,
-    Transition,
+    plan,
 )
 from keyrotd.lifecycle.due import next_transition
-from keyrotd.lifecycle.planner import plan, view
+from keyrotd.lifecycle.events import Transition
+from keyrotd.lifecycle.planner import view
 from keyrotd.model import HISTORY_LIMIT, Keyset, KeyState, Policy
 from tests.support.clock import T0_NEW_YEAR as T0
 from tests.support.keysets import POLICY

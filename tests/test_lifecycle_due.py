@@ -16,8 +16,9 @@ from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.scheduling import Rotator, replica_offset
 from keyrotd.daemon.state import Board
 from keyrotd.keys import generate_key
+from keyrotd.lifecycle.commands import plan
 from keyrotd.lifecycle.due import due_times, next_transition
-from keyrotd.lifecycle.planner import Planner, plan
+from keyrotd.lifecycle.planner import Planner
 from keyrotd.model import Keyset
 from keyrotd.storage import open_storage
 from keyrotd.times import rfc3339

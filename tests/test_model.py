@@ -10,7 +10,7 @@ import pytest
 
 from keyrotd.errors import CorruptDocumentError
 from keyrotd.keys import generate_key
-from keyrotd.lifecycle.planner import plan
+from keyrotd.lifecycle.commands import plan
 from keyrotd.model import (
     FORMAT,
     HISTORY_LIMIT,

@@ -20,10 +20,12 @@ from hypothesis import strategies as st
 from keyrotd.cli import main
 from keyrotd.config import KeysetSettings, load_settings
 from keyrotd.errors import KeyrotdError
-from keyrotd.lifecycle.commands import TICK, Command, Observed, Rotate, Transition
+from keyrotd.lifecycle.commands import TICK, Command, Observed, Rotate
+from keyrotd.lifecycle.events import Transition
 from keyrotd.lifecycle.planner import view
 from keyrotd.model import Keyset, Policy
-from keyrotd.propagation import ANNOUNCE_SLACK, Answer, Poll
+from keyrotd.observations import Answer, Poll
+from keyrotd.propagation import ANNOUNCE_SLACK
 from tests.support.clock import T0_NEW_YEAR as T0
 from tests.test_lifecycle import check_document, step
 

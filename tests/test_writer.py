@@ -19,7 +19,7 @@ import pytest
 
 from keyrotd.errors import ConflictError, StorageError
 from keyrotd.keys import NewKey, generate_key
-from keyrotd.lifecycle.planner import plan
+from keyrotd.lifecycle.commands import plan
 from keyrotd.model import Keyset, from_json, to_json
 from keyrotd.retries import COMPARE_AND_SWAP
 from keyrotd.storage.file import FileStorage

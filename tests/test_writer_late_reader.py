@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from keyrotd.lifecycle.commands import Retain, Revoke, Rotate
-from keyrotd.lifecycle.planner import plan
+from keyrotd.lifecycle.commands import Retain, Revoke, Rotate, plan
 from keyrotd.model import Keyset, KeyState, from_json
 from keyrotd.testing.memory import MemoryStorage
 from keyrotd.writer import KeysetSpec, KeysetWriter

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from keyrotd.cli.parser import build_parser, kid_after_double_dash
+from keyrotd.cli.parser import COMMANDS, build_parser, kid_after_double_dash
 from keyrotd.errors import KeyrotdError
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def _run(argv: Sequence[str] | None, clock: Clock | None) -> int:
     args_list = kid_after_double_dash(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args_list
     try:
-        args = build_parser().parse_args(args_list)
+        args = build_parser(_command_first(args_list)).parse_args(args_list)
         if args.command == "client":  # keyrotd.cli.admin_client_commands: no storage
             from keyrotd.cli.admin_client_commands import dispatch as client_dispatch
 
@@ -73,6 +73,13 @@ def _run(argv: Sequence[str] | None, clock: Clock | None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _command_first(args: list[str]) -> str | None:
+    """The command, when it comes first (``keyrotd status ...``): then its parser alone is built,
+    as it alone parses what follows. Otherwise (an option first, ``--help``, no command) all are.
+    """
+    return args[0] if args and args[0] in COMMANDS else None
 
 
 def _print_traceback() -> None:

@@ -25,7 +25,6 @@ from keyrotd.config import KeysetSettings, Settings, load_settings
 from keyrotd.config.policy import rotate_times
 from keyrotd.durations import format_duration
 from keyrotd.errors import KeyNotFoundError, KeyrotdError, UsageError
-from keyrotd.lifecycle.commands import Revoke, Rotate
 from keyrotd.model import Keyset, from_json
 from keyrotd.status_timeline import render_status
 from keyrotd.storage import Storage, open_storage
@@ -138,6 +137,7 @@ def cmd_signing_key(
 def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
     if args.force and not args.now:
         raise UsageError("--force goes with --now", "use `keyrotd rotate --now --force`")
+    from keyrotd.lifecycle.commands import Rotate  # the writers' commands; status only reads
     from keyrotd.rotating import successor_note
 
     chosen = settings.keyset(args.keyset)
@@ -155,6 +155,8 @@ def cmd_rotate(settings: Settings, storage: Storage, args: argparse.Namespace, c
 
 
 def cmd_revoke(settings: Settings, storage: Storage, args: argparse.Namespace, clock: Clock) -> int:
+    from keyrotd.lifecycle.commands import Revoke
+
     name, kid = find_kid(settings, storage, args.kid, args.keyset)
     mgr = manager(settings, storage, name, clock)
     outcome = mgr.apply(Revoke(kid))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from keyrotd.durations import format_duration
-from keyrotd.lifecycle.commands import FIRST_KEY, Transition
+from keyrotd.lifecycle.events import FIRST_KEY, Transition
 from keyrotd.model import Keyset, Policy
 from keyrotd.times import rfc3339
 

@@ -4,7 +4,7 @@ has no keys yet: shared by ``commands``, ``backup``, ``import_command`` and ``si
 from __future__ import annotations
 
 from keyrotd.errors import KeyrotdError
-from keyrotd.lifecycle.commands import Transition
+from keyrotd.lifecycle.events import Transition
 from keyrotd.model import Keyset
 from keyrotd.times import rfc3339
 

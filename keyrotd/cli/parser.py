@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from typing import NoReturn
 
 from keyrotd import __version__
 from keyrotd.errors import UsageError
 
-_DASH_KID = re.compile(r"-[A-Za-z0-9_-]{7,42}")
+_DASH_KID = r"-[A-Za-z0-9_-]{7,42}"
 """A kid (43 base64url characters) or a prefix of one (8 or more) that starts with '-', which
 argparse takes for an option; :data:`_REVOKE_OPTIONS` are options all the same."""
 _REVOKE_OPTIONS = frozenset({"--keyset", "--config", "--debug", "--help", "--version"})
@@ -43,7 +44,10 @@ EXIT_CODES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with ``only`` (a command's name, the first argument of a run of
+    it), that command's alone: what follows the name is parsed by its parser only, so a run needs
+    none of the others (half of the parser's cost at start-up, docs/benchmarks.md)."""
     parser = _Parser(
         prog="keyrotd",
         description="Signing-key rotation daemon and operator tool.",
@@ -55,28 +59,38 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    for name, (help_text, add_arguments) in COMMANDS.items():
+        if only is None or only == name:
+            p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES)
+            _common(p, top=False)
+            add_arguments(p)
+    return parser
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES)
-        _common(p, top=False)
-        return p
 
-    def keyset(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
-        p.add_argument("--keyset", metavar="N", help=KEYSET_HELP)
+def _keyset(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    p.add_argument("--keyset", metavar="N", help=KEYSET_HELP)
 
-    command("run", "run the daemon: scheduled rotation and the JWKS over HTTP")
-    p = command("status", "keys, states, timestamps and the next transition")
+
+def _run(p: argparse.ArgumentParser) -> None:
+    """``run`` takes only ``--config`` and ``--debug``."""
+
+
+def _status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keyset", metavar="N", help="one keyset (default: all)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = command("rotate", "bring the next rotation forward")
-    keyset(p)
+
+
+def _rotate(p: argparse.ArgumentParser) -> None:
+    _keyset(p)
     p.add_argument("--now", action="store_true", help="emergency: the successor signs at once")
     p.add_argument(
         "--force",
         action="store_true",
         help="with --now: even a successor verifiers may not hold yet, or a brand-new key",
     )
-    p = command("revoke", "drop a key from the JWKS at once")
+
+
+def _revoke(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "kid",
         metavar="KID",
@@ -84,21 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
         "status`)",
     )
     p.add_argument("--keyset", metavar="N", help="the keyset holding KID (default: search all)")
-    add_sign_parser(command("sign", "print a token signed by the active key"), KEYSET_HELP)
-    add_import_parser(command("import", "adopt an existing key (PEM or JWK)"), KEYSET_HELP)
-    p = command("backup", "write the keyset's document, sealed, with its revision")
-    keyset(p)
+
+
+def _backup(p: argparse.ArgumentParser) -> None:
+    _keyset(p)
     p.add_argument(
         "--output", metavar="F", help="write the backup to file F (mode 0600); default: stdout"
     )
-    p = command("restore", "bring a backup's keys back, never a revoked one")
+
+
+def _restore(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE", help="a file written by `keyrotd backup`")
     p.add_argument("--keyset", metavar="N", help="the keyset (default: the backup's own)")
-    p = command("jwks", "print the JWKS that is served")
-    keyset(p)
-    p = command("signing-key", "print the active private JWK (for issuers)")
-    keyset(p)
-    p = command("inspect", "explain why a token is or is not valid")
+
+
+def _inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "token",
         nargs="?",
@@ -108,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is ignored); - or nothing: read it from stdin",
     )
     where = p.add_mutually_exclusive_group()
-    keyset(where)
+    _keyset(where)
     where.add_argument(
         "--jwks-url",
         metavar="URL",
@@ -124,16 +138,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audience", metavar="A", help="require A in the token's aud claim")
     p.add_argument("--issuer", metavar="I", help="require the token's iss claim to be I")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = command("check-config", "validate the configuration and the policy")
+
+
+def _check_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--example",
         action="store_true",
         help="print the commented example configuration (every setting) instead",
     )
+
+
+def _client(p: argparse.ArgumentParser) -> None:
     from keyrotd.cli.admin_client_commands import add_client_parser  # scoped admin clients
 
-    add_client_parser(command("client", "manage the scoped admin clients"), _common)
-    return parser
+    add_client_parser(p, _common)
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("run the daemon: scheduled rotation and the JWKS over HTTP", _run),
+    "status": ("keys, states, timestamps and the next transition", _status),
+    "rotate": ("bring the next rotation forward", _rotate),
+    "revoke": ("drop a key from the JWKS at once", _revoke),
+    "sign": ("print a token signed by the active key", lambda p: add_sign_parser(p, KEYSET_HELP)),
+    "import": ("adopt an existing key (PEM or JWK)", lambda p: add_import_parser(p, KEYSET_HELP)),
+    "backup": ("write the keyset's document, sealed, with its revision", _backup),
+    "restore": ("bring a backup's keys back, never a revoked one", _restore),
+    "jwks": ("print the JWKS that is served", _keyset),
+    "signing-key": ("print the active private JWK (for issuers)", _keyset),
+    "inspect": ("explain why a token is or is not valid", _inspect),
+    "check-config": ("validate the configuration and the policy", _check_config),
+    "client": ("manage the scoped admin clients", _client),
+}
+"""Each command in the order ``--help`` lists them: its help line and what adds its arguments."""
 
 
 def kid_after_double_dash(argv: list[str]) -> list[str]:
@@ -145,7 +181,7 @@ def kid_after_double_dash(argv: list[str]) -> list[str]:
     if "revoke" not in argv or "--" in argv:
         return argv
     after = argv[argv.index("revoke") + 1 :]
-    kids = [arg for arg in after if _DASH_KID.fullmatch(arg) and arg not in _REVOKE_OPTIONS]
+    kids = [arg for arg in after if re.fullmatch(_DASH_KID, arg) and arg not in _REVOKE_OPTIONS]
     if len(kids) != 1:
         return argv
     rest = list(argv)

@@ -20,12 +20,14 @@ from keyrotd.model import ALGORITHMS, KEYSET_NAME
 
 RSA_KEY_SIZES: Final = (2048, 3072, 4096)
 
-_SECRET_PREFIX: Final = re.compile(r"[A-Za-z0-9/_+=.@-]{0,256}")
-_REGION: Final = re.compile(r"[a-z0-9-]{0,64}")
-_TABLE: Final = re.compile(r"([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}")
-_BRACKETED: Final = re.compile(r"\[([^\]]+)\]:([0-9]{1,5})")
-_HOST_PORT: Final = re.compile(r"([^:\[\]]+):([0-9]{1,5})")
-_HOSTNAME: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+# Patterns, not compiled ones: ``re`` compiles each on first use (and keeps it), so that a start
+# whose configuration sets none of these settings compiles none.
+_SECRET_PREFIX: Final = r"[A-Za-z0-9/_+=.@-]{0,256}"  # noqa: S105 (a pattern, no secret)
+_REGION: Final = r"[a-z0-9-]{0,64}"
+_TABLE: Final = r"([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}"
+_BRACKETED: Final = r"\[([^\]]+)\]:([0-9]{1,5})"
+_HOST_PORT: Final = r"([^:\[\]]+):([0-9]{1,5})"
+_HOSTNAME: Final = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*"
 _LISTEN_HINT: Final = 'use host:port, e.g. "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"'
 
 
@@ -67,9 +69,9 @@ def _is_http_url(value: str, *, bare: bool) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and (plain or not bare)
 
 
-def _matching(pattern: re.Pattern[str], what: str, hint: str) -> AfterValidator:
+def _matching(pattern: str, what: str, hint: str) -> AfterValidator:
     def check(value: str) -> str:
-        if not pattern.fullmatch(value):
+        if not re.fullmatch(pattern, value):
             raise InvalidValueError(f"{quote(value)} is not a valid {what}", hint)
         return value
 
@@ -78,7 +80,7 @@ def _matching(pattern: re.Pattern[str], what: str, hint: str) -> AfterValidator:
 
 def split_listen(listen: str) -> tuple[str, int]:
     """The host (IPv6 without brackets) and port of a ``host:port`` listen address."""
-    bracketed, plain = _BRACKETED.fullmatch(listen), _HOST_PORT.fullmatch(listen)
+    bracketed, plain = re.fullmatch(_BRACKETED, listen), re.fullmatch(_HOST_PORT, listen)
     if bracketed and _is_ipv6(bracketed[1]):
         host, port = bracketed[1], int(bracketed[2])
     elif plain and _is_host(plain[1]):
@@ -118,7 +120,7 @@ def _is_host(host: str) -> bool:
         except ValueError:
             return False
         return True
-    return len(host) <= 253 and bool(_HOSTNAME.fullmatch(host))
+    return len(host) <= 253 and bool(re.fullmatch(_HOSTNAME, host))
 
 
 def _listen(value: str) -> str:

@@ -16,7 +16,8 @@ SEE_EXAMPLE: Final = "see `keyrotd check-config --example`"
 """The commented example of every setting ships with the package (``keyrotd/example.toml``)."""
 UNKNOWN_HINT: Final = f"remove it or check the spelling ({SEE_EXAMPLE})"
 
-_TOML_POSITION: Final = re.compile(r"\s*\(at line (\d+), column \d+\)$")
+_TOML_POSITION: Final = r"\s*\(at line (\d+), column \d+\)$"
+"""A pattern: ``re`` compiles it when a TOML error is phrased (and keeps it), never before."""
 
 Location = tuple[str | int, ...]
 """Where a value sits in the settings: ``("keysets", 0, "rsa_key_size")``."""
@@ -36,9 +37,9 @@ def _one_line(text: str) -> str:
 def toml_error(path: Path, exc: Exception) -> ConfigError:
     """``path:LINE: invalid TOML: ...`` for a decoding error (or a file nested too deeply)."""
     reason = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
-    position = _TOML_POSITION.search(reason)
+    position = re.search(_TOML_POSITION, reason)
     where = f"{path}:{position[1]}" if position else str(path)
-    reason = _TOML_POSITION.sub("", reason)
+    reason = re.sub(_TOML_POSITION, "", reason)
     return config_error(f"{where}: invalid TOML: {reason}", f"fix the syntax ({SEE_EXAMPLE})")
 
 

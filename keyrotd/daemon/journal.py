@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final, Literal
 
-from keyrotd.lifecycle.commands import EventName, Transition
+from keyrotd.lifecycle.events import EventName, Transition
 from keyrotd.model import Key, Keyset, KeyState
 from keyrotd.writer_outcomes import log_transition
 

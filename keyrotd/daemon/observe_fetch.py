@@ -22,7 +22,7 @@ from datetime import timedelta
 from email.message import Message
 from typing import IO, Any, Final
 
-from keyrotd.propagation import Answer
+from keyrotd.observations import Answer
 
 MAX_BODY: Final = 1024 * 1024
 MAX_REDIRECTS: Final = 3

@@ -35,7 +35,8 @@ from keyrotd.daemon.observe_fetch import ObserveError, fetch
 from keyrotd.daemon.state import Board
 from keyrotd.lifecycle.commands import Observed
 from keyrotd.model import Keyset, KeyState
-from keyrotd.propagation import Answer, Poll, confirmation_delay, held
+from keyrotd.observations import Answer, Poll
+from keyrotd.propagation import confirmation_delay, held
 from keyrotd.times import rfc3339
 from keyrotd.writer_outcomes import Outcome
 

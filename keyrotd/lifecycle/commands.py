@@ -1,23 +1,18 @@
-"""The planner's vocabulary: the commands it takes, the transitions, due times and plan."""
+"""What the planner is told to do: the commands, ``plan``, which applies one, and its ``Plan``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final
 
-from keyrotd.model import Jwk, Key, Keyset
-from keyrotd.propagation import Poll
+from keyrotd.lifecycle.events import Transition
+from keyrotd.lifecycle.planner import OutOfKeys, Planner
+from keyrotd.model import Jwk, Key, Keyset, Policy
+from keyrotd.observations import Poll
 
-EventName = Literal[
-    "key.created",
-    "key.activated",
-    "key.retired",
-    "key.expired",
-    "key.revoked",
-    "key.confirmed",
-    "key.retained",
-]
+if TYPE_CHECKING:
+    from keyrotd.keys import NewKey  # made by the caller: the planner makes none
 
 
 @dataclass(frozen=True)
@@ -113,30 +108,6 @@ class Retain:
 
 Command = Tick | Rotate | Revoke | Republish | Postpone | Observed | Import | Restore | Retain
 TICK: Final = Tick()
-FIRST_KEY: Final = "first key of a new keyset"
-IMPORTED: Final = "import --as active"
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One lifecycle event. ``exception`` names the reason when G2 was bypassed on purpose."""
-
-    event: EventName
-    kid: str
-    at: datetime
-    exception: str | None = None
-
-
-@dataclass(frozen=True)
-class Due:
-    """One instant at which the plan changes by itself (no command, only time passing), what
-    happens then and to which key (None: a successor not made yet). The planner says them
-    (``Planner.due``); the scheduler, the served views, ``status`` and its timeline read them."""
-
-    at: datetime
-    event: EventName
-    kid: str | None
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -147,3 +118,55 @@ class Plan:
     """The document differs from the input and must be written."""
     needs_keys: int = 0
     """More fresh keys are needed: generate this many in all and plan again."""
+
+
+def plan(
+    keyset: Keyset,
+    policy: Policy,
+    now: datetime,
+    command: Command = TICK,
+    fresh: tuple[NewKey, ...] = (),
+) -> Plan:
+    """The next state of ``keyset`` at ``now`` after ``command``; pure and deterministic."""
+    work = Planner(keyset, policy, now, fresh)
+    try:
+        # Both re-date keys before anything falls due on the old schedule.
+        if isinstance(command, Republish):
+            work.republish(command.kids)
+        elif isinstance(command, Postpone):
+            work.postpone(command.by)
+        work.materialize()
+        if isinstance(command, Import):  # before ensure_active: an imported key may be the first
+            work.import_key(
+                command.kid,
+                command.alg,
+                command.public_jwk,
+                command.private_jwk,
+                command.until,
+                command.revoked_elsewhere,
+            )
+        work.ensure_active()
+        if isinstance(command, Rotate):
+            work.rotate(command.now, command.settle)
+        elif isinstance(command, Revoke):
+            work.revoke_kid(command.kid)
+        elif isinstance(command, Observed):
+            work.observed(command.poll)
+        elif isinstance(command, Restore):
+            work.restore(command.keys, command.revoked)
+        elif isinstance(command, Retain):
+            work.retain(command.key, command.until)
+        work.materialize()
+        work.ensure_successor()
+    except OutOfKeys:
+        return Plan(keyset, (), needs_keys=work.used)
+    rewrite = isinstance(command, Restore) and command.rewrite
+    if not work.transitions and work.keys == list(keyset.keys) and not rewrite:
+        return Plan(keyset, (), changed=False)
+    result = Keyset(
+        name=keyset.name,
+        keys=tuple(work.keys),
+        history=tuple(work.history),
+        updated_at=now,
+    )
+    return Plan(result, tuple(work.transitions), changed=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Final
 
-from keyrotd.lifecycle.commands import Due
+from keyrotd.lifecycle.events import Due
 from keyrotd.lifecycle.planner import Planner
 from keyrotd.model import Keyset, Policy
 

@@ -1,4 +1,8 @@
-"""The rule itself: ``plan``, ``view``, the planner's working state, its steps, its due times."""
+"""The rule itself: the planner's working state, its steps, its due times, and ``view``.
+
+It takes no command (``plan`` in :mod:`keyrotd.lifecycle.commands` maps each onto these steps),
+so that ``status`` and the served views load the rule without the commands.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from keyrotd.errors import KeyNotFoundError, KeyrotdError
-from keyrotd.lifecycle.commands import (
-    FIRST_KEY,
-    IMPORTED,
-    TICK,
-    Command,
-    Due,
-    EventName,
-    Import,
-    Observed,
-    Plan,
-    Postpone,
-    Republish,
-    Restore,
-    Retain,
-    Revoke,
-    Rotate,
-    Transition,
-)
-from keyrotd.model import HISTORY_LIMIT, Key, Keyset, KeyState, Policy
-from keyrotd.propagation import Poll, awaiting, observe
+from keyrotd.lifecycle.events import FIRST_KEY, IMPORTED, Due, EventName, Transition
+from keyrotd.model import HISTORY_LIMIT, Jwk, Key, Keyset, KeyState, Policy
+from keyrotd.propagation import awaiting, observe
 from keyrotd.revocations import ever_revoked
 
 if TYPE_CHECKING:
     from keyrotd.keys import NewKey  # made by the caller: the planner (and status) make none
+    from keyrotd.observations import Poll
 
 
 class OutOfKeys(Exception):
@@ -319,10 +307,17 @@ class Planner:
         self.revoke(key)
         self.activate(successor, self.now, "revoke of the active key")
 
-    def import_key(self, imported: Import) -> None:
-        """Adopt a key made elsewhere (``commands.Import``)."""
-        kid = imported.kid
-        if ever_revoked(kid, self.history, imported.revoked_elsewhere):
+    def import_key(
+        self,
+        kid: str,
+        alg: str,
+        public_jwk: Jwk,
+        private_jwk: Jwk | None,
+        until: datetime | None,
+        revoked_elsewhere: frozenset[str],
+    ) -> None:
+        """Adopt a key made elsewhere (``commands.Import``, whose fields these are)."""
+        if ever_revoked(kid, self.history, revoked_elsewhere):
             raise KeyrotdError(
                 f"keyset {self.name}: key {kid} was revoked; a revoked key never comes back",
                 "import another key",
@@ -335,24 +330,24 @@ class Planner:
             )
         key = Key(
             kid=kid,
-            alg=imported.alg,
+            alg=alg,
             state=KeyState.PENDING,
             created_at=self.now,
-            public_jwk=imported.public_jwk,
-            private_jwk=imported.private_jwk,
+            public_jwk=public_jwk,
+            private_jwk=private_jwk,
         )
-        if imported.until is not None:
+        if until is not None:
             retired = key.replace(
                 state=KeyState.RETIRED,
                 retired_at=self.now,
-                expires_at=imported.until,
+                expires_at=until,
                 drop_private=True,
             )
             self.keys.append(retired)
             self._emit("key.created", kid, self.now)
             self._emit("key.retired", kid, self.now)
             return
-        assert imported.private_jwk is not None
+        assert private_jwk is not None
         self.keys.append(key)
         self._emit("key.created", kid, self.now)
         self.activate(key, self.now, IMPORTED)
@@ -360,51 +355,6 @@ class Planner:
         for successor in self.pending():  # the next rotation counts from the import
             soonest = max(successor.created_at + self.policy.publish_ahead, next_period)
             self._reschedule(successor, lambda at: soonest)  # noqa: B023 (called at once)
-
-
-def plan(
-    keyset: Keyset,
-    policy: Policy,
-    now: datetime,
-    command: Command = TICK,
-    fresh: tuple[NewKey, ...] = (),
-) -> Plan:
-    """The next state of ``keyset`` at ``now`` after ``command``; pure and deterministic."""
-    work = Planner(keyset, policy, now, fresh)
-    try:
-        # Both re-date keys before anything falls due on the old schedule.
-        if isinstance(command, Republish):
-            work.republish(command.kids)
-        elif isinstance(command, Postpone):
-            work.postpone(command.by)
-        work.materialize()
-        if isinstance(command, Import):  # before ensure_active: an imported key may be the first
-            work.import_key(command)
-        work.ensure_active()
-        if isinstance(command, Rotate):
-            work.rotate(command.now, command.settle)
-        elif isinstance(command, Revoke):
-            work.revoke_kid(command.kid)
-        elif isinstance(command, Observed):
-            work.observed(command.poll)
-        elif isinstance(command, Restore):
-            work.restore(command.keys, command.revoked)
-        elif isinstance(command, Retain):
-            work.retain(command.key, command.until)
-        work.materialize()
-        work.ensure_successor()
-    except OutOfKeys:
-        return Plan(keyset, (), needs_keys=work.used)
-    rewrite = isinstance(command, Restore) and command.rewrite
-    if not work.transitions and work.keys == list(keyset.keys) and not rewrite:
-        return Plan(keyset, (), changed=False)
-    result = Keyset(
-        name=keyset.name,
-        keys=tuple(work.keys),
-        history=tuple(work.history),
-        updated_at=now,
-    )
-    return Plan(result, tuple(work.transitions), changed=True)
 
 
 def view(keyset: Keyset, policy: Policy, now: datetime) -> Keyset:

@@ -50,10 +50,9 @@ SUFFIX: Final = ".json"
 """The suffix of a keyset's document, ``<keyset>.json``; its temp files are named after it."""
 FILE_MODE: Final = 0o600
 """The mode of every file of the store: documents, temp files and lock files."""
-_TEMP_FILE: Final = re.compile(
-    r"\.(?P<keyset>.+)" + re.escape(SUFFIX) + r"(?:\.[0-9a-f]{32})?\.tmp"
-)
-"""``.<keyset>.json.tmp``, and ``.<keyset>.json.<random>.tmp`` as keyrotd 0.x named them."""
+_TEMP_FILE: Final = r"\.(?P<keyset>.+)" + re.escape(SUFFIX) + r"(?:\.[0-9a-f]{32})?\.tmp"
+"""``.<keyset>.json.tmp``, and ``.<keyset>.json.<random>.tmp`` as keyrotd 0.x named them (a
+pattern: ``re`` compiles it when a directory is swept, and keeps it)."""
 _KINDS: Final = {
     stat.S_IFIFO: "a FIFO",
     stat.S_IFCHR: "a character device",
@@ -238,7 +237,7 @@ def _temp_files_by_keyset(directory: Path) -> dict[str, list[str]]:
     except OSError:
         return found
     for name in names:
-        match = _TEMP_FILE.fullmatch(name)
+        match = re.fullmatch(_TEMP_FILE, name)
         if match:
             found.setdefault(match["keyset"], []).append(name)
     return found

@@ -20,7 +20,7 @@ from keyrotd.daemon.state import Board, ServedKeyset
 from keyrotd.daemon.systemd import Notifier
 from keyrotd.errors import ConfigError
 from keyrotd.keys import generate_key
-from keyrotd.lifecycle.planner import plan
+from keyrotd.lifecycle.commands import plan
 from keyrotd.secretfiles import load_admin_token
 from tests.support.clock import T0_2030 as T0
 

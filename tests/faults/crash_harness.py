@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from keyrotd.lifecycle.commands import Transition
+from keyrotd.lifecycle.events import Transition
 from keyrotd.model import Keyset, KeyState, from_json
 from keyrotd.storage.file import FileStorage
 from keyrotd.writer import KeysetSpec, KeysetWriter

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from keyrotd.keys import PRIVATE_MEMBERS
-from keyrotd.lifecycle.commands import Transition
+from keyrotd.lifecycle.events import Transition
 from keyrotd.lifecycle.planner import view
 from keyrotd.model import Key, Keyset, KeyState, Policy
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from keyrotd.lifecycle.commands import TICK, Command, Rotate, Transition
+from keyrotd.lifecycle.commands import TICK, Command, Rotate
+from keyrotd.lifecycle.events import Transition
 from keyrotd.model import Keyset, from_json
 from keyrotd.storage import Storage
 from keyrotd.storage.file import FileStorage

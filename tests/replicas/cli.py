@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from keyrotd.lifecycle.commands import Transition
+from keyrotd.lifecycle.events import Transition
 from tests.faults.test_races import TRANSITION
 
 FORK_SERVER = """

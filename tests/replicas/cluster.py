@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from keyrotd.errors import StorageError
-from keyrotd.lifecycle.commands import Transition
+from keyrotd.lifecycle.events import Transition
 from keyrotd.model import Keyset, Policy, from_json
 from keyrotd.storage.aws.storage import AwsStorage
 from keyrotd.times import utc_now

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from keyrotd.lifecycle.commands import Transition
+from keyrotd.lifecycle.events import Transition
 
 from .http import Reply, exchange
 from .preload import LAUNCH_PREFIX
