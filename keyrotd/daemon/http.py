@@ -46,6 +46,7 @@ from keyrotd.daemon.responses import (
     Scope,
     cacheable,
     error,
+    etag_matches,
     header,
     not_allowed,
     not_found,
@@ -107,6 +108,23 @@ class Routes:
 
 
 @dataclass(frozen=True)
+class Kept:
+    """A keyset's JWKS answers for one ETag and max-age (without CORS): made once, answered to
+    every request until either changes (each second, near a scheduled change)."""
+
+    etag: bytes
+    max_age: int
+    ok: Response
+    not_modified: Response
+
+    @classmethod
+    def of(cls, etag: bytes, max_age: int, body: bytes) -> Kept:
+        ok = cacheable([], etag, max_age, body)
+        not_modified = cacheable([(b"if-none-match", etag)], etag, max_age, body)
+        return cls(etag, max_age, ok._replace(shared=True), not_modified._replace(shared=True))
+
+
+@dataclass(frozen=True)
 class Options:
     """What a reload can change on the HTTP side."""
 
@@ -146,6 +164,8 @@ class App:
             "/readyz": self.readyz,
         }
         self.routes = Routes(metrics.http, "public" if public else "admin")
+        self._kept: dict[str, Kept] = {}
+        """Each keyset's JWKS answers, by name (one entry a keyset: no key material)."""
 
     def handle(self, scope: Scope) -> Response | Awaitable[Response]:
         """One request (``http_server`` calls it on the loop): the answer itself when made
@@ -250,7 +270,15 @@ class App:
                 return with_headers(unloaded, extra)
             return with_headers(error(404, f"unknown keyset {name}"), extra)
         max_age = published.max_age(now, self.options.max_age)
-        return cacheable(headers, published.etag, max_age, published.body, extra)
+        if cors is not None:
+            return cacheable(headers, published.etag, max_age, published.body, extra)
+        kept = self._kept.get(name)
+        if kept is None or kept.etag != published.etag or kept.max_age != max_age:
+            kept = self._kept[name] = Kept.of(published.etag, max_age, published.body)
+        for key, value in headers:
+            if key == b"if-none-match" and etag_matches(value, kept.etag):
+                return kept.not_modified
+        return kept.ok
 
     def discovery(self, document: Discovery, method: str, headers: Headers) -> Response:
         """A keyset's OpenID discovery document (configuration only: no keys needed)."""

@@ -91,6 +91,26 @@ class _Date:
 _date: Final = _Date()
 
 
+class _Encoded:
+    """The encodings of the shared answers (``Response.shared``) made this second (their
+    ``Date`` header holds for it): a kept-alive GET of a JWKS is one dict lookup."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.by_id: dict[int, tuple[Response, bytes]] = {}
+
+    def get(self, response: Response) -> bytes:
+        now = int(time.time())
+        if now != self.second:
+            self.second, self.by_id = now, {}
+        found = self.by_id.get(id(response))
+        if found is not None and found[0] is response:
+            return found[1]
+        encoded = encode_response(response, head_only=False, keep_alive=True)
+        self.by_id[id(response)] = (response, encoded)
+        return encoded
+
+
 def encode_response(response: Response, head_only: bool, keep_alive: bool) -> bytes:
     """Status line, headers (``content-length``, ``date``, ``connection: close`` added) and body."""
     status = response.status
@@ -105,6 +125,9 @@ def encode_response(response: Response, head_only: bool, keep_alive: bool) -> by
             body = b""
     close = b"" if keep_alive else b"connection: close\r\n"
     return b"%s%s%s%s%s\r\n%s" % (head, fields, length, _date.header(), close, body)
+
+
+_encoded: Final = _Encoded()
 
 
 def _refusal(status: int, message: str) -> bytes:
@@ -407,7 +430,11 @@ class Connection(asyncio.Protocol):
         except Exception:  # the app answers its own failures; this is the last resort
             response = _FAILED
         if type(response) is Response:
-            self.write(encode_response(response, scope["method"] == "HEAD", keep_alive))
+            head_only = scope["method"] == "HEAD"
+            if response.shared and keep_alive and not head_only:
+                self.write(_encoded.get(response))
+                return
+            self.write(encode_response(response, head_only, keep_alive))
             if not keep_alive:
                 self.pending_close()
             return

@@ -20,11 +20,14 @@ POST: Final = ("POST",)
 
 
 class Response(NamedTuple):
-    """An answer: a tuple, as cheap to make as one (every JWKS request makes one)."""
+    """An answer: a tuple, as cheap to make as one."""
 
     status: int
     headers: Headers
     body: bytes = b""
+    shared: bool = False
+    """The same object answers many requests (a JWKS answer, kept by the app until it changes):
+    the server may keep its encoding for as long as its ``Date`` header holds."""
 
 
 def compact_json(data: object) -> bytes:
