@@ -154,7 +154,7 @@ def main() -> int:
     for name, rates in results.items():
         rate = statistics.median(rates)
         print(
-            f"  {name:<20} {rate:9.0f} req/s  {rate / base:4.2f}x nginx  "
+            f"  {name:<28} {rate:9.0f} req/s  {rate / base:4.2f}x nginx  "
             f"p99 {statistics.median(p99s[name]):6.2f} ms"
         )
     return 0
