@@ -163,7 +163,11 @@ def bind(listener: Listener) -> socket.socket:
         else:
             host, port = split_admin_listen(listener.address)  # type: ignore[misc]
             family, kind, proto, _, address = socket.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                host,
+                port,
+                socket.AF_INET6 if ":" in host else socket.AF_INET,  # as check_port_free
+                socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE,
             )[0]
             sock = socket.socket(family, kind, proto)
             try:
