@@ -1,13 +1,14 @@
-"""Why keyrotd embeds granian: one minimal raw ASGI app under each way of running it, vs nginx.
+"""Why the daemon serves HTTP itself: one fixed JWKS answer under each server, against nginx.
 
     apt-get install -y nginx wrk
     python benchmarks/http_server_modes.py [--rounds 6] [--seconds 3]
+    pip install 'granian==2.8.*'    # optional: adds granian's embedded server to the comparison
 
 The same 900-byte JSON body with the same headers, served by:
-- granian's embedded server on the process's own asyncio loop (what ``keyrotd run`` does, so the
-  scheduler and the HTTP side share one board in memory);
-- granian in worker processes (``granian --workers 1`` and ``--workers 2``): faster on two cores,
-  but the JWKS state would then have to cross processes;
+- keyrotd's own server (``keyrotd.daemon.http_server``: httptools on uvloop's transports) with a
+  handler that returns the answer, no app: the server's own cost;
+- granian's embedded server on a uvloop loop, over ASGI (the interface that gives the path as
+  sent, which the ``%2F`` refusal needs) and RSGI, when granian is installed;
 - nginx (worker_processes auto) serving the bytes from a file: the baseline;
 - and ``keyrotd run`` itself, serving its own JWKS (RS256, two keys: about the same size).
 Rounds are interleaved and the medians printed, as this machine is shared and noisy.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import signal
 import statistics
 import subprocess
@@ -39,8 +41,8 @@ HEADERS = [
 ]
 
 
-async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """A raw ASGI app as small as keyrotd's JWKS path."""
+async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A raw ASGI app as small as a JWKS answer."""
     if scope["type"] != "http":
         return
     headers = [*HEADERS, (b"cache-control", b"public, max-age=%d" % 300)]
@@ -48,29 +50,58 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-def serve_embedded(port: int) -> None:
-    from granian.constants import Interfaces
-    from granian.log import LogLevels
-    from granian.server.embed import Server
+async def rsgi_app(scope: Any, protocol: Any) -> None:
+    headers = [(k.decode(), v.decode()) for k, v in HEADERS] + [
+        ("cache-control", "public, max-age=300")
+    ]
+    protocol.response_bytes(200, headers, BODY)
+
+
+def serve(kind: str, port: int) -> None:
+    """Serve the fixed answer on ``port`` with ``kind`` (this script runs itself for each)."""
+    import socket
+
+    import uvloop
 
     async def main() -> None:
-        server = Server(
-            app,
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        if kind == "keyrotd":
+            from keyrotd.daemon.http_server import HttpServer
+            from keyrotd.daemon.responses import Response
+
+            answer = Response(200, [*HEADERS, (b"cache-control", b"public, max-age=300")], BODY)
+            server = HttpServer(lambda scope: answer, None)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(1024)
+            sock.setblocking(False)
+            await server.start(sock)
+            await stop.wait()
+            server.stop()
+            return
+        from granian.constants import Interfaces
+        from granian.log import LogLevels
+        from granian.server.embed import Server
+
+        embedded = Server(
+            asgi_app if kind == "granian-asgi" else rsgi_app,
             address="127.0.0.1",
             port=port,
-            interface=Interfaces.ASGINL,
+            interface=Interfaces.ASGINL if kind == "granian-asgi" else Interfaces.RSGI,
             log_level=LogLevels.error,
             websockets=False,
         )
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.stop)
-        await server.serve()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, embedded.stop)
+        await embedded.serve()
 
-    asyncio.run(main())
+    asyncio.Runner(loop_factory=uvloop.new_event_loop).run(main())
 
 
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve-embedded":
-        serve_embedded(int(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]))
         return 0
     from daemon_tools import Nginx, free_port, make_daemon, wait_for, wrk
 
@@ -79,22 +110,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=3)
     args = parser.parse_args()
     here = Path(__file__).resolve().parent
-    granian = [sys.executable, "-m", "granian", "--host", "127.0.0.1", "--log-level", "error"]
-    granian += ["--interface", "asginl", "--no-ws", "--working-dir", str(here)]
+    kinds = ["keyrotd"]
+    if importlib.util.find_spec("granian") is not None:
+        kinds += ["granian-asgi", "granian-rsgi"]
+    else:
+        print("granian is not installed: comparing keyrotd's server and nginx only")
     servers: dict[str, tuple[int, list[str]]] = {}
-    port = free_port()
-    servers["granian embedded"] = (port, [sys.executable, __file__, "--serve-embedded", str(port)])
-    for workers in (1, 2):
+    for kind in kinds:
         port = free_port()
-        command = [
-            *granian,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "http_server_modes:app",
-        ]
-        servers[f"granian {workers} worker(s)"] = (port, command)
+        servers[f"{kind} (fixed answer)"] = (
+            port,
+            [sys.executable, __file__, "--serve", kind, str(port)],
+        )
     with tempfile.TemporaryDirectory() as directory:
         nginx = Nginx(Path(directory), {"jwks.json": BODY})
         keyset = {"name": "main", "algorithm": "RS256", "publish_ahead": "24h"}
@@ -127,7 +154,7 @@ def main() -> int:
     for name, rates in results.items():
         rate = statistics.median(rates)
         print(
-            f"  {name:<20} {rate:9.0f} req/s  {rate / base:4.2f}x nginx  "
+            f"  {name:<28} {rate:9.0f} req/s  {rate / base:4.2f}x nginx  "
             f"p99 {statistics.median(p99s[name]):6.2f} ms"
         )
     return 0

@@ -1,7 +1,7 @@
 """Logging: one event a line, JSON by default, on stderr.
 
 Every line has an ``event`` field: each logging call in keyrotd names one (``tests/test_logs.py``
-checks them all), and a line of a library whose logger the daemon adopts (granian, APScheduler)
+checks them all), and a line of a library whose logger the daemon adopts (asyncio, APScheduler)
 gets ``<family>.<level>``. Lifecycle events carry ``keyset``, ``kid`` and ``by`` (``self`` or
 ``storage``: who made the change) as fields. Nothing in keyrotd passes key material to a logger;
 ``tests`` scan every line for the private values to keep it that way.
@@ -35,8 +35,7 @@ AUDIT_FIELDS: Final = ("client", "remote", "method", "action", "status", "count"
 PROPAGATION_FIELDS: Final = ("url", "urls", "delay")  # docs/guarantees.md events
 LIBRARY_EVENTS: Final = (
     ("apscheduler", "scheduler"),
-    ("_granian", "http"),
-    ("granian", "http"),
+    ("asyncio", "http"),
     ("botocore", "aws"),
     ("urllib3", "aws"),
 )

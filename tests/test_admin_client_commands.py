@@ -355,7 +355,7 @@ def test_root_keeps_the_owner_of_the_directory_then_of_the_file(
     assert sorted(os.listdir(directory)) == ["clients.toml", "clients.toml.lock"]  # no temp left
 
 
-HEAVY = ("boto3", "botocore", "apscheduler", "granian", "prometheus_client", "keyrotd.daemon")
+HEAVY = ("boto3", "botocore", "apscheduler", "httptools", "prometheus_client", "keyrotd.daemon")
 
 
 @pytest.mark.parametrize(

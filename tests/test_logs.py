@@ -1,5 +1,5 @@
 """Every log line is an event: each logging call in keyrotd names one, and the formatter gives
-one to the lines of the libraries whose loggers the daemon adopts (granian, APScheduler)."""
+one to the lines of the libraries whose loggers the daemon adopts (asyncio, APScheduler)."""
 
 from __future__ import annotations
 

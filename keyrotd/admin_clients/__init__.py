@@ -14,7 +14,7 @@ The API for the daemon (401/403, SIGHUP re-read, audit log) and for ``check-conf
   :class:`ConfigError` (exit 2) naming the file and the fix for any defect: bad TOML, unknown
   keys, a bad hash or scope, two clients with one name or one token, a client named ``admin``
   beside ``admin_token_file``, or a missing file. On SIGHUP call it again and keep the old
-  registry if it raises. It is cheap: no network, no heavy import (no boto3, granian,
+  registry if it raises. It is cheap: no network, no heavy import (no boto3, httptools,
   APScheduler).
 - ``admin_token_file`` is the client ``admin`` with every scope (each action on ``*``).
 - ``action`` is one of :data:`ACTIONS`: ``"signing-key"``, ``"sign"``, ``"status"``, ``"rotate"``,

@@ -1,7 +1,7 @@
 """``keyrotd run``: the daemon (docs/http.md).
 
-The heavy modules (granian, APScheduler, prometheus_client) load only here, when the daemon runs:
-``keyrotd --help`` and the operator commands never import them.
+The heavy modules (uvloop, httptools, APScheduler, prometheus_client) load only here, when the
+daemon runs: ``keyrotd --help`` and the operator commands never import them.
 """
 
 from __future__ import annotations

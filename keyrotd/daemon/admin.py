@@ -305,9 +305,10 @@ def signing_key(board: Board, name: str) -> Response:
     return Response(200, [JSON, NO_STORE], body)
 
 
-async def sign(admin: Admin, board: Board, name: str, scope: Scope) -> Response:
-    """``POST .../sign``: the claims signed by the key active now (docs/http.md)."""
-    body = await read_body(scope)
+def sign(admin: Admin, board: Board, name: str, scope: Scope) -> Answer:
+    """``POST .../sign``: the claims signed by the key active now (docs/http.md). A key in
+    storage custody signs here, on the loop (microseconds); one in a token or KMS is awaited."""
+    body = read_body(scope)
     if body is None:
         return error(413, f"the request body is above {MAX_BODY} bytes")
     now = time.time()
@@ -318,33 +319,52 @@ async def sign(admin: Admin, board: Board, name: str, scope: Scope) -> Response:
     settings = published.settings
     try:
         request = parse_request(body)
-
-        def signed_by(signer: SigningKey) -> Signed:
-            return sign_token(
-                request,
-                signer,
-                now=datetime.fromtimestamp(now, UTC),
-                token_lifetime=settings.token_lifetime,
-                issuer=settings.issuer,
-            )
-
-        if settings.custody == "storage":
-            signed = signed_by(published.signer)  # in memory: on the loop, microseconds
-        elif admin.signers is None or admin.custody_calls is None:
-            return error(503, f"keyset {name}: no custody signer in this daemon")
-        else:
-            signers = admin.signers
-            signed = await admin.custody_calls.run(
-                settings.custody, signers.with_active, name, signed_by
-            )
     except SignRefused as exc:
         return error(400, str(exc))
-    except LookupError as exc:
-        return error(503, str(exc))
-    except KeyrotdError as exc:  # the custody out of reach: the JWKS is still served
-        return error(503, exc.message)
+
+    def signed_by(signer: SigningKey) -> Signed:
+        return sign_token(
+            request,
+            signer,
+            now=datetime.fromtimestamp(now, UTC),
+            token_lifetime=settings.token_lifetime,
+            issuer=settings.issuer,
+        )
+
+    if settings.custody != "storage":
+        return _sign_in_custody(admin, name, settings.custody, signed_by, started)
+    try:
+        signed = signed_by(published.signer)
+    except (SignRefused, LookupError, KeyrotdError) as exc:
+        return _sign_refused(exc)
     admin.audit.metrics.token_signed(name, time.perf_counter() - started)
     return Response(200, [JSON, NO_STORE], compact_json(answer_of(signed)))
+
+
+async def _sign_in_custody(
+    admin: Admin,
+    name: str,
+    custody: str,
+    signed_by: Callable[[SigningKey], Signed],
+    started: float,
+) -> Response:
+    """The signature of a key held in a token or KMS: on its worker, the loop free meanwhile."""
+    if admin.signers is None or admin.custody_calls is None:
+        return error(503, f"keyset {name}: no custody signer in this daemon")
+    try:
+        signed = await admin.custody_calls.run(custody, admin.signers.with_active, name, signed_by)
+    except (SignRefused, LookupError, KeyrotdError) as exc:
+        return _sign_refused(exc)
+    admin.audit.metrics.token_signed(name, time.perf_counter() - started)
+    return Response(200, [JSON, NO_STORE], compact_json(answer_of(signed)))
+
+
+def _sign_refused(exc: SignRefused | LookupError | KeyrotdError) -> Response:
+    if isinstance(exc, SignRefused):
+        return error(400, str(exc))
+    if isinstance(exc, LookupError):
+        return error(503, str(exc))
+    return error(503, exc.message)  # the custody out of reach: the JWKS is still served
 
 
 async def command(admin: Admin, executor: Executor, name: str, action: Command) -> Response:

@@ -1,8 +1,8 @@
 """The audit trail of the authenticated endpoints (docs/http.md).
 
 Every request to an admin endpoint, allowed or not, is one ``admin.request`` event with
-``client`` (the name, or ``unknown``), ``remote`` (``ip:port``, or ``unix`` on a unix socket:
-granian gives no peer credentials there, so no uid), ``method``, ``keyset``, ``action`` and
+``client`` (the name, or ``unknown``), ``remote`` (``ip:port``, or ``unix`` on a unix socket,
+which has no address), ``method``, ``keyset``, ``action`` and
 ``status`` (an int); a revoke also names the ``kid``, a rotate says whether ``now`` was
 asked. Allowed requests (and 5xx failures) log at
 info (error for 5xx), refusals (every 4xx) at warning.
@@ -167,12 +167,12 @@ def _call_later(delay: float, callback: Callable[[], None]) -> object:
 
 
 def remote_of(scope: Scope) -> str:
-    """``ip:port`` of the peer, or ``unix`` for a unix socket (granian's ASGI scope gives a
-    tuple, ``("", "0")`` on a unix socket; RSGI a text, the peer's socket path there)."""
+    """``ip:port`` of the peer, or ``unix`` for a unix socket (the scope's ``client`` is a tuple,
+    ``("", 0)`` on a unix socket; a text is taken too: ``ip:port``, or a socket path)."""
     client = scope.get("client")
     if isinstance(client, tuple | list) and len(client) == 2:
         host, port = client
-        if not host:  # granian's ASGI scope on a unix socket: ("", "0")
+        if not host:  # a unix socket: ("", 0)
             return "unix"
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     if isinstance(client, str):

@@ -1,4 +1,4 @@
-"""The raw ASGI application: routing by hand, precomputed bodies, JSON errors.
+"""The application: routing by hand, precomputed bodies, JSON errors.
 
     GET /.well-known/jwks.json                     JWKS of the first keyset
     GET /keysets/{name}/jwks.json                  JWKS of a keyset
@@ -10,17 +10,16 @@
     and the admin endpoints (see ``admin``) when ``server.admin_token_file`` or
     ``server.admin_clients_file`` is set.
 
-No framework: a JWKS request costs a dict lookup, a float comparison, a header scan and two ASGI
-messages on granian's own scope (a few µs of Python; docs/benchmarks.md, "HTTP hot paths").
-Responses to GET also answer HEAD.
-Request bodies are read only by ``POST .../sign`` (``responses.read_body``, at most 64 KiB).
+No framework: a JWKS request costs a dict lookup, a float comparison and a header scan, answered
+in place on the loop (a few µs of Python; docs/benchmarks.md, "HTTP hot paths").
+Responses to GET also answer HEAD (``http_server`` leaves the body out).
+Request bodies are used only by ``POST .../sign`` (``responses.read_body``, at most 64 KiB).
 Every error has a JSON body; an unexpected exception is logged (its type, never its text) and
 answered with a bare 500.
 A path whose segment holds an encoded
 ``/`` (``%2F``) is answered 400 on every route: the server decodes ``path``, so only
-``raw_path`` (as sent) tells ``/keysets/a%2Fsigning-key`` from ``/keysets/a/signing-key``.
-granian's RSGI interface has no raw path; that is why the listeners run this app over ASGI
-(docs/http.md, "Connections").
+``raw_path`` (as sent) tells ``/keysets/a%2Fsigning-key`` from ``/keysets/a/signing-key``
+(docs/http.md, "Encoded slashes").
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from keyrotd.daemon import status_page
 from keyrotd.daemon.admin import Admin
 from keyrotd.daemon.cors import Cors, with_headers
 from keyrotd.daemon.discovery import Discovery, Route
-from keyrotd.daemon.idle import Activity
 from keyrotd.daemon.metrics import CONTENT_TYPE, HTTP_BUCKETS, HttpStats, Metrics, RouteStats
 from keyrotd.daemon.responses import (
     GET,
@@ -46,9 +44,9 @@ from keyrotd.daemon.responses import (
     Headers,
     Response,
     Scope,
-    Send,
     cacheable,
     error,
+    etag_matches,
     header,
     not_allowed,
     not_found,
@@ -64,7 +62,6 @@ FIRST_KEYSET: Final = frozenset({"/signing-key", "/sign"})
 
 
 _clock: Final = time.perf_counter
-_monotonic: Final = time.monotonic
 _KEYSET_ROUTES: Final = ("jwks.json", "signing-key", "rotate", "status", "sign")
 """The ``/keysets/{name}/X`` routes (an unknown X counts as ``other``)."""
 
@@ -111,6 +108,23 @@ class Routes:
 
 
 @dataclass(frozen=True)
+class Kept:
+    """A keyset's JWKS answers for one ETag and max-age (without CORS): made once, answered to
+    every request until either changes (each second, near a scheduled change)."""
+
+    etag: bytes
+    max_age: int
+    ok: Response
+    not_modified: Response
+
+    @classmethod
+    def of(cls, etag: bytes, max_age: int, body: bytes) -> Kept:
+        ok = cacheable([], etag, max_age, body)
+        not_modified = cacheable([(b"if-none-match", etag)], etag, max_age, body)
+        return cls(etag, max_age, ok._replace(shared=True), not_modified._replace(shared=True))
+
+
+@dataclass(frozen=True)
 class Options:
     """What a reload can change on the HTTP side."""
 
@@ -124,7 +138,7 @@ class Options:
 
 
 class App:
-    """The ASGI application (``Interfaces.ASGINL``: no lifespan)."""
+    """The application: :meth:`handle` answers one request (``http_server``'s scope)."""
 
     def __init__(
         self,
@@ -145,38 +159,34 @@ class App:
         self.executor = executor
         self.alive = alive
         self.stopping = False
-        self.activity = Activity()
         self.plain: Final[dict[str, Callable[[], Response]]] = {
             "/healthz": self.healthz,
             "/readyz": self.readyz,
         }
         self.routes = Routes(metrics.http, "public" if public else "admin")
+        self._kept: dict[str, Kept] = {}
+        """Each keyset's JWKS answers, by name (one entry a keyset: no key material)."""
 
-    async def __call__(self, scope: Scope, receive: object, send: Send) -> None:
-        """ASGI (granian's ``Interfaces.ASGINL``: ``keyrotd run`` serves it). The hot path:
-        granian's scope is used as it comes (``receive`` put in it for ``read_body``), nothing
-        copied; an answer made without awaiting (every JWKS) is not awaited."""
-        if scope["type"] != "http":
-            return
-        activity = self.activity  # the idle rule of the unix socket reads it
-        activity.in_progress += 1
+    def handle(self, scope: Scope) -> Response | Awaitable[Response]:
+        """One request (``http_server`` calls it on the loop): the answer itself when made
+        without awaiting (every JWKS answer), else an awaitable of it. Counted either way."""
         began = _clock()
         try:
-            scope["receive"] = receive
             response = self.route(scope)
-            if not isinstance(response, Response):
-                response = await response
         except Exception as exc:
             response = self.failed(scope, exc)
-        finally:
-            activity.in_progress -= 1
-            activity.last = _monotonic()
+        if isinstance(response, Response):
+            self.count(scope["path"], response.status, _clock() - began)
+            return response
+        return self._awaited(scope, response, began)
+
+    async def _awaited(self, scope: Scope, answer: Awaitable[Response], began: float) -> Response:
+        try:
+            response = await answer
+        except Exception as exc:
+            response = self.failed(scope, exc)
         self.count(scope["path"], response.status, _clock() - began)
-        await send(
-            {"type": "http.response.start", "status": response.status, "headers": response.headers}
-        )
-        body = b"" if scope["method"] == "HEAD" else response.body
-        await send({"type": "http.response.body", "body": body})
+        return response
 
     @staticmethod
     def failed(scope: Scope, exc: Exception) -> Response:
@@ -260,7 +270,15 @@ class App:
                 return with_headers(unloaded, extra)
             return with_headers(error(404, f"unknown keyset {name}"), extra)
         max_age = published.max_age(now, self.options.max_age)
-        return cacheable(headers, published.etag, max_age, published.body, extra)
+        if cors is not None:
+            return cacheable(headers, published.etag, max_age, published.body, extra)
+        kept = self._kept.get(name)
+        if kept is None or kept.etag != published.etag or kept.max_age != max_age:
+            kept = self._kept[name] = Kept.of(published.etag, max_age, published.body)
+        for key, value in headers:
+            if key == b"if-none-match" and etag_matches(value, kept.etag):
+                return kept.not_modified
+        return kept.ok
 
     def discovery(self, document: Discovery, method: str, headers: Headers) -> Response:
         """A keyset's OpenID discovery document (configuration only: no keys needed)."""

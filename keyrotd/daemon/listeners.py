@@ -1,50 +1,46 @@
 """The daemon's listeners: the public one (``server.listen``) and, with ``server.admin_listen``,
-the admin one, each a granian embedded server on the one asyncio loop.
+the admin one, each an :class:`~keyrotd.daemon.http_server.HttpServer` on the one event loop.
 
 - TCP listeners speak HTTPS only (TLS 1.2+) when a TLS pair is configured; the admin unix socket
-  is plain HTTP, created 0660 (granian sets the mode at bind). A stale socket file from a previous
-  run is removed first; a live one, or a path that is not a socket, is refused.
-- ``on_bound`` runs once every listener takes connections (``READY=1`` waits for it). granian
-  calls its start-up hook before its worker listens (the worker runs on this same loop, after
-  the hook), so each listener is probed from a thread until a connection to it succeeds.
-- Any listener ending (stop, failed bind, dead worker) stops the others.
+  is plain HTTP, created 0660 (set between bind and listen: no connection is taken before). A
+  stale socket file from a previous run is removed first; a live one, or a path that is not a
+  socket, is refused.
+- ``on_bound`` runs once every listener is bound and listening (``READY=1`` waits for it): a
+  client that connects from then on is queued by the kernel until the loop accepts it.
+- Any listener ending (stop, failed bind) stops the others; a stop gives connections with a
+  request in progress :data:`STOP_GRACE` seconds to be answered.
 - A failed bind names its cause and that cause's fix: a port in use (stop that process), a low
   port without privilege (a port above 1023, or CAP_NET_BIND_SERVICE), an address of another
   machine, a socket directory that is missing or not writable.
-- :meth:`Listeners.renew_tls` points the TLS listeners at a new pair of (private, checked) files
-  and respawns their workers; the old worker keeps serving until the new one has started.
+- :meth:`Listeners.renew_tls` serves a new pair (private, checked files) on every TLS listener:
+  new connections get it, open ones keep theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
-import functools
 import os
 import socket
 import stat
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from granian.constants import Interfaces, SSLProtocols
-from granian.log import LogLevels
-from granian.server.embed import Server
-
 from keyrotd.config import missing_socket_directory, split_admin_listen
 from keyrotd.daemon.http import App
+from keyrotd.daemon.http_server import HttpServer, server_context
 from keyrotd.errors import ConfigError, KeyrotdError
 
 PUBLIC: Final = "public"
 ADMIN: Final = "admin"
 SOCKET_MODE: Final = 0o660
-RESPAWN_INTERVAL: Final = 0.25
-PROBE_INTERVAL: Final = 0.005
-"""Seconds between two connection attempts while a listener is starting."""
-"""Seconds the old worker keeps serving after the new one started, at a TLS renewal."""
+BACKLOG: Final = 1024
+STOP_GRACE: Final = 1.0
+"""Seconds a stop waits for the answers in progress before dropping their connections."""
+RENEW_TIMEOUT: Final = 10.0
 
 _SETTING: Final = {PUBLIC: "server.listen", ADMIN: "server.admin_listen"}
 
@@ -55,12 +51,12 @@ class Listener:
     """``public`` or ``admin``: the ``listener`` of ``tls.*`` log events."""
     address: str
     """As configured: ``host:port`` or ``unix:/PATH``."""
-    server: Server
+    server: HttpServer
     tls: bool
     bound: bool = field(default=False)
-    """granian has started it (its start-up hook ran): a later failure is not a failed bind."""
-    answering: bool = field(default=False)
-    """A connection to it succeeded: it takes connections."""
+    """Its socket is bound and listening: a later failure is not a failed bind."""
+    socket_id: tuple[int, int] | None = field(default=None)
+    """(device, inode) of the unix socket file it bound: removed at the stop if still there."""
 
     @property
     def socket_path(self) -> Path | None:
@@ -69,35 +65,18 @@ class Listener:
 
 
 def make_listener(name: str, address: str, app: App, tls: tuple[Path, Path] | None) -> Listener:
-    """A granian server for ``app`` on ``address``; HTTPS with ``tls`` unless a unix socket."""
+    """A server for ``app`` on ``address``; HTTPS with ``tls`` unless a unix socket. A pair
+    OpenSSL refuses raises :class:`ssl.SSLError`."""
     where = split_admin_listen(address)
-    uds, (host, port) = (where, ("127.0.0.1", 0)) if isinstance(where, Path) else (None, where)
-    cert, key = (None, None) if tls is None or uds is not None else tls
-    server = Server(
-        app,
-        address=host,
-        port=port,
-        uds=uds,
-        interface=Interfaces.ASGINL,  # raw_path: see keyrotd.daemon.http
-        backlog=1024,
-        log_level=LogLevels.error,
-        websockets=False,
-        ssl_cert=cert,
-        ssl_key=key,
-        ssl_protocol_min=SSLProtocols.tls12,
-    )
-    server.uds_permissions = SOCKET_MODE
-    server.respawn_interval = RESPAWN_INTERVAL
-    return Listener(name, address, server, tls=cert is not None)
+    context = None if tls is None or isinstance(where, Path) else server_context(*map(str, tls))
+    return Listener(name, address, HttpServer(app.handle, context), tls=context is not None)
 
 
 class Listeners:
     def __init__(self, listeners: list[Listener], on_bound: Callable[[], None]) -> None:
         self.all = listeners
         self._on_bound = on_bound
-        self._lock = threading.Lock()
-        for listener in listeners:
-            listener.server.on_startup(functools.partial(self._bound, listener))
+        self._stopping = asyncio.Event()  # bound to the loop at its first wait
 
     @property
     def tls(self) -> list[Listener]:
@@ -115,82 +94,100 @@ class Listeners:
             else:
                 clear_stale_socket(path, listener)
 
-    def _bound(self, listener: Listener) -> None:
-        listener.bound = True
-        threading.Thread(
-            target=self._await_answer, args=(listener,), name="keyrotd-listen-probe", daemon=True
-        ).start()
-
-    def _await_answer(self, listener: Listener) -> None:
-        """Probe ``listener`` until it takes a connection (granian listens only once its worker
-        runs, after the hook that started this), then count it; give up when it stops."""
-        while not takes_connections(listener):
-            if listener.server.interrupt_signal:
-                return
-            time.sleep(PROBE_INTERVAL)
-        with self._lock:
-            listener.answering = True
-            done = all(other.answering for other in self.all)
-        if done:
-            self._on_bound()
-
     async def serve(self) -> None:
-        """Serve until every listener stopped; a failed bind is a :class:`KeyrotdError`."""
-        results = await asyncio.gather(
-            *(self._serve_one(listener) for listener in self.all), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    async def _serve_one(self, listener: Listener) -> None:
+        """Bind every listener, serve until :meth:`stop`; a failed bind is a
+        :class:`KeyrotdError` (and nothing is served)."""
         try:
-            await listener.server.serve()
-        except RuntimeError as exc:  # granian reports a failed bind as a RuntimeError
-            if listener.bound:
-                raise
-            reason = _first_line(str(exc))
-            raise cannot_listen(listener, reason, _errno_named_in(reason)) from None
-        finally:
-            self.stop()
+            for listener in self.all:
+                sock = bind(listener)
+                listener.bound = True
+                await listener.server.start(sock)
+        except BaseException:
+            for listener in self.all:
+                listener.server.stop()
+                remove_socket_file(listener)
+            raise
+        self._on_bound()
+        await self._stopping.wait()
+        for listener in self.all:
+            listener.server.stop()
+        stopped = asyncio.gather(*(listener.server.stopped() for listener in self.all))
+        try:
+            await asyncio.wait_for(stopped, STOP_GRACE)
+        except TimeoutError:
+            for listener in self.all:
+                listener.server.abort()
+        for listener in self.all:
+            remove_socket_file(listener)
 
     def stop(self) -> None:
-        """Stop every listener (on the loop's thread)."""
-        for listener in self.all:
-            if not listener.server.interrupt_signal:
-                listener.server.stop()  # type: ignore[no-untyped-call]
+        """Stop every listener (on the loop's thread; before :meth:`serve` too)."""
+        self._stopping.set()
 
     def renew_tls(self, cert: Path, key: Path, loop: asyncio.AbstractEventLoop) -> None:
-        """Serve ``cert``/``key`` on every TLS listener (from any thread). granian checks the
-        pair with OpenSSL first: an ``ssl.SSLError`` leaves every listener on its old pair."""
+        """Serve ``cert``/``key`` on every TLS listener (from a thread other than the loop's).
+        OpenSSL loads the pair first: an ``ssl.SSLError`` leaves every listener on its old
+        pair."""
+        context = server_context(str(cert), str(key))
         for listener in self.tls:
-            listener.server.build_ssl_context(cert, key, None, SSLProtocols.tls12, None, [], False)
-        for listener in self.tls:
-            loop.call_soon_threadsafe(listener.server.reload)
+            future = asyncio.run_coroutine_threadsafe(listener.server.use_tls(context), loop)
+            future.result(RENEW_TIMEOUT)
 
 
-def takes_connections(listener: Listener) -> bool:
-    """Whether a connection to ``listener`` succeeds now (closed at once, nothing sent)."""
+def remove_socket_file(listener: Listener) -> None:
+    """Remove the unix socket file ``listener`` bound, if it is still the one it bound."""
+    path, bound = listener.socket_path, listener.socket_id
+    if path is None or bound is None:
+        return
+    with contextlib.suppress(OSError):
+        found = path.lstat()
+        if (found.st_dev, found.st_ino) == bound:
+            path.unlink()
+
+
+def bind(listener: Listener) -> socket.socket:
+    """``listener``'s socket, bound and listening (a unix socket made 0660 before it listens)."""
     path = listener.socket_path
-    target: str | tuple[str, int]
-    if path is not None:
-        family, target = socket.AF_UNIX, str(path)
-    else:
-        host, port = split_admin_listen(listener.address)  # type: ignore[misc]
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
-        family, target = (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, port)
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1)
-        try:
-            probe.connect(target)
-        except OSError:
-            return False
-    return True
+    try:
+        if path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(str(path))
+                os.chmod(path, SOCKET_MODE)
+                made = path.lstat()
+                listener.socket_id = (made.st_dev, made.st_ino)
+                sock.listen(BACKLOG)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            host, port = split_admin_listen(listener.address)  # type: ignore[misc]
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host,
+                port,
+                socket.AF_INET6 if ":" in host else socket.AF_INET,  # as check_port_free
+                socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE,
+            )[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(address)
+                sock.listen(BACKLOG)
+            except BaseException:
+                sock.close()
+                raise
+    except socket.gaierror as exc:
+        raise cannot_listen(listener, exc.strerror or str(exc), errno.EADDRNOTAVAIL) from None
+    except OSError as exc:
+        raise cannot_listen(listener, exc.strerror or str(exc), exc.errno) from None
+    sock.setblocking(False)
+    return sock
 
 
 def check_port_free(host: str, port: int, listener: Listener) -> None:
-    """Refuse a port in use, even by another keyrotd: granian binds with SO_REUSEPORT, which
-    would let two daemons share one port silently."""
+    """Refuse a port in use, even by another keyrotd (with a clear line, before anything is
+    bound)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
@@ -223,19 +220,6 @@ def clear_stale_socket(path: Path, listener: Listener) -> None:
         else:
             raise cannot_listen(listener, "a process is listening on it", errno.EADDRINUSE)
     path.unlink()
-
-
-def _first_line(reason: str) -> str:
-    """granian's bind error without the Rust backtrace it may carry (``RUST_BACKTRACE``)."""
-    return (reason.split("Stack backtrace:")[0].strip().splitlines() or [reason])[0]
-
-
-def _errno_named_in(reason: str) -> int | None:
-    """The errno whose text granian's bind error carries (it gives no number)."""
-    for number in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL, errno.ENOENT):
-        if os.strerror(number).lower() in reason.lower():
-            return number
-    return None
 
 
 def cannot_listen(listener: Listener, reason: str, cause: int | None = None) -> KeyrotdError:

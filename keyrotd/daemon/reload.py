@@ -78,11 +78,12 @@ def admin_files(settings: Settings) -> tuple[Path | None, Path | None]:
 
 
 def adopt_library_loggers() -> None:
-    """Send granian's, APScheduler's and the AWS SDK's problems through keyrotd's handler, one
-    event a line (``logs.LIBRARY_EVENTS``), never as plain text on stderr."""
+    """Send the event loop's (a transport's failure), APScheduler's and the AWS SDK's problems
+    through keyrotd's handler, one event a line (``logs.LIBRARY_EVENTS``), never as plain
+    text on stderr."""
     handlers = logging.getLogger("keyrotd").handlers
     for name, level in (
-        ("_granian", logging.ERROR),
+        ("asyncio", logging.ERROR),
         ("apscheduler", logging.WARNING),
         ("botocore", logging.WARNING),
         ("urllib3", logging.WARNING),

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import MutableMapping
+from typing import Any, Final, NamedTuple
 
 Scope = MutableMapping[str, Any]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 JSON: Final = (b"content-type", b"application/json")
@@ -21,11 +19,15 @@ GET: Final = ("GET", "HEAD")
 POST: Final = ("POST",)
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
+    """An answer: a tuple, as cheap to make as one."""
+
     status: int
     headers: Headers
     body: bytes = b""
+    shared: bool = False
+    """The same object answers many requests (a JWKS answer, kept by the app until it changes):
+    the server may keep its encoding for as long as its ``Date`` header holds."""
 
 
 def compact_json(data: object) -> bytes:
@@ -95,26 +97,8 @@ def etag_matches(if_none_match: bytes, etag: bytes) -> bool:
     return False
 
 
-async def read_body(scope: Scope, limit: int = MAX_BODY) -> bytes | None:
-    """The request body (granian's RSGI protocol or ASGI's ``receive`` in the scope, as the app
-    puts them); None when it is longer than ``limit`` bytes (the rest is not read)."""
-    chunks: list[bytes] = []
-    size = 0
-    protocol = scope.get("rsgi")
-    if protocol is not None:
-        async for chunk in protocol:
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-    receive = scope["receive"]
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+def read_body(scope: Scope, limit: int = MAX_BODY) -> bytes | None:
+    """The request body (``http_server`` reads it whole before the app is called); None when it
+    is longer than ``limit`` bytes."""
+    body: bytes = scope["body"]
+    return None if len(body) > limit else body

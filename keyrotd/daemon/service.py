@@ -2,14 +2,14 @@
 
 - the scheduler (APScheduler's background thread and its workers) reads and writes storage and
   publishes immutable snapshots to the board;
-- granian's *embedded* servers (``listeners``: the public one, and the admin one when
-  ``server.admin_listen`` is set) run the raw app (ASGI) on this process's asyncio loop (main
-  thread), reading the board without locks; admin writes go to a small thread pool;
+- the HTTP listeners (``listeners``: the public one, and the admin one when
+  ``server.admin_listen`` is set) parse and answer every request on this process's event loop
+  (main thread, ``http_server``), reading the board without locks; admin writes go to a small
+  thread pool;
 - the loop also handles the signals (SIGTERM/SIGINT stop, SIGHUP reload) and sd_notify.
 
-The loop is uvloop's: granian hands every request over to it from its own threads (a callback
-and a task per request), which libuv's loop does faster than asyncio's own (JWKS answers/s
-1.2 to 1.3x: docs/benchmarks.md, "HTTP hot paths").
+The loop is uvloop's (libuv): its transports and its TLS cost less per request than asyncio's
+own (docs/benchmarks.md, "HTTP hot paths").
 
 Start: check the TLS pair and load the admin clients (refuse bad files), open storage, start the
 scheduler (its start-up pool, not a job each, loads — and bootstraps — every keyset), bind.
@@ -40,7 +40,7 @@ import uvloop
 
 from keyrotd import logs
 from keyrotd.cli.preflight import check_admin_transport
-from keyrotd.config import Settings, load_settings, split_listen
+from keyrotd.config import Settings, load_settings
 from keyrotd.config.kubernetes import signer_keyset
 from keyrotd.config.policy import rotate_times
 from keyrotd.custody import open_custody
@@ -50,7 +50,6 @@ from keyrotd.daemon.cors import Cors
 from keyrotd.daemon.custody_calls import CustodyCalls
 from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
-from keyrotd.daemon.idle import CHECK_EVERY, IdleCloser
 from keyrotd.daemon.listeners import ADMIN, PUBLIC, Listeners, make_listener
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.reload import admin_files, adopt_library_loggers, renew_tls, restart_needed
@@ -65,8 +64,6 @@ from keyrotd.times import utc_now
 
 log = logging.getLogger("keyrotd.daemon")
 
-DRAIN: Final = 0.05
-"""Seconds the loop keeps running after the servers stopped, for requests handed over late."""
 STOP_TIMEOUT: Final = 4.0
 """Longest wait for the jobs in progress at shutdown (systemd and the contract allow 5 s)."""
 
@@ -245,11 +242,9 @@ class Daemon:
             tls = self.tls_copies.install(self.tls_pair)
         try:
             listeners = self._listeners(tls)
-        except ssl.SSLError as exc:  # granian's own OpenSSL check of the copies
+        except ssl.SSLError as exc:  # OpenSSL's own load of the (checked) copies
             self._close_tls()
             raise tls_refused(exc) from None
-        # granian's constructor re-runs logging.dictConfig: install keyrotd's handlers after it
-        logs.configure(self.settings.logging.format, self.settings.logging.level)
         adopt_library_loggers()
         addresses = " and ".join(f"{x.name} {x.address}" for x in listeners.all)
         log.info(
@@ -349,33 +344,11 @@ class Daemon:
         if early_stop:
             loop.call_soon(stop, early_stop[0])
         watchdog = loop.create_task(self._watchdog()) if self.notifier.watchdog_interval else None
-        closing = loop.create_task(self._close_idle(listeners))
         try:
             await listeners.serve()
-            # granian's threads hand requests to this loop with call_soon_threadsafe: let those
-            # handed over as the servers stopped run (they answer 503, stopping) rather than be
-            # dropped with the loop ("coroutine ... was never awaited", seen at 10,000 keysets).
-            await asyncio.sleep(DRAIN)
         finally:
-            closing.cancel()
             if watchdog is not None:
                 watchdog.cancel()
-
-    async def _close_idle(self, listeners: Listeners) -> None:
-        """Shut down connections idle for a minute, on every listener (``idle``)."""
-        ports, paths = set(), set()
-        for listener in listeners.all:
-            path = listener.socket_path
-            if path is None:
-                ports.add(split_listen(listener.address)[1])
-            else:
-                paths.add(str(path))
-        activity = None if self.admin_app is None else self.admin_app.activity
-        closer = IdleCloser(ports, paths, activity)
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(CHECK_EVERY)
-            await loop.run_in_executor(None, closer.check)  # /proc: never on the loop itself
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval or 1.0

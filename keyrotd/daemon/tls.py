@@ -1,16 +1,16 @@
-"""The TLS pair of the listeners: checked before granian sees it, served from private copies.
+"""The TLS pair of the listeners: checked before a listener loads it, served from private copies.
 
-granian (rustls) reads the certificate and key files when a worker starts, and *aborts the
-process* on a key it cannot parse (P-521, DSA, RSA sizes other than 2048/3072/4096...). So
-nothing reaches it unchecked:
+A pair that a listener cannot use must never replace one that works, and a renewal half done on
+disk (certbot writes the certificate and the key one after the other) must never be loaded. So
+nothing reaches the listeners unchecked:
 
-- :func:`check_tls_pair` reads both files once, checks the bytes (PEM, a key type rustls takes,
+- :func:`check_tls_pair` reads both files once, checks the bytes (PEM, a key type every TLS
+  client takes: RSA 2048/3072/4096, ECDSA P-256/P-384, Ed25519,
   the key matching the first certificate, that certificate not expired at ``now``), then lets
   OpenSSL load the pair as a second opinion. A failure is a one-line :class:`ConfigError` naming
   the setting and the file; no text from a parser (which could quote the input) is ever shown.
 - :class:`TlsCopies` writes the checked bytes to new files (0600) in a private 0700 directory:
-  granian is only ever given those, so a half-renewed pair on disk (certbot writes cert and key
-  one after the other) cannot reach it.
+  the listeners load only those, so a half-renewed pair on disk cannot reach them.
 
 ``keyrotd check-config`` calls :func:`check_tls_pair` too (README.md, Configuration).
 """
@@ -151,7 +151,7 @@ def _openssl_accepts(where: str, cert: Path, key: Path) -> None:
 
 
 class TlsCopies:
-    """The files granian reads: private copies of the last pair that passed the checks.
+    """The files the listeners load: private copies of the last pair that passed the checks.
 
     Every :meth:`install` writes new files (never rewriting one a worker may be reading) and
     removes the older ones; :meth:`close` removes the directory.
@@ -194,7 +194,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def tls_refused(exc: ssl.SSLError) -> ConfigError:
-    """granian's OpenSSL load of the (already checked) copies failed: say why, in one line."""
+    """OpenSSL's load of the (already checked) copies failed: say why, in one line."""
     return ConfigError(
         f"the TLS pair (server.tls_cert_file, server.tls_key_file) is refused by OpenSSL "
         f"({exc.reason or type(exc).__name__})",

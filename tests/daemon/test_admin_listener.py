@@ -172,7 +172,7 @@ def test_a_socket_that_cannot_be_bound_is_one_line_naming_the_setting(
 ) -> None:
     path = tmp_path / "no-such-directory" / "admin.sock"
     server = {"admin_listen": f"unix:{path}"}
-    # granian's bind error carries a Rust backtrace with RUST_BACKTRACE set: not in our line
+    # one line, whatever a library's backtrace settings ask
     daemon = daemon_factory(server=server, env={"RUST_BACKTRACE": "1"}).start(wait=False)
     assert daemon.process is not None
     # refused before binding, as check-config refuses it (tests/daemon/test_bind_errors.py)

@@ -153,7 +153,7 @@ def test_suppressed_refusals_are_flushed_by_the_timer() -> None:
 def test_remote_is_ip_port_or_unix() -> None:
     assert remote_of({"client": "127.0.0.1:5123"}) == "127.0.0.1:5123"
     assert remote_of({"client": "[::1]:5123"}) == "[::1]:5123"
-    assert remote_of({"client": ""}) == "unix"  # granian on a unix socket: an unnamed peer
+    assert remote_of({"client": ""}) == "unix"  # a socket path, or no name: a unix peer
     assert remote_of({"client": "/run/peer.sock"}) == "unix"
     assert remote_of({"client": ("10.0.0.1", 80)}) == "10.0.0.1:80"
     assert remote_of({"client": ("::1", 80)}) == "[::1]:80"

@@ -163,7 +163,7 @@ def test_metrics_are_prometheus_text_named_keyrotd(daemon: Daemon) -> None:
 
 
 def test_a_path_is_percent_decoded_once(daemon: Daemon) -> None:
-    """granian hands the app a decoded path: decoding it again would make ``%2561`` an ``a``
+    """The server hands the app a decoded path: decoding it again would make ``%2561`` an ``a``
     (path confusion in front of a proxy that filters on the decoded path)."""
     name = daemon.get("/.well-known/jwks.json")
     assert name.status == 200

@@ -1,20 +1,21 @@
 """Connections idle for longer than 60 s are closed, on every listener: a real daemon with the
 public TCP listener and the admin unix socket, idle sockets left silent (slow: it waits the real
-minute); and the :class:`IdleCloser` pass itself on real sockets of this process, with a short
-timeout."""
+minute); and the server's own rule on real sockets, with a short timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from keyrotd.daemon.idle import IDLE_TIMEOUT, Activity, IdleCloser
+from keyrotd.daemon.http_server import IDLE_TIMEOUT
+from keyrotd.daemon.responses import Response, Scope
 from tests.support.daemon import TOKEN
+from tests.support.serving import connect, serving
 
 from .conftest import DaemonFactory
 
@@ -35,63 +36,45 @@ def closed_within(sock: socket.socket, seconds: float) -> float | None:
     return time.monotonic() - started
 
 
-@pytest.fixture
-def tcp_pair() -> Iterator[tuple[int, socket.socket, socket.socket]]:
-    """A listening port of this process, a client connected to it and the accepted socket."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        client = socket.create_connection(server.getsockname())
-        accepted, _ = server.accept()
-        with client, accepted:
-            yield server.getsockname()[1], client, accepted
+def ok(scope: Scope) -> Response:
+    return Response(200, [], b"ok")
 
 
-def test_an_idle_tcp_connection_is_shut_down_and_a_busy_one_is_not(
-    tcp_pair: tuple[int, socket.socket, socket.socket],
+@pytest.mark.parametrize("listener", ["tcp", "unix"])
+def test_idle_and_slow_connections_are_closed_and_busy_ones_are_not(
+    listener: str, tmp_path: Path
 ) -> None:
-    port, client, accepted = tcp_pair
-    closer = IdleCloser({port}, set(), timeout=SHORT)
-    assert closer.check() == 0  # just opened
-    for _ in range(4):  # busy: a byte each way more often than the timeout
-        time.sleep(SHORT / 3)
-        client.sendall(b"x")
-        accepted.recv(1)
-        accepted.sendall(b"y")
-        client.recv(1)
-        assert closer.check() == 0
-    time.sleep(SHORT + 0.2)
-    assert IdleCloser({port + 1}, set(), timeout=SHORT).check() == 0  # another port: not ours
-    assert closer.check() == 1
-    assert closed_within(client, 2) is not None
+    unix_path = tmp_path / "s.sock" if listener == "unix" else None
+    with serving(ok, unix_path, idle_timeout=SHORT) as (where, _):
+        silent, kept_alive, slow, busy = (connect(where) for _ in range(4))
+        request_line(kept_alive, "/")
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        deadline = time.monotonic() + SHORT * 3
+        while time.monotonic() < deadline:  # a request every fifth of the timeout
+            request_line(busy, "/")
+            time.sleep(SHORT / 5)
+        for sock in (silent, kept_alive, slow):
+            assert closed_within(sock, 2) is not None
+        request_line(busy, "/")  # still open
+        for sock in (silent, kept_alive, slow, busy):
+            sock.close()
 
 
-def test_an_idle_unix_connection_is_shut_down_once_the_listener_is_quiet(
-    tmp_path: Path,
-) -> None:
-    path = str(tmp_path / "admin.sock")
-    with socket.socket(socket.AF_UNIX) as server:
-        server.bind(path)
-        server.listen()
-        client = socket.socket(socket.AF_UNIX)
-        client.connect(path)
-        accepted, _ = server.accept()
-        with client, accepted:
-            activity = Activity()
-            closer = IdleCloser(set(), {path}, activity, timeout=SHORT)
-            assert closer.check() == 0  # first seen now
-            time.sleep(SHORT + 0.2)
-            with activity.request():  # a request in progress somewhere on the listener
-                assert closer.check() == 0
-            assert closer.check() == 0  # it just answered
-            time.sleep(SHORT + 0.2)
-            assert closer.check() == 1
-            assert closed_within(client, 2) is not None
+def test_a_connection_awaiting_its_answer_is_not_idle() -> None:
+    async def slow_answer(scope: Scope) -> Response:
+        await asyncio.sleep(SHORT * 3)
+        return Response(200, [], b"late")
+
+    with serving(slow_answer, idle_timeout=SHORT) as (where, _), connect(where) as waiting:
+        waiting.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        waiting.settimeout(SHORT * 6)
+        assert waiting.recv(65536).startswith(b"HTTP/1.1 200")
 
 
 def request_line(sock: socket.socket, path: str, token: str | None = None) -> None:
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+    sock.settimeout(5)
     assert sock.recv(65536).startswith(b"HTTP/1.1 200")
 
 
@@ -147,10 +130,12 @@ def test_connections_idle_for_a_minute_are_closed_on_every_listener(
         worker.join()
         for sock in (silent, kept_alive, http2, busy, unix):
             sock.close()
-    # granian itself closes a kept-alive HTTP/1 connection 30 s after its answer (its header
-    # read timeout); one that sent nothing, or speaks HTTP/2, is closed by keyrotd at 60 s
+    # a connection that sent nothing, or nothing since its answer, is closed at 60 s; one
+    # that speaks HTTP/2 (the listeners speak HTTP/1.1) is answered 400 and closed at once
     assert all(at is not None for at in results.values()), results
     assert IDLE_TIMEOUT - 1 <= (results["silent"] or 0) <= IDLE_TIMEOUT + 10, results
-    assert IDLE_TIMEOUT - 1 <= (results["http2"] or 0) <= IDLE_TIMEOUT + 10, results
+    assert IDLE_TIMEOUT - 1 <= (results["kept_alive"] or 0) <= IDLE_TIMEOUT + 10, results
+    assert IDLE_TIMEOUT - 1 <= (results["unix"] or 0) <= IDLE_TIMEOUT + 10, results
+    assert (results["http2"] or 0) < 5, results
     assert busy_open
     assert daemon.get("/healthz").status == 200

@@ -130,6 +130,7 @@ def test_a_restart_with_a_revision_file_refuses_what_was_moved_back_meanwhile(
     daemon.start(wait=False)
     try:
         daemon.wait_for(lambda: bool(rollbacks(daemon)), 20, "storage.rollback_detected")
+        daemon.wait_status("/healthz", 200)  # the load can log the refusal before the bind
         assert daemon.get(f"/keysets/{KEYSET}/jwks.json").status == 503
         assert daemon.get("/readyz").status == 503
         assert daemon.admin("GET", f"/keysets/{KEYSET}/signing-key").status == 503

@@ -289,7 +289,7 @@ def test_help_does_not_import_the_daemon_libraries() -> None:
         "import sys\n"
         "from keyrotd.cli import main\n"
         "assert main(['--help']) == 0\n"
-        "heavy = {'granian', 'apscheduler', 'prometheus_client', 'keyrotd.daemon'}\n"
+        "heavy = {'httptools', 'apscheduler', 'prometheus_client', 'keyrotd.daemon'}\n"
         "heavy &= set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -240,7 +240,7 @@ def _expired(ca: TestCA) -> None:
     ca.issue(0x3003, expired=True)
 
 
-def _p521(ca: TestCA) -> None:  # OpenSSL takes it; granian (rustls) would abort the process
+def _p521(ca: TestCA) -> None:  # OpenSSL takes it; keyrotd serves what every client takes
     key = ec.generate_private_key(ec.SECP521R1())
     ca.issue(0x3003, key=key)
     ca.write_key(key)

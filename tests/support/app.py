@@ -5,10 +5,10 @@
   and the public and admin apps over them, wired as ``keyrotd.daemon.service`` wires them.
 - :func:`ask` sends one request to an app and returns its :class:`~tests.support.http.Reply`.
 
-:func:`ask` is the one place that knows how the server calls the app (ASGI today, as granian's
-``Interfaces.ASGINL`` does: keyrotd/daemon/listeners.py); if that interface changes, only it
-changes. The subprocess tests (tests/daemon/test_http.py, test_admin.py, test_scopes.py, ...)
-check the same answers through a real listener.
+:func:`ask` is the one place that knows how the server calls the app (``App.handle`` with the
+scope keyrotd/daemon/http_server.py builds); if that interface changes, only it changes. The
+subprocess tests (tests/daemon/test_http.py, test_admin.py, test_scopes.py, ...) check the same
+answers through a real listener.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from keyrotd.daemon.discovery import issuer_routes
 from keyrotd.daemon.http import App, Options
 from keyrotd.daemon.metrics import Metrics
 from keyrotd.daemon.reload import admin_files
+from keyrotd.daemon.responses import Response
 from keyrotd.daemon.scheduling import Rotator
 from keyrotd.daemon.state import Board
 from keyrotd.storage import open_storage
@@ -108,30 +109,20 @@ def ask(
     """One request (``target``: the path as sent, with its query) and the app's answer."""
     raw_path, _, query = target.partition("?")
     scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "http",
         "method": method,
         "path": unquote(raw_path),
         "raw_path": raw_path.encode("latin-1"),
         "query_string": query.encode("latin-1"),
-        "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
         "client": PEER,
-        "server": ("127.0.0.1", 8000),
+        "body": body,
     }
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[Mapping[str, Any]] = []
 
-    async def receive() -> Mapping[str, Any]:
-        return pending.pop(0) if pending else {"type": "http.disconnect"}
+    async def answered() -> Response:
+        answer = app.handle(scope)
+        return answer if isinstance(answer, Response) else await answer
 
-    async def send(message: Mapping[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    start, *bodies = sent
-    assert start["type"] == "http.response.start", sent
-    answered = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    return Reply(start["status"], answered, b"".join(m.get("body", b"") for m in bodies))
+    response = asyncio.run(answered())
+    answered_headers = {k.decode().lower(): v.decode() for k, v in response.headers}
+    shown = b"" if method == "HEAD" else response.body  # the server leaves it out
+    return Reply(response.status, answered_headers, shown)
