@@ -38,7 +38,7 @@ PUBLIC: Final = "public"
 ADMIN: Final = "admin"
 SOCKET_MODE: Final = 0o660
 BACKLOG: Final = 1024
-STOP_GRACE: Final = 1.0
+STOP_GRACE: Final = 0.5
 """Seconds a stop waits for the answers in progress before dropping their connections."""
 RENEW_TIMEOUT: Final = 10.0
 
