@@ -10,7 +10,7 @@ a time per connection, with its whole body, as a small ASGI-shaped ``scope`` (``
 ``client``, ``body``), and answers a :class:`~keyrotd.daemon.responses.Response` at once (every
 JWKS answer: nothing is scheduled, no task, no thread hop) or an awaitable of one.
 
-- Keep-alive as HTTP/1.1 says (``Connection: close``, HTTP/1.0 without keep-alive); pipelined
+- Keep-alive as HTTP/1.1 says (``Connection: close``, HTTP/1.0 even with keep-alive); pipelined
   requests are answered in order (a refusal too, after the answers before it): while an awaited
   answer is pending, or the client does not read its answers (the transport's buffer is full),
   parsing and reading pause, :data:`SLICE` bytes at most past that point. Nothing received after
@@ -70,7 +70,7 @@ _UNIX_PEER: Final = ("", 0)
 """The ``client`` of a unix-socket request (no address): the audit line says ``unix``."""
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NON_ASCII: Final = re.compile(rb"[\x80-\xff]")
-_WATCHED: Final = frozenset({b"content-length", b"expect"})
+_WATCHED: Final = frozenset({b"content-length", b"expect", b"connection"})
 _METHODS: Final = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
 _FAILED: Final = Response(500, [], b"")
 
@@ -280,6 +280,8 @@ class Connection(asyncio.Protocol):
         self.head_size = 0
         self.body_size = 0
         self.expect_continue = False
+        self.connection_header = False
+        """The request has a ``Connection`` header (its HTTP version is looked at then)."""
         self.at_request_line = True
         """The next data received begins with a request line (or the rest of one)."""
         self.in_head = False
@@ -421,6 +423,8 @@ class Connection(asyncio.Protocol):
     def _watched(self, name: bytes, value: bytes) -> None:
         if name == b"expect":
             self.expect_continue = value.lower() == b"100-continue"
+        elif name == b"connection":
+            self.connection_header = True
         elif value.strip().isdigit() and int(value) > MAX_BODY_READ:  # content-length
             raise _Refused(_BODY_TOO_LARGE)
 
@@ -438,10 +442,15 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.in_message = False
         self.at_request_line = True
+        keep_alive = self.parser.should_keep_alive() and not self.server.closing
+        if self.connection_header:
+            self.connection_header = False
+            if keep_alive and self.parser.get_http_version() == "1.0":
+                # its keep-alive needs an answer saying so; this one says close (RFC 9112 §9.3)
+                keep_alive = False
         if self.closed or self.final is not None:
             return  # after a closing request or a refusal: never run
         scope = self.scope()
-        keep_alive = self.parser.should_keep_alive() and not self.server.closing
         if scope is None:
             raise _Refused(_BAD_PATH)  # the parser stops here
         if self.busy or self.pending or self.write_paused:

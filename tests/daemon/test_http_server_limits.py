@@ -15,7 +15,7 @@ from keyrotd.daemon.http_server import MAX_BODY_READ, MAX_HEAD, HttpServer
 from keyrotd.daemon.responses import Response, Scope
 from tests.support.serving import connect, serving
 
-from .test_http_server import answers, either, read_all
+from .test_http_server import answers, echo, either, read_all
 
 T = TypeVar("T")
 
@@ -79,12 +79,18 @@ def test_a_pipelined_flood_read_as_it_comes_is_answered_whole_and_in_order() -> 
 
 
 def test_a_connection_whose_answers_are_never_read_is_dropped_once_idle() -> None:
+    def open_connections() -> int:
+        return on_loop(server, lambda: len(server.connections))
+
     with serving(big, idle_timeout=0.5) as (port, server), connect(port) as client:
         flood(client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 20000, 1.0)
         deadline = time.monotonic() + 5
-        while on_loop(server, lambda: len(server.connections)) and time.monotonic() < deadline:
+        while not open_connections() and time.monotonic() < deadline:  # not accepted yet
+            time.sleep(0.05)
+        assert open_connections() == 1
+        while open_connections() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert on_loop(server, lambda: len(server.connections)) == 0
+        assert open_connections() == 0
 
 
 def test_a_header_that_never_ends_is_refused_once_too_large() -> None:
@@ -173,3 +179,13 @@ def test_trailers_are_not_taken_as_headers() -> None:
         assert answers(read_all(client))[0][0] == 200
     assert seen[0]["body"] == b"abc"
     assert b"authorization" not in dict(seen[0]["headers"])
+
+
+def test_an_http_1_0_client_asking_keep_alive_is_told_the_connection_closes() -> None:
+    """An HTTP/1.0 client keeps a connection only when the answer says ``keep-alive``; one
+    kept open without saying so leaves it waiting for the close (``ab -k``: a minute)."""
+    with serving(echo) as (port, _), connect(port) as client:
+        client.sendall(b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        client.settimeout(2)
+        ((status, headers, _),) = answers(read_all(client))
+    assert status == 200 and headers[b"connection"] == b"close"
