@@ -410,7 +410,7 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.at_request_line = False  # the line ended before the first header
-        self.head_size += len(name) + len(value)
+        self.head_size += len(name) + len(value) + 3  # as sent, at least: "name:value\r\n"
         if self.head_size > MAX_HEAD:
             raise _Refused(_HEAD_TOO_LARGE)
         if not self.in_head:

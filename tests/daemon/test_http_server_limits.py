@@ -189,3 +189,12 @@ def test_an_http_1_0_client_asking_keep_alive_is_told_the_connection_closes() ->
         client.settimeout(2)
         ((status, headers, _),) = answers(read_all(client))
     assert status == 200 and headers[b"connection"] == b"close"
+
+
+def test_many_small_headers_count_as_the_bytes_they_take() -> None:
+    """64 KiB of headers of a byte each are 16,000 headers kept: refused like any 64 KiB."""
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * (MAX_HEAD // 3) + b"\r\n"
+    assert len(head) < 4 * MAX_HEAD
+    with serving(echo) as (port, _), connect(port) as client:
+        client.sendall(head)
+        assert read_all(client).startswith(b"HTTP/1.1 431 ")
