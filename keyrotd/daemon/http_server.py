@@ -10,14 +10,19 @@ a time per connection, with its whole body, as a small ASGI-shaped ``scope`` (``
 ``client``, ``body``), and answers a :class:`~keyrotd.daemon.responses.Response` at once (every
 JWKS answer: nothing is scheduled, no task, no thread hop) or an awaitable of one.
 
-- Keep-alive as HTTP/1.1 says (``Connection: close``, HTTP/1.0 without keep-alive); pipelined
-  requests are answered in order: while an awaited answer is pending, reading pauses.
-- Limits: :data:`MAX_HEAD` bytes of request line and headers (431), :data:`MAX_BODY_READ` bytes of
-  body (413, whatever the app's own limit below it), both answered and closed.
+- Keep-alive as HTTP/1.1 says (``Connection: close``, HTTP/1.0 even with keep-alive); pipelined
+  requests are answered in order (a refusal too, after the answers before it): while an awaited
+  answer is pending, or the client does not read its answers (the transport's buffer is full),
+  parsing and reading pause, :data:`SLICE` bytes at most past that point. Nothing received after
+  a closing request or a refusal reaches the app.
+- Limits: :data:`MAX_HEAD` bytes of request line and headers (431; a header not yet ended
+  counts too), :data:`MAX_BODY_READ` bytes of body (413, whatever the app's own limit below it),
+  both answered and closed. Trailers of a chunked body are read, never taken as headers.
   ``Expect: 100-continue`` is answered ``100 Continue`` unless the body announced is too long.
 - A connection with no request in progress and nothing received for :data:`IDLE_TIMEOUT`
   seconds is closed, and so is one whose request has not arrived whole within that time
-  (a slow sender); :meth:`HttpServer.sweep` runs every :data:`SWEEP_EVERY` seconds.
+  (a slow sender); :meth:`HttpServer.sweep` runs every :data:`SWEEP_EVERY` seconds. One closed
+  that still has answers its client never read is dropped at the next sweep.
 - HEAD gets the headers of the GET answer, ``Content-Length`` included, without the body;
   1xx, 204 and 304 answers carry neither.
 - Stop: the listening socket closes, idle connections close at once, a connection with a
@@ -53,6 +58,8 @@ MAX_HEAD: Final = 64 * 1024
 MAX_BODY_READ: Final = 1024 * 1024
 """The longest request body read at all; the app refuses above its own, smaller limits."""
 TLS_HANDSHAKE_TIMEOUT: Final = 10.0
+SLICE: Final = 4096
+"""Bytes parsed at a time when more arrive at once: the most parsed past a pause."""
 
 Handler = Callable[[Scope], "Response | Awaitable[Response]"]
 
@@ -63,7 +70,7 @@ _UNIX_PEER: Final = ("", 0)
 """The ``client`` of a unix-socket request (no address): the audit line says ``unix``."""
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NON_ASCII: Final = re.compile(rb"[\x80-\xff]")
-_WATCHED: Final = frozenset({b"content-length", b"expect"})
+_WATCHED: Final = frozenset({b"content-length", b"expect", b"connection"})
 _METHODS: Final = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")}
 _FAILED: Final = Response(500, [], b"")
 
@@ -198,7 +205,10 @@ class HttpServer:
         now = time.monotonic()
         stale = [c for c in self.connections if c.idle_for(now) > self.idle_timeout]
         for connection in stale:
-            connection.close()
+            if connection.closed:  # closed already: its answers were never read, drop it
+                connection.abort()
+            else:
+                connection.close()
         if not self.closing:
             self._sweeper = asyncio.get_running_loop().call_later(self.sweep_every, self.sweep)
         return len(stale)
@@ -270,14 +280,25 @@ class Connection(asyncio.Protocol):
         self.head_size = 0
         self.body_size = 0
         self.expect_continue = False
+        self.connection_header = False
+        """The request has a ``Connection`` header (its HTTP version is looked at then)."""
         self.at_request_line = True
         """The next data received begins with a request line (or the rest of one)."""
+        self.in_head = False
+        """A request line and headers are arriving."""
+        self.wire = -1
+        """Bytes of the request in progress received after the read it began in, its body
+        excepted (-1: still in that read): a header, a trailer or chunk framing without end."""
         self.in_message = False
         self.message_began = 0.0
         self.last = time.monotonic()
         self.pending: list[tuple[Scope, bool]] = []
         """Complete requests not answered yet (pipelined behind an awaited answer)."""
         self.busy = False
+        self.unparsed = b""
+        """Received, not parsed yet: parsing paused (see the module docstring)."""
+        self.final: bytes | None = None
+        """A refusal due once the answers pending are written; then the connection closes."""
         self.write_paused = False
         self.closed = False
         self.eof = False
@@ -299,12 +320,31 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last = time.monotonic()
+        if self.unparsed or len(data) > SLICE or self.closed or self.final is not None:
+            self._feed(self.unparsed + data)
+        else:
+            self._parse(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data`` a slice at a time while nothing asks to pause; keep the rest."""
+        self.unparsed = b""
+        for start in range(0, len(data), SLICE):
+            if self.closed or self.final is not None:
+                return
+            if self.busy or self.pending or self.write_paused:
+                self.unparsed = data[start:]
+                break
+            self._parse(data[start : start + SLICE])
+        self._reading()
+
+    def _parse(self, data: bytes) -> None:
+        body_before = self.body_size
         try:
             if self.at_request_line and not data.isascii():
                 data = self._escaped_request_line(data)
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.pending_close()  # answered what came before it; nothing else on this one
+            self.refuse(b"")  # answer what came before it; nothing else on this one
         except httptools.HttpParserError as exc:  # a callback's _Refused arrives as its context
             refused = exc.__context__
             if isinstance(refused, _Refused):
@@ -313,6 +353,16 @@ class Connection(asyncio.Protocol):
                 self.refuse(_HTTP2_GOAWAY)
             else:
                 self.refuse(_BAD_REQUEST)
+            return
+        if self.in_message:  # a request spans reads: count what arrives, besides its body
+            if self.wire < 0:  # the read it began in (its complete headers are counted)
+                self.wire = 0
+                return
+            self.wire += len(data) - (self.body_size - body_before)
+            if self.in_head and self.wire > MAX_HEAD:
+                self.refuse(_HEAD_TOO_LARGE)  # a header not ended yet (httptools keeps it)
+            elif self.wire > MAX_HEAD + MAX_BODY_READ:
+                self.refuse(_BODY_TOO_LARGE)  # chunk framing or trailers without end
 
     def _escaped_request_line(self, data: bytes) -> bytes:
         """``data`` with the bytes outside ASCII of the request line it begins with
@@ -326,7 +376,7 @@ class Connection(asyncio.Protocol):
         """The client sent everything: answer what it asked first (plain TCP or unix keeps the
         half-open connection for that), then close."""
         self.eof = True
-        if self.busy or self.pending:
+        if self.busy or self.pending or self.unparsed:
             return self.server.tls is None or None
         return None
 
@@ -336,7 +386,8 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._reading()
+        self.last = time.monotonic()  # the client reads: not idle
+        self._proceed()
 
     # httptools callbacks (the hot path: every request runs them)
 
@@ -347,7 +398,8 @@ class Connection(asyncio.Protocol):
         self.head_size = 0
         self.body_size = 0
         self.expect_continue = False
-        self.in_message = True
+        self.in_message = self.in_head = True
+        self.wire = -1
         self.message_began = self.last
 
     def on_url(self, url: bytes) -> None:
@@ -358,9 +410,11 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.at_request_line = False  # the line ended before the first header
-        self.head_size += len(name) + len(value)
+        self.head_size += len(name) + len(value) + 3  # as sent, at least: "name:value\r\n"
         if self.head_size > MAX_HEAD:
             raise _Refused(_HEAD_TOO_LARGE)
+        if not self.in_head:
+            return  # a trailer (after a chunked body): never a header
         name = name.lower()
         if name in _WATCHED:
             self._watched(name, value)
@@ -369,11 +423,13 @@ class Connection(asyncio.Protocol):
     def _watched(self, name: bytes, value: bytes) -> None:
         if name == b"expect":
             self.expect_continue = value.lower() == b"100-continue"
+        elif name == b"connection":
+            self.connection_header = True
         elif value.strip().isdigit() and int(value) > MAX_BODY_READ:  # content-length
             raise _Refused(_BODY_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
-        self.at_request_line = False
+        self.at_request_line = self.in_head = False
         if self.expect_continue:
             self.write(_CONTINUE)
 
@@ -386,11 +442,18 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.in_message = False
         self.at_request_line = True
-        scope = self.scope()
         keep_alive = self.parser.should_keep_alive() and not self.server.closing
+        if self.connection_header:
+            self.connection_header = False
+            if keep_alive and self.parser.get_http_version() == "1.0":
+                # its keep-alive needs an answer saying so; this one says close (RFC 9112 §9.3)
+                keep_alive = False
+        if self.closed or self.final is not None:
+            return  # after a closing request or a refusal: never run
+        scope = self.scope()
         if scope is None:
-            self.refuse(_BAD_PATH)
-        elif self.busy or self.pending:
+            raise _Refused(_BAD_PATH)  # the parser stops here
+        if self.busy or self.pending or self.write_paused:
             self.pending.append((scope, keep_alive))
             self._reading()
         else:
@@ -453,11 +516,21 @@ class Connection(asyncio.Protocol):
             self.write(encode_response(response, scope["method"] == "HEAD", keep_alive))
             if not keep_alive:
                 self.pending_close()
-        while self.pending and not self.busy and not self.closed:
+        self._proceed()
+
+    def _proceed(self) -> None:
+        """Answer what is pending, then parse what was kept, as far as the client reads."""
+        while self.pending and not self.busy and not self.closed and not self.write_paused:
             scope, keep_alive = self.pending.pop(0)
             self.answer(scope, keep_alive)
-        if self.eof and not self.busy:
-            self.close()
+        if not self.busy and not self.pending and not self.closed:
+            if self.final is not None:
+                self.write(self.final)
+                self.close()
+            elif self.unparsed and not self.write_paused:
+                self._feed(self.unparsed)
+            if self.eof and not self.busy and not self.pending and not self.unparsed:
+                self.close()
         self._reading()
 
     def write(self, data: bytes) -> None:
@@ -465,19 +538,27 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def refuse(self, answer: bytes) -> None:
-        self.write(answer)
-        self.pending_close()
+        """Answer ``answer`` after the answers due (in order), then close; nothing more is read."""
+        self.unparsed = b""
+        if self.busy or self.pending:
+            self.final = answer
+            self._reading()
+        else:
+            self.write(answer)
+            self.close()
 
     def pending_close(self) -> None:
         """Close once written; nothing more is read."""
         self.pending.clear()
+        self.unparsed = b""
         self.close()
 
     def _reading(self) -> None:
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             return
-        if self.busy or self.pending or self.write_paused:
+        waiting = self.busy or self.pending or self.write_paused or self.unparsed
+        if waiting or self.final is not None:
             transport.pause_reading()
         else:
             transport.resume_reading()
@@ -485,7 +566,7 @@ class Connection(asyncio.Protocol):
     # idleness and stop
 
     def idle_for(self, now: float) -> float:
-        if self.busy or self.pending:
+        if self.busy:  # answers pending and not busy: the client does not read them
             return 0.0
         if self.in_message:
             return now - self.message_began
