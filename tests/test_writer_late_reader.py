@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from keyrotd.lifecycle.commands import Retain, Revoke, Rotate, plan
-from keyrotd.model import Keyset, KeyState, from_json
+from keyrotd.model import Key, Keyset, KeyState, from_json
 from keyrotd.testing.memory import MemoryStorage
 from keyrotd.writer import KeysetSpec, KeysetWriter
 from tests.support.clock import T0_MARCH_MORNING as T0
@@ -29,11 +29,16 @@ BLIND_UNTIL = T0 + 20 * HOUR
 """After B's activation (T0 + 13 h) and A's expiry (T0 + 14 h 05 min) on the CLI's schedule."""
 
 
-def writers() -> tuple[MemoryStorage, ManualClock, KeysetWriter, KeysetWriter]:
+def signing_an_hour_in() -> tuple[MemoryStorage, ManualClock, KeysetWriter, KeysetWriter, Key]:
+    """A daemon (``reader_lag``) and a CLI on one store, an hour after the daemon read the
+    keyset and began signing with its active key, A (returned last)."""
     storage, clock = MemoryStorage(), ManualClock(T0)
     daemon = KeysetWriter(storage, SPEC, clock, reader_lag=LAG)
     cli = KeysetWriter(storage, SPEC, clock)
-    return storage, clock, daemon, cli
+    a = daemon.sync().keyset.active
+    assert a is not None
+    clock.advance(HOUR)
+    return storage, clock, daemon, cli, a
 
 
 def stored(storage: MemoryStorage) -> Keyset:
@@ -47,10 +52,7 @@ def jwks_kids(keyset: Keyset) -> set[str]:
 
 
 def test_a_key_signed_with_past_its_retirement_stays_for_the_retention_from_now() -> None:
-    storage, clock, daemon, cli = writers()
-    a = daemon.sync().keyset.active
-    assert a is not None
-    clock.advance(HOUR)
+    storage, clock, daemon, cli, a = signing_an_hour_in()
     b = cli.apply(Rotate()).keyset.pending[0]
     clock.now = BLIND_UNTIL  # the daemon read nothing since T0: it signed with A throughout
 
@@ -74,10 +76,7 @@ def test_a_key_signed_with_past_its_retirement_stays_for_the_retention_from_now(
 
 
 def test_a_key_retired_while_the_daemon_was_blind_but_not_yet_gone_is_kept_longer() -> None:
-    storage, clock, daemon, cli = writers()
-    a = daemon.sync().keyset.active
-    assert a is not None
-    clock.advance(HOUR)
+    storage, clock, daemon, cli, a = signing_an_hour_in()
     cli.apply(Rotate())
     clock.now = T0 + 13 * HOUR + 10 * timedelta(minutes=1)  # retired 10 min ago, not expired
 
@@ -88,10 +87,7 @@ def test_a_key_retired_while_the_daemon_was_blind_but_not_yet_gone_is_kept_longe
 
 
 def test_a_daemon_that_read_the_successor_in_time_keeps_nothing() -> None:
-    _, clock, daemon, cli = writers()
-    a = daemon.sync().keyset.active
-    assert a is not None
-    clock.advance(HOUR)
+    _, clock, daemon, cli, a = signing_an_hour_in()
     cli.apply(Rotate())
     clock.advance(LAG)
     daemon.sync()  # read in time: its own view switches to B at B's activation
@@ -104,10 +100,7 @@ def test_a_daemon_that_read_the_successor_in_time_keeps_nothing() -> None:
 
 
 def test_learning_of_a_rotate_now_within_the_refresh_interval_writes_nothing() -> None:
-    storage, clock, daemon, cli = writers()
-    a = daemon.sync().keyset.active
-    assert a is not None
-    clock.advance(HOUR)
+    storage, clock, daemon, cli, _a = signing_an_hour_in()
     cli.apply(Rotate(now=True))
     clock.advance(LAG)  # the next refresh, as planned
     before = storage.read("main")
@@ -119,10 +112,7 @@ def test_learning_of_a_rotate_now_within_the_refresh_interval_writes_nothing() -
 
 
 def test_a_key_revoked_while_the_daemon_was_blind_is_never_brought_back() -> None:
-    storage, clock, daemon, cli = writers()
-    a = daemon.sync().keyset.active
-    assert a is not None
-    clock.advance(HOUR)
+    storage, clock, daemon, cli, a = signing_an_hour_in()
     cli.apply(Revoke(a.kid))
     clock.now = BLIND_UNTIL
 
@@ -131,10 +121,7 @@ def test_a_key_revoked_while_the_daemon_was_blind_is_never_brought_back() -> Non
 
 
 def test_a_cli_never_keeps_keys_it_did_not_serve() -> None:
-    _, clock, daemon, cli = writers()
-    a = daemon.sync().keyset.active
-    assert a is not None
-    clock.advance(HOUR)
+    _, clock, _daemon, cli, a = signing_an_hour_in()
     cli.apply(Rotate())
     clock.now = BLIND_UNTIL
 
@@ -142,10 +129,7 @@ def test_a_cli_never_keeps_keys_it_did_not_serve() -> None:
 
 
 def test_retain_in_the_planner_brings_an_expired_key_back_once() -> None:
-    storage, clock, daemon, cli = writers()
-    a = daemon.sync().keyset.active
-    assert a is not None
-    clock.advance(HOUR)
+    storage, _clock, _daemon, cli, a = signing_an_hour_in()
     cli.apply(Rotate())
     document = stored(storage)
     public = a.replace(state=KeyState.RETIRED, drop_private=True)
