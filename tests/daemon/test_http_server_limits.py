@@ -97,15 +97,21 @@ def test_a_connection_whose_answers_are_never_read_is_dropped_once_idle() -> Non
         assert open_connections() == 0
 
 
+def send_until_answered(client: socket.socket, chunk: int, most: int, pause: float) -> None:
+    """Send ``a`` bytes, ``chunk`` at a time, up to ``most``, until the server answers; then
+    give its answer 2 s to arrive."""
+    for _ in range(most // chunk):
+        client.sendall(b"a" * chunk)
+        time.sleep(pause)
+        if select.select([client], [], [], 0)[0]:
+            break
+    client.settimeout(2)
+
+
 def test_a_header_that_never_ends_is_refused_once_too_large() -> None:
     with serving(either) as (port, _), connect(port) as client:
         client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: ")
-        for _ in range(4 * MAX_HEAD // 4096):
-            client.sendall(b"a" * 4096)
-            time.sleep(0.002)
-            if select.select([client], [], [], 0)[0]:
-                break
-        client.settimeout(2)
+        send_until_answered(client, 4096, 4 * MAX_HEAD, pause=0.002)
         assert client.recv(65536).startswith(b"HTTP/1.1 431 ")
 
 
@@ -115,12 +121,7 @@ def test_trailers_that_never_end_are_refused() -> None:
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"3\r\nabc\r\n0\r\nX-Trailer: "
         )
-        for _ in range(2 * (MAX_HEAD + MAX_BODY_READ) // 16384):
-            client.sendall(b"a" * 16384)
-            time.sleep(0.001)
-            if select.select([client], [], [], 0)[0]:
-                break
-        client.settimeout(2)
+        send_until_answered(client, 16384, 2 * (MAX_HEAD + MAX_BODY_READ), pause=0.001)
         assert client.recv(65536).startswith(b"HTTP/1.1 413 ")
 
 
