@@ -53,8 +53,6 @@ class Listener:
     """As configured: ``host:port`` or ``unix:/PATH``."""
     server: HttpServer
     tls: bool
-    bound: bool = field(default=False)
-    """Its socket is bound and listening: a later failure is not a failed bind."""
     socket_id: tuple[int, int] | None = field(default=None)
     """(device, inode) of the unix socket file it bound: removed at the stop if still there."""
 
@@ -99,9 +97,7 @@ class Listeners:
         :class:`KeyrotdError` (and nothing is served)."""
         try:
             for listener in self.all:
-                sock = bind(listener)
-                listener.bound = True
-                await listener.server.start(sock)
+                await listener.server.start(bind(listener))
         except BaseException:
             for listener in self.all:
                 listener.server.stop()
