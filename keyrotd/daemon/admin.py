@@ -320,7 +320,7 @@ def sign(admin: Admin, board: Board, name: str, scope: Scope) -> Answer:
     try:
         request = parse_request(body)
     except SignRefused as exc:
-        return error(400, str(exc))
+        return _sign_refused(exc)
 
     def signed_by(signer: SigningKey) -> Signed:
         return sign_token(
@@ -337,8 +337,7 @@ def sign(admin: Admin, board: Board, name: str, scope: Scope) -> Answer:
         signed = signed_by(published.signer)
     except (SignRefused, LookupError, KeyrotdError) as exc:
         return _sign_refused(exc)
-    admin.audit.metrics.token_signed(name, time.perf_counter() - started)
-    return Response(200, [JSON, NO_STORE], compact_json(answer_of(signed)))
+    return _signed(admin, name, signed, started)
 
 
 async def _sign_in_custody(
@@ -355,6 +354,11 @@ async def _sign_in_custody(
         signed = await admin.custody_calls.run(custody, admin.signers.with_active, name, signed_by)
     except (SignRefused, LookupError, KeyrotdError) as exc:
         return _sign_refused(exc)
+    return _signed(admin, name, signed, started)
+
+
+def _signed(admin: Admin, name: str, signed: Signed, started: float) -> Response:
+    """The answer of a signature made, counted with its latency."""
     admin.audit.metrics.token_signed(name, time.perf_counter() - started)
     return Response(200, [JSON, NO_STORE], compact_json(answer_of(signed)))
 
